@@ -1,0 +1,410 @@
+"""Blocking client of the engine server, and a helper that runs the engine as a subprocess.
+
+Standard library only (Python >= 3.8) so it runs inside Krita. Every call blocks: run it on a worker thread,
+never on Krita's GUI thread. One EngineClient carries one call at a time (a lock serialises them); to ask
+for status while an edit runs, open a second client.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+
+from bridge import errors
+from bridge.protocol import PROTOCOL_VERSION, Limits, Message, MessageReader, encode_message, send_parts
+
+TOKEN_ENV = "BLENDED_DIFFUSION_TOKEN"
+_POLL_SECONDS = 0.1  # how often a waiting edit() looks at its cancel event
+_SEND_BYTES_PER_SECOND = 1 << 20  # slowest network we allow for when sizing the send timeout
+
+ProgressCallback = Callable[[Dict[str, Any], Optional[bytes]], None]
+
+
+class EngineClient:
+    """A connection to the engine server, authenticated with the token on construction."""
+
+    def __init__(self, host: str, port: int, token: str, timeout: float = 30.0) -> None:
+        self.host = host
+        self.port = port
+        self.timeout = timeout
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        try:
+            self._sock: Optional[socket.socket] = socket.create_connection((host, port), timeout=timeout)
+        except OSError as exc:
+            raise errors.EngineConnectionError(
+                f"cannot connect to the engine at {host}:{port}: {exc}"
+            ) from None
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._reader = MessageReader(self._sock, Limits())
+        try:
+            self._send("hello", {"protocol": PROTOCOL_VERSION, "token": token, "client": "bridge-python"})
+            reply = self._read(timeout)
+        except BaseException:
+            self.close()
+            raise
+        if reply.type == "error":
+            self.close()
+            code, message = reply.get("code", "?"), reply.get("message", "")
+            if code in (errors.AUTH_FAILED, errors.PROTOCOL_VERSION):
+                raise errors.EngineAuthError(message, code)
+            raise errors.EngineJobError(code, message)
+        if reply.type != "welcome":
+            self.close()
+            raise errors.EngineConnectionError(f"unexpected reply {reply.type!r} to hello")
+        self.server_info: Dict[str, Any] = _fields(reply)
+
+    # --- public calls
+
+    def ping(self) -> Dict[str, Any]:
+        """The server's pong (its ``time``) plus ``rtt``, the round trip in seconds."""
+        started = time.monotonic()
+        reply = self._request("ping")
+        result = _fields(reply)
+        result["rtt"] = time.monotonic() - started
+        return result
+
+    def status(self) -> Dict[str, Any]:
+        """device, models, versions and queue of the engine (answers while a job runs)."""
+        return _fields(self._request("status"))
+
+    def edit(
+        self,
+        params: Dict[str, Any],
+        image_png: bytes,
+        mask_png: bytes,
+        init_png: Optional[bytes] = None,
+        on_progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Dict[str, Any]:
+        """Run an edit job and wait for it.
+
+        ``on_progress(info, preview_png)`` is called with ``info["state"]`` "queued" (and ``position``, the
+        number of jobs ahead), "running" when the job starts, then "running" with ``step``/``total``/
+        ``candidate_offset`` after each diffusion step; ``preview_png`` is an RGB PNG when previews were
+        asked for (``preview_every``). Setting ``cancel`` cancels the job (queued or running) and raises
+        JobCancelled. Errors raise EngineJobError(code, message).
+        """
+        attachments = [("image", image_png), ("mask", mask_png)]
+        if init_png is not None:
+            attachments.append(("init", init_png))
+        size = sum(len(data) for _name, data in attachments)
+        with self._lock:
+            request_id = next(self._ids)
+            self._send("edit", {"id": request_id, "params": params}, attachments, size)
+            finished = False
+            try:
+                result = self._follow_job(request_id, on_progress, cancel)
+                finished = True
+                return result
+            except (errors.EngineJobError, errors.EngineConnectionError):
+                finished = True  # the server ended the job (or the connection is gone)
+                raise
+            finally:
+                if not finished:
+                    # A callback raised or the thread was interrupted: dropping the connection makes the
+                    # server cancel the job; the client cannot be used any more.
+                    self.close()
+
+    def close(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._sock is None
+
+    def __enter__(self) -> EngineClient:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # --- internals
+
+    def _follow_job(
+        self, request_id: int, on_progress: Optional[ProgressCallback], cancel: Optional[threading.Event]
+    ) -> Dict[str, Any]:
+        job_id: Optional[str] = None
+        cancel_sent = False
+        deadline: Optional[float] = time.monotonic() + self.timeout  # for "accepted"; the job takes its time
+        while True:
+            if cancel is not None and cancel.is_set() and job_id is not None and not cancel_sent:
+                self._send("cancel", {"id": next(self._ids), "job": job_id})
+                cancel_sent = True
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.EngineConnectionError(
+                    f"the engine did not accept the job within {self.timeout} s"
+                )
+            try:
+                message = self._reader.read(_POLL_SECONDS)
+            except errors.BridgeError as exc:
+                self.close()
+                raise errors.EngineConnectionError(
+                    f"lost the connection to the engine: {exc.message}"
+                ) from None
+            if message is None:
+                continue
+            mine = message.get("re") == request_id or (job_id is not None and message.get("job") == job_id)
+            if not mine:
+                continue  # a late reply to an earlier call
+            kind = message.type
+            if kind == "error":
+                code, text = message.get("code", errors.INTERNAL_ERROR), message.get("message", "")
+                if code == errors.CANCELLED:
+                    raise errors.JobCancelled(text)
+                raise errors.EngineJobError(code, text)
+            if kind == "accepted":
+                job_id, deadline = message.get("job"), None
+                if on_progress is not None:
+                    on_progress(
+                        {"state": "queued", "job": job_id, "position": message.get("position", 0)}, None
+                    )
+            elif kind == "queued" and on_progress is not None:
+                on_progress({"state": "queued", "job": job_id, "position": message.get("position", 0)}, None)
+            elif kind == "started" and on_progress is not None:
+                on_progress({"state": "running", "job": job_id, "step": 0, "total": 0}, None)
+            elif kind == "progress" and on_progress is not None:
+                info = {"state": "running", "job": job_id}
+                for key in ("step", "total", "candidate_offset"):
+                    info[key] = message.get(key, 0)
+                preview = message.attachments.get("preview")
+                on_progress(info, bytes(preview) if preview is not None else None)
+            elif kind == "result":
+                if cancel_sent:
+                    raise errors.JobCancelled()
+                return _result(message)
+
+    def _send(
+        self,
+        msg_type: str,
+        fields: Optional[Dict[str, Any]] = None,
+        attachments: List[Tuple[str, bytes]] = (),  # type: ignore[assignment]
+        size: int = 0,
+    ) -> None:
+        sock = self._sock
+        if sock is None:
+            raise errors.EngineConnectionError("the connection to the engine is closed")
+        try:
+            sock.settimeout(self.timeout + size / _SEND_BYTES_PER_SECOND)
+            send_parts(sock, encode_message(msg_type, fields, attachments))
+        except OSError as exc:
+            self.close()
+            raise errors.EngineConnectionError(f"lost the connection to the engine: {exc}") from None
+
+    def _read(self, timeout: float) -> Message:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                self.close()
+                raise errors.EngineConnectionError(f"the engine did not answer within {timeout} s")
+            if self._sock is None:
+                raise errors.EngineConnectionError("the connection to the engine is closed")
+            try:
+                message = self._reader.read(remaining)
+            except errors.BridgeError as exc:
+                self.close()
+                raise errors.EngineConnectionError(
+                    f"lost the connection to the engine: {exc.message}"
+                ) from None
+            if message is not None:
+                return message
+
+    def _request(self, msg_type: str) -> Message:
+        with self._lock:
+            request_id = next(self._ids)
+            self._send(msg_type, {"id": request_id})
+            while True:
+                reply = self._read(self.timeout)
+                if reply.get("re") != request_id:
+                    continue  # a late reply to an earlier call
+                if reply.type == "error":
+                    raise errors.EngineJobError(
+                        reply.get("code", errors.INTERNAL_ERROR), reply.get("message", "")
+                    )
+                return reply
+
+
+def _fields(message: Message) -> Dict[str, Any]:
+    return {k: v for k, v in message.header.items() if k not in ("type", "re", "attachments")}
+
+
+def _result(message: Message) -> Dict[str, Any]:
+    candidates = []
+    for entry in message.get("candidates", []):
+        name = entry.get("attachment")
+        if name not in message.attachments:
+            raise errors.EngineConnectionError(f"the engine's result lacks the image {name!r}")
+        candidate = {k: v for k, v in entry.items() if k != "attachment"}
+        candidate["png"] = bytes(message.attachments[name])
+        candidates.append(candidate)
+    return {
+        "candidates": candidates,
+        "box": message.get("box"),
+        "notes": message.get("notes", []),
+        "job": message.get("job"),
+    }
+
+
+class EngineProcess:
+    """Runs ``python -m engine serve`` on loopback with a fresh token and stops it again.
+
+    The token travels in the environment (never on the command line, which other users can read). The
+    engine gets ``--exit-on-stdin-eof`` and a pipe as stdin, so it stops by itself if this process dies.
+    """
+
+    def __init__(
+        self,
+        python: str,
+        engine_root: str,
+        models: str = "default",
+        device: Optional[str] = None,
+        extra_env: Optional[Dict[str, str]] = None,
+        log_path: Optional[str] = None,
+    ) -> None:
+        self.python = python
+        self.engine_root = os.path.abspath(engine_root)
+        self.models = models
+        self.device = device
+        self.extra_env = dict(extra_env or {})
+        self.log_path = log_path
+        self.host: Optional[str] = None
+        self.port: Optional[int] = None
+        self.token: Optional[str] = None
+        self.pid: Optional[int] = None
+        self._proc: Optional[subprocess.Popen] = None
+        self._stderr: Deque[str] = collections.deque(maxlen=400)
+        self._ready = threading.Event()
+        self._threads: List[threading.Thread] = []
+
+    def command(self) -> List[str]:
+        cmd = [self.python, "-m", "engine", "serve", "--host", "127.0.0.1", "--port", "0"]
+        cmd += ["--models", self.models, "--exit-on-stdin-eof"]
+        if self.device:
+            cmd += ["--device", self.device]
+        if self.log_path:
+            cmd += ["--log-file", self.log_path]
+        return cmd
+
+    def start(self, timeout: float = 120.0) -> Tuple[str, int, str]:
+        """Start the engine and wait for its ready line; return (host, port, token)."""
+        if self.alive() and self._ready.is_set():
+            return self.host, self.port, self.token  # type: ignore[return-value]
+        self.stop()
+        token = secrets.token_urlsafe(32)
+        env = dict(os.environ)
+        env.update(self.extra_env)
+        env[TOKEN_ENV] = token
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (self.engine_root, env.get("PYTHONPATH")) if p)
+        env["PYTHONUNBUFFERED"] = "1"
+        self._stderr.clear()
+        self._ready.clear()
+        creationflags = 0x08000000 if sys.platform == "win32" else 0  # CREATE_NO_WINDOW
+        try:
+            self._proc = subprocess.Popen(
+                self.command(),
+                cwd=self.engine_root,
+                env=env,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                creationflags=creationflags,
+            )
+        except OSError as exc:
+            raise errors.EngineStartError(f"cannot run {self.python}: {exc}") from None
+        self.pid = self._proc.pid
+        self._threads = [
+            threading.Thread(target=self._read_stdout, args=(self._proc,), daemon=True),
+            threading.Thread(target=self._read_stderr, args=(self._proc,), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1):
+            exited = self._proc.poll() is not None
+            if exited or time.monotonic() > deadline:
+                if exited:
+                    self._threads[1].join(2.0)  # collect the last words on stderr
+                    why = f"the engine exited with code {self._proc.returncode} before it was ready"
+                else:
+                    why = f"the engine did not report ready within {timeout:.0f} s"
+                tail = self.stderr_tail()
+                self.stop()
+                raise errors.EngineStartError(why + ("; its last output:\n" + tail if tail else ""))
+        self.token = token
+        return self.host, self.port, token  # type: ignore[return-value]
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the engine: close its stdin (it exits by itself), then terminate, then kill."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.close()
+        except OSError:
+            pass
+        for action in (None, proc.terminate, proc.kill):
+            if action is not None:
+                try:
+                    action()
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        for thread in self._threads:
+            thread.join(2.0)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        self._ready.clear()
+
+    def stderr_tail(self, lines: int = 20) -> str:
+        return "\n".join(list(self._stderr)[-lines:])
+
+    def __enter__(self) -> EngineProcess:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.stop()
+
+    def _read_stdout(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stdout:  # type: ignore[union-attr]
+            line = raw.decode("utf-8", "replace").strip()
+            if not self._ready.is_set() and line.startswith("{"):
+                try:
+                    info = json.loads(line)
+                except ValueError:
+                    info = None
+                if isinstance(info, dict) and isinstance(info.get("port"), int):
+                    self.host = str(info.get("host") or "127.0.0.1")
+                    self.port = info["port"]
+                    self._ready.set()
+                    continue
+            if line:
+                self._stderr.append("[stdout] " + line)
+
+    def _read_stderr(self, proc: subprocess.Popen) -> None:
+        for raw in proc.stderr:  # type: ignore[union-attr]
+            self._stderr.append(raw.decode("utf-8", "replace").rstrip())

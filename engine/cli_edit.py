@@ -1,0 +1,330 @@
+"""``python -m engine edit``: the reference's command line (same option names and defaults), any image size.
+
+Writes into --output_path exactly the ranked candidate PNGs (``01_seed404.png`` ... : name order is rank
+order) and ``scores.json`` beside them. Bad input is one line on stderr, exit status 2, nothing written.
+
+Heavy imports (torch, the models) happen inside ``run()``: ``engine/__main__.py`` imports this module just
+to build its argument parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from typing import Any, Dict, List, Optional
+
+SCORES_FILE = "scores.json"
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    inputs = parser.add_argument_group("inputs")
+    inputs.add_argument(
+        "-p",
+        "--prompt",
+        type=str,
+        required=True,
+        help='the prompt for the desired edit; "" removes (plain blended inpainting)',
+    )
+    inputs.add_argument("-i", "--init_image", type=str, required=True, help="the source image (any size)")
+    inputs.add_argument(
+        "--mask",
+        type=str,
+        default=None,
+        help="mask, same size as the image: white = edit, soft edges allowed (default: the whole image)",
+    )
+    inputs.add_argument(
+        "--scribble_image",
+        type=str,
+        default=None,
+        help="scribble-guided editing: this image (same size) is the start inside the mask",
+    )
+
+    diffusion = parser.add_argument_group("diffusion")
+    diffusion.add_argument(
+        "--skip_timesteps",
+        type=int,
+        default=25,
+        help="how many of the respaced steps to skip (more keeps more of the input)",
+    )
+    diffusion.add_argument(
+        "--local_clip_guided_diffusion",
+        action="store_true",
+        help="the paper's Algorithm 1 baseline (no blending, background losses)",
+    )
+    diffusion.add_argument(
+        "--timestep_respacing",
+        type=str,
+        default="100",
+        help='respaced step count, e.g. "100", "50", "ddim25"',
+    )
+    diffusion.add_argument("--ddim", action="store_true", help="DDIM (eta 0) steps instead of DDPM")
+
+    guidance = parser.add_argument_group("guidance")
+    guidance.add_argument("--aug_num", type=int, default=8, help="number of CLIP views (first one clean)")
+    guidance.add_argument(
+        "--clip_guidance_lambda",
+        type=float,
+        default=1000,
+        help="how strongly the region should look like the prompt",
+    )
+    guidance.add_argument(
+        "--range_lambda", type=float, default=50, help="penalty on colours outside the valid range"
+    )
+    guidance.add_argument(
+        "--lpips_sim_lambda",
+        type=float,
+        default=1000,
+        help="LPIPS similarity to the input background (Algorithm 1)",
+    )
+    guidance.add_argument(
+        "--l2_sim_lambda",
+        type=float,
+        default=10000,
+        help="L2 similarity to the input background (Algorithm 1)",
+    )
+    guidance.add_argument(
+        "--background_preservation_loss",
+        action="store_true",
+        help="add the background losses (on by itself with --local_clip_guided_diffusion)",
+    )
+
+    mask = parser.add_argument_group("mask")
+    mask.add_argument("--invert_mask", action="store_true", help="edit outside the mask (new background)")
+    mask.add_argument(
+        "--no_enforce_background",
+        action="store_false",
+        dest="enforce_background",
+        help="do not paste the exact background back at the end",
+    )
+
+    misc = parser.add_argument_group("candidates and output")
+    misc.add_argument(
+        "--seed", type=int, default=404, help="seed of the first candidate (the others: +1, +2...)"
+    )
+    misc.add_argument("--batch_size", type=int, default=4, help="candidates made at once")
+    misc.add_argument("--iterations_num", type=int, default=8, help="batches to make")
+    misc.add_argument(
+        "--output_path",
+        type=str,
+        default="output",
+        help="folder for the ranked PNGs and scores.json (created; must hold no PNG yet)",
+    )
+
+    engine = parser.add_argument_group("engine")
+    engine.add_argument(
+        "--models",
+        type=str,
+        default="default",
+        help="models preset name (default, tiny, toy, adm512) or a folder with preset.json",
+    )
+    engine.add_argument("--device", type=str, default=None, help="auto (default), cpu, cuda, cuda:N or mps")
+    engine.add_argument(
+        "--weights-dir",
+        dest="weights_dir",
+        type=str,
+        default=None,
+        help="folder holding the weight files (default: $BLENDED_DIFFUSION_WEIGHTS or the "
+        "per-user data folder)",
+    )
+    engine.add_argument(
+        "--precision",
+        choices=("auto", "fp32", "bf16", "fp16"),
+        default="auto",
+        help="auto: bf16 autocast on CUDA, fp32 elsewhere",
+    )
+    engine.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first step)")
+    engine.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def _edit_params(args: argparse.Namespace):
+    from engine.editor import EditParams
+
+    return EditParams(
+        prompt=args.prompt,
+        skip_timesteps=args.skip_timesteps,
+        timestep_respacing=args.timestep_respacing,
+        ddim=args.ddim,
+        aug_num=args.aug_num,
+        clip_guidance_lambda=args.clip_guidance_lambda,
+        range_lambda=args.range_lambda,
+        lpips_sim_lambda=args.lpips_sim_lambda,
+        l2_sim_lambda=args.l2_sim_lambda,
+        background_preservation_loss=args.background_preservation_loss,
+        invert_mask=args.invert_mask,
+        enforce_background=args.enforce_background,
+        local_clip_guided_diffusion=args.local_clip_guided_diffusion,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        iterations_num=args.iterations_num,
+        precision=args.precision,
+        compile=args.compile,
+    )
+
+
+def _check_output_path(path: str) -> None:
+    from engine.errors import InputError
+
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise InputError(f"output_path {path} exists and is not a folder")
+        clashing = [n for n in os.listdir(path) if n.lower().endswith(".png") or n == SCORES_FILE]
+        if clashing:
+            raise InputError(
+                f"output_path {path} already holds results ({clashing[0]}...): choose an empty or new folder"
+            )
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise InputError(f"the folder containing output_path does not exist: {parent}")
+
+
+def _load_inputs(args: argparse.Namespace):
+    """Open and check every input file before the models load, so bad input fails in a second."""
+    from PIL import Image
+
+    from engine import imaging
+    from engine.errors import InputError
+
+    image = imaging.open_image(args.init_image, "image")
+    source = imaging.prepare_source(image, "image")
+    if args.mask is not None:
+        mask = imaging.open_image(args.mask, "mask")
+    else:
+        mask = Image.new("L", source.size, 255)
+    soft = imaging.mask_array(mask, source.size)
+    if args.invert_mask:
+        soft = 255 - soft
+    if not soft.any():
+        raise InputError(
+            "the mask is empty (all black)"
+            + (" after --invert_mask" if args.invert_mask else "")
+            + ": white marks the region to edit"
+        )
+    scribble = None
+    if args.scribble_image is not None:
+        scribble = imaging.open_image(args.scribble_image, "scribble image")
+        if scribble.size != image.size:
+            raise InputError(
+                f"scribble image size {scribble.width}x{scribble.height} differs from the image size "
+                f"{image.width}x{image.height}"
+            )
+    return image, mask, scribble
+
+
+def _write_results(result, params, args: argparse.Namespace) -> List[str]:
+    """Write into a temporary folder beside output_path, then move in: all files or none."""
+    output = os.path.abspath(args.output_path)
+    parent = os.path.dirname(output)
+    width = max(2, len(str(len(result.candidates))))
+    staging = tempfile.mkdtemp(prefix=".edit-", dir=parent)
+    try:
+        entries: List[Dict[str, Any]] = []
+        names = []
+        for candidate in result.candidates:
+            name = f"{candidate.rank:0{width}d}_seed{candidate.seed}.png"
+            candidate.image.save(os.path.join(staging, name), format="PNG")
+            names.append(name)
+            entries.append(
+                {"rank": candidate.rank, "file": name, "seed": candidate.seed, "scores": candidate.scores}
+            )
+        summary = {
+            "prompt": params.prompt,
+            "image": os.path.abspath(args.init_image),
+            "mask": None if args.mask is None else os.path.abspath(args.mask),
+            "models": args.models,
+            "box": list(result.box),
+            "notes": result.notes,
+            "params": params.to_dict(),
+            "ranking": "combined = 0.5 * masked_clip + 0.5 * full_clip (spherical CLIP distances, lower is "
+            "better)",
+            "candidates": entries,
+        }
+        with open(os.path.join(staging, SCORES_FILE), "w", encoding="utf-8") as handle:
+            json.dump(summary, handle, indent=2)
+        if not os.path.exists(output):
+            os.replace(staging, output)
+            staging = ""
+        else:
+            for name in [*names, SCORES_FILE]:
+                os.replace(os.path.join(staging, name), os.path.join(output, name))
+        return names
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from engine.errors import Cancelled, EngineError
+
+    try:
+        params = _edit_params(args)
+        from engine.editor import validate_params
+
+        validate_params(params)
+        _check_output_path(args.output_path)
+        image, mask, scribble = _load_inputs(args)
+        from engine.registry import get_preset
+
+        get_preset(args.models)  # an unknown preset fails here, before torch is imported
+
+        from engine.editor import edit
+        from engine.loading import load_models
+
+        models = load_models(args.models, args.weights_dir, args.device)
+        bar = _progress_bar(args)
+        try:
+            on_progress = bar.update if bar else None
+            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress)
+        finally:
+            if bar is not None:
+                bar.close()
+        names = _write_results(result, params, args)
+    except Cancelled as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("error: interrupted, nothing written", file=sys.stderr)
+        return EXIT_CANCELLED
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    for note in result.notes:
+        print(f"note: {note}", file=sys.stderr)
+    best = result.candidates[0]
+    print(
+        f"wrote {len(names)} candidates and {SCORES_FILE} to {args.output_path} "
+        f"(best: {names[0]}, scores {best.scores})"
+    )
+    return 0
+
+
+class _TqdmProgress:
+    """Feeds editor Progress reports into a tqdm bar on stderr."""
+
+    def __init__(self) -> None:
+        self.bar: Optional[Any] = None
+
+    def update(self, report) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=report.total, unit="step", desc="editing", file=sys.stderr)
+        self.bar.n = report.step
+        self.bar.set_postfix_str(f"candidates {report.candidate_offset + 1}+", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_bar(args: argparse.Namespace) -> Optional[_TqdmProgress]:
+    return _TqdmProgress() if args.progress else None

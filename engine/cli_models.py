@@ -1,0 +1,99 @@
+"""``python -m engine models`` (list presets and the state of their files) and
+``python -m engine download [PRESET]`` (fetch and verify them).
+
+Listing needs no torch; ``download`` imports it only to generate a locally made preset (``tiny``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+STATE_TEXT = {
+    "ok": "present, SHA-256 verified",
+    "missing": "missing",
+    "partial": "partly downloaded",
+    "truncated": "TRUNCATED",
+    "corrupt": "CORRUPT",
+    "unrecorded": "present, no SHA-256 recorded",
+    "unchecked": "present",
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    if name == "download":
+        parser.add_argument(
+            "preset",
+            nargs="?",
+            default="default",
+            help="preset name or a folder holding a preset.json (default: %(default)s)",
+        )
+        parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+        parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds")
+    else:
+        parser.add_argument("--quick", action="store_true", help="check presence and size only, skip SHA-256")
+    parser.add_argument(
+        "--weights-dir",
+        default=None,
+        help="weights folder (default: $BLENDED_DIFFUSION_WEIGHTS or the per-user data folder)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .errors import EngineError
+
+    try:
+        if args.command == "download":
+            return _download(args)
+        return _list(args)
+    except EngineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _list(args: argparse.Namespace) -> int:
+    from .registry import get_preset, list_presets, resolve_weights_dir
+    from .weights import preset_status
+
+    folder = resolve_weights_dir(args.weights_dir)
+    print(f"weights folder: {folder}")
+    for name in list_presets():
+        preset = get_preset(name)
+        statuses = preset_status(preset, folder, hash_file=not args.quick)
+        ready = all(s.ok or s.state == "unchecked" for s in statuses)
+        generated = all(s.spec.generated for s in statuses)
+        if ready:
+            summary = "ready"
+        elif generated:
+            summary = "made on first use"
+        else:
+            summary = f"not ready: run `python -m engine download {name}`"
+        print(f"\n{name}: {preset.description}\n  [{summary}]")
+        for status in statuses:
+            state = STATE_TEXT.get(status.state, status.state)
+            if status.state == "missing" and status.spec.generated:
+                state = "not generated yet"
+            detail = f" ({status.detail})" if status.detail else ""
+            print(f"  {status.spec.kind:9} {status.path}: {state}{detail}")
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .registry import get_preset, resolve_weights_dir
+    from .weights import download
+
+    preset = get_preset(args.preset)
+    folder = resolve_weights_dir(args.weights_dir)
+    for spec in preset.models:
+        if spec.generated:
+            from .loading import ensure_file  # imports torch
+
+            path = ensure_file(spec, folder, preset.name)
+            print(f"{spec.kind}: {path} (generated locally, SHA-256 recorded and verified)")
+            continue
+        path = download(
+            spec, folder, show_progress=not args.no_progress, timeout=args.timeout, preset_name=preset.name
+        )
+        print(f"{spec.kind}: {path} (SHA-256 verified)")
+    print(f"preset {preset.name!r} is ready")
+    return 0

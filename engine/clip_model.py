@@ -1,0 +1,202 @@
+"""CLIP through open_clip: image/text encoders, tokenizer and CLIP normalisation; LPIPS built lazily.
+
+Weights come only from local files (the weights folder): OpenAI's TorchScript release file
+(``ViT-B-16.pt``) or a plain state_dict (the ``tiny`` preset); nothing is fetched from a hub.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .errors import EngineError, WeightsCorruptError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+# keys of OpenAI's TorchScript file that are not parameters of the model
+_NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def build_open_clip(config: dict, half: bool = False) -> torch.nn.Module:
+    """An ``open_clip.CLIP`` from a config dict (embed_dim, vision_cfg, text_cfg, quick_gelu)."""
+    import open_clip
+
+    vision_cfg = dict(config["vision_cfg"])
+    text_cfg = dict(config["text_cfg"])
+    return open_clip.CLIP(
+        embed_dim=int(config["embed_dim"]),
+        vision_cfg=open_clip.CLIPVisionCfg(**vision_cfg),
+        text_cfg=open_clip.CLIPTextCfg(**text_cfg),
+        quick_gelu=bool(config.get("quick_gelu", False)),
+        cast_dtype=torch.float16 if half else None,
+    )
+
+
+def is_torchscript_archive(path: Path) -> bool:
+    """OpenAI's CLIP release files are TorchScript archives (they hold ``code/`` and ``constants.pkl``)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except zipfile.BadZipFile:
+        return False
+
+
+def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Parameters from OpenAI's TorchScript file or a plain state_dict file, on the CPU, as fp32."""
+    try:
+        if is_torchscript_archive(path):
+            # the file's SHA-256 was verified before we get here, so loading its TorchScript is safe
+            state_dict = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds on a damaged archive
+        raise WeightsCorruptError(f"Could not read the CLIP weights {path}: {exc}") from exc
+    if isinstance(state_dict, dict) and "state_dict" in state_dict:
+        state_dict = state_dict["state_dict"]
+    return {k: v.float() for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
+
+
+class ClipModel:
+    """An open_clip CLIP model in eval mode with frozen weights.
+
+    ``encode_image`` takes images in [0, 1] ([B, 3, H, W]), resizes them to ``image_size`` when needed
+    (adaptive average pooling when shrinking, as the reference does), applies CLIP normalisation, and
+    returns L2-normalised fp32 embeddings; gradients flow back to the images.
+    """
+
+    def __init__(self, model: torch.nn.Module, config: dict, device: torch.device):
+        import open_clip
+
+        self.model = model.eval().requires_grad_(False)
+        self.config = config
+        self.device = device
+        self.image_size = int(config["vision_cfg"]["image_size"])
+        self.context_length = int(config["text_cfg"].get("context_length", 77))
+        self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
+        self.mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
+        self.dtype = model.visual.conv1.weight.dtype
+
+    @classmethod
+    def from_state_dict(
+        cls, config: dict, state_dict: dict[str, torch.Tensor], device: torch.device, half: bool = False
+    ) -> ClipModel:
+        """Build on the meta device and assign the loaded tensors (no second copy of the weights)."""
+        with torch.device("meta"):
+            model = build_open_clip(config, half=half)
+        try:
+            model.load_state_dict(state_dict, strict=True, assign=True)
+        except RuntimeError as exc:
+            raise WeightsCorruptError(
+                f"The CLIP weights do not match the configured architecture: {exc}"
+            ) from exc
+        model = _materialise_buffers(model, config, half)
+        model.to(device)
+        if half:
+            import open_clip
+
+            open_clip.model.convert_weights_to_lp(model, dtype=torch.float16)
+        return cls(model, config, device)
+
+    @classmethod
+    def from_file(
+        cls, config: dict, path: Path, device: torch.device, half: Optional[bool] = None
+    ) -> ClipModel:
+        """``half`` defaults to fp16 on CUDA, as the reference's ``clip.load(jit=False)`` runs it."""
+        if half is None:
+            half = device.type == "cuda"
+        return cls.from_state_dict(config, read_clip_state_dict(path), device, half=half)
+
+    def normalize(self, images_0_1: torch.Tensor) -> torch.Tensor:
+        return (images_0_1 - self.mean.to(images_0_1.dtype)) / self.std.to(images_0_1.dtype)
+
+    def resize(self, images: torch.Tensor) -> torch.Tensor:
+        size = self.image_size
+        if images.shape[-2:] == (size, size):
+            return images
+        if images.shape[-2] >= size and images.shape[-1] >= size:
+            return F.adaptive_avg_pool2d(images, (size, size))
+        return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
+
+    def encode_image(self, images_0_1: torch.Tensor) -> torch.Tensor:
+        if images_0_1.ndim != 4 or images_0_1.shape[1] != 3:
+            raise EngineError(f"CLIP expects images [B, 3, H, W], got {tuple(images_0_1.shape)}")
+        x = self.normalize(self.resize(images_0_1.to(self.device).float()))
+        return self.encode_normalized(x)
+
+    def encode_normalized(self, images: torch.Tensor) -> torch.Tensor:
+        """Embed images that are already resized and CLIP-normalised (e.g. by the augmentation code)."""
+        features = self.model.encode_image(images.to(self.dtype)).float()
+        return F.normalize(features, dim=-1)
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(prompts)).to(self.device)
+
+    def encode_text(self, prompts: Sequence[str]) -> torch.Tensor:
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        with torch.no_grad():
+            features = self.model.encode_text(self.tokenize(prompts)).float()
+        return F.normalize(features, dim=-1)
+
+
+def _materialise_buffers(model: torch.nn.Module, config: dict, half: bool) -> torch.nn.Module:
+    """Non-persistent buffers (the text causal mask) are not in the state_dict: rebuild them on the CPU."""
+    meta_buffers = [name for name, b in model.named_buffers() if b.is_meta]
+    if meta_buffers:
+        reference = build_open_clip(_shrunk(config), half=half)
+        fresh = dict(reference.named_buffers())
+        for name in meta_buffers:
+            module_name, _, buffer_name = name.rpartition(".")
+            owner = model.get_submodule(module_name) if module_name else model
+            owner.register_buffer(buffer_name, fresh[name].clone(), persistent=False)
+    return model
+
+
+def _shrunk(config: dict) -> dict:
+    """Same buffer shapes, far fewer parameters: only the context length shapes the attention mask."""
+    return {
+        "embed_dim": 8,
+        "quick_gelu": config.get("quick_gelu", False),
+        "vision_cfg": {"image_size": 16, "layers": 1, "width": 64, "patch_size": 16, "head_width": 64},
+        "text_cfg": {
+            "context_length": config["text_cfg"].get("context_length", 77),
+            "vocab_size": 16,
+            "width": 64,
+            "heads": 1,
+            "layers": 1,
+        },
+    }
+
+
+_LPIPS_CACHE: dict[Any, Any] = {}
+
+
+def get_lpips(net: str = "vgg", device: Optional[torch.device] = None, pretrained_backbone: bool = True):
+    """LPIPS (only the Algorithm 1 baseline needs it), built on first use and cached.
+
+    The linear heads ship inside the ``lpips`` package; the backbone comes from torchvision's ImageNet
+    weights, which torchvision downloads into its cache (``$TORCH_HOME/hub/checkpoints``) on first use.
+    ``pretrained_backbone=False`` gives a random backbone with no download (tests).
+    """
+    key = (net, str(device), pretrained_backbone)
+    if key not in _LPIPS_CACHE:
+        import lpips
+
+        try:
+            model = lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False)
+        except Exception as exc:
+            raise EngineError(
+                f"Could not build LPIPS ({net}): {exc}. It needs torchvision's ImageNet {net} backbone "
+                "weights, which torchvision downloads on first use into $TORCH_HOME/hub/checkpoints "
+                "(~/.cache/torch/hub/checkpoints); put the file there on an offline machine."
+            ) from exc
+        model = model.eval().requires_grad_(False)
+        if device is not None:
+            model = model.to(device)
+        _LPIPS_CACHE[key] = model
+    return _LPIPS_CACHE[key]

@@ -1,0 +1,72 @@
+"""Choose the torch device: CUDA, then Apple MPS, then CPU; ``--device`` overrides with a clear error."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from .errors import DeviceUnavailableError
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def available_devices() -> list[str]:
+    names = []
+    if torch.cuda.is_available():
+        names += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if mps_available():
+        names.append("mps")
+    return names + ["cpu"]
+
+
+def pick_device(requested: Optional[str] = None) -> torch.device:
+    """``None``/"auto" picks the best available; otherwise the named device, or DeviceUnavailableError."""
+    name = (requested or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise DeviceUnavailableError(
+            f"Unknown device {requested!r}. Use auto, cpu, cuda, cuda:N or mps "
+            f"(available here: {', '.join(available_devices())})."
+        ) from None
+    if device.type == "cpu":
+        return device
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = (
+                "this torch build has no CUDA support"
+                if torch.version.cuda is None
+                else "no CUDA GPU is visible (check the driver and CUDA_VISIBLE_DEVICES)"
+            )
+            raise DeviceUnavailableError(
+                f"Device {requested!r} is not available: {why}. "
+                f"Available here: {', '.join(available_devices())}."
+            )
+        index = device.index or 0
+        if index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"Device {requested!r} is not available: only {torch.cuda.device_count()} CUDA device(s). "
+                f"Available here: {', '.join(available_devices())}."
+            )
+        return device
+    if device.type == "mps":
+        if not mps_available():
+            raise DeviceUnavailableError(
+                f"Device {requested!r} is not available: Apple MPS needs macOS 12.3+ on Apple silicon and a "
+                f"torch build with MPS. Available here: {', '.join(available_devices())}."
+            )
+        return device
+    raise DeviceUnavailableError(
+        f"Device type {device.type!r} is not supported. Use auto, cpu, cuda, cuda:N or mps "
+        f"(available here: {', '.join(available_devices())})."
+    )

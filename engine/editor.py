@@ -1,0 +1,366 @@
+"""``edit()``: one editing job from source image and mask to ranked candidates.
+
+source + soft mask (any size)
+  -> square context region around the mask (bridge.geometry.context_box), resized to the model size,
+     mask binarised for the diffusion as the reference does
+  -> batch_size x iterations_num candidates (blended.py), each from its own seed
+  -> scores and rank (ranking.py)
+  -> each result resized back and composited with the SOFT mask: where the mask is 0 the output is
+     the source, byte for byte; plus an RGBA patch of the region (alpha = mask) for the plugin.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from PIL import Image
+
+from engine import imaging
+from engine.errors import Cancelled, EngineError, InputError
+
+PREVIEW_MAX_SIDE = 256
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class EditParams:
+    """Field names are the reference CLI's option names; defaults are the reference's."""
+
+    prompt: str = ""
+    skip_timesteps: int = 25
+    timestep_respacing: str = "100"
+    ddim: bool = False
+    aug_num: int = 8
+    clip_guidance_lambda: float = 1000
+    range_lambda: float = 50
+    lpips_sim_lambda: float = 1000
+    l2_sim_lambda: float = 10000
+    background_preservation_loss: bool = False
+    invert_mask: bool = False
+    enforce_background: bool = True
+    local_clip_guided_diffusion: bool = False
+    seed: Optional[int] = 404
+    batch_size: int = 4
+    iterations_num: int = 8
+    preview_every: int = 0  # 0: no preview images in progress callbacks
+    # Speed (issue 8): "auto" = bf16 autocast on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere;
+    # "bf16"/"fp16" force autocast on any device, "fp32" turns it off.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the UNet (off: not measured to pay yet)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> EditParams:
+        """From a JSON-like dict (the bridge); unknown keys are an InputError, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown edit parameter(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Progress:
+    step: int  # 1-based, counted over all iterations
+    total: int
+    candidate_offset: int  # index of the first candidate of the batch being made
+    preview: Optional[Image.Image] = None
+
+
+@dataclass
+class Candidate:
+    rank: int
+    seed: int
+    scores: Dict[str, Optional[float]]  # masked_clip, full_clip, combined (None without a prompt)
+    image: Image.Image  # full size, mode of the (converted) source: RGB or RGBA
+    patch: Image.Image  # RGBA, box size, alpha = soft mask
+    box: Tuple[int, int, int, int]
+
+
+@dataclass
+class EditResult:
+    candidates: List[Candidate]
+    box: Tuple[int, int, int, int]
+    notes: List[str] = field(default_factory=list)
+
+
+def validate_params(params: EditParams) -> None:
+    """Reject impossible settings before any work, with messages that name the option."""
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise InputError(message)
+
+    need(isinstance(params.prompt, str), "prompt must be a string")
+    need(int(params.skip_timesteps) >= 0, f"skip_timesteps must be >= 0, got {params.skip_timesteps}")
+    need(int(params.aug_num) >= 1, f"aug_num must be >= 1, got {params.aug_num}")
+    need(int(params.batch_size) >= 1, f"batch_size must be >= 1, got {params.batch_size}")
+    need(int(params.iterations_num) >= 1, f"iterations_num must be >= 1, got {params.iterations_num}")
+    need(int(params.preview_every) >= 0, f"preview_every must be >= 0, got {params.preview_every}")
+    need(params.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+    for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
+        value = float(getattr(params, name))
+        need(np.isfinite(value), f"{name} must be a finite number, got {value}")
+    if params.seed is not None:
+        need(0 <= int(params.seed) < 2**63 - 2**20, f"seed must be a non-negative integer, got {params.seed}")
+
+
+def amp_dtype_for(precision: str, device) -> Optional[Any]:
+    """The autocast dtype for this precision on this device; None means fp32 (no autocast)."""
+    import torch
+
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    # auto: half precision pays on CUDA (the reference runs fp16 there too); elsewhere stay in fp32
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+_COMPILED: Dict[int, Any] = {}
+
+
+def _unet_for(models, params: EditParams):
+    if not params.compile:
+        return models.unet
+    import torch
+
+    key = id(models.unet)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(models.unet)
+    return _COMPILED[key]
+
+
+def _candidate_seeds(params: EditParams) -> List[int]:
+    base = int(params.seed) if params.seed is not None else secrets.randbelow(2**31)
+    return [base + index for index in range(int(params.batch_size) * int(params.iterations_num))]
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def _free_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def run_splitting_on_oom(
+    run: Callable[[Sequence[int], int], Any], seeds: Sequence[int], offset: int, notes: List[str]
+):
+    """run(seeds, offset) -> tensor [len(seeds), ...]; on out-of-memory retry as two halves.
+
+    Each candidate's randomness comes from its own seed, so a split batch makes the same candidates.
+    """
+    import torch
+
+    try:
+        return run(seeds, offset)
+    except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
+        if not _is_out_of_memory(exc):
+            raise
+        if len(seeds) == 1:
+            raise EngineError(
+                "out of memory even for a single candidate: use a smaller model preset, another device "
+                "(--device cpu) or close other programs using the GPU"
+            ) from None
+    _free_memory()
+    half = len(seeds) // 2
+    notes.append(f"out of memory with {len(seeds)} candidates at once: retried in batches of {half}")
+    first = run_splitting_on_oom(run, seeds[:half], offset, notes)
+    second = run_splitting_on_oom(run, seeds[half:], offset + half, notes)
+    return torch.cat([first, second], dim=0)
+
+
+def _to_model_tensor(image: Image.Image, size: int, device):
+    import torch
+
+    array = imaging.to_float_array(imaging.resize_image(image, (size, size)))
+    return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
+def _to_pil(tensor) -> Image.Image:
+    return imaging.from_float_array(tensor.detach().float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy())
+
+
+def edit(
+    image: Image.Image,
+    mask: Image.Image,
+    models,
+    params: EditParams,
+    init_image: Optional[Image.Image] = None,
+    progress: Optional[Callable[[Progress], None]] = None,
+    cancel: Optional[threading.Event] = None,
+) -> EditResult:
+    """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set."""
+    import torch
+
+    from engine.augment import ExtendingAugmentations
+    from engine.blended import GuidanceSettings, StepInfo, blended_diffusion
+    from engine.ranking import rank_order, score_candidates
+
+    validate_params(params)
+    source = imaging.prepare_source(image, "image")
+    notes = list(source.notes)
+    soft_mask = imaging.mask_array(mask, source.size)
+    if params.invert_mask:
+        soft_mask = 255 - soft_mask
+    size = int(models.image_size)
+    box = imaging.choose_box(soft_mask, size)
+    x, y, w, h = box
+    notes.append(f"edited the {w}x{h} region at ({x}, {y}) at the model's {size}x{size}")
+    if w != h:
+        notes.append("the image is narrower than the context square: the region was stretched to a square")
+
+    scribble = None
+    if init_image is not None:
+        scribble_prepared = imaging.prepare_source(init_image, "init image")
+        if scribble_prepared.size != source.size:
+            raise InputError(
+                f"init image size {scribble_prepared.size[0]}x{scribble_prepared.size[1]} differs from the "
+                f"image size {source.size[0]}x{source.size[1]}"
+            )
+        notes.extend(scribble_prepared.notes)
+        scribble = imaging.crop(scribble_prepared.rgb, box)
+
+    try:
+        diffusion = models.diffusion(params.timestep_respacing)
+    except ValueError as exc:
+        raise InputError(f"timestep_respacing {params.timestep_respacing!r}: {exc}") from None
+    if not 0 <= params.skip_timesteps < diffusion.num_timesteps:
+        raise InputError(
+            f"skip_timesteps must be between 0 and {diffusion.num_timesteps - 1} for timestep_respacing "
+            f"{params.timestep_respacing!r}, got {params.skip_timesteps}"
+        )
+
+    device = models.device
+    crop_rgb = imaging.crop(source.rgb, box)
+    crop_mask = imaging.crop_array(soft_mask, box)
+    background = _to_model_tensor(crop_rgb, size, device)
+    model_mask = torch.from_numpy(imaging.binary_model_mask(crop_mask, size))[None, None].to(device)
+    init = background
+    if scribble is not None:
+        init = _to_model_tensor(scribble, size, device) * model_mask + background * (1 - model_mask)
+
+    prompt = params.prompt.strip()
+    models.unet.requires_grad_(False)
+    text_embed = models.clip.encode_text([prompt]) if prompt else None
+    augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
+    settings = GuidanceSettings(
+        clip_guidance_lambda=float(params.clip_guidance_lambda),
+        range_lambda=float(params.range_lambda),
+        lpips_sim_lambda=float(params.lpips_sim_lambda),
+        l2_sim_lambda=float(params.l2_sim_lambda),
+        background_preservation_loss=bool(params.background_preservation_loss),
+        local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
+        enforce_background=bool(params.enforce_background),
+        ddim=bool(params.ddim),
+    )
+    lpips_model = None
+    background_loss = settings.background_preservation_loss or settings.local_clip_guided_diffusion
+    if prompt and settings.lpips_sim_lambda and background_loss:
+        from engine.clip_model import get_lpips
+
+        pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
+        lpips_model = get_lpips("vgg", device, pretrained_backbone=pretrained)
+        if not pretrained:
+            notes.append("LPIPS with a random backbone (test preset)")
+
+    amp_dtype = amp_dtype_for(params.precision, device)
+    if amp_dtype is not None:
+        notes.append(f"UNet and CLIP ran under {str(amp_dtype).replace('torch.', '')} autocast")
+    unet = _unet_for(models, params)
+    seeds = _candidate_seeds(params)
+    batch_size = int(params.batch_size)
+    num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
+    total = num_steps * int(params.iterations_num)
+
+    def run(batch_seeds: Sequence[int], offset: int):
+        iteration = offset // batch_size
+        labels = None
+        if getattr(models, "class_cond", False):
+            # the reference conditions the 512 model on class 0 for every candidate
+            labels = torch.zeros(len(batch_seeds), dtype=torch.long, device=device)
+
+        def on_step(info: StepInfo) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            if progress is None:
+                return
+            preview = None
+            step = iteration * num_steps + info.step
+            if params.preview_every and (info.step % params.preview_every == 0 or info.step == info.total):
+                composed = background[0] * (1 - model_mask[0]) + info.pred_x0[0] * model_mask[0]
+                preview = _to_pil(composed)
+                preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+            progress(Progress(step=step, total=total, candidate_offset=offset, preview=preview))
+
+        return blended_diffusion(
+            unet,
+            diffusion,
+            init,
+            model_mask,
+            batch_seeds,
+            int(params.skip_timesteps),
+            settings,
+            background=background,
+            clip_model=models.clip if prompt else None,
+            text_embed=text_embed,
+            augment=augment,
+            lpips_model=lpips_model,
+            class_labels=labels,
+            on_step=on_step,
+            amp_dtype=amp_dtype,
+        ).detach()
+
+    outputs = []
+    try:
+        for offset in range(0, len(seeds), batch_size):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled()
+            outputs.append(run_splitting_on_oom(run, seeds[offset : offset + batch_size], offset, notes))
+        results = torch.cat(outputs, dim=0)
+    except Cancelled:
+        outputs.clear()
+        _free_memory()
+        raise
+
+    scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
+    order = rank_order(scores)
+    full_source = source.full()
+    candidates = []
+    for rank, index in enumerate(order, start=1):
+        edited = imaging.resize_image(_to_pil(results[index]), (w, h))
+        full = imaging.composite(full_source, edited, soft_mask, box)
+        candidates.append(
+            Candidate(
+                rank=rank,
+                seed=seeds[index],
+                scores=scores[index],
+                image=full,
+                patch=imaging.patch(full, soft_mask, box),
+                box=box,
+            )
+        )
+    del results, outputs
+    _free_memory()
+    return EditResult(candidates=candidates, box=box, notes=notes)

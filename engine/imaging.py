@@ -1,0 +1,261 @@
+"""Images of any size: load and convert, crop the context region, resize, composite, RGBA patches.
+
+The authors' code squashes every image to 256x256. An editor must instead leave every pixel outside the
+selection untouched, so the engine edits only a square context region around the mask (the same
+``bridge.geometry.context_box`` the plugin uses), at the model's resolution, and composites the result back
+with the soft mask: where the mask is 0 the output bytes are the source bytes.
+
+This module needs only Pillow and numpy; tensors are made in ``editor.py``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from bridge.geometry import context_box
+from engine.errors import InputError
+
+Box = Tuple[int, int, int, int]  # x, y, width, height
+
+# Refuse absurd inputs before decoding them (Pillow's own bomb check warns at ~89 MP).
+MAX_PIXELS = 20000 * 20000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+SIXTEEN_BIT_KEY = "blended_diffusion.16bit"
+
+
+@dataclass
+class Prepared:
+    """A source image converted for editing, with what the conversion did, said in words."""
+
+    rgb: Image.Image  # mode RGB, 8 bits per channel
+    alpha: Optional[Image.Image]  # mode L, when the source had transparency
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> Tuple[int, int]:
+        return self.rgb.size
+
+    @property
+    def mode(self) -> str:
+        return "RGBA" if self.alpha is not None else "RGB"
+
+    def full(self) -> Image.Image:
+        """The converted source in its output mode (RGB or RGBA)."""
+        if self.alpha is None:
+            return self.rgb
+        out = self.rgb.copy()
+        out.putalpha(self.alpha)
+        return out
+
+
+def open_image(path: str, what: str = "image") -> Image.Image:
+    """Open and fully decode an image file, turning every failure into one clear InputError."""
+    if not os.path.exists(path):
+        raise InputError(f"{what} file not found: {path}")
+    if not os.path.isfile(path):
+        raise InputError(f"{what} path is not a file: {path}")
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc}") from None
+    return decode_image(data, f"{what} file {path}")
+
+
+def decode_image(data: bytes, what: str = "image") -> Image.Image:
+    """Decode image file bytes (PNG, JPEG, TIFF...), turning every failure into one clear InputError."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        # Pillow reduces 16-bit RGB(A) to 8 bits while decoding; remember it to say so later.
+        sixteen = _sixteen_bit_rawmode(image)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"cannot read {what}: {exc}") from None
+    if sixteen:
+        image.info[SIXTEEN_BIT_KEY] = True
+    return image
+
+
+def _sixteen_bit_rawmode(image: Image.Image) -> bool:
+    """True when Pillow decoded a 16-bit-per-channel file into 8 bits (it does so for RGB(A) PNGs)."""
+    try:
+        return any(";16" in str(tile[3]) for tile in getattr(image, "tile", []) or [])
+    except (IndexError, TypeError):
+        return False
+
+
+def _to_8bit(array: np.ndarray, top: Optional[int] = None) -> np.ndarray:
+    """16-bit or 32-bit integer / float samples to 8 bits, scaling rather than clipping."""
+    if array.dtype == np.uint8:
+        return array
+    if np.issubdtype(array.dtype, np.floating):
+        scaled = np.clip(array, 0.0, 1.0) * 255.0 if array.max(initial=0) <= 1.0 else np.clip(array, 0, 255)
+        return np.round(scaled).astype(np.uint8)
+    if top is None:
+        top = 65535 if array.max(initial=0) > 255 else 255
+    return np.round(np.clip(array, 0, top).astype(np.float64) * (255.0 / top)).astype(np.uint8)
+
+
+def prepare_source(image: Image.Image, what: str = "image") -> Prepared:
+    """Convert any PIL image to 8-bit RGB (+ alpha), saying what was converted."""
+    notes: List[str] = []
+    mode = image.mode
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"{what} is empty ({image.width}x{image.height})")
+    if image.width * image.height > MAX_PIXELS:
+        raise InputError(f"{what} is too large: {image.width}x{image.height}")
+    sixteen = image.info.get(SIXTEEN_BIT_KEY) or _sixteen_bit_rawmode(image)
+    if sixteen and mode in ("RGB", "RGBA"):
+        notes.append(f"{what}: 16 bits per channel converted to 8 bits")
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        sixteen = mode.startswith("I;16")
+        grey = Image.fromarray(_to_8bit(np.asarray(image), 65535 if sixteen else None))
+        notes.append(f"{what}: {'16-bit ' if sixteen else ''}greyscale ({mode}) converted to 8-bit RGB")
+        return Prepared(grey.convert("RGB"), None, notes)
+    if mode in ("1", "L"):
+        notes.append(f"{what}: greyscale ({mode}) converted to RGB")
+        return Prepared(image.convert("RGB"), None, notes)
+    if mode == "LA":
+        notes.append(f"{what}: greyscale with alpha converted to RGBA")
+        return Prepared(image.convert("RGB"), image.getchannel("A"), notes)
+    if mode == "P" or mode == "PA":
+        has_alpha = "transparency" in image.info or mode == "PA"
+        notes.append(f"{what}: palette image converted to {'RGBA' if has_alpha else 'RGB'}")
+        if has_alpha:
+            rgba = image.convert("RGBA")
+            return Prepared(rgba.convert("RGB"), rgba.getchannel("A"), notes)
+        return Prepared(image.convert("RGB"), None, notes)
+    if mode == "RGB":
+        return Prepared(image.copy(), None, notes)
+    if mode == "RGBA":
+        return Prepared(image.convert("RGB"), image.getchannel("A"), notes)
+    # CMYK, YCbCr, LAB, HSV, RGBa, RGBX...: let Pillow convert, and say so.
+    notes.append(f"{what}: {mode} converted to RGB")
+    try:
+        if "A" in mode or "a" in mode:
+            rgba = image.convert("RGBA")
+            return Prepared(rgba.convert("RGB"), rgba.getchannel("A"), notes)
+        return Prepared(image.convert("RGB"), None, notes)
+    except (ValueError, OSError) as exc:
+        raise InputError(f"{what}: cannot convert mode {mode} to RGB: {exc}") from None
+
+
+def mask_array(mask: Image.Image, size: Tuple[int, int]) -> np.ndarray:
+    """The mask as uint8 0..255 (white = edit), checked against the image size.
+
+    Any mode is accepted: RGB(A) masks use their luminance (an alpha channel is ignored, a selection mask
+    is a greyscale picture), 16-bit masks are scaled to 8 bits.
+    """
+    if mask.size != tuple(size):
+        raise InputError(
+            f"mask size {mask.width}x{mask.height} differs from the image size {size[0]}x{size[1]}"
+        )
+    mode = mask.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        array = _to_8bit(np.asarray(mask), 65535 if mode.startswith("I;16") else None)
+    elif mode == "L":
+        array = np.asarray(mask)
+    elif mode in ("1", "P", "RGB", "LA", "RGBA", "PA"):
+        array = np.asarray(mask.convert("RGB" if mode != "1" else "L").convert("L"))
+    else:
+        array = np.asarray(mask.convert("L"))
+    return np.ascontiguousarray(array, dtype=np.uint8)
+
+
+def bbox_of(mask: np.ndarray) -> Optional[Tuple[int, int, int, int]]:
+    """(left, top, right, bottom) of the non-zero mask pixels, right/bottom exclusive; None when empty."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(mask.any(axis=0))
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def choose_box(mask: np.ndarray, model_size: int) -> Box:
+    """The context region for this mask (bridge.geometry.context_box with the model size as minimum)."""
+    bbox = bbox_of(mask)
+    if bbox is None:
+        raise InputError("the mask is empty: paint or select the region to edit (white = edit)")
+    height, width = mask.shape
+    return context_box(bbox, width, height, min_size=model_size)
+
+
+def crop(image: Image.Image, box: Box) -> Image.Image:
+    x, y, w, h = box
+    return image.crop((x, y, x + w, y + h))
+
+
+def crop_array(array: np.ndarray, box: Box) -> np.ndarray:
+    x, y, w, h = box
+    return array[y : y + h, x : x + w]
+
+
+def resize_image(image: Image.Image, size: Tuple[int, int]) -> Image.Image:
+    """Lanczos, as the reference resizes its input (a no-op when the size already matches)."""
+    if image.size == tuple(size):
+        return image.copy()
+    return image.resize(tuple(size), Image.Resampling.LANCZOS)
+
+
+def binary_model_mask(mask_crop: np.ndarray, model_size: int) -> np.ndarray:
+    """The diffusion mask at model resolution: 1 where any source pixel in the cell is non-zero.
+
+    The reference binarises every non-zero pixel and resizes with nearest neighbour; at equal size this is
+    the same, and when shrinking a large crop, taking any non-zero pixel of each cell keeps thin strokes that
+    nearest neighbour would drop, so the soft mask never reaches outside the region the diffusion edits.
+    """
+    binary = (mask_crop > 0).astype(np.float32)
+    if binary.shape == (model_size, model_size):
+        return binary
+    # BOX averages each output cell's source area, so "> 0" means "any source pixel there was masked".
+    resized = np.asarray(Image.fromarray(binary).resize((model_size, model_size), Image.Resampling.BOX))
+    return (resized > 1e-6).astype(np.float32)
+
+
+def composite(source: Image.Image, edited_crop: Image.Image, mask: np.ndarray, box: Box) -> Image.Image:
+    """Blend the edited crop (box size, RGB) into the source with the soft 0..255 mask.
+
+    Pixels where the mask is 0 are copied, not recomputed, so they are byte-identical to the source; where
+    it is 255 they are the edit. An alpha channel is kept where the mask is 0 and made opaque in proportion
+    to the mask inside (the generated content is opaque).
+    """
+    x, y, w, h = box
+    if edited_crop.size != (w, h):
+        raise ValueError(f"edited crop is {edited_crop.size}, box is {w}x{h}")
+    out = np.array(source)  # copy, same mode
+    region = out[y : y + h, x : x + w]
+    alpha = crop_array(mask, box).astype(np.float32)[..., None] / 255.0
+    edit = np.asarray(edited_crop.convert("RGB")).astype(np.float32)
+    blended = region[..., :3].astype(np.float32) * (1.0 - alpha) + edit * alpha
+    touched = crop_array(mask, box) > 0
+    region[..., :3][touched] = np.clip(np.round(blended[touched]), 0, 255).astype(np.uint8)
+    if out.ndim == 3 and out.shape[2] == 4:
+        src_alpha = region[..., 3].astype(np.float32)
+        new_alpha = src_alpha * (1.0 - alpha[..., 0]) + 255.0 * alpha[..., 0]
+        region[..., 3][touched] = np.clip(np.round(new_alpha[touched]), 0, 255).astype(np.uint8)
+    return Image.fromarray(out)
+
+
+def patch(full_result: Image.Image, mask: np.ndarray, box: Box) -> Image.Image:
+    """RGBA patch of the box: the edited pixels, alpha = soft mask (0 where nothing changed)."""
+    rgb = crop(full_result, box).convert("RGB")
+    rgba = rgb.copy()
+    rgba.putalpha(Image.fromarray(np.ascontiguousarray(crop_array(mask, box))))
+    return rgba
+
+
+def to_float_array(image: Image.Image) -> np.ndarray:
+    """RGB PIL image -> float32 HxWx3 in [-1, 1] (the diffusion model's range)."""
+    return np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0
+
+
+def from_float_array(array: np.ndarray) -> Image.Image:
+    """float HxWx3 in [-1, 1] -> RGB PIL image (clamped, rounded)."""
+    pixels = np.clip(np.round((np.asarray(array, dtype=np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    return Image.fromarray(pixels)

@@ -1,0 +1,207 @@
+"""Model specs and presets, read from the data files in ``engine/models/``, and the weights folder.
+
+- ``engine/models/<model>.json``: one model: ``kind`` ("diffusion" or "clip"), ``file``, ``sha256``,
+  ``size_bytes``, ``urls``, and the architecture (``model_flags`` + ``diffusion_flags`` for diffusion,
+  ``config`` for CLIP). ``generate: {"seed": N}`` marks a model made locally with seeded random weights
+  (``tiny``): its SHA-256 is recorded beside the file when it is first written.
+- ``engine/models/presets/<preset>.json``: ``description``, ``diffusion`` and ``clip`` (a model name from
+  ``engine/models/`` or an inline model dict), optional ``directory`` (relative to the repository, e.g.
+  ``resources/models/toy``) holding the files instead of the weights folder.
+- ``--models FOLDER``: a folder with a ``preset.json`` of the same form; its files live in that folder
+  unless the preset names another ``directory`` (relative to the folder).
+
+Standard library only, so ``python -m engine models`` lists presets without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Union
+
+from .errors import InputError, UnknownPresetError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+PRESETS_DIR = MODELS_DIR / "presets"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS_ENV = "BLENDED_DIFFUSION_WEIGHTS"
+APP_NAME = "blended-diffusion"
+MODEL_KINDS = ("diffusion", "clip")
+
+
+def default_weights_dir() -> Path:
+    """``$BLENDED_DIFFUSION_WEIGHTS``, else the per-user data folder of this OS."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    if sys.platform.startswith("win"):
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = Path.home() / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base / APP_NAME / "weights"
+
+
+def resolve_weights_dir(weights_dir: Union[str, os.PathLike, None] = None) -> Path:
+    return Path(weights_dir).expanduser() if weights_dir else default_weights_dir()
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    kind: str  # "diffusion" or "clip"
+    file: str
+    sha256: Optional[str] = None
+    size_bytes: Optional[int] = None
+    urls: list = field(default_factory=list)
+    description: str = ""
+    model_flags: dict = field(default_factory=dict)  # diffusion: guided-diffusion model flags
+    diffusion_flags: dict = field(default_factory=dict)  # diffusion: schedule flags
+    config: dict = field(default_factory=dict)  # clip: open_clip CLIP config
+    generate: Optional[dict] = None  # {"seed": N}: seeded random weights made locally
+    trust_on_first_use: bool = False  # no published SHA-256: the first download's digest is recorded
+    directory: Optional[Path] = None  # set from the preset: where the file lives instead of the weights dir
+
+    @property
+    def generated(self) -> bool:
+        return self.generate is not None
+
+    @property
+    def records_sha256(self) -> bool:
+        """True when the digest is kept in a ``<file>.sha256`` file beside the weights, not in the spec."""
+        return self.sha256 is None
+
+    def path(self, weights_dir: Union[str, os.PathLike, None] = None) -> Path:
+        folder = self.directory if self.directory is not None else resolve_weights_dir(weights_dir)
+        return folder / self.file
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict, source: str) -> ModelSpec:
+        if not isinstance(data, dict):
+            raise InputError(f"{source}: a model must be a JSON object")
+        kind = data.get("kind")
+        if kind not in MODEL_KINDS:
+            raise InputError(f"{source}: model 'kind' must be one of {MODEL_KINDS}, got {kind!r}")
+        file_name = data.get("file")
+        if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
+            raise InputError(f"{source}: 'file' must be a plain file name, got {file_name!r}")
+        sha = data.get("sha256")
+        if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
+            raise InputError(f"{source}: 'sha256' must be 64 hex digits")
+        if sha is None and data.get("generate") is None and not data.get("trust_on_first_use"):
+            raise InputError(
+                f"{source}: a downloaded model needs its 'sha256' (or 'trust_on_first_use': true)"
+            )
+        if kind == "diffusion" and not data.get("model_flags"):
+            raise InputError(f"{source}: a diffusion model needs 'model_flags'")
+        if kind == "clip" and not data.get("config"):
+            raise InputError(f"{source}: a CLIP model needs 'config' (embed_dim, vision_cfg, text_cfg)")
+        return cls(
+            name=name,
+            kind=kind,
+            file=file_name,
+            sha256=sha.lower() if sha else None,
+            size_bytes=data.get("size_bytes"),
+            urls=list(data.get("urls") or []),
+            description=data.get("description", ""),
+            model_flags=dict(data.get("model_flags") or {}),
+            diffusion_flags=dict(data.get("diffusion_flags") or {}),
+            config=dict(data.get("config") or {}),
+            generate=data.get("generate"),
+            trust_on_first_use=bool(data.get("trust_on_first_use", False)),
+        )
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    diffusion: ModelSpec
+    clip: ModelSpec
+    source: Path  # the preset data file
+
+    @property
+    def models(self) -> list[ModelSpec]:
+        return [self.diffusion, self.clip]
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise InputError(f"Preset data file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"Cannot read {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_model_spec(name: str) -> ModelSpec:
+    path = MODELS_DIR / f"{name}.json"
+    if not name or Path(name).name != name or not path.is_file():
+        raise InputError(f"Unknown model {name!r}: no data file {path}")
+    return ModelSpec.from_dict(name, _read_json(path), str(path))
+
+
+def list_presets() -> list[str]:
+    """Names of the built-in presets (``engine/models/presets/*.json``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def _preset_from_data(
+    name: str, data: dict, source: Path, base_dir: Path, default_dir: Optional[Path]
+) -> Preset:
+    directory = default_dir
+    if data.get("directory"):
+        directory = Path(data["directory"])
+        if not directory.is_absolute():
+            directory = (base_dir / directory).resolve()
+    specs = {}
+    for kind in MODEL_KINDS:
+        entry = data.get(kind)
+        if isinstance(entry, str):
+            spec = load_model_spec(entry)
+        elif isinstance(entry, dict):
+            spec = ModelSpec.from_dict(entry.get("name", f"{name}-{kind}"), entry, f"{source} ({kind})")
+        else:
+            raise InputError(f"{source}: '{kind}' must name a model or hold a model object")
+        if spec.kind != kind:
+            raise InputError(f"{source}: '{kind}' refers to a {spec.kind} model")
+        if directory is not None:
+            spec.directory = directory
+        specs[kind] = spec
+    return Preset(
+        name=name,
+        description=data.get("description", ""),
+        diffusion=specs["diffusion"],
+        clip=specs["clip"],
+        source=source,
+    )
+
+
+def get_preset(name_or_folder: str) -> Preset:
+    """A built-in preset by name, or a folder holding a ``preset.json``."""
+    if not name_or_folder:
+        raise UnknownPresetError("No models preset given.")
+    builtin = PRESETS_DIR / f"{name_or_folder}.json"
+    if Path(name_or_folder).name == name_or_folder and builtin.is_file():
+        return _preset_from_data(name_or_folder, _read_json(builtin), builtin, REPO_ROOT, None)
+    folder = Path(name_or_folder).expanduser()
+    if folder.is_dir():
+        source = folder / "preset.json"
+        if not source.is_file():
+            raise UnknownPresetError(f"The models folder {folder} has no preset.json.")
+        data = _read_json(source)
+        return _preset_from_data(
+            data.get("name", folder.name), data, source, folder.resolve(), folder.resolve()
+        )
+    raise UnknownPresetError(
+        f"Unknown models preset {name_or_folder!r}. Known presets: {', '.join(list_presets())}; "
+        "or give a folder that holds a preset.json."
+    )

@@ -1,0 +1,204 @@
+"""Public scripting API: run an edit on a document and wait, then choose / accept / discard candidates.
+
+Works with or without a Krita window (kritarunner, the Scripter): pass the layer explicitly or by name
+when there is no view. Example::
+
+    from blended_diffusion import api
+    outcome = api.run_edit_and_wait(doc, "a red hat", candidates=2, steps=10, skip_timesteps=5)
+    api.choose(outcome, 1)        # show the second candidate
+    layer = api.accept(outcome)   # keep it as a normal layer named after the prompt
+"""
+
+import atexit
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, List, Optional
+
+from . import errors, krita_api, naming
+from .editing import EditRequest, EditResponse, execute, plan_region
+from .engine_manager import EngineManager, EngineSettings, job_error
+from .params import EditOptions, engine_params
+
+_default_engine: Optional[EngineManager] = None
+_engine_lock = threading.Lock()
+
+
+def default_engine() -> EngineManager:
+    """The engine shared by the docker and scripts in this Krita session (stopped when Krita exits)."""
+    global _default_engine
+    with _engine_lock:
+        if _default_engine is None:
+            _default_engine = EngineManager(EngineSettings())
+            atexit.register(_default_engine.stop)
+        return _default_engine
+
+
+@dataclass
+class EditOutcome:
+    """The candidates an edit put into the document."""
+
+    doc: Any
+    source: Any  # the edited paint layer
+    group: Any  # group layer named after the prompt, directly above the source (or the scribble layer)
+    layers: List[Any]  # one paint layer per candidate, best first
+    response: EditResponse
+    request: EditRequest
+    prompt: str
+    chosen: int = 0
+    finished: bool = False
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> List[str]:
+        return [node.name() for node in self.layers]
+
+
+def prepare(
+    doc: Any,
+    options: EditOptions,
+    layer: Any = None,
+    layer_name: Optional[str] = None,
+    whole_layer: bool = False,
+) -> "tuple[EditRequest, Any, Any]":
+    """Read what the edit needs from Krita (GUI thread). Returns (request, source layer, layer to put the
+    group above). Raises a PluginError and changes nothing when the document cannot be edited."""
+    if doc is None:
+        raise errors.NoDocumentError()
+    source = krita_api.find_source_layer(doc, layer, layer_name)
+    krita_api.layer_format(source)  # refuses CMYK, Lab, grey… before anything else
+    krita_api.document_format(doc)
+    above = source
+    if options.scribble:
+        above = krita_api.node_above(source)
+        if above is None or above.type() != "paintlayer":
+            raise errors.NoScribbleLayerError(source.name())
+    params = engine_params(options)
+    region, mask = plan_region(
+        krita_api.read_selection(doc), doc.width(), doc.height(), options.background, whole_layer
+    )
+    request = EditRequest(
+        region=region,
+        image_rgba=krita_api.read_layer_rgba(source, region),
+        mask=mask,
+        params=params,
+        init_rgba=krita_api.read_visible_rgba(doc, region) if options.scribble else None,
+    )
+    return request, source, above
+
+
+def apply(
+    doc: Any, source: Any, above: Any, request: EditRequest, response: EditResponse, prompt: str
+) -> EditOutcome:
+    """Put the candidates into the document (GUI thread): a group above ``above``, best candidate visible."""
+    if not krita_api.node_alive(doc, above):
+        raise errors.StaleResultError("the edited layer was deleted while the engine worked")
+    layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in response.candidates]
+    group, nodes = krita_api.add_candidate_group(doc, above, naming.group_name(prompt), layers)
+    return EditOutcome(doc, source, group, nodes, response, request, prompt, notes=list(response.notes))
+
+
+def wait_for(work: Callable[[], Any], poll: float = 0.05) -> Any:
+    """Run ``work`` on a worker thread while keeping Qt's event loop (and so Krita's GUI) alive."""
+    from PyQt5.QtCore import QCoreApplication
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = work()
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the calling thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="blended-diffusion-edit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        QCoreApplication.processEvents()
+        thread.join(poll)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def run_edit_and_wait(
+    doc: Any,
+    prompt: str,
+    *,
+    layer: Any = None,
+    layer_name: Optional[str] = None,
+    whole_layer: bool = False,
+    engine: Optional[EngineManager] = None,
+    on_progress: Optional[Callable[[int, int, Optional[bytes]], None]] = None,
+    cancel: Optional[threading.Event] = None,
+    **options: Any,
+) -> EditOutcome:
+    """Edit the selected area of ``doc`` from a text prompt and wait for the candidates.
+
+    ``options`` are :class:`EditOptions` fields: candidates, strength, steps, skip_timesteps, aug_num,
+    guidance_scale, seed, scribble, background, baseline, ddim. An empty prompt removes the selected
+    content. Raises :class:`errors.PluginError` subclasses with a message for the user; the document is
+    only changed when candidates are added (a group layer named after the prompt)."""
+    unknown = set(options) - set(EditOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    edit_options = EditOptions(prompt=prompt, **options)
+    request, source, above = prepare(doc, edit_options, layer, layer_name, whole_layer)
+    manager = engine or default_engine()
+
+    def work() -> EditResponse:
+        client = manager.connect()
+        try:
+            return execute(request, client, on_progress, cancel)
+        except errors.PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a message for the user
+            raise job_error(exc, manager.log_tail() if not manager.running else "") from exc
+        finally:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    response = wait_for(work)
+    return apply(doc, source, above, request, response, prompt)
+
+
+def _check_open(outcome: EditOutcome) -> None:
+    if outcome.finished:
+        raise errors.StaleResultError("this edit was already accepted or discarded")
+    if not krita_api.node_alive(outcome.doc, outcome.group):
+        raise errors.StaleResultError()
+
+
+def choose(outcome: EditOutcome, index: int) -> None:
+    """Show candidate ``index`` (0 = best) and hide the others."""
+    _check_open(outcome)
+    if not 0 <= index < len(outcome.layers):
+        raise IndexError(f"candidate index {index} out of range 0..{len(outcome.layers) - 1}")
+    krita_api.show_only(outcome.layers, index)
+    outcome.chosen = index
+    krita_api.refresh(outcome.doc)
+
+
+def accept(outcome: EditOutcome, index: Optional[int] = None) -> Any:
+    """Keep the chosen candidate (or ``index``) as a normal paint layer named after the prompt, where the
+    group was; remove the group. Returns the new layer."""
+    _check_open(outcome)
+    index = outcome.chosen if index is None else index
+    if not 0 <= index < len(outcome.layers):
+        raise IndexError(f"candidate index {index} out of range 0..{len(outcome.layers) - 1}")
+    candidate = outcome.response.candidates[index]
+    node = krita_api.add_paint_layer(
+        outcome.doc, outcome.group, naming.accepted_name(outcome.prompt), candidate.box, candidate.rgba
+    )
+    krita_api.remove_node(outcome.group)
+    outcome.finished = True
+    krita_api.refresh(outcome.doc)
+    return node
+
+
+def discard(outcome: EditOutcome) -> None:
+    """Remove the candidates' group; the document is as before the edit."""
+    _check_open(outcome)
+    krita_api.remove_node(outcome.group)
+    outcome.finished = True
+    krita_api.refresh(outcome.doc)

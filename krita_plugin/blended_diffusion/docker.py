@@ -1,0 +1,303 @@
+"""The "Blended Diffusion" docker: prompt and options, progress with Cancel, live preview, candidates."""
+
+from typing import Any, Optional
+
+from PyQt5.QtCore import QSize, Qt
+from PyQt5.QtGui import QIcon, QImage, QPainter, QPixmap
+from PyQt5.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from . import naming, workflow
+from .controller import controller
+from .krita_api import DockWidget
+
+DOCKER_ID = "blended_diffusion_docker"
+THUMB = 72
+
+STRENGTH_TIP = (
+    "How much the selected area may change. Strength s skips the first (1 - s) x steps of the diffusion "
+    "(skip_timesteps): 1.0 starts from pure noise, 0.75 with 100 steps skips 25 (the paper's default), "
+    "lower values keep more of the original colours and layout."
+)
+
+
+def rgba_qimage(rgba: bytes, width: int, height: int) -> QImage:
+    return QImage(rgba, width, height, 4 * width, QImage.Format_RGBA8888).copy()
+
+
+class BlendedDiffusionDocker(DockWidget):
+    def __init__(self) -> None:
+        super().__init__()
+        self.setWindowTitle("Blended Diffusion")
+        self.ctl = controller()
+        self.ctl.docker = self
+        self._loading = False
+        root = QWidget(self)
+        layout = QVBoxLayout(root)
+
+        self.prompt = QLineEdit()
+        self.prompt.setPlaceholderText(
+            "Describe what the selection should show, e.g. 'a red hot air balloon'"
+        )
+        self.removal = QCheckBox("Removal (empty prompt: fill the selection from its surroundings)")
+        layout.addWidget(self.prompt)
+        layout.addWidget(self.removal)
+
+        form = QFormLayout()
+        self.candidates = QSpinBox()
+        self.candidates.setRange(1, 16)
+        self.candidates.setToolTip("How many results to make; they are ranked by their CLIP score.")
+        self.strength = QDoubleSpinBox()
+        self.strength.setRange(0.01, 1.0)
+        self.strength.setSingleStep(0.05)
+        self.strength.setToolTip(STRENGTH_TIP)
+        self.seed_mode = QComboBox()
+        self.seed_mode.addItems(["random", "fixed"])
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        seed_row = QHBoxLayout()
+        seed_row.addWidget(self.seed_mode)
+        seed_row.addWidget(self.seed)
+        form.addRow("Candidates", self.candidates)
+        form.addRow("Strength", self.strength)
+        form.addRow("Seed", seed_row)
+        layout.addLayout(form)
+        self.scribble = QCheckBox("Scribble guide (strokes on the paint layer above)")
+        self.scribble.setToolTip(
+            "Paint rough shapes and colours on a paint layer directly above the edited layer: the visible "
+            "image starts the diffusion, so the result follows your strokes."
+        )
+        self.background = QCheckBox("Replace background (edit outside the selection)")
+        layout.addWidget(self.scribble)
+        layout.addWidget(self.background)
+
+        self.advanced = QGroupBox("Advanced")
+        self.advanced.setCheckable(True)
+        adv = QFormLayout(self.advanced)
+        self.steps = QSpinBox()
+        self.steps.setRange(2, 1000)
+        self.steps.setToolTip("timestep_respacing: diffusion steps of the whole schedule (reference: 100)")
+        self.aug_num = QSpinBox()
+        self.aug_num.setRange(1, 64)
+        self.aug_num.setToolTip("Augmented copies CLIP sees each step (reference: 8)")
+        self.guidance = QDoubleSpinBox()
+        self.guidance.setRange(0.0, 100000.0)
+        self.guidance.setDecimals(0)
+        self.guidance.setSingleStep(100)
+        self.guidance.setToolTip("clip_guidance_lambda (reference: 1000)")
+        self.baseline = QCheckBox("Algorithm 1 baseline (local CLIP guidance + background loss)")
+        self.ddim = QCheckBox("DDIM sampling (faster, eta 0)")
+        self.live_preview = QCheckBox("Live preview")
+        adv.addRow("Steps", self.steps)
+        adv.addRow("Augmentations", self.aug_num)
+        adv.addRow("Guidance scale", self.guidance)
+        adv.addRow(self.baseline)
+        adv.addRow(self.ddim)
+        adv.addRow(self.live_preview)
+        layout.addWidget(self.advanced)
+
+        buttons = QHBoxLayout()
+        self.edit_button = QPushButton("Edit with text")
+        self.cancel_button = QPushButton("Cancel")
+        buttons.addWidget(self.edit_button)
+        buttons.addWidget(self.cancel_button)
+        layout.addLayout(buttons)
+        self.progress = QProgressBar()
+        self.progress.setFormat("step %v / %m")
+        layout.addWidget(self.progress)
+        self.preview = QLabel()
+        self.preview.setAlignment(Qt.AlignCenter)
+        self.preview.setMinimumHeight(THUMB)
+        layout.addWidget(self.preview)
+
+        self.list = QListWidget()
+        self.list.setIconSize(QSize(THUMB, THUMB))
+        self.list.setMinimumHeight(THUMB + 16)
+        layout.addWidget(self.list)
+        review = QHBoxLayout()
+        self.accept_button = QPushButton("Accept")
+        self.discard_button = QPushButton("Discard")
+        review.addWidget(self.accept_button)
+        review.addWidget(self.discard_button)
+        layout.addLayout(review)
+
+        self.engine_box = QGroupBox("Engine")
+        self.engine_box.setCheckable(True)
+        eng = QFormLayout(self.engine_box)
+        self.engine_mode = QComboBox()
+        self.engine_mode.addItems(["local", "remote"])
+        self.engine_mode.setToolTip("local: start the engine install.py set up; remote: connect to host:port")
+        self.device = QLineEdit()
+        self.device.setPlaceholderText("auto (cuda / mps / cpu)")
+        self.host = QLineEdit()
+        self.port = QSpinBox()
+        self.port.setRange(1, 65535)
+        self.token = QLineEdit()
+        self.token.setEchoMode(QLineEdit.Password)
+        eng.addRow("Mode", self.engine_mode)
+        eng.addRow("Device", self.device)
+        eng.addRow("Host", self.host)
+        eng.addRow("Port", self.port)
+        eng.addRow("Token", self.token)
+        layout.addWidget(self.engine_box)
+
+        self.status = QLabel()
+        self.status.setWordWrap(True)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        self.setWidget(root)
+
+        self.load_settings()
+        self.advanced.setChecked(False)
+        self.engine_box.setChecked(False)
+        self._toggle(self.advanced)
+        self._toggle(self.engine_box)
+        self._connect()
+        self.refresh()
+
+    # ---------------------------------------------------------- settings <-> widgets
+
+    def _bindings(self):
+        return (
+            ("prompt", self.prompt, "text", "setText", self.prompt.textChanged),
+            ("removal", self.removal, "isChecked", "setChecked", self.removal.toggled),
+            ("candidates", self.candidates, "value", "setValue", self.candidates.valueChanged),
+            ("strength", self.strength, "value", "setValue", self.strength.valueChanged),
+            ("seed_mode", self.seed_mode, "currentText", "setCurrentText", self.seed_mode.currentTextChanged),
+            ("seed", self.seed, "value", "setValue", self.seed.valueChanged),
+            ("scribble", self.scribble, "isChecked", "setChecked", self.scribble.toggled),
+            ("background", self.background, "isChecked", "setChecked", self.background.toggled),
+            ("steps", self.steps, "value", "setValue", self.steps.valueChanged),
+            ("aug_num", self.aug_num, "value", "setValue", self.aug_num.valueChanged),
+            ("guidance_scale", self.guidance, "value", "setValue", self.guidance.valueChanged),
+            ("baseline", self.baseline, "isChecked", "setChecked", self.baseline.toggled),
+            ("ddim", self.ddim, "isChecked", "setChecked", self.ddim.toggled),
+            ("live_preview", self.live_preview, "isChecked", "setChecked", self.live_preview.toggled),
+            (
+                "engine_mode",
+                self.engine_mode,
+                "currentText",
+                "setCurrentText",
+                self.engine_mode.currentTextChanged,
+            ),
+            ("device", self.device, "text", "setText", self.device.textChanged),
+            ("remote_host", self.host, "text", "setText", self.host.textChanged),
+            ("remote_port", self.port, "value", "setValue", self.port.valueChanged),
+            ("remote_token", self.token, "text", "setText", self.token.textChanged),
+        )
+
+    def load_settings(self) -> None:
+        self._loading = True
+        for key, widget, _getter, setter, _signal in self._bindings():
+            getattr(widget, setter)(self.ctl.settings.get(key))
+        self._loading = False
+        self._update_enabled()
+
+    def _store(self, key: str, widget: Any, getter: str) -> None:
+        if self._loading:
+            return
+        try:
+            self.ctl.settings.set(key, getattr(widget, getter)())
+            self.ctl.settings.save()
+        except (ValueError, OSError) as exc:
+            self.status.setText(f"Setting not saved: {exc}")
+        if key in ("engine_mode", "device", "remote_host", "remote_port", "remote_token"):
+            self.ctl.apply_engine_settings()
+        self._update_enabled()
+
+    def _toggle(self, box: QGroupBox) -> None:
+        # A checkable group box works as a collapsible section.
+        for child in box.findChildren(QWidget):
+            child.setVisible(box.isChecked())
+
+    def _connect(self) -> None:
+        for key, widget, getter, _setter, signal in self._bindings():
+            signal.connect(lambda *_args, k=key, w=widget, g=getter: self._store(k, w, g))
+        self.advanced.toggled.connect(lambda _on: self._toggle(self.advanced))
+        self.engine_box.toggled.connect(lambda _on: self._toggle(self.engine_box))
+        self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
+        self.cancel_button.clicked.connect(self.ctl.cancel)
+        self.accept_button.clicked.connect(self.ctl.accept)
+        self.discard_button.clicked.connect(self.ctl.discard)
+        self.list.currentRowChanged.connect(self._choose)
+        self.ctl.changed.connect(self.refresh)
+        self.ctl.progressed.connect(self._on_progress)
+
+    def _update_enabled(self) -> None:
+        self.prompt.setEnabled(not self.removal.isChecked())
+        self.seed.setEnabled(self.seed_mode.currentText() == "fixed")
+        remote = self.engine_mode.currentText() == "remote"
+        for widget in (self.host, self.port, self.token):
+            widget.setEnabled(remote)
+        self.device.setEnabled(not remote)
+
+    # ---------------------------------------------------------- state -> widgets
+
+    def _choose(self, row: int) -> None:
+        if row >= 0 and self.ctl.outcome is not None and row != self.ctl.outcome.chosen:
+            self.ctl.choose(row)
+
+    def _on_progress(self, step: int, total: int, preview: Optional[bytes]) -> None:
+        if total > 0:
+            self.progress.setRange(0, total)
+            self.progress.setValue(step)
+        if preview:
+            pixmap = QPixmap()
+            if pixmap.loadFromData(preview):
+                self.preview.setPixmap(pixmap.scaled(THUMB * 3, THUMB * 3, Qt.KeepAspectRatio))
+
+    def _thumbnail(self, candidate: Any) -> QIcon:
+        request = self.ctl.outcome.request
+        rx, ry, rw, rh = request.region
+        canvas = rgba_qimage(request.image_rgba, rw, rh)
+        x, y, w, h = candidate.box
+        painter = QPainter(canvas)
+        painter.drawImage(x - rx, y - ry, rgba_qimage(candidate.rgba, w, h))
+        painter.end()
+        return QIcon(
+            QPixmap.fromImage(canvas.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+        )
+
+    def refresh(self) -> None:
+        flow = self.ctl.flow
+        busy = self.ctl.worker is not None
+        self.edit_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        if not busy:
+            self.progress.setRange(0, 1)
+            self.progress.setValue(0)
+        candidates = self.ctl.candidates()
+        self.list.blockSignals(True)
+        self.list.clear()
+        for candidate in candidates:
+            item = QListWidgetItem(
+                self._thumbnail(candidate), naming.candidate_name(candidate.rank, candidate.scores)
+            )
+            self.list.addItem(item)
+        if candidates:
+            self.list.setCurrentRow(self.ctl.outcome.chosen)
+        self.list.blockSignals(False)
+        self.accept_button.setEnabled(bool(candidates) and flow.state == workflow.REVIEW)
+        self.discard_button.setEnabled(bool(candidates) and flow.state == workflow.REVIEW)
+        text = flow.status_text()
+        if self.ctl.last_message:
+            text += "\n" + self.ctl.last_message
+        self.status.setText(text)
+
+    def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's API name
+        pass

@@ -1,0 +1,109 @@
+"""Errors the plugin shows to the user as they are: every message says what happened and what to do."""
+
+from typing import Optional
+
+
+class PluginError(Exception):
+    """A problem the user can act on; ``str(error)`` is the message shown in the docker or message box."""
+
+    title = "Blended Diffusion"
+
+
+class NoDocumentError(PluginError):
+    def __init__(self) -> None:
+        super().__init__("No document is open: open or create an image first.")
+
+
+class NoSelectionError(PluginError):
+    def __init__(self) -> None:
+        super().__init__(
+            "Nothing is selected: select the area to edit (a soft selection is fine), "
+            "or choose to edit the whole layer."
+        )
+
+
+class EmptySelectionError(PluginError):
+    def __init__(self) -> None:
+        super().__init__("The selection does not cover any pixel of the image: select the area to edit.")
+
+
+class UnsupportedColorSpaceError(PluginError):
+    def __init__(self, model: str, depth: str) -> None:
+        super().__init__(
+            f"The layer's colour model {model} / {depth} is not supported: Blended Diffusion edits "
+            "RGBA images (8-bit, 16-bit or float). Convert the image with "
+            "Image > Convert Image Color Space… to RGB/Alpha."
+        )
+
+
+class UnsupportedLayerError(PluginError):
+    def __init__(self, name: str, kind: str) -> None:
+        super().__init__(
+            f"The active layer '{name}' is a {kind}: choose a paint layer to edit "
+            "(group, vector, file and filter layers cannot be edited)."
+        )
+
+
+class NoPaintLayerError(PluginError):
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(f"No paint layer to edit{(': ' + detail) if detail else ''}.")
+
+
+class NoScribbleLayerError(PluginError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Scribble mode needs a paint layer with your strokes directly above '{name}': "
+            "add a layer above it, paint the rough shapes and colours there, then try again."
+        )
+
+
+class EngineNotInstalledError(PluginError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"The Blended Diffusion engine is not installed ({detail}). Run `python3 install.py` from the "
+            "plugin's source folder, or set a remote engine in the docker's engine settings."
+        )
+
+
+class WeightsMissingError(PluginError):
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"The engine's model weights are missing: {detail} Run `python3 install.py --download` "
+            "(or `python -m engine download`) to fetch them."
+        )
+
+
+class EngineStartError(PluginError):
+    def __init__(self, detail: str, log_tail: str = "") -> None:
+        text = f"The engine could not start: {detail}"
+        if log_tail.strip():
+            text += f"\nLast lines of its log:\n{log_tail.rstrip()}"
+        super().__init__(text)
+        self.log_tail = log_tail
+
+
+class EngineCrashedError(PluginError):
+    def __init__(self, detail: str, log_tail: str = "") -> None:
+        text = f"The engine stopped unexpectedly ({detail}). It will be restarted on the next edit."
+        if log_tail.strip():
+            text += f"\nLast lines of its log:\n{log_tail.rstrip()}"
+        super().__init__(text)
+        self.log_tail = log_tail
+
+
+class EngineJobFailed(PluginError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"The engine refused the edit ({code}): {message}")
+        self.code = code
+
+
+class CancelledError(PluginError):
+    def __init__(self) -> None:
+        super().__init__("The edit was cancelled: nothing was changed.")
+
+
+class StaleResultError(PluginError):
+    def __init__(self, detail: Optional[str] = None) -> None:
+        super().__init__(
+            "The candidate layers are gone (deleted or undone)" + (f": {detail}" if detail else "") + "."
+        )

@@ -1,0 +1,28 @@
+"""Krita actions: Edit with text (Ctrl+Alt+E by default), accept / discard / next candidate."""
+
+from typing import Any
+
+from .controller import controller
+from .krita_api import Extension
+
+ACTIONS = (
+    # id (also in blended_diffusion.action), text, controller method
+    ("blended_diffusion_edit", "Edit with Text…", "edit_from_action"),
+    ("blended_diffusion_accept", "Accept Candidate", "accept"),
+    ("blended_diffusion_discard", "Discard Candidates", "discard"),
+    ("blended_diffusion_next", "Next Candidate", "next_candidate"),
+    ("blended_diffusion_cancel", "Cancel Edit", "cancel"),
+)
+
+
+class BlendedDiffusionExtension(Extension):
+    def __init__(self, parent: Any) -> None:
+        super().__init__(parent)
+
+    def setup(self) -> None:
+        controller().connect_application_closing()
+
+    def createActions(self, window: Any) -> None:  # noqa: N802 - Krita's API name
+        for action_id, text, method in ACTIONS:
+            action = window.createAction(action_id, text, "tools/scripts/blended_diffusion")
+            action.triggered.connect(lambda _checked=False, m=method: getattr(controller(), m)())

@@ -1,0 +1,191 @@
+"""Everything that touches Krita's Python API (libkis). The rest of the plugin works on plain data."""
+
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
+
+from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita, Selection
+
+from . import errors, pixels
+
+Box = Tuple[int, int, int, int]
+EDITABLE_TYPES = ("paintlayer",)
+_KIND_NAMES = {
+    "grouplayer": "group layer",
+    "vectorlayer": "vector layer",
+    "filelayer": "file layer",
+    "filterlayer": "filter layer",
+    "filllayer": "fill layer",
+    "clonelayer": "clone layer",
+    "transparencymask": "mask",
+    "filtermask": "mask",
+    "transformmask": "mask",
+    "selectionmask": "mask",
+    "colorizemask": "mask",
+}
+
+__all__ = ["DockWidget", "DockWidgetFactory", "DockWidgetFactoryBase", "Extension", "Krita", "Selection"]
+
+
+def instance() -> Any:
+    return Krita.instance()
+
+
+def active_document() -> Any:
+    doc = Krita.instance().activeDocument()
+    if doc is None:
+        raise errors.NoDocumentError()
+    return doc
+
+
+def active_node(doc: Any) -> Any:
+    """The active node; None without a view (kritarunner, scripts)."""
+    try:
+        return doc.activeNode()
+    except Exception:  # noqa: BLE001 - libkis may fail without a view
+        return None
+
+
+def walk(node: Any) -> Iterator[Any]:
+    """All nodes below ``node``, topmost first (childNodes lists bottom to top)."""
+    for child in reversed(node.childNodes()):
+        yield child
+        yield from walk(child)
+
+
+def check_editable(node: Any) -> None:
+    kind = node.type()
+    if kind not in EDITABLE_TYPES:
+        raise errors.UnsupportedLayerError(node.name(), _KIND_NAMES.get(kind, kind))
+
+
+def find_source_layer(doc: Any, layer: Any = None, layer_name: Optional[str] = None) -> Any:
+    """The layer to edit: the one given, the one named, the active one, else the topmost paint layer."""
+    if layer is None and layer_name:
+        layer = doc.nodeByName(layer_name)
+        if layer is None:
+            raise errors.NoPaintLayerError(f"no layer named '{layer_name}'")
+    if layer is None:
+        layer = active_node(doc)
+    if layer is None:
+        layer = next((n for n in walk(doc.rootNode()) if n.type() == "paintlayer"), None)
+        if layer is None:
+            raise errors.NoPaintLayerError("the document has no paint layer")
+    check_editable(layer)
+    return layer
+
+
+def layer_format(node: Any) -> pixels.PixelFormat:
+    return pixels.pixel_format(node.colorModel(), node.colorDepth(), node.colorProfile())
+
+
+def document_format(doc: Any) -> pixels.PixelFormat:
+    return pixels.pixel_format(doc.colorModel(), doc.colorDepth(), doc.colorProfile())
+
+
+def read_layer_rgba(node: Any, region: Box) -> bytes:
+    x, y, w, h = region
+    return pixels.to_rgba8(bytes(node.pixelData(x, y, w, h)), layer_format(node))
+
+
+def read_visible_rgba(doc: Any, region: Box) -> bytes:
+    """The image as shown (the projection), as scribble mode needs it."""
+    doc.refreshProjection()
+    x, y, w, h = region
+    return pixels.to_rgba8(bytes(doc.pixelData(x, y, w, h)), document_format(doc))
+
+
+def read_selection(doc: Any) -> Optional[bytes]:
+    """One byte a pixel over the whole image (soft values kept), or None when nothing is selected."""
+    selection = doc.selection()
+    if selection is None:
+        return None
+    return bytes(selection.pixelData(0, 0, doc.width(), doc.height()))
+
+
+def node_above(node: Any) -> Optional[Any]:
+    """The sibling directly above ``node`` in the layer stack, or None."""
+    parent = node.parentNode()
+    if parent is None:
+        return None
+    siblings = parent.childNodes()
+    ids = [s.uniqueId() for s in siblings]
+    index = ids.index(node.uniqueId())
+    return siblings[index + 1] if index + 1 < len(siblings) else None
+
+
+def node_alive(doc: Any, node: Any) -> bool:
+    """Whether ``node`` is still in the document (the user may have deleted or undone it)."""
+    try:
+        uid = node.uniqueId()
+        return any(n.uniqueId() == uid for n in walk(doc.rootNode()))
+    except Exception:  # noqa: BLE001 - a deleted node's wrapper may fail
+        return False
+
+
+def add_candidate_group(
+    doc: Any, above: Any, name: str, layers: Sequence[Tuple[str, Box, bytes]], visible_index: int = 0
+) -> Tuple[Any, List[Any]]:
+    """A group named ``name`` directly above ``above`` holding one paint layer per (name, box, RGBA8 data),
+    the first of ``layers`` on top; only ``visible_index`` is visible."""
+    fmt = document_format(doc)
+    group = doc.createGroupLayer(name)
+    above.parentNode().addChildNode(group, above)
+    nodes: List[Any] = []
+    previous = None
+    for layer_name, (x, y, w, h), rgba in reversed(list(layers)):  # bottom first: each goes above the last
+        node = doc.createNode(layer_name, "paintlayer")
+        group.addChildNode(node, previous)
+        node.setPixelData(pixels.from_rgba8(rgba, fmt), x, y, w, h)
+        nodes.append(node)
+        previous = node
+    nodes.reverse()
+    for index, node in enumerate(nodes):
+        node.setVisible(index == visible_index)
+    doc.refreshProjection()
+    return group, nodes
+
+
+def add_paint_layer(doc: Any, above: Any, name: str, box: Box, rgba: bytes) -> Any:
+    node = doc.createNode(name, "paintlayer")
+    above.parentNode().addChildNode(node, above)
+    x, y, w, h = box
+    node.setPixelData(pixels.from_rgba8(rgba, document_format(doc)), x, y, w, h)
+    return node
+
+
+def show_only(nodes: Sequence[Any], index: int) -> None:
+    for i, node in enumerate(nodes):
+        node.setVisible(i == index)
+
+
+def remove_node(node: Any) -> None:
+    node.remove()
+
+
+def refresh(doc: Any) -> None:
+    doc.refreshProjection()
+
+
+def thumbnail_png(node: Any, size: int = 64) -> Optional[bytes]:
+    """A PNG thumbnail of a node (for the docker's candidate list)."""
+    from PyQt5.QtCore import QBuffer, QByteArray, QIODevice
+
+    image = node.thumbnail(size, size)
+    if image is None or image.isNull():
+        return None
+    data = QByteArray()
+    buffer = QBuffer(data)
+    buffer.open(QIODevice.WriteOnly)
+    image.save(buffer, "PNG")
+    return bytes(data)
+
+
+def register(extension_cls: Any, docker_id: str, docker_cls: Any) -> None:
+    app = Krita.instance()
+    app.addExtension(extension_cls(app))
+    app.addDockWidgetFactory(DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockRight, docker_cls))
+
+
+def on_application_closing(callback: Any) -> None:
+    """Run ``callback`` when Krita quits (to stop the engine)."""
+    notifier = Krita.instance().notifier()
+    notifier.applicationClosing.connect(callback)

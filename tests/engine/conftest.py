@@ -1,0 +1,37 @@
+"""Shared fixtures for the engine tests: the ``tiny`` models, made once per session in a temporary
+weights folder (so a user's real weights folder is never touched)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+# One intra-op thread: on a shared 2-core machine torch's OpenMP workers spin against other processes and
+# small models run 10-30x slower. BD_TEST_TORCH_THREADS overrides (e.g. on a dedicated CI machine).
+torch.set_num_threads(int(os.environ.get("BD_TEST_TORCH_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A weights folder for the session; ``tiny`` files are generated into it on first load."""
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_weights_dir: Path):
+    """``load_models("tiny")`` on the CPU: frozen UNet (32 px), diffusion flags, tiny CLIP (32 px)."""
+    from engine.loading import load_models
+
+    return load_models("tiny", weights_dir=tiny_weights_dir, device="cpu")
+
+
+@pytest.fixture
+def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty weights folder, also set as $BLENDED_DIFFUSION_WEIGHTS for code that reads the default."""
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    monkeypatch.setenv("BLENDED_DIFFUSION_WEIGHTS", str(folder))
+    return folder

@@ -1,0 +1,83 @@
+"""A stand-in engine for Krita-side checks that must not depend on torch (error paths, crash messages).
+
+It has the EngineManager / EngineClient surface the plugin uses; its candidates are the source with
+inverted colours, alpha = the mask sent, so results are predictable."""
+
+import threading
+from typing import Any, Dict, Optional
+
+from blended_diffusion import errors, pixels
+
+
+class FakeClient:
+    def __init__(self, fail_with: Optional[BaseException] = None) -> None:
+        self.fail_with = fail_with
+        self.requests: list = []
+
+    def status(self) -> Dict[str, Any]:
+        return {"device": "fake"}
+
+    def edit(
+        self,
+        params,
+        image_png,
+        mask_png,
+        init_png=None,
+        on_progress=None,
+        cancel: Optional[threading.Event] = None,
+    ):
+        self.requests.append((dict(params), image_png, mask_png, init_png))
+        if self.fail_with is not None:
+            raise self.fail_with
+        w, h, rgba = pixels.decode_png(image_png)
+        _, _, mask_rgba = pixels.decode_png(mask_png)
+        mask = mask_rgba[0::4]
+        total = 3
+        for step in range(1, total + 1):
+            if cancel is not None and cancel.is_set():
+                from bridge.errors import JobCancelled
+
+                raise JobCancelled()
+            if on_progress is not None:
+                on_progress({"step": step, "total": total}, None)
+        count = int(params["batch_size"]) * int(params["iterations_num"])
+        candidates = []
+        for rank in range(1, count + 1):
+            out = bytearray(rgba)
+            out[0::4] = bytes((255 - v + 40 * rank) & 0xFF for v in rgba[0::4])
+            out[3::4] = mask
+            candidates.append(
+                {
+                    "rank": rank,
+                    "seed": params["seed"] + rank,
+                    "scores": {"combined": 0.5 + rank / 10},
+                    "box": [0, 0, w, h],
+                    "png": pixels.encode_png(w, h, bytes(out), 4),
+                }
+            )
+        return {"candidates": candidates, "box": [0, 0, w, h], "notes": ["fake engine"]}
+
+    def close(self) -> None:
+        pass
+
+
+class FakeManager:
+    """EngineManager look-alike; ``crash_log`` makes every job fail like a dead engine."""
+
+    def __init__(self, fail_with: Optional[BaseException] = None, crash_log: str = "") -> None:
+        self.client = FakeClient(fail_with)
+        self.crash_log = crash_log
+        self.running = not crash_log
+        self.device = "fake"
+
+    def connect(self) -> FakeClient:
+        return self.client
+
+    def log_tail(self, lines: int = 20) -> str:
+        return self.crash_log
+
+    def stop(self) -> None:
+        pass
+
+
+__all__ = ["FakeClient", "FakeManager", "errors"]

@@ -1,0 +1,182 @@
+"""The plugin inside real Krita: kritarunner runs krita_scenarios.py (offscreen, with a throw-away HOME so
+the user's Krita configuration is untouched) and the assertions here read the JSON it writes.
+
+The edit scenarios go through the real bridge to a real engine (`python -m engine serve --models tiny`,
+started by the plugin's own EngineManager with this venv's Python); the refusal scenario uses a fake
+engine only where a crash or cancellation must be staged."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+KRITARUNNER = shutil.which("kritarunner")
+
+pytestmark = pytest.mark.skipif(
+    KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
+)
+
+
+@pytest.fixture(scope="session")
+def krita_env(tmp_path_factory):
+    home = tmp_path_factory.mktemp("krita-home")
+    config = home / "engine.json"
+    config.write_text(
+        json.dumps(
+            {"python": sys.executable, "engine_root": str(ROOT), "models": "tiny", "weights_dir": None}
+        )
+    )
+    env = dict(os.environ)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
+        BLENDED_DIFFUSION_CONFIG=str(config),
+        BD_ENGINE_LOG=str(home / "engine.log"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("PYTHONHOME", None)
+    return env, home
+
+
+def run_krita(krita_env, engine: str, *scenarios: str, timeout: int = 400) -> dict:
+    env, home = krita_env
+    out = home / f"result-{engine}-{'-'.join(scenarios)}.json"
+    proc = subprocess.run(
+        [KRITARUNNER, "-s", "krita_scenarios", str(out), engine, *scenarios],
+        env=env,
+        cwd=str(home),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if not out.exists():
+        pytest.fail(
+            f"kritarunner wrote no result (rc {proc.returncode}):\n"
+            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        )
+    results = json.loads(out.read_text())
+    for name in scenarios:
+        assert name in results, f"scenario {name} did not run"
+        assert "error" not in results[name], results[name].get("traceback", results[name].get("error"))
+    return results
+
+
+@pytest.fixture(scope="session")
+def real(krita_env):
+    """One Krita process, one engine: the three edit scenarios share the tiny engine's start-up."""
+    return run_krita(krita_env, "real", "edit", "scribble", "depth16", "restart")
+
+
+@pytest.fixture(scope="session")
+def refusals(krita_env):
+    return run_krita(krita_env, "fake", "refusals", timeout=120)["refusals"]
+
+
+def names(stack):
+    return [entry[0] for entry in stack]
+
+
+def test_edit_adds_group_with_candidates_above_source(real):
+    r = real["edit"]
+    assert names(r["stack_before"]) == ["Selection Mask", "Notes", "Background"]
+    assert names(r["stack_after_edit"]) == [
+        "Selection Mask",
+        "Notes",
+        "BD: a red hot air balloon",
+        "Background",
+    ]
+    group = r["stack_after_edit"][2]
+    assert group[1] == "grouplayer"
+    children = group[3]
+    assert len(children) == 2
+    assert [c[1] for c in children] == ["paintlayer", "paintlayer"]
+    assert [c[0].split(" ")[0] for c in children] == ["#1", "#2"]
+    assert all(" score " in c[0] for c in children)
+    assert [c[2] for c in children] == [True, False], "only the best candidate is visible"
+    assert r["sent_mask_soft"], "the soft selection values reach the engine"
+    assert r["progress"] and r["progress"][-1][0] == r["progress"][-1][1] > 0
+
+
+def test_edit_never_touches_preexisting_layers(real):
+    for name in ("edit", "scribble", "depth16"):
+        assert real[name]["preexisting_identical"], name
+    assert real["edit"]["preexisting_identical_after_accept"]
+
+
+def test_candidates_equal_source_outside_selection(real):
+    for name in ("edit", "scribble", "depth16"):
+        r = real[name]
+        assert len(r["candidates"]) == 2
+        for cand in r["candidates"]:
+            assert cand["outside_bad"] == 0, (name, cand)
+            assert cand["inside_changed"] > 0, (name, cand)  # the engine did edit inside the selection
+        assert r["projection_outside_bad"] == 0, name
+
+
+def test_choose_accept_and_discard(real):
+    r = real["edit"]
+    assert r["visible_after_choose"] == [False, True]
+    assert names(r["stack_after_accept"]) == [
+        "Selection Mask",
+        "Notes",
+        "a red hot air balloon",
+        "Background",
+    ]
+    assert r["stack_after_accept"][2][1] == "paintlayer"
+    assert r["accepted_matches_candidate"]
+    assert r["removal_group_name"] == "BD: Removal"
+    assert r["discard_restores_stack"] and r["discard_restores_pixels"]
+    assert r["choose_after_discard"] == "StaleResultError"
+
+
+def test_scribble_mode_sends_strokes_from_layer_above(real):
+    r = real["scribble"]
+    assert r["init_sent"]
+    assert r["init_pixel_at_stroke"] == [255, 0, 0, 255], "the red stroke is in the init image"
+    assert r["image_pixel_at_stroke"] != [255, 0, 0, 255], "the source image is sent without it"
+    assert names(r["stack_after_edit"]) == [
+        "Selection Mask",
+        "BD: a red hot air balloon",
+        "Strokes",
+        "Background",
+    ]
+
+
+def test_16bit_document(real):
+    r = real["depth16"]
+    assert r["doc_depth"] == "U16"
+    assert [c["depth"] for c in r["candidates"]] == ["U16", "U16"]
+    assert all(c["bytes"] == 96 * 64 * 8 for c in r["candidates"])
+    assert r["raw_alpha_outside_bad"] == 0
+
+
+def test_dead_engine_is_restarted_with_a_notice(real):
+    r = real["restart"]
+    assert r["restarts"] == 1 and r["new_pid_differs"]
+    assert "restarting" in r["notice"]
+    assert r["candidates"] == 2
+
+
+def test_refusals_give_messages_and_change_nothing(refusals):
+    r = refusals
+    assert r["no_document"][0] == "NoDocumentError"
+    assert r["no_selection"][0] == "NoSelectionError" and "whole layer" in r["no_selection"][1]
+    assert r["no_selection_unchanged"]
+    assert r["group_layer"][0] == "UnsupportedLayerError" and "group layer" in r["group_layer"][1]
+    assert r["vector_layer"][0] == "UnsupportedLayerError" and "vector layer" in r["vector_layer"][1]
+    assert r["scribble_without_layer"][0] == "NoScribbleLayerError"
+    assert r["not_installed"][0] == "EngineNotInstalledError" and "install.py" in r["not_installed"][1]
+    assert r["crash"][0] == "EngineCrashedError" and "RuntimeError: boom" in r["crash"][1]
+    assert r["cancelled"][0] == "CancelledError"
+    assert r["unchanged"], "no refusal changed a layer"
+    assert r["cmyk"][0] == "UnsupportedColorSpaceError" and "CMYK" in r["cmyk"][1]
+    assert r["whole_layer_region"] == [0, 0, 40, 30] and r["whole_layer_mask_min"] == 255

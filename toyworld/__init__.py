@@ -1,0 +1,1 @@
+"""Toy world: synthetic scenes, tiny trained ADM and CLIP, and the semantic evaluation of edits."""

@@ -1,0 +1,54 @@
+"""Training batches for the toy models, built from the seeded scene generator."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+from toyworld.scenes import ShapeSpec, random_scene, single_shape_scene
+
+MASK_GREY = 0.5  # what the editor's masking (zero in [-1, 1]) looks like in [0, 1]
+
+
+def to_tensor01(images: list[np.ndarray]) -> torch.Tensor:
+    """uint8 HxWx3 arrays -> float [B, 3, H, W] in [0, 1]."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def scene_bank(count: int, size: int, seed: int, max_shapes: int = 3) -> tuple[torch.Tensor, list[str]]:
+    """``count`` seeded whole scenes as uint8 [N, 3, H, W] and their captions."""
+    rng = random.Random(f"toyworld-scenes-{seed}")
+    scenes = [random_scene(rng, size, max_shapes) for _ in range(count)]
+    images = torch.from_numpy(np.stack([np.asarray(s.image) for s in scenes])).permute(0, 3, 1, 2)
+    return images.contiguous(), [s.caption for s in scenes]
+
+
+def _mask_around(shape: ShapeSpec, size: int, rng: random.Random) -> np.ndarray:
+    """A square mask (HxW bool) that holds the whole shape plus a random margin, like an edit region."""
+    x0, y0, x1, y1 = shape.box
+    extent = max(x1 - x0, y1 - y0)
+    side = rng.randint(min(size, max(extent + 2, size // 3)), min(size, extent + size // 3))
+    left = rng.randint(max(0, x1 - side), min(x0, size - side))
+    top = rng.randint(max(0, y1 - side), min(y0, size - side))
+    mask = np.zeros((size, size), bool)
+    mask[top : top + side, left : left + side] = True
+    return mask
+
+
+def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Single shapes inside a square region with everything outside it mid-grey, as guidance CLIP sees them.
+
+    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}".
+    """
+    rng = random.Random(f"toyworld-masked-{seed}")
+    images, captions = [], []
+    for _ in range(count):
+        scene = single_shape_scene(rng, size)
+        mask = _mask_around(scene.shapes[0], size, rng)
+        pixels = np.asarray(scene.image).copy()
+        pixels[~mask] = round(MASK_GREY * 255)
+        images.append(pixels)
+        captions.append(f"a {scene.shapes[0].colour} {scene.shapes[0].kind}")
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
