@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import struct
 import subprocess
@@ -323,6 +324,8 @@ class Manifest:
             path.mkdir()
             if str(path) not in self.created_dirs:
                 self.created_dirs.append(str(path))
+        if missing and self.path.parent.is_dir():
+            self.save()  # so an install that stops half-way can still be uninstalled
 
     def claim(self, target: Path) -> None:
         """Make ``target`` ours before writing it: an existing foreign path is moved aside, not lost."""
@@ -553,10 +556,17 @@ def make_venv(manifest: Manifest, layout: Layout, base_python: str, reuse_sites:
             command.append("--without-pip")  # pip comes from the reused site-packages
         print(f"  creating {target}")
         subprocess.run(command + [str(target)], check=True)
+    pth = Path(site_packages_of(str(python))[0]) / "_blended_diffusion_reuse.pth"
     if reuse_sites:
-        site = site_packages_of(str(python))[0]
-        pth = Path(site) / "_blended_diffusion_reuse.pth"
         pth.write_text("".join(p + "\n" for p in reuse_sites), encoding="utf-8")
+    elif pth.exists():
+        pth.unlink()  # no longer reusing: pip fills the venv itself
+    has_pip = subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode == 0
+    if not has_pip and subprocess.run([str(python), "-m", "ensurepip", "--upgrade"]).returncode != 0:
+        raise InstallError(
+            f"the virtual environment {target} has no pip and ensurepip failed; install pip for "
+            f"{base_python} (Debian/Ubuntu: apt install python3-venv python3-pip) and run install.py again"
+        )
     return str(python)
 
 
@@ -648,10 +658,16 @@ def weights_help(layout: Layout, python: str, preset: str = "default") -> str:
     return "\n".join(lines)
 
 
-def download_weights(manifest: Manifest, layout: Layout, python: str) -> bool:
+def claim_weights_dir(manifest: Manifest, layout: Layout) -> None:
+    """A weights folder this install makes (downloads, generated ``tiny`` files) goes on uninstall."""
     if not layout.weights_dir.exists():
-        manifest.ensure_dir(layout.weights_dir)
+        manifest.ensure_dir(layout.weights_dir.parent)
         manifest.claim(layout.weights_dir)
+        layout.weights_dir.mkdir()
+
+
+def download_weights(manifest: Manifest, layout: Layout, python: str) -> bool:
+    claim_weights_dir(manifest, layout)
     command = [python, "-m", "engine", "download", "default"]
     print("  " + " ".join(command))
     result = subprocess.run(command, cwd=str(layout.engine_root), env=engine_env(layout))
@@ -728,46 +744,35 @@ def first_edit_models(weights_ok: bool, engine_root: Path) -> tuple:
     """(preset, note): the default weights when present, else the shipped toy models, else ``tiny``."""
     if weights_ok:
         return "default", "with the default weights"
-    toy_note = "with the shipped toy models, because the default weights are absent (not real results)"
+    toy_note = "with the shipped toy models, because the default weights are absent: not real results"
     if (engine_root / "engine" / "models" / "presets" / "toy.json").is_file():
         return "toy", toy_note
     toy_folder = engine_root / "resources" / "models" / "toy"
     if (toy_folder / "preset.json").is_file():
         return str(toy_folder), toy_note
     return "tiny", (
-        "with the random 'tiny' models, because the default weights and the toy models are absent "
-        "(this only checks that the pipeline runs; the pictures are noise)"
+        "with the random 'tiny' models, because the default weights and the toy models are absent: "
+        "they only check that the pipeline runs, the pictures are noise"
     )
 
 
 def first_edit_command(
-    python: str, image: Path, mask: Path, prompt: str, models: str, out_dir: Path
+    python: str, image: Path, mask: Path, prompt: str, models: str, out_dir: Path, extra: Sequence[str] = ()
 ) -> List[str]:
-    return [
-        python,
-        "-m",
-        "engine",
-        "edit",
-        "--prompt",
-        prompt,
-        "--init_image",
-        str(image),
-        "--mask",
-        str(mask),
-        "--output_path",
-        str(out_dir),
-        "--models",
-        models,
-        "--batch_size",
-        "2",
-        "--iterations_num",
-        "1",
-    ]
+    # The reference's schedule with the real weights; a short one for the stand-in models, which only
+    # show that the pipeline runs. ``extra`` comes last, so its options win.
+    schedule = [] if models == "default" else ["--timestep_respacing", "25", "--skip_timesteps", "10"]
+    command = [python, "-m", "engine", "edit", "--prompt", prompt, "--init_image", str(image)]
+    command += ["--mask", str(mask), "--output_path", str(out_dir), "--models", models]
+    return command + ["--batch_size", "2", "--iterations_num", "1", *schedule, *extra]
 
 
-def run_first_edit(manifest: Manifest, layout: Layout, python: str, weights_ok: bool) -> int:
+def run_first_edit(
+    manifest: Manifest, layout: Layout, python: str, weights_ok: bool, extra: Sequence[str] = ()
+) -> int:
     image, mask, prompt = pick_example()
     models, note = first_edit_models(weights_ok, layout.engine_root)
+    claim_weights_dir(manifest, layout)  # the tiny models are generated into it
     work = layout.first_edit_dir
     manifest.ensure_dir(work.parent)
     manifest.claim(work)
@@ -780,14 +785,14 @@ def run_first_edit(manifest: Manifest, layout: Layout, python: str, weights_ok: 
         write_box_mask(mask, png_size(image), DEFAULT_MASK_BOX)
     out_dir = work / "candidates"
     print(f"  editing {image.name} inside {mask.name} with the prompt {prompt!r} {note}")
-    command = first_edit_command(python, image, mask, prompt, models, out_dir)
+    command = first_edit_command(python, image, mask, prompt, models, out_dir, extra)
     print("  " + " ".join(command))
     result = subprocess.run(command, cwd=str(layout.engine_root), env=engine_env(layout))
     if result.returncode != 0:
         print(f"The first edit failed (exit code {result.returncode}); the plugin is installed nonetheless.")
         return result.returncode
     pictures = sorted(p for p in out_dir.glob("*") if p.suffix.lower() in (".png", ".jpg"))
-    print(f"\nThe first edit's candidates ({note}), best first, are in {out_dir}:")
+    print(f"\nThe first edit's candidates, made {note}.\nBest first, in {out_dir}:")
     for picture in pictures:
         print(f"  {picture}")
     return 0
@@ -948,6 +953,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--no-first-edit", action="store_true", help="skip the first edit on an example image"
     )
+    parser.add_argument(
+        "--first-edit-args",
+        default="",
+        metavar="ARGS",
+        help='extra options for the first edit\'s `python -m engine edit`, e.g. "--device cpu"',
+    )
     parser.add_argument("--uninstall", action="store_true", help="remove everything a previous install added")
     parser.add_argument(
         "--keep-weights", action="store_true", help="with --uninstall: keep downloaded weights"
@@ -985,6 +996,20 @@ def validate(args: argparse.Namespace, layout: Layout) -> None:
     check_sources()
 
 
+def krita_is_running() -> bool:
+    """Best effort, Linux only (/proc): a running Krita reads kritarc and pykrita/ only when it starts."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return False
+    for comm in proc.glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() == "krita":
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def confirm(args: argparse.Namespace, question: str) -> bool:
     if args.yes or not sys.stdin.isatty():
         return True
@@ -999,6 +1024,8 @@ def install(args: argparse.Namespace, layout: Layout, platform: str) -> int:
     if not args.no_plugin:
         print(f"  Krita resources: {layout.resource_dir}\n  kritarc:         {layout.kritarc}")
     print(f"  engine:          {layout.engine_root}\n  engine record:   {layout.config_path}")
+    if not args.no_plugin and krita_is_running():
+        print("  Krita is running: restart it after the install so it loads the plugin.")
     if not confirm(args, "Continue?"):
         return 1
     manifest.ensure_dir(layout.data_dir)
@@ -1026,7 +1053,7 @@ def install(args: argparse.Namespace, layout: Layout, platform: str) -> int:
         print("[6/6] first edit: skipped (--no-first-edit)")
     else:
         print("[6/6] first edit on an example image")
-        status = run_first_edit(manifest, layout, python, weights_ok)
+        status = run_first_edit(manifest, layout, python, weights_ok, shlex.split(args.first_edit_args))
     print("\nDone. Start Krita; the Blended Diffusion docker is under Settings > Dockers.")
     if not weights_ok:
         print("The default weights are not installed yet. " + weights_help(layout, python))

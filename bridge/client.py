@@ -147,6 +147,7 @@ class EngineClient:
                 self._send("cancel", {"id": next(self._ids), "job": job_id})
                 cancel_sent = True
             if deadline is not None and time.monotonic() > deadline:
+                self.close()  # so that the server drops the job should it still arrive
                 raise errors.EngineConnectionError(
                     f"the engine did not accept the job within {self.timeout} s"
                 )
@@ -253,12 +254,9 @@ def _result(message: Message) -> Dict[str, Any]:
         candidate = {k: v for k, v in entry.items() if k != "attachment"}
         candidate["png"] = bytes(message.attachments[name])
         candidates.append(candidate)
-    return {
-        "candidates": candidates,
-        "box": message.get("box"),
-        "notes": message.get("notes", []),
-        "job": message.get("job"),
-    }
+    result = {k: v for k, v in message.header.items() if k not in ("type", "attachments", "candidates")}
+    result.update(candidates=candidates, box=message.get("box"), notes=message.get("notes", []))
+    return result
 
 
 class EngineProcess:
@@ -344,7 +342,7 @@ class EngineProcess:
                 else:
                     why = f"the engine did not report ready within {timeout:.0f} s"
                 tail = self.stderr_tail()
-                self.stop()
+                self.stop(timeout=1.0)  # it never got to watching its stdin: no point in waiting long
                 raise errors.EngineStartError(why + ("; its last output:\n" + tail if tail else ""))
         self.token = token
         return self.host, self.port, token  # type: ignore[return-value]

@@ -21,6 +21,7 @@ ENGINE_ERROR = "engine_error"  # the engine reported a user-facing error (weight
 INTERNAL_ERROR = "internal_error"  # unexpected exception in the engine; it keeps running
 QUEUE_FULL = "queue_full"  # too many queued jobs
 SHUTTING_DOWN = "shutting_down"
+TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused a new connection
 
 
 class BridgeError(Exception):

@@ -21,6 +21,7 @@ import math
 import socket
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -214,15 +215,22 @@ class MessageReader:
         return self._stage != "prefix" or self._filled > 0
 
     def read(self, timeout: Optional[float] = None) -> Optional[Message]:
-        """The next message, or None when ``timeout`` seconds pass first.
+        """The next message, or None when ``timeout`` seconds (in all) pass first.
 
         Raises ConnectionClosed at a clean end of stream, ProtocolError for invalid or truncated frames.
         """
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._sock.settimeout(timeout)
         while True:
             if self._filled < len(self._buf):
+                if deadline is not None:  # a total deadline: a peer dribbling bytes cannot stretch it
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    self._sock.settimeout(remaining)
                 try:
-                    count = self._sock.recv_into(memoryview(self._buf)[self._filled : self._filled + _RECV_CHUNK])
+                    window = memoryview(self._buf)[self._filled : self._filled + _RECV_CHUNK]
+                    count = self._sock.recv_into(window)
                 except socket.timeout:
                     return None
                 except (ConnectionError, OSError) as exc:

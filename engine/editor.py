@@ -333,6 +333,7 @@ def edit(
         ).detach()
 
     outputs = []
+    cancelled = False
     try:
         for offset in range(0, len(seeds), batch_size):
             if cancel is not None and cancel.is_set():
@@ -340,9 +341,13 @@ def edit(
             outputs.append(run_splitting_on_oom(run, seeds[offset : offset + batch_size], offset, notes))
         results = torch.cat(outputs, dim=0)
     except Cancelled:
+        cancelled = True
+    if cancelled:
+        # Outside the except block the traceback (and the loop's tensors its frames hold) is gone, so the
+        # memory really returns to the device before the caller hears of the cancel.
         outputs.clear()
         _free_memory()
-        raise
+        raise Cancelled()
 
     scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
     order = rank_order(scores)

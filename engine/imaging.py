@@ -36,6 +36,7 @@ class Prepared:
     rgb: Image.Image  # mode RGB, 8 bits per channel
     alpha: Optional[Image.Image]  # mode L, when the source had transparency
     notes: List[str] = field(default_factory=list)
+    original: Optional[Image.Image] = None  # the source itself when it already was 8-bit RGB(A)
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -47,6 +48,8 @@ class Prepared:
 
     def full(self) -> Image.Image:
         """The converted source in its output mode (RGB or RGBA)."""
+        if self.original is not None:
+            return self.original
         if self.alpha is None:
             return self.rgb
         out = self.rgb.copy()
@@ -132,9 +135,9 @@ def prepare_source(image: Image.Image, what: str = "image") -> Prepared:
             return Prepared(rgba.convert("RGB"), rgba.getchannel("A"), notes)
         return Prepared(image.convert("RGB"), None, notes)
     if mode == "RGB":
-        return Prepared(image.copy(), None, notes)
+        return Prepared(image, None, notes, original=image)
     if mode == "RGBA":
-        return Prepared(image.convert("RGB"), image.getchannel("A"), notes)
+        return Prepared(image.convert("RGB"), image.getchannel("A"), notes, original=image)
     # CMYK, YCbCr, LAB, HSV, RGBa, RGBX...: let Pillow convert, and say so.
     notes.append(f"{what}: {mode} converted to RGB")
     try:
@@ -228,18 +231,21 @@ def composite(source: Image.Image, edited_crop: Image.Image, mask: np.ndarray, b
     x, y, w, h = box
     if edited_crop.size != (w, h):
         raise ValueError(f"edited crop is {edited_crop.size}, box is {w}x{h}")
-    out = np.array(source)  # copy, same mode
-    region = out[y : y + h, x : x + w]
-    alpha = crop_array(mask, box).astype(np.float32)[..., None] / 255.0
+    # Only the box is computed; the rest is Pillow's memcpy of the source (fast on 4000x3000 and more).
+    region = np.array(crop(source, box))
+    soft = crop_array(mask, box)
+    alpha = soft.astype(np.float32)[..., None] / 255.0
     edit = np.asarray(edited_crop.convert("RGB")).astype(np.float32)
     blended = region[..., :3].astype(np.float32) * (1.0 - alpha) + edit * alpha
-    touched = crop_array(mask, box) > 0
+    touched = soft > 0
     region[..., :3][touched] = np.clip(np.round(blended[touched]), 0, 255).astype(np.uint8)
-    if out.ndim == 3 and out.shape[2] == 4:
+    if region.ndim == 3 and region.shape[2] == 4:
         src_alpha = region[..., 3].astype(np.float32)
         new_alpha = src_alpha * (1.0 - alpha[..., 0]) + 255.0 * alpha[..., 0]
         region[..., 3][touched] = np.clip(np.round(new_alpha[touched]), 0, 255).astype(np.uint8)
-    return Image.fromarray(out)
+    out = source.copy()
+    out.paste(Image.fromarray(region), (x, y))
+    return out
 
 
 def patch(full_result: Image.Image, mask: np.ndarray, box: Box) -> Image.Image:

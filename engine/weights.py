@@ -288,10 +288,9 @@ def download(
             record_sha256(path, actual)  # trust on first use
         _remember_ok(path, actual)
         return path
+    kept = " (the partial file is kept and resumed next time)" if part.exists() else ""
     raise DownloadError(
-        "Download failed (a partial file is kept and resumed next time):\n  "
-        + "\n  ".join(errors)
-        + f"\n{describe(spec, path, preset_name)}"
+        f"Download failed{kept}:\n  " + "\n  ".join(errors) + f"\n{describe(spec, path, preset_name)}"
     )
 
 

@@ -58,7 +58,8 @@ class Driver(Extension):
             app = Krita.instance()
             self.doc = doc = app.openDocument(SHOT["image"])
             win = app.activeWindow()
-            win.qwindow().showMaximized()
+            win.qwindow().move(0, 0)
+            win.qwindow().resize(1600, 1000)  # no window manager under Xvfb: maximising does nothing
             win.addView(doc)
             sel = Selection()
             w, h = doc.width(), doc.height()
@@ -67,6 +68,9 @@ class Driver(Extension):
             dock = win.qwindow().findChild(QDockWidget, "blended_diffusion_docker")
             if dock is None:
                 raise RuntimeError("the Blended Diffusion docker is not registered")
+            for other in win.qwindow().findChildren(QDockWidget):
+                if other.objectName() not in ("KisLayerBox", "blended_diffusion_docker"):
+                    other.hide()  # room for the candidates list
             dock.show()
             dock.raise_()
             from blended_diffusion.controller import controller
@@ -104,6 +108,23 @@ class Driver(Extension):
                    candidates=[c.rank for c in self.ctl.candidates()])
         except Exception:
             report(ok=False, error=traceback.format_exc())
+        try:  # does Krita's undo take back what the plugin added? (reported, not required for the shot)
+            app = Krita.instance()
+            root = self.doc.rootNode()
+            before = len(root.childNodes())
+            undos = 0
+            while undos < 12 and any(n.type() == "grouplayer" for n in root.childNodes()):
+                app.action("edit_undo").trigger()
+                self.doc.waitForDone()
+                QApplication.processEvents()
+                undos += 1
+            status = json.load(open(SHOT["status"]))
+            status["undo"] = {"layers_before": before, "undos": undos,
+                              "group_left": any(n.type() == "grouplayer" for n in root.childNodes()),
+                              "layers_after": [n.name() for n in root.childNodes()]}
+            report(**status)
+        except Exception:
+            pass
         self.ctl.shutdown()
         self.doc.setModified(False)
         QTimer.singleShot(300, QApplication.quit)
@@ -146,14 +167,22 @@ def main() -> int:
     parser.add_argument("--image", default=str(ROOT / "resources" / "examples" / "lakeside.png"))
     parser.add_argument("--prompt", default="a red hot air balloon")
     parser.add_argument("--models", default=None, help="preset (default: toy when present, else tiny)")
-    parser.add_argument("--timeout", type=float, default=540.0)
+    parser.add_argument("--timeout", type=float, default=540.0, help="seconds the edit may take")
+    parser.add_argument("--attempts", type=int, default=2, help="Krita starts to try")
     args = parser.parse_args()
     for tool in ("xvfb-run", "krita"):
         if shutil.which(tool) is None:
             print(f"error: {tool} is not installed (apt-get install krita xvfb)", file=sys.stderr)
             return 2
     toy_dir = ROOT / "resources" / "models" / "toy"
-    models = args.models or (str(toy_dir) if (toy_dir / "preset.json").is_file() else "tiny")
+    if args.models:
+        models = args.models
+    elif (ROOT / "engine" / "models" / "presets" / "toy.json").is_file():
+        models = "toy"
+    elif (toy_dir / "preset.json").is_file():
+        models = str(toy_dir)
+    else:
+        models = "tiny"
     toy = models != "tiny"
     with tempfile.TemporaryDirectory(prefix="bd-shot-") as tmp:
         home = Path(tmp) / "home"
@@ -205,17 +234,22 @@ def main() -> int:
             env.pop(name, None)
         cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"]
         started = time.time()
-        proc = subprocess.Popen(
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-        )
-        try:
-            output, _ = proc.communicate(timeout=args.timeout + 90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 15)
-            output, _ = proc.communicate()
-        if not status.exists():
+        for attempt in range(1, args.attempts + 1):
+            proc = subprocess.Popen(
+                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            try:
+                output, _ = proc.communicate(timeout=args.timeout + 90)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, 15)
+                output, _ = proc.communicate()
+            if status.exists():
+                break
+            # Krita under Xvfb occasionally hangs before plugins run; a fresh start usually works.
             print(output.decode("utf-8", "replace")[-4000:], file=sys.stderr)
-            print("error: Krita ended without taking the screenshot", file=sys.stderr)
+            print(f"attempt {attempt}: Krita ended without taking the screenshot", file=sys.stderr)
+        if not status.exists():
+            print("error: no screenshot", file=sys.stderr)
             return 1
         result = json.loads(status.read_text())
         if not result.get("ok") or not shot_tmp.exists():
@@ -224,6 +258,8 @@ def main() -> int:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot_tmp, args.out)
         print(f"{args.out}: {result['status']} ({models} preset, {time.time() - started:.0f} s)")
+        if "undo" in result:
+            print(f"undo check: {result['undo']}")
     return 0
 
 

@@ -273,9 +273,25 @@ def test_first_edit_falls_back_to_toy_then_tiny(tmp_path):
     (tmp_path / "engine" / "models" / "presets").mkdir(parents=True)
     (tmp_path / "engine" / "models" / "presets" / "toy.json").write_text("{}")
     assert install.first_edit_models(False, tmp_path)[0] == "toy"
-    command = install.first_edit_command("py", Path("i.png"), Path("m.png"), "a cat", "toy", Path("out"))
+    command = install.first_edit_command(
+        "py", Path("i.png"), Path("m.png"), "a cat", "toy", Path("out"), ["--x"]
+    )
     assert command[:4] == ["py", "-m", "engine", "edit"]
     assert command[command.index("--models") + 1] == "toy"
+    assert command[command.index("--timestep_respacing") + 1] == "25" and command[-1] == "--x"
+    default = install.first_edit_command("py", Path("i.png"), Path("m.png"), "a cat", "default", Path("out"))
+    assert "--timestep_respacing" not in default  # the reference's schedule with the real weights
+
+
+def test_box_mask_is_a_valid_png(tmp_path):
+    path = tmp_path / "mask.png"
+    install.write_box_mask(path, (40, 20), (0.25, 0.5, 0.75, 1.0))
+    assert install.png_size(path) == (40, 20)
+    from PIL import Image
+
+    with Image.open(path) as mask:
+        assert mask.mode == "L" and mask.size == (40, 20)
+        assert mask.getpixel((20, 15)) == 255 and mask.getpixel((5, 15)) == 0 and mask.getpixel((20, 5)) == 0
 
 
 # ------------------------------------------------------------------------------- install in a temporary HOME
@@ -361,6 +377,16 @@ def test_uninstall_keeps_what_existed_before(clone, tmp_path):
     assert snapshot(home) == before
 
 
+def test_engine_from_repo_records_the_checkout(clone, tmp_path):
+    home = make_home(tmp_path)
+    args = ["--no-venv", "--python", sys.executable, "--no-weights", "--no-first-edit", "--yes"]
+    result = run_install(clone, home, *args, "--engine-from-repo", "--models", "tiny")
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((home / ".config" / "blended-diffusion" / "engine.json").read_text())
+    assert record["engine_root"] == str(clone) and record["models"] == "tiny"
+    assert not (home / ".local" / "share" / "blended-diffusion" / "engine").exists()
+
+
 @pytest.mark.parametrize("bad", [["--python", "/no/such/python"], ["--krita-dir", "FILE"], ["--models", ""]])
 def test_bad_input_changes_nothing(clone, tmp_path, bad):
     home = make_home(tmp_path)
@@ -369,6 +395,30 @@ def test_bad_input_changes_nothing(clone, tmp_path, bad):
     result = run_install(clone, home, *bad, "--no-weights", "--no-first-edit", "--yes")
     assert result.returncode == 2
     assert "install.py: error:" in result.stderr and bad[0] in result.stderr
+    assert snapshot(home) == before
+
+
+def test_offline_weights_then_first_edit_then_uninstall(clone, tmp_path):
+    """No network: the download fails with a clear message, the install completes, the first edit runs on
+    the stand-in models, and --uninstall still leaves HOME as it was (weights generated for it included)."""
+    home = make_home(tmp_path)
+    before = snapshot(home)
+    quick = "--timestep_respacing 4 --skip_timesteps 2 --batch_size 1 --aug_num 1 --no-progress"
+    args = ["--no-venv", "--python", sys.executable, "--yes", "--first-edit-args", quick]
+    closed = "http://127.0.0.1:9"  # nothing listens there: every download is refused at once
+    offline = {"https_proxy": closed, "HTTPS_PROXY": closed, "http_proxy": closed, "HTTP_PROXY": closed}
+    result = run_install(clone, home, *args, env_extra=offline)
+    assert result.returncode == 0, result.stdout + result.stderr
+    weights_dir = home / ".local" / "share" / "blended-diffusion" / "weights"
+    assert "could not be downloaded" in result.stdout
+    assert f"Put these files in {weights_dir}" in result.stdout
+    assert "256x256_diffusion_uncond.pt" in result.stdout and "openaipublic" in result.stdout
+    assert "because the default weights" in result.stdout and "absent" in result.stdout
+    candidates = home / ".local" / "share" / "blended-diffusion" / "first-edit" / "candidates"
+    pictures = sorted(candidates.glob("*.png"))
+    assert pictures, result.stdout + result.stderr
+    assert "first edit's candidates, made with the" in result.stdout and str(pictures[0]) in result.stdout
+    assert run_install(clone, home, "--uninstall", "--yes").returncode == 0
     assert snapshot(home) == before
 
 

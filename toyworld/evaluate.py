@@ -59,10 +59,12 @@ class Evaluation:
         g, u = self.guided, self.unguided
         return "\n".join(
             [
-                f"toy semantic evaluation: {self.scenes} held-out scenes x {self.candidates_per_scene} candidates "
+                f"toy semantic evaluation: {self.scenes} held-out scenes x "
+                f"{self.candidates_per_scene} candidates "
                 f"= {g.candidates} trials per condition ({self.seconds:.0f}s)",
                 f"  guided   hit rate {g.hit_rate:6.1%} ({g.hits}/{g.candidates}); "
-                f"top-ranked {g.top_hit_rate:6.1%} ({g.top_hits}/{g.scenes}); background exact: {g.background_exact}",
+                f"top-ranked {g.top_hit_rate:6.1%} ({g.top_hits}/{g.scenes}); "
+                f"background exact: {g.background_exact}",
                 f"  unguided hit rate {u.hit_rate:6.1%} ({u.hits}/{u.candidates}); "
                 f"background exact: {u.background_exact}  (chance 1/6 = 16.7%)",
             ]
@@ -110,7 +112,9 @@ def run_condition(
     result.hits += sum(colour == case.colour for colour in colours)
     result.top_hits += colours[0] == case.colour
     result.scenes += 1
-    result.background_exact &= all(background_unchanged(case.image, c.image, case.mask) for c in outcome.candidates)
+    result.background_exact &= all(
+        background_unchanged(case.image, c.image, case.mask) for c in outcome.candidates
+    )
     result.colours.append(colours)
     return colours
 
@@ -146,8 +150,13 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--models", default=DEFAULT_MODELS, help="preset name or folder with preset.json")
     parser.add_argument("--scenes", type=int, default=30)
     parser.add_argument("--first-seed", type=int, default=0)
-    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                        help="override an edit parameter (JSON value), e.g. --set clip_guidance_lambda=2000")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override an edit parameter (JSON value), e.g. --set clip_guidance_lambda=2000",
+    )
     parser.add_argument("--json", help="write the full result here")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)

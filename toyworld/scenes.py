@@ -222,7 +222,9 @@ def edit_case(seed: int, size: int = 32, region: int | None = None) -> EditCase:
     scene = render(size, taken, rng)
     mask = np.zeros((size, size), np.uint8)
     mask[hole[1] : hole[3], hole[0] : hole[2]] = 255
-    return EditCase(seed, scene.image, Image.fromarray(mask, "L"), hole, rng.choice(COLOURS), rng.choice(SHAPES))
+    return EditCase(
+        seed, scene.image, Image.fromarray(mask, "L"), hole, rng.choice(COLOURS), rng.choice(SHAPES)
+    )
 
 
 def classify_colour(pixels: np.ndarray) -> str | None:
@@ -245,7 +247,9 @@ def classify_colour(pixels: np.ndarray) -> str | None:
     r, g, b = rgb[coloured].T
     c = np.maximum(chroma[coloured], 1e-6)
     mx = high[coloured]
-    hue = np.where(mx == r, ((g - b) / c) % 6.0, np.where(mx == g, (b - r) / c + 2.0, (r - g) / c + 4.0)) * 60.0
+    hue = (
+        np.where(mx == r, ((g - b) / c) % 6.0, np.where(mx == g, (b - r) / c + 2.0, (r - g) / c + 4.0)) * 60.0
+    )
     hues = np.array(list(COLOUR_HUES.values()), np.float32)
     distance = np.abs((hue[:, None] - hues[None, :] + 180.0) % 360.0 - 180.0)
     votes = np.bincount(distance.argmin(axis=1), minlength=len(hues))

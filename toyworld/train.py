@@ -30,6 +30,10 @@ TOY_EDIT_DEFAULTS: dict = {
 
 CLIP_FILE = "toy_clip.pt"
 UNET_FILE = "toy_unet.pt"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIR = REPO_ROOT / "resources" / "models" / "toy"
+# The built-in preset "toy" (engine/models/presets/toy.json) points at the shipped folder.
+BUILTIN_PRESET = REPO_ROOT / "engine" / "models" / "presets" / "toy.json"
 
 
 def sha256_of(path: Path) -> str:
@@ -46,17 +50,20 @@ def _save_atomic(write, target: Path) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; these are shared artifacts
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def preset_data(out: Path, clip_config: dict, model_flags: dict, diffusion_flags: dict, training: dict) -> dict:
+def preset_data(
+    out: Path, clip_config: dict, model_flags: dict, diffusion_flags: dict, training: dict
+) -> dict:
     unet_path, clip_path = out / UNET_FILE, out / CLIP_FILE
     return {
         "name": "toy",
-        "description": "Tiny ADM (32 px) and CLIP trained on synthetic shape scenes (toyworld); seconds on a CPU",
+        "description": "tiny ADM (32 px) + CLIP trained on synthetic shapes (toyworld); seconds on a CPU",
         "diffusion": {
             "name": "toy-adm32",
             "kind": "diffusion",
@@ -81,18 +88,65 @@ def preset_data(out: Path, clip_config: dict, model_flags: dict, diffusion_flags
     }
 
 
+def write_presets(out: Path, data: dict) -> list[Path]:
+    """``preset.json`` in the folder; plus the built-in ``toy`` preset when the folder is the shipped one."""
+    text = json.dumps(data, indent=2) + "\n"
+    _save_atomic(lambda p: Path(p).write_text(text), out / "preset.json")
+    written = [out / "preset.json"]
+    if out.resolve() == SHIPPED_DIR:
+        builtin = {**data, "directory": SHIPPED_DIR.relative_to(REPO_ROOT).as_posix()}
+        builtin.pop("name", None)
+        _save_atomic(lambda p: Path(p).write_text(json.dumps(builtin, indent=2) + "\n"), BUILTIN_PRESET)
+        written.append(BUILTIN_PRESET)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="resources/models/toy", help="folder for the artifacts and preset.json")
+    parser.add_argument(
+        "--out", default="resources/models/toy", help="folder for the artifacts and preset.json"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip-steps", type=int, default=400)
-    parser.add_argument("--adm-steps", type=int, default=900)
+    parser.add_argument("--adm-steps", type=int, default=500)
+    parser.add_argument("--adm-batch", type=int, default=16)
+    parser.add_argument(
+        "--stages",
+        default="clip,adm",
+        help="which models to train; 'adm' alone reuses the CLIP file already in --out",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget is 2 cores)")
+    parser.add_argument(
+        "--presets-only",
+        action="store_true",
+        help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
+    )
     args = parser.parse_args(argv)
-    if args.clip_steps < 1 or args.adm_steps < 1:
-        parser.error("--clip-steps and --adm-steps must be at least 1")
+    if min(args.clip_steps, args.adm_steps, args.adm_batch) < 1:
+        parser.error("--clip-steps, --adm-steps and --adm-batch must be at least 1")
+    stages = {s.strip() for s in args.stages.split(",") if s.strip()}
+    if not stages or stages - {"clip", "adm"}:
+        parser.error(f"--stages takes clip, adm or both, got {args.stages!r}")
     out = Path(args.out)
+    if "clip" not in stages and not (out / CLIP_FILE).is_file():
+        parser.error(f"--stages without clip needs {out / CLIP_FILE} from an earlier run")
+    if "adm" not in stages and not (out / UNET_FILE).is_file():
+        parser.error(f"--stages without adm needs {out / UNET_FILE} from an earlier run")
     out.mkdir(parents=True, exist_ok=True)
+    previous: dict = {}
+    if (out / "preset.json").is_file():
+        previous = json.loads((out / "preset.json").read_text()).get("training", {})
+    if args.presets_only:
+        from toyworld.train_adm import TOY_DIFFUSION_FLAGS, TOY_MODEL_FLAGS
+        from toyworld.train_clip import TOY_CLIP_CONFIG
+
+        for name in (CLIP_FILE, UNET_FILE):
+            if not (out / name).is_file():
+                parser.error(f"--presets-only needs {out / name}")
+        data = preset_data(out, TOY_CLIP_CONFIG, TOY_MODEL_FLAGS, TOY_DIFFUSION_FLAGS, previous)
+        for path in write_presets(out, data):
+            print(f"wrote {path}")
+        return 0
 
     # Passive OpenMP waiting: on cores shared with other work, spinning threads cost far more than they save.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -107,37 +161,47 @@ def main(argv: list[str] | None = None) -> int:
         print(message, flush=True)
 
     started = time.time()
-    clip = train_clip(args.clip_steps, seed=args.seed, log=log)
-    clip_seconds = time.time() - started
-    _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
-    log(f"clip done in {clip_seconds:.0f}s")
+    training = {
+        "command": "python -m toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv),
+        "seed": args.seed,
+        "threads": args.threads,
+        "torch": torch.__version__,
+    }
+    if "clip" in stages:
+        clip = train_clip(args.clip_steps, seed=args.seed, log=log)
+        _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
+        training.update(clip_steps=args.clip_steps, clip_seconds=round(time.time() - started))
+        log(f"clip done in {training['clip_seconds']}s")
+    else:
+        training.update({k: previous[k] for k in ("clip_steps", "clip_seconds") if k in previous})
 
-    adm_started = time.time()
-    unet = train_adm(args.adm_steps, seed=args.seed, log=log)
-    adm_seconds = time.time() - adm_started
-    _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
-    log(f"adm done in {adm_seconds:.0f}s")
+    if "adm" in stages:
+        adm_started = time.time()
+        unet = train_adm(args.adm_steps, batch_size=args.adm_batch, seed=args.seed, log=log)
+        _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
+        seconds = round(time.time() - adm_started)
+        training.update(adm_steps=args.adm_steps, adm_batch=args.adm_batch, adm_seconds=seconds)
+        log(f"adm done in {training['adm_seconds']}s")
+    else:
+        from engine.loading import read_state_dict
+        from engine.unet import unet_from_flags
 
-    samples = sample(unet, 16, seed=args.seed)
+        unet = unet_from_flags(TOY_MODEL_FLAGS)
+        unet.load_state_dict(read_state_dict(out / UNET_FILE))
+        unet.eval()
+        training.update({k: previous[k] for k in ("adm_steps", "adm_batch", "adm_seconds") if k in previous})
+
+    samples = sample(unet, 16, respacing="25", seed=args.seed)
     grid = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
     grid = grid.view(2, 8, 3, 32, 32).permute(0, 3, 1, 4, 2).reshape(64, 256, 3).numpy()
     from PIL import Image
 
     Image.fromarray(grid).resize((512, 128), Image.Resampling.NEAREST).save(out / "training_samples.png")
 
-    training = {
-        "command": "python -m toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv),
-        "seed": args.seed,
-        "clip_steps": args.clip_steps,
-        "adm_steps": args.adm_steps,
-        "threads": args.threads,
-        "clip_seconds": round(clip_seconds),
-        "adm_seconds": round(adm_seconds),
-        "torch": torch.__version__,
-    }
     data = preset_data(out, TOY_CLIP_CONFIG, TOY_MODEL_FLAGS, TOY_DIFFUSION_FLAGS, training)
-    _save_atomic(lambda p: Path(p).write_text(json.dumps(data, indent=2) + "\n"), out / "preset.json")
-    log(f"wrote {out}/preset.json; total {time.time() - started:.0f}s")
+    for path in write_presets(out, data):
+        log(f"wrote {path}")
+    log(f"total {time.time() - started:.0f}s")
     return 0
 
 

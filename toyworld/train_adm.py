@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.diffusion import GaussianDiffusion, diffusion_from_flags
 from engine.unet import unet_from_flags
@@ -45,16 +44,22 @@ TOY_DIFFUSION_FLAGS: dict = {
 }
 
 
-def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+def normal_kl(
+    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
     """KL(N(mean1, e^logvar1) || N(mean2, e^logvar2)), elementwise, in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def _standard_normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
 
 
-def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor) -> torch.Tensor:
+def discretized_gaussian_log_likelihood(
+    x: torch.Tensor, mean: torch.Tensor, log_scale: torch.Tensor
+) -> torch.Tensor:
     """Log-likelihood of 8-bit pixels x in [-1, 1] (bins of width 2/255) under N(mean, e^(2 log_scale))."""
     centred = x - mean
     inv_std = torch.exp(-log_scale)
@@ -67,7 +72,11 @@ def discretized_gaussian_log_likelihood(x: torch.Tensor, mean: torch.Tensor, log
 
 
 def hybrid_loss(
-    model: torch.nn.Module, diffusion: GaussianDiffusion, x_start: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    model: torch.nn.Module,
+    diffusion: GaussianDiffusion,
+    x_start: torch.Tensor,
+    t: torch.Tensor,
+    noise: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean over the batch of eps MSE + VLB term (bits/dim); returns (loss, mse, vb)."""
     x_t = diffusion.q_sample(x_start, t, noise)
@@ -79,7 +88,9 @@ def hybrid_loss(
     out = diffusion.p_mean_variance(None, x_t, t, model_output=frozen)
     true_mean, _, true_log_variance = diffusion.q_posterior_mean_variance(x_start, x_t, t)
     kl = normal_kl(true_mean, true_log_variance, out["mean"], out["log_variance"]).mean(dim=(1, 2, 3))
-    nll = -discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"]).mean(dim=(1, 2, 3))
+    nll = -discretized_gaussian_log_likelihood(x_start, out["mean"], 0.5 * out["log_variance"]).mean(
+        dim=(1, 2, 3)
+    )
     vb = torch.where(t == 0, nll, kl) / math.log(2.0)
     # improved DDPM scales the term by T/1000 so its weight matches lambda = 0.001 on the full bound
     vb = vb * (diffusion.num_timesteps / 1000.0)
@@ -91,8 +102,8 @@ def train_adm(
     batch_size: int = 32,
     seed: int = 0,
     bank_size: int = 20000,
-    lr: float = 1.5e-3,
-    ema_decay: float = 0.995,
+    lr: float = 2e-3,
+    ema_decay: float = 0.99,
     log: Callable[[str], None] = print,
 ) -> torch.nn.Module:
     """Train and return the EMA copy of the UNet (what sampling uses)."""
@@ -130,8 +141,8 @@ def train_adm(
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1 - decay)
         history.append(mse.item())
-        if step % 50 == 0 or step == steps - 1:
-            recent = float(np.mean(history[-50:]))
+        if step % 25 == 0 or step == steps - 1:
+            recent = float(np.mean(history[-25:]))
             log(f"adm step {step}/{steps} mse {recent:.4f} vb {vb.item():.4f} {time.time() - start:.0f}s")
     return ema
 

@@ -20,8 +20,22 @@ from toyworld.data import MASK_GREY, masked_shape_bank, scene_bank
 # open_clip.CLIP(**TOY_CLIP_CONFIG) builds the model; the preset file carries this dict.
 TOY_CLIP_CONFIG: dict = {
     "embed_dim": 64,
-    "vision_cfg": {"image_size": 32, "patch_size": 4, "width": 64, "layers": 3, "head_width": 32, "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2, "mlp_ratio": 2.0},
+    "vision_cfg": {
+        "image_size": 32,
+        "patch_size": 4,
+        "width": 64,
+        "layers": 3,
+        "head_width": 32,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {
+        "context_length": 77,
+        "vocab_size": 49408,
+        "width": 64,
+        "heads": 2,
+        "layers": 2,
+        "mlp_ratio": 2.0,
+    },
 }
 TOKENIZER_NAME = "ViT-B-16"  # the standard CLIP BPE tokenizer (open_clip.get_tokenizer)
 
@@ -113,6 +127,9 @@ def train_clip(
             model.logit_scale.clamp_(0, math.log(100))
         if step % 50 == 0 or step == steps - 1:
             accuracy = (logits.argmax(dim=1) == inverse).float().mean().item()
-            log(f"clip step {step}/{steps} loss {loss.item():.3f} acc {accuracy:.2f} {time.time() - start:.0f}s")
+            log(
+                f"clip step {step}/{steps} loss {loss.item():.3f} acc {accuracy:.2f} "
+                f"{time.time() - start:.0f}s"
+            )
     model.eval()
     return model

@@ -54,7 +54,10 @@ class Controller(QObject):
         super().__init__()
         self.settings = SettingsStore()
         self.flow = workflow.Workflow()
-        self.manager = EngineManager(self.engine_settings(), notify=self._engine_notice)
+        # One engine for the session, shared with scripts using blended_diffusion.api.
+        self.manager: EngineManager = api.default_engine()
+        self.manager.configure(self.engine_settings())
+        self.manager.notify = self._engine_notice
         self.outcome: Optional[api.EditOutcome] = None
         self.worker: Optional[EditWorker] = None
         self.cancel_event: Optional[threading.Event] = None
@@ -171,6 +174,8 @@ class Controller(QObject):
         return True
 
     def _on_engine_ready(self, device: str) -> None:
+        if self.last_message.startswith("Starting the engine"):
+            self.last_message = ""  # started as expected; a restart notice stays visible
         if self.flow.state == workflow.STARTING:
             self.flow.move(workflow.READY, device=device)
         self.flow.move(workflow.BUSY, device=device)
@@ -196,6 +201,8 @@ class Controller(QObject):
         self.show_error(error)
 
     def _on_thread_finished(self) -> None:
+        if self.worker is not None:
+            self.worker.wait()  # let the thread end before its QThread object is released
         self.worker = None
         self._pending = None
         self.changed.emit()

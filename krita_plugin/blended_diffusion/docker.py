@@ -88,7 +88,9 @@ class BlendedDiffusionDocker(DockWidget):
 
         self.advanced = QGroupBox("Advanced")
         self.advanced.setCheckable(True)
-        adv = QFormLayout(self.advanced)
+        self.advanced_body = QWidget()
+        QVBoxLayout(self.advanced).addWidget(self.advanced_body)
+        adv = QFormLayout(self.advanced_body)
         self.steps = QSpinBox()
         self.steps.setRange(2, 1000)
         self.steps.setToolTip("timestep_respacing: diffusion steps of the whole schedule (reference: 100)")
@@ -119,6 +121,8 @@ class BlendedDiffusionDocker(DockWidget):
         layout.addLayout(buttons)
         self.progress = QProgressBar()
         self.progress.setFormat("step %v / %m")
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
         layout.addWidget(self.progress)
         self.preview = QLabel()
         self.preview.setAlignment(Qt.AlignCenter)
@@ -138,7 +142,9 @@ class BlendedDiffusionDocker(DockWidget):
 
         self.engine_box = QGroupBox("Engine")
         self.engine_box.setCheckable(True)
-        eng = QFormLayout(self.engine_box)
+        self.engine_body = QWidget()
+        QVBoxLayout(self.engine_box).addWidget(self.engine_body)
+        eng = QFormLayout(self.engine_body)
         self.engine_mode = QComboBox()
         self.engine_mode.addItems(["local", "remote"])
         self.engine_mode.setToolTip("local: start the engine install.py set up; remote: connect to host:port")
@@ -165,8 +171,8 @@ class BlendedDiffusionDocker(DockWidget):
         self.load_settings()
         self.advanced.setChecked(False)
         self.engine_box.setChecked(False)
-        self._toggle(self.advanced)
-        self._toggle(self.engine_box)
+        self.advanced_body.setVisible(False)
+        self.engine_body.setVisible(False)
         self._connect()
         self.refresh()
 
@@ -220,16 +226,12 @@ class BlendedDiffusionDocker(DockWidget):
             self.ctl.apply_engine_settings()
         self._update_enabled()
 
-    def _toggle(self, box: QGroupBox) -> None:
-        # A checkable group box works as a collapsible section.
-        for child in box.findChildren(QWidget):
-            child.setVisible(box.isChecked())
-
     def _connect(self) -> None:
         for key, widget, getter, _setter, signal in self._bindings():
             signal.connect(lambda *_args, k=key, w=widget, g=getter: self._store(k, w, g))
-        self.advanced.toggled.connect(lambda _on: self._toggle(self.advanced))
-        self.engine_box.toggled.connect(lambda _on: self._toggle(self.engine_box))
+        # Checkable group boxes work as collapsible sections.
+        self.advanced.toggled.connect(self.advanced_body.setVisible)
+        self.engine_box.toggled.connect(self.engine_body.setVisible)
         self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
         self.cancel_button.clicked.connect(self.ctl.cancel)
         self.accept_button.clicked.connect(self.ctl.accept)
@@ -278,9 +280,6 @@ class BlendedDiffusionDocker(DockWidget):
         busy = self.ctl.worker is not None
         self.edit_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
-        if not busy:
-            self.progress.setRange(0, 1)
-            self.progress.setValue(0)
         candidates = self.ctl.candidates()
         self.list.blockSignals(True)
         self.list.clear()

@@ -120,7 +120,11 @@ class EngineManager:
                 pass
             text = f"{exc} {tail}".lower()
             if "weights" in text and ("missing" in text or "not found" in text or "no such" in text):
-                raise errors.WeightsMissingError(str(exc)) from exc
+                # Keep the engine's own explanation (file, folder, where to get it), not the start-up noise.
+                lines = f"{exc}\n{tail}".splitlines()
+                first = next(i for i, line in enumerate(lines) if "weights" in line.lower())
+                detail = "\n".join(dict.fromkeys(lines[first:]))  # the tail may repeat the message
+                raise errors.WeightsMissingError(detail.split("ERROR engine.server: ")[-1]) from exc
             raise errors.EngineStartError(str(exc), "" if tail.strip() in str(exc) else tail) from exc
         self._process = process
 

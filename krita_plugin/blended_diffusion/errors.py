@@ -68,8 +68,8 @@ class EngineNotInstalledError(PluginError):
 class WeightsMissingError(PluginError):
     def __init__(self, detail: str) -> None:
         super().__init__(
-            f"The engine's model weights are missing: {detail} Run `python3 install.py --download` "
-            "(or `python -m engine download`) to fetch them."
+            f"The engine's model weights are missing. {detail.strip()}\nRun `python3 install.py` again "
+            "(it downloads them), or `python -m engine download`, or choose another models preset."
         )
 
 

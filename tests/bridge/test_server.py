@@ -9,7 +9,7 @@ import pytest
 
 from bridge import errors
 from bridge.client import EngineClient
-from bridge.protocol import Limits
+from bridge.protocol import Limits, encode_message
 from engine.server import BridgeServer
 from tests.bridge.helpers import TOKEN, FakeRunner, RawConnection, make_png, wait_until
 
@@ -224,6 +224,30 @@ def test_silent_client_is_dropped_after_the_handshake_timeout():
         server.close()
 
 
+def test_client_dribbling_its_hello_is_dropped_after_the_handshake_timeout():
+    server = BridgeServer(FakeRunner(), TOKEN, handshake_timeout=0.3)
+    server.start()
+    try:
+        raw = RawConnection(server.port)
+        hello = b"".join(encode_message("hello", {"protocol": 1, "token": TOKEN}))
+        dropped_while_dribbling = False
+        for byte in hello[:-1]:  # one byte every 50 ms: the whole hello would take seconds
+            try:
+                raw.send_raw(bytes([byte]))
+                reply = raw.reader.read(0.05)
+            except (OSError, errors.ConnectionClosed, errors.ProtocolError):
+                dropped_while_dribbling = True
+                break
+            if reply is not None:
+                assert reply.get("code") == errors.AUTH_FAILED
+                dropped_while_dribbling = True
+                break
+        assert dropped_while_dribbling, "the server waited for the whole dribbled hello"
+        raw.assert_closed()
+    finally:
+        server.close()
+
+
 def test_two_clients_at_once(fake_server):
     server, runner = fake_server
     clients = [client_for(server) for _ in range(2)]
@@ -308,3 +332,21 @@ def test_a_protocol_error_closes_only_that_connection(fake_server):
         assert (reply.type, reply.get("code")) == ("error", errors.BAD_FRAME)
         raw.assert_closed()
         assert good.ping()
+
+
+def test_connections_over_the_limit_are_refused_and_the_others_keep_working():
+    server = BridgeServer(FakeRunner(), TOKEN, max_connections=2)
+    server.start()
+    try:
+        first, second = client_for(server), client_for(server)
+        extra = RawConnection(server.port)
+        assert extra.recv().get("code") == errors.TOO_MANY_CONNECTIONS
+        extra.assert_closed()
+        assert first.ping() and second.ping()
+        first.close()
+        wait_until(lambda: server.status()["connections"] == 1, what="the closed connection to go")
+        with client_for(server) as third:
+            assert third.ping()
+        second.close()
+    finally:
+        server.close()

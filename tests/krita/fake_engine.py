@@ -79,5 +79,8 @@ class FakeManager:
     def stop(self) -> None:
         pass
 
+    def configure(self, settings) -> None:
+        self.settings = settings
+
 
 __all__ = ["FakeClient", "FakeManager", "errors"]

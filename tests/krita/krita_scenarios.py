@@ -213,19 +213,23 @@ def scenario_scribble(engine) -> Dict[str, Any]:
     return result
 
 
-def scenario_depth16(engine) -> Dict[str, Any]:
+def scenario_depth16(engine, depth: str = "U16") -> Dict[str, Any]:
+    """A 16-bit integer (or half float) RGBA document; both keep alpha in bytes 6-7 of a pixel."""
+    import struct
+
     from blended_diffusion import api
 
     w, h = 96, 64
-    doc = app().createDocument(w, h, "deep", "RGBA", "U16", "", 72.0)
+    doc = app().createDocument(w, h, "deep", "RGBA", depth, "", 72.0)
     source = doc.rootNode().childNodes()[0]
-    import struct
-
-    data = b"".join(
-        struct.pack("<4H", (x * 683) % 65536, (y * 1024) % 65536, 30000, 65535)
-        for y in range(h)
-        for x in range(w)
-    )
+    if depth == "U16":  # B, G, R, A
+        data = b"".join(
+            struct.pack("<4H", (x * 683) % 65536, (y * 1024) % 65536, 30000, 65535)
+            for y in range(h)
+            for x in range(w)
+        )
+    else:  # R, G, B, A as half floats, linear light
+        data = b"".join(struct.pack("<4e", x / w, y / h, 0.3, 1.0) for y in range(h) for x in range(w))
     source.setPixelData(data, 0, 0, w, h)
     mask = soft_ellipse(w, h, 48, 32, 22, 18)
     select(doc, mask)
@@ -258,12 +262,95 @@ def scenario_restart(engine) -> Dict[str, Any]:
     os.kill(pid, signal.SIGKILL)
     engine._process._proc.wait(10)
     outcome = api.run_edit_and_wait(doc, PROMPT, layer=source, engine=engine, **TINY)
+    restarts, notice = engine.restarts, engine.last_notice
+    # Cancel from the progress callback, as the docker's Cancel button does mid-job.
+    before, stack_before = digests(doc), stack(doc.rootNode())
+    cancel = threading.Event()
+    steps: List[int] = []
+
+    def on_progress(step: int, total: int, preview: Any) -> None:
+        steps.append(step)
+        if step >= 1:
+            cancel.set()
+
+    cancelled = expect_error(
+        lambda: api.run_edit_and_wait(
+            doc, PROMPT, layer=source, engine=engine, cancel=cancel, on_progress=on_progress, **TINY
+        )
+    )
     result = {
-        "restarts": engine.restarts,
-        "notice": engine.last_notice,
+        "cancelled": cancelled,
+        "cancel_unchanged": digests(doc) == before and stack(doc.rootNode()) == stack_before,
+        "engine_alive_after_cancel": engine.running,
+        "restarts": restarts,
+        "notice": notice,
         "new_pid_differs": engine._process.pid != pid,
         "candidates": len(outcome.layers),
     }
+    doc.close()
+    return result
+
+
+def scenario_docker(engine) -> Dict[str, Any]:
+    """The docker and its controller without a window: settings persist from the widgets, an edit runs
+    on a worker thread and fills the candidate list, choosing and Accept work from the buttons."""
+    import time
+
+    from blended_diffusion import config, docker, krita_api
+    from fake_engine import FakeManager
+    from PyQt5.QtWidgets import QApplication, QMessageBox
+
+    messages: List[str] = []
+    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
+    QMessageBox.question = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.No)
+    doc = photo_doc()
+    krita_api.active_document = lambda: doc  # no view in kritarunner, so no active document
+    dock = docker.BlendedDiffusionDocker()
+    ctl = dock.ctl
+    ctl.manager = FakeManager()
+    dock.prompt.setText(PROMPT)
+    dock.candidates.setValue(3)
+    dock.steps.setValue(10)
+    with open(config.plugin_settings_path(), encoding="utf-8") as handle:
+        saved = json.load(handle)
+    result: Dict[str, Any] = {"saved_candidates": saved["candidates"], "saved_prompt": saved["prompt"]}
+    result["strength_tooltip"] = dock.strength.toolTip()
+    dock.removal.setChecked(True)
+    result["prompt_enabled_in_removal"] = dock.prompt.isEnabled()
+    result["removal_prompt_sent"] = ctl.options_from_settings().prompt
+    dock.removal.setChecked(False)
+    dock.engine_box.setChecked(True)  # a collapsed (unchecked) group box disables its children
+    result["engine_section_shown"] = dock.engine_body.isVisibleTo(dock)
+    dock.engine_mode.setCurrentText("remote")
+    result["host_enabled_remote"] = dock.host.isEnabled()
+    result["device_enabled_remote"] = dock.device.isEnabled()
+    dock.engine_mode.setCurrentText("local")
+    ctl.manager = FakeManager()  # the engine mode change rebuilt nothing, but keep the fake explicit
+    before, stack_before = digests(doc), stack(doc.rootNode())
+    result["started_without_selection"] = ctl.start_edit(ctl.options_from_settings())
+    result["no_selection_messages"] = list(messages)
+    result["unchanged_without_selection"] = digests(doc) == before and stack(doc.rootNode()) == stack_before
+    select(doc, soft_ellipse(doc.width(), doc.height(), 300, 150, 70, 55))
+    result["started"] = ctl.start_edit(ctl.options_from_settings())
+    result["cancel_enabled_while_busy"] = dock.cancel_button.isEnabled()
+    deadline = time.time() + 60
+    while ctl.worker is not None and time.time() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    QApplication.processEvents()
+    result["state"] = ctl.flow.state
+    result["status"] = dock.status.text()
+    result["list"] = [dock.list.item(i).text() for i in range(dock.list.count())]
+    result["thumbnails"] = [not dock.list.item(i).icon().isNull() for i in range(dock.list.count())]
+    result["progress"] = [dock.progress.value(), dock.progress.maximum()]
+    dock.list.setCurrentRow(2)
+    result["visible_after_click"] = [n.visible() for n in ctl.outcome.layers]
+    dock.accept_button.click()
+    result["stack_after_accept"] = stack(doc.rootNode())
+    result["list_after_accept"] = dock.list.count()
+    result["state_after_accept"] = ctl.flow.state
+    result["messages"] = messages
+    doc.setModified(False)
     doc.close()
     return result
 
@@ -317,6 +404,18 @@ def scenario_refusals(engine) -> Dict[str, Any]:
     result["not_installed"] = expect_error(
         lambda: api.run_edit_and_wait(doc, PROMPT, layer=source, engine=missing, **TINY)
     )
+    # The real engine with the default preset and an empty weights folder: it cannot start.
+    real_config = json.load(open(os.environ["BLENDED_DIFFUSION_CONFIG"], encoding="utf-8"))
+    empty = os.path.join(os.path.dirname(result_path()), "empty-weights")
+    os.makedirs(empty, exist_ok=True)
+    no_weights = os.path.join(empty, "engine.json")
+    with open(no_weights, "w", encoding="utf-8") as handle:
+        json.dump(dict(real_config, models="default", weights_dir=empty), handle)
+    manager = EngineManager(EngineSettings(config_path=no_weights))
+    result["weights_missing"] = expect_error(
+        lambda: api.run_edit_and_wait(doc, PROMPT, layer=source, engine=manager, **TINY)
+    )
+    manager.stop()
     from bridge.errors import EngineConnectionError
 
     crashed = FakeManager(
@@ -350,13 +449,24 @@ SCENARIOS = {
     "edit": scenario_edit,
     "scribble": scenario_scribble,
     "depth16": scenario_depth16,
+    "depthf16": lambda engine: scenario_depth16(engine, "F16"),
     "restart": scenario_restart,
     "refusals": scenario_refusals,
+    "docker": scenario_docker,
 }
 
 
+_RESULT_PATH = ""
+
+
+def result_path() -> str:
+    return _RESULT_PATH
+
+
 def __main__(args):
+    global _RESULT_PATH
     result_path, engine_kind, *names = list(args)
+    _RESULT_PATH = result_path
     results: Dict[str, Any] = {}
     if engine_kind == "real":
         from blended_diffusion.engine_manager import EngineManager, EngineSettings

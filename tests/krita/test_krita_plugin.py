@@ -73,12 +73,19 @@ def run_krita(krita_env, engine: str, *scenarios: str, timeout: int = 400) -> di
 @pytest.fixture(scope="session")
 def real(krita_env):
     """One Krita process, one engine: the three edit scenarios share the tiny engine's start-up."""
-    return run_krita(krita_env, "real", "edit", "scribble", "depth16", "restart")
+    return run_krita(krita_env, "real", "edit", "scribble", "depth16", "depthf16", "restart")
 
 
 @pytest.fixture(scope="session")
-def refusals(krita_env):
-    return run_krita(krita_env, "fake", "refusals", timeout=120)["refusals"]
+def fake_runs(krita_env):
+    """Refusals and the docker: a fake engine stages crashes and keeps the GUI checks fast (the real
+    engine still runs once here, to show the missing-weights message)."""
+    return run_krita(krita_env, "fake", "refusals", "docker", timeout=200)
+
+
+@pytest.fixture(scope="session")
+def refusals(fake_runs):
+    return fake_runs["refusals"]
 
 
 def names(stack):
@@ -107,7 +114,7 @@ def test_edit_adds_group_with_candidates_above_source(real):
 
 
 def test_edit_never_touches_preexisting_layers(real):
-    for name in ("edit", "scribble", "depth16"):
+    for name in ("edit", "scribble", "depth16", "depthf16"):
         assert real[name]["preexisting_identical"], name
     assert real["edit"]["preexisting_identical_after_accept"]
 
@@ -151,12 +158,15 @@ def test_scribble_mode_sends_strokes_from_layer_above(real):
     ]
 
 
-def test_16bit_document(real):
-    r = real["depth16"]
-    assert r["doc_depth"] == "U16"
-    assert [c["depth"] for c in r["candidates"]] == ["U16", "U16"]
+@pytest.mark.parametrize("scenario,depth", [("depth16", "U16"), ("depthf16", "F16")])
+def test_16bit_documents(real, scenario, depth):
+    r = real[scenario]
+    assert r["doc_depth"] == depth
+    assert [c["depth"] for c in r["candidates"]] == [depth, depth]
     assert all(c["bytes"] == 96 * 64 * 8 for c in r["candidates"])
     assert r["raw_alpha_outside_bad"] == 0
+    assert r["preexisting_identical"] and r["projection_outside_bad"] == 0
+    assert all(c["outside_bad"] == 0 and c["inside_changed"] > 0 for c in r["candidates"])
 
 
 def test_dead_engine_is_restarted_with_a_notice(real):
@@ -164,6 +174,13 @@ def test_dead_engine_is_restarted_with_a_notice(real):
     assert r["restarts"] == 1 and r["new_pid_differs"]
     assert "restarting" in r["notice"]
     assert r["candidates"] == 2
+
+
+def test_cancel_mid_job_changes_nothing(real):
+    r = real["restart"]
+    assert r["cancelled"][0] == "CancelledError", r["cancelled"]
+    assert r["cancel_unchanged"]
+    assert r["engine_alive_after_cancel"], "a cancelled job does not take the engine down"
 
 
 def test_refusals_give_messages_and_change_nothing(refusals):
@@ -175,8 +192,31 @@ def test_refusals_give_messages_and_change_nothing(refusals):
     assert r["vector_layer"][0] == "UnsupportedLayerError" and "vector layer" in r["vector_layer"][1]
     assert r["scribble_without_layer"][0] == "NoScribbleLayerError"
     assert r["not_installed"][0] == "EngineNotInstalledError" and "install.py" in r["not_installed"][1]
+    assert r["weights_missing"][0] == "WeightsMissingError", r["weights_missing"]
+    assert (
+        "256x256_diffusion_uncond.pt" in r["weights_missing"][1] and "install.py" in r["weights_missing"][1]
+    )
     assert r["crash"][0] == "EngineCrashedError" and "RuntimeError: boom" in r["crash"][1]
     assert r["cancelled"][0] == "CancelledError"
     assert r["unchanged"], "no refusal changed a layer"
     assert r["cmyk"][0] == "UnsupportedColorSpaceError" and "CMYK" in r["cmyk"][1]
     assert r["whole_layer_region"] == [0, 0, 40, 30] and r["whole_layer_mask_min"] == 255
+
+
+def test_docker_settings_edit_and_review(fake_runs):
+    r = fake_runs["docker"]
+    assert r["saved_candidates"] == 3 and r["saved_prompt"] == "a red hot air balloon", "settings persist"
+    assert "skip_timesteps" in r["strength_tooltip"]
+    assert r["prompt_enabled_in_removal"] is False and r["removal_prompt_sent"] == ""
+    assert r["engine_section_shown"] and r["host_enabled_remote"] and not r["device_enabled_remote"]
+    assert r["started_without_selection"] is False
+    assert "Edit the whole layer instead?" in r["no_selection_messages"][0]
+    assert r["unchanged_without_selection"]
+    assert r["started"] and r["cancel_enabled_while_busy"]
+    assert r["state"] == "review" and "ready (fake)" in r["status"]
+    assert r["list"] == ["#1 score 0.600", "#2 score 0.700", "#3 score 0.800"]
+    assert all(r["thumbnails"]) and r["progress"] == [3, 3]
+    assert r["visible_after_click"] == [False, False, True]
+    assert names(r["stack_after_accept"]) == ["Selection Mask", "a red hot air balloon", "Background"]
+    assert r["list_after_accept"] == 0 and r["state_after_accept"] == "ready"
+    assert len(r["messages"]) == 1, "no error message during the edit"

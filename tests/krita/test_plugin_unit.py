@@ -278,3 +278,27 @@ def test_job_errors_become_user_messages():
     crash = job_error(Coded("connection_failed", "reset"), "Traceback\nOOM")
     assert isinstance(crash, errors.EngineCrashedError) and "OOM" in str(crash)
     assert isinstance(job_error(Coded("invalid_input", "bad mask")), errors.EngineJobFailed)
+
+
+def test_remote_engine_unreachable_is_a_clear_error():
+    import socket
+
+    from blended_diffusion.engine_manager import EngineManager, EngineSettings
+
+    with socket.socket() as probe:  # a port nobody listens on once closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    manager = EngineManager(EngineSettings(mode="remote", host="127.0.0.1", port=port, token="x" * 20))
+    with pytest.raises(errors.EngineStartError, match=f"remote engine at 127.0.0.1:{port}"):
+        manager.connect()
+    assert not manager.running
+
+
+def test_local_engine_not_installed_names_the_config(tmp_path):
+    from blended_diffusion.engine_manager import EngineManager, EngineSettings
+
+    manager = EngineManager(
+        EngineSettings(config_path=str(tmp_path / "engine.json")), log_path=str(tmp_path / "l")
+    )
+    with pytest.raises(errors.EngineNotInstalledError, match="engine.json"):
+        manager.connect()

@@ -1,0 +1,156 @@
+"""EditRunner, the real job runner: parameter checks and how engine outcomes become wire replies.
+
+engine.editor.edit is replaced by stand-ins here (the real one runs in test_engine_process.py), so these
+tests can raise out-of-memory errors and the like on purpose.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from types import SimpleNamespace
+from typing import Any, List
+
+import pytest
+import torch
+from PIL import Image
+
+from bridge import errors
+from bridge.protocol import Limits
+from engine import editor
+from engine import server as server_module
+from engine.errors import Cancelled, InputError, WeightsMissingError
+from engine.server import EditRunner, Job
+from tests.bridge.helpers import make_png
+
+MODELS = SimpleNamespace(device=torch.device("cpu"), preset="tiny", image_size=32, class_cond=False)
+
+
+class Owner:
+    id = 1
+
+    def __init__(self) -> None:
+        self.sent: List[Any] = []
+
+    def send(self, msg_type: str, fields: Any = None, attachments: Any = (), droppable: bool = False) -> bool:
+        self.sent.append((msg_type, fields, list(attachments)))
+        return True
+
+
+def job(params: Any = None) -> Job:
+    images = {"image": make_png(16, 12, 4), "mask": make_png(16, 12, 1, fill=255)}
+    return Job("j1", Owner(), dict(params or {}), images)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def runner(monkeypatch):
+    released: List[int] = []
+    monkeypatch.setattr(server_module, "release_memory", lambda: released.append(1))
+    result = EditRunner(MODELS, Limits())
+    result.released = released  # type: ignore[attr-defined]
+    return result
+
+
+@pytest.mark.parametrize(
+    "exception, code",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"), errors.OUT_OF_MEMORY),
+        (RuntimeError("CUDA error: out of memory"), errors.OUT_OF_MEMORY),
+        (MemoryError(), errors.OUT_OF_MEMORY),
+        (InputError("the mask is empty: select a region first"), errors.INVALID_INPUT),
+        (Cancelled(), errors.CANCELLED),
+        (WeightsMissingError("weights missing: run python -m engine download"), "weights_missing"),
+        (ValueError("a bug"), errors.INTERNAL_ERROR),
+    ],
+)
+def test_engine_failures_become_coded_errors_and_memory_is_released(runner, monkeypatch, exception, code):
+    def failing_edit(*args: Any, **kwargs: Any) -> Any:
+        raise exception
+
+    monkeypatch.setattr(editor, "edit", failing_edit)
+    the_job = job()
+    with pytest.raises(errors.JobFailed) as info:
+        runner.run(the_job)
+    assert info.value.code == code
+    assert info.value.message
+    assert runner.released == [1]
+    assert the_job.images == {}  # the request's PNGs are let go
+
+
+def test_a_successful_edit_becomes_ranked_rgba_pngs_and_progress(runner, monkeypatch):
+    seen = {}
+
+    def fake_edit(image, mask, models, params, init_image=None, progress=None, cancel=None):
+        seen.update(
+            size=image.size, mask_mode=mask.mode, prompt=params.prompt, cancel=cancel, init=init_image
+        )
+        progress(
+            editor.Progress(step=1, total=2, candidate_offset=0, preview=Image.new("RGB", (8, 8), "red"))
+        )
+        progress(editor.Progress(step=2, total=2, candidate_offset=0, preview=None))
+        patch = Image.new("RGBA", (6, 4), (10, 20, 30, 255))
+        candidates = [
+            editor.Candidate(
+                rank=1, seed=11, scores={"combined": 0.9}, image=image, patch=patch, box=(1, 2, 6, 4)
+            ),
+            editor.Candidate(
+                rank=2, seed=12, scores={"combined": float("nan")}, image=image, patch=patch, box=(1, 2, 6, 4)
+            ),
+        ]
+        return editor.EditResult(candidates=candidates, box=(1, 2, 6, 4), notes=["a note"])
+
+    monkeypatch.setattr(editor, "edit", fake_edit)
+    the_job = job({"prompt": "a red ball", "preview_every": 1})
+    fields, attachments = runner.run(the_job)
+    assert seen["size"] == (16, 12) and seen["prompt"] == "a red ball" and seen["init"] is None
+    assert seen["cancel"] is the_job.cancel and isinstance(seen["cancel"], threading.Event)
+    assert [c["rank"] for c in fields["candidates"]] == [1, 2]
+    assert fields["candidates"][0] == {
+        "rank": 1,
+        "seed": 11,
+        "scores": {"combined": 0.9},
+        "box": [1, 2, 6, 4],
+        "attachment": "candidate0",
+    }
+    assert fields["box"] == [1, 2, 6, 4] and fields["notes"] == ["a note"]
+    names = [name for name, _data in attachments]
+    assert names == ["candidate0", "candidate1"]
+    patch = Image.open(io.BytesIO(attachments[0][1]))
+    assert (patch.mode, patch.size, patch.getpixel((0, 0))) == ("RGBA", (6, 4), (10, 20, 30, 255))
+    progress = [entry for entry in the_job.owner.sent if entry[0] == "progress"]
+    assert [p[1]["step"] for p in progress] == [1, 2]
+    assert progress[0][2][0][0] == "preview" and progress[1][2] == []
+    assert runner.released == []
+
+
+def test_undecodable_png_body_is_invalid_input(runner):
+    the_job = job()
+    the_job.images["image"] = make_png(16, 12, 4)[:50]  # a valid header, then nothing
+    with pytest.raises(errors.JobFailed) as info:
+        runner.run(the_job)
+    assert info.value.code == errors.INVALID_INPUT and "image" in info.value.message
+
+
+def test_validate_checks_names_and_types_against_edit_params(runner):
+    images: Any = {}
+    checked = runner.validate(
+        {"prompt": "x", "clip_guidance_lambda": 500, "seed": None, "ddim": True}, images
+    )
+    assert checked["clip_guidance_lambda"] == 500.0 and isinstance(checked["clip_guidance_lambda"], float)
+    assert checked["seed"] is None
+    bad = [
+        {"no_such_option": 1},
+        {"batch_size": "4"},
+        {"batch_size": 2.0},
+        {"batch_size": True},
+        {"ddim": 1},
+        {"prompt": 5},
+        {"prompt": None},
+        {"range_lambda": "50"},
+        {"batch_size": 0},  # the editor's own range checks run too
+        {"precision": "fp8"},
+    ]
+    for params in bad:
+        with pytest.raises(errors.JobFailed) as info:
+            runner.validate(params, images)
+        assert info.value.code == errors.INVALID_INPUT, params
