@@ -31,6 +31,11 @@ from PyQt5.QtWidgets import QApplication, QDockWidget
 SHOT = json.loads(os.environ["BD_SHOT"])
 
 
+def trace(text):
+    with open(SHOT["status"] + ".trace", "a") as handle:
+        handle.write(text + "\n")
+
+
 def report(**fields):
     with open(SHOT["status"], "w") as handle:
         json.dump(fields, handle)
@@ -51,16 +56,23 @@ class Driver(Extension):
 
     def createActions(self, window):
         self.window = window
+        trace("window created")
         QTimer.singleShot(4000, self.start)
 
     def start(self):
         try:
             app = Krita.instance()
+            trace("start")
             self.doc = doc = app.openDocument(SHOT["image"])
             win = app.activeWindow()
             win.qwindow().move(0, 0)
             win.qwindow().resize(1600, 1000)  # no window manager under Xvfb: maximising does nothing
-            win.addView(doc)
+            view = win.addView(doc)
+            # Krita 5.1.5 can deadlock when the status bar's progress widget appears while the image updates:
+            # the canvas is resized, re-zooms ("fit page") and locks the progress updater's mutex again.
+            # A fixed zoom and no status bar keep the canvas size still.
+            view.canvas().setZoomLevel(1.8)
+            win.qwindow().statusBar().hide()  # its progress widget showing up is what resizes the canvas
             sel = Selection()
             w, h = doc.width(), doc.height()
             sel.setPixelData(soft_ellipse(w, h, *SHOT["ellipse"]), 0, 0, w, h)
@@ -78,6 +90,7 @@ class Driver(Extension):
             self.ctl = controller()
             if not self.ctl.start_edit(self.ctl.options_from_settings()):
                 raise RuntimeError("the edit did not start: " + self.ctl.last_message)
+            trace("edit started")
             self.started = __import__("time").time()
             self.timer = QTimer()
             self.timer.timeout.connect(self.poll)
@@ -90,6 +103,8 @@ class Driver(Extension):
         from blended_diffusion import workflow
 
         waited = __import__("time").time() - self.started
+        if int(waited * 2) % 20 == 0:
+            trace(f"{waited:.0f} s: {self.ctl.flow.state} {self.ctl.last_message!r}")
         if self.ctl.worker is None and self.ctl.flow.state in (workflow.REVIEW, workflow.ERROR):
             self.timer.stop()
             QTimer.singleShot(2000, self.shoot)
@@ -226,6 +241,11 @@ def main() -> int:
             ),
         )
         env.pop("QT_QPA_PLATFORM", None)
+        # Private runtime and temp folders: Krita's single-instance socket lives there, and a Krita that
+        # finds another instance's socket hands over to it instead of starting.
+        runtime = Path(tmp) / "runtime"
+        runtime.mkdir(mode=0o700)
+        env.update(XDG_RUNTIME_DIR=str(runtime), TMPDIR=str(runtime))
         # Krita's embedded Python must find Debian's python3 (with PyQt5), not a pyenv or venv one first.
         env["PATH"] = os.pathsep.join(
             p for p in env.get("PATH", "").split(os.pathsep) if "pyenv" not in p and ".venv" not in p
@@ -247,7 +267,12 @@ def main() -> int:
                 break
             # Krita under Xvfb occasionally hangs before plugins run; a fresh start usually works.
             print(output.decode("utf-8", "replace")[-4000:], file=sys.stderr)
-            print(f"attempt {attempt}: Krita ended without taking the screenshot", file=sys.stderr)
+            trace_file = Path(str(status) + ".trace")
+            steps = trace_file.read_text() if trace_file.exists() else "(the driver plugin never ran)\n"
+            print(
+                f"attempt {attempt}: Krita ended without taking the screenshot; driver trace:\n{steps}",
+                file=sys.stderr,
+            )
         if not status.exists():
             print("error: no screenshot", file=sys.stderr)
             return 1

@@ -37,18 +37,45 @@ def _mask_around(shape: ShapeSpec, size: int, rng: random.Random) -> np.ndarray:
     return mask
 
 
+PALE_FRACTION = 0.15  # share of masked shapes washed out to near-grey, captioned "a white/grey {shape}"
+
+
+def _washed_out(
+    pixels: np.ndarray, box: tuple[int, int, int, int], rng: random.Random
+) -> tuple[np.ndarray, str]:
+    """The shape's box with its saturation cut to 10-35%: a pale shape is not its hue's colour.
+
+    Without such negatives the guidance happily drives "a yellow ..." towards near-white, which the
+    pixel rule (rightly) does not call yellow.
+    """
+    x0, y0, x1, y1 = box
+    region = pixels[y0:y1, x0:x1].astype(np.float32)
+    grey = region.mean(axis=-1, keepdims=True)
+    region = grey + (region - grey) * rng.uniform(0.1, 0.35)
+    lift = rng.uniform(0.0, 0.5)  # often lighter too, as the washed-out guidance results are
+    region = region + (255.0 - region) * lift
+    out = pixels.copy()
+    out[y0:y1, x0:x1] = np.clip(np.rint(region), 0, 255).astype(np.uint8)
+    return out, "white" if region.mean() > 170 else "grey"
+
+
 def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
     """Single shapes inside a square region with everything outside it mid-grey, as guidance CLIP sees them.
 
-    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}".
+    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}" (a few washed-out ones "a white/grey
+    {shape}").
     """
     rng = random.Random(f"toyworld-masked-{seed}")
     images, captions = [], []
     for _ in range(count):
         scene = single_shape_scene(rng, size)
-        mask = _mask_around(scene.shapes[0], size, rng)
+        shape = scene.shapes[0]
+        mask = _mask_around(shape, size, rng)
         pixels = np.asarray(scene.image).copy()
+        colour = shape.colour
+        if rng.random() < PALE_FRACTION:
+            pixels, colour = _washed_out(pixels, shape.box, rng)
         pixels[~mask] = round(MASK_GREY * 255)
         images.append(pixels)
-        captions.append(f"a {scene.shapes[0].colour} {scene.shapes[0].kind}")
+        captions.append(f"a {colour} {shape.kind}")
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions

@@ -35,6 +35,7 @@ class ConditionResult:
     scenes: int = 0
     background_exact: bool = True
     colours: list = field(default_factory=list)  # per scene: the classified colour of every candidate
+    scores: list = field(default_factory=list)  # per scene: the engine's ranking scores, rank order
 
     @property
     def hit_rate(self) -> float:
@@ -116,6 +117,7 @@ def run_condition(
         background_unchanged(case.image, c.image, case.mask) for c in outcome.candidates
     )
     result.colours.append(colours)
+    result.scores.append([c.scores for c in outcome.candidates])
     return colours
 
 

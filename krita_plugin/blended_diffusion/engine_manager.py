@@ -81,17 +81,18 @@ class EngineManager:
 
     @property
     def running(self) -> bool:
-        with self._lock:
-            return self._process is not None and self._process.alive()
+        # No lock: the GUI asks this while a worker may hold the lock for a whole engine start.
+        process = self._process
+        return process is not None and process.alive()
 
     def log_tail(self, lines: int = 20) -> str:
-        with self._lock:
-            if self._process is None:
-                return ""
-            try:
-                return self._process.stderr_tail(lines)
-            except Exception:  # noqa: BLE001 - a log we cannot read must not hide the real error
-                return ""
+        process = self._process
+        if process is None:
+            return ""
+        try:
+            return process.stderr_tail(lines)
+        except Exception:  # noqa: BLE001 - a log we cannot read must not hide the real error
+            return ""
 
     def _start_local(self, notice: str = "Starting the engine…") -> None:
         client_mod, bridge_errors = _bridge()

@@ -244,3 +244,55 @@ def test_large_image_only_the_context_region_is_processed(tiny_models):
     assert out.shape == (height, width, 3)
     assert np.array_equal(out[mask == 0], np.asarray(source)[mask == 0])
     assert result.candidates[0].patch.size == (w, h)
+
+
+def test_class_conditional_models_get_class_zero(tiny_models):
+    import dataclasses
+
+    labels_seen = []
+
+    class LabelChecking(torch.nn.Module):
+        def __init__(self, unet):
+            super().__init__()
+            self.unet = unet
+
+        def forward(self, x, t, y=None):
+            labels_seen.append(y)
+            return self.unet(x, t)
+
+    models = dataclasses.replace(tiny_models, unet=LabelChecking(tiny_models.unet), class_cond=True)
+    edit(_image(32, 32), _soft_mask(32, 32), models, _params(skip_timesteps=9))
+    assert labels_seen and all(y is not None and y.tolist() == [0, 0] for y in labels_seen)
+
+
+def test_cancel_leaves_no_tensors_of_the_run_alive(tiny_models, monkeypatch):
+    import gc
+    import weakref
+
+    import engine.blended
+
+    real = engine.blended.blended_diffusion
+    refs = []
+
+    def recording(*args, on_step=None, **kwargs):
+        def spy(info):
+            refs.append(weakref.ref(info.pred_x0))
+            on_step(info)
+
+        return real(*args, on_step=spy, **kwargs)
+
+    monkeypatch.setattr(engine.blended, "blended_diffusion", recording)
+    cancel = threading.Event()
+    with pytest.raises(Cancelled) as caught:
+        edit(
+            _image(40, 40),
+            _soft_mask(40, 40),
+            tiny_models,
+            _params(),
+            progress=lambda r: cancel.set(),
+            cancel=cancel,
+        )
+    assert len(refs) == 2  # step 1 set the flag, step 2 raised
+    gc.collect()
+    # even while the caller still holds the exception, the run's tensors are gone
+    assert caught.value is not None and all(ref() is None for ref in refs)
