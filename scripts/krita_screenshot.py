@@ -183,7 +183,7 @@ def main() -> int:
     parser.add_argument("--prompt", default="a red hot air balloon")
     parser.add_argument("--models", default=None, help="preset (default: toy when present, else tiny)")
     parser.add_argument("--timeout", type=float, default=540.0, help="seconds the edit may take")
-    parser.add_argument("--attempts", type=int, default=2, help="Krita starts to try")
+    parser.add_argument("--attempts", type=int, default=3, help="Krita starts to try")
     args = parser.parse_args()
     for tool in ("xvfb-run", "krita"):
         if shutil.which(tool) is None:

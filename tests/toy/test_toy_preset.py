@@ -61,6 +61,9 @@ def test_toy_clip_reads_colours_of_masked_shapes(toy_models):
     from toyworld.data import masked_shape_bank
 
     images, captions = masked_shape_bank(90, 32, seed=123)
+    named = [i for i, c in enumerate(captions) if c.split()[1] in COLOURS]  # drop the washed-out negatives
+    images, captions = images[named], [captions[i] for i in named]
+    assert len(captions) >= 60
     prompts = [f"a {c} {s}" for c in COLOURS for s in SHAPES]
     with torch.no_grad():
         image_features = toy_models.clip.encode_image(images.float() / 255)
