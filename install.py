@@ -712,13 +712,29 @@ def write_box_mask(path: Path, size: tuple, box: tuple) -> None:
     write_atomic(path, png)
 
 
-def pick_example() -> tuple:
-    """(image, mask or None, prompt) of the first example in resources/examples/.
+# The scene the toy models can edit (shapes on a plain background, 128 px), with its mask and prompt.
+TOY_EXAMPLE = "toy_scene.png"
 
-    ``examples.json`` (a list of {"image", "mask", "prompt"}) wins; else the first PNG/JPEG not a mask,
-    with ``<name>_mask.png`` and ``<name>.txt`` (the prompt) when they exist.
+
+def _example_files(image: Path) -> tuple:
+    """(image, ``<name>_mask.png`` or None, the prompt in ``<name>.txt`` or DEFAULT_PROMPT)."""
+    mask = image.with_name(image.stem + "_mask.png")
+    prompt_file = image.with_suffix(".txt")
+    prompt = prompt_file.read_text(encoding="utf-8").strip() if prompt_file.is_file() else DEFAULT_PROMPT
+    return image, (mask if mask.is_file() else None), prompt
+
+
+def pick_example(toy: bool = False) -> tuple:
+    """(image, mask or None, prompt) of the example to edit first, from resources/examples/.
+
+    The toy models only know their synthetic shapes: with ``toy`` the toy scene (TOY_EXAMPLE) is used.
+    Otherwise ``examples.json`` (a list of {"image", "mask", "prompt"}) wins; else the first PNG/JPEG that
+    is neither a mask nor the toy scene, with ``<name>_mask.png`` and ``<name>.txt`` (the prompt) when they
+    exist.
     """
     folder = REPO / "resources" / "examples"
+    if toy and (folder / TOY_EXAMPLE).is_file():
+        return _example_files(folder / TOY_EXAMPLE)
     listing = folder / "examples.json"
     if listing.is_file():
         try:
@@ -733,11 +749,13 @@ def pick_example() -> tuple:
     )
     if not images:
         raise InstallError(f"no example image in {folder}")
-    image = images[0]
-    mask = image.with_name(image.stem + "_mask.png")
-    prompt_file = image.with_suffix(".txt")
-    prompt = prompt_file.read_text(encoding="utf-8").strip() if prompt_file.is_file() else DEFAULT_PROMPT
-    return image, (mask if mask.is_file() else None), prompt
+    natural = [p for p in images if p.name != TOY_EXAMPLE]
+    return _example_files((natural or images)[0])
+
+
+def uses_toy_models(models: str) -> bool:
+    """True for what first_edit_models returns for the toy models: the preset name or its folder."""
+    return models not in ("default", "tiny")
 
 
 def first_edit_models(weights_ok: bool, engine_root: Path) -> tuple:
@@ -759,19 +777,22 @@ def first_edit_models(weights_ok: bool, engine_root: Path) -> tuple:
 def first_edit_command(
     python: str, image: Path, mask: Path, prompt: str, models: str, out_dir: Path, extra: Sequence[str] = ()
 ) -> List[str]:
-    # The reference's schedule with the real weights; a short one for the stand-in models, which only
-    # show that the pipeline runs. ``extra`` comes last, so its options win.
-    schedule = [] if models == "default" else ["--timestep_respacing", "25", "--skip_timesteps", "10"]
+    # The reference's schedule with the real weights; the toy preset's own recommended settings (its
+    # edit_defaults, which the engine applies); a short schedule for the random tiny models, which only show
+    # that the pipeline runs. ``extra`` comes last, so its options win.
     command = [python, "-m", "engine", "edit", "--prompt", prompt, "--init_image", str(image)]
     command += ["--mask", str(mask), "--output_path", str(out_dir), "--models", models]
+    if uses_toy_models(models):
+        return command + [*extra]
+    schedule = [] if models == "default" else ["--timestep_respacing", "25", "--skip_timesteps", "10"]
     return command + ["--batch_size", "2", "--iterations_num", "1", *schedule, *extra]
 
 
 def run_first_edit(
     manifest: Manifest, layout: Layout, python: str, weights_ok: bool, extra: Sequence[str] = ()
 ) -> int:
-    image, mask, prompt = pick_example()
     models, note = first_edit_models(weights_ok, layout.engine_root)
+    image, mask, prompt = pick_example(toy=uses_toy_models(models))
     claim_weights_dir(manifest, layout)  # the tiny models are generated into it
     work = layout.first_edit_dir
     manifest.ensure_dir(work.parent)

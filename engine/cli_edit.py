@@ -3,6 +3,11 @@
 Writes into --output_path exactly the ranked candidate PNGs (``01_seed404.png`` ... : name order is rank
 order) and ``scores.json`` beside them. Bad input is one line on stderr, exit status 2, nothing written.
 
+A preset may recommend settings (``edit_defaults`` in its file, e.g. a short schedule for the toy models):
+they replace the reference defaults of the options not given on the command line (one stderr line says
+which), unless ``--no_preset_defaults``. Explicit options are recorded by their argparse actions in
+``args.explicit_options``, so an option given with the reference's value still wins over the preset.
+
 Heavy imports (torch, the models) happen inside ``run()``: ``engine/__main__.py`` imports this module just
 to build its argument parser.
 """
@@ -20,6 +25,32 @@ from typing import Any, Dict, List, Optional
 SCORES_FILE = "scores.json"
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
+EXPLICIT = "explicit_options"  # Namespace attribute: the dests of the edit options given on the command line
+
+
+def _record_explicit(namespace: argparse.Namespace, dest: str) -> None:
+    # A new frozenset each time: the parser's default (an empty frozenset) is shared between parses.
+    setattr(namespace, EXPLICIT, frozenset(getattr(namespace, EXPLICIT, frozenset())) | {dest})
+
+
+class _Store(argparse.Action):
+    """Like ``store``, and records that the option was given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        _record_explicit(namespace, self.dest)
+
+
+class _Flag(argparse.Action):
+    """Like ``store_true`` / ``store_false`` (``const`` is the value stored), and records the option."""
+
+    def __init__(self, option_strings, dest, const=True, default=None, help=None) -> None:
+        default = (not const) if default is None else default
+        super().__init__(option_strings, dest, nargs=0, const=const, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, self.const)
+        _record_explicit(namespace, self.dest)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -49,66 +80,82 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     diffusion.add_argument(
         "--skip_timesteps",
         type=int,
+        action=_Store,
         default=25,
         help="how many of the respaced steps to skip (more keeps more of the input)",
     )
     diffusion.add_argument(
         "--local_clip_guided_diffusion",
-        action="store_true",
+        action=_Flag,
         help="the paper's Algorithm 1 baseline (no blending, background losses)",
     )
     diffusion.add_argument(
         "--timestep_respacing",
         type=str,
+        action=_Store,
         default="100",
         help='respaced step count, e.g. "100", "50", "ddim25"',
     )
-    diffusion.add_argument("--ddim", action="store_true", help="DDIM (eta 0) steps instead of DDPM")
+    diffusion.add_argument("--ddim", action=_Flag, help="DDIM (eta 0) steps instead of DDPM")
 
     guidance = parser.add_argument_group("guidance")
-    guidance.add_argument("--aug_num", type=int, default=8, help="number of CLIP views (first one clean)")
+    guidance.add_argument(
+        "--aug_num", type=int, action=_Store, default=8, help="number of CLIP views (first one clean)"
+    )
     guidance.add_argument(
         "--clip_guidance_lambda",
         type=float,
+        action=_Store,
         default=1000,
         help="how strongly the region should look like the prompt",
     )
     guidance.add_argument(
-        "--range_lambda", type=float, default=50, help="penalty on colours outside the valid range"
+        "--range_lambda",
+        type=float,
+        action=_Store,
+        default=50,
+        help="penalty on colours outside the valid range",
     )
     guidance.add_argument(
         "--lpips_sim_lambda",
         type=float,
+        action=_Store,
         default=1000,
         help="LPIPS similarity to the input background (Algorithm 1)",
     )
     guidance.add_argument(
         "--l2_sim_lambda",
         type=float,
+        action=_Store,
         default=10000,
         help="L2 similarity to the input background (Algorithm 1)",
     )
     guidance.add_argument(
         "--background_preservation_loss",
-        action="store_true",
+        action=_Flag,
         help="add the background losses (on by itself with --local_clip_guided_diffusion)",
     )
 
     mask = parser.add_argument_group("mask")
-    mask.add_argument("--invert_mask", action="store_true", help="edit outside the mask (new background)")
+    mask.add_argument("--invert_mask", action=_Flag, help="edit outside the mask (new background)")
     mask.add_argument(
         "--no_enforce_background",
-        action="store_false",
+        action=_Flag,
+        const=False,
         dest="enforce_background",
         help="do not paste the exact background back at the end",
     )
 
     misc = parser.add_argument_group("candidates and output")
     misc.add_argument(
-        "--seed", type=int, default=404, help="seed of the first candidate (the others: +1, +2...)"
+        "--seed",
+        type=int,
+        action=_Store,
+        default=404,
+        help="seed of the first candidate (the others: +1, +2...)",
     )
-    misc.add_argument("--batch_size", type=int, default=4, help="candidates made at once")
-    misc.add_argument("--iterations_num", type=int, default=8, help="batches to make")
+    misc.add_argument("--batch_size", type=int, action=_Store, default=4, help="candidates made at once")
+    misc.add_argument("--iterations_num", type=int, action=_Store, default=8, help="batches to make")
     misc.add_argument(
         "--output_path",
         type=str,
@@ -134,12 +181,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     engine.add_argument(
         "--precision",
+        action=_Store,
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
         help="auto: bf16 autocast on CUDA, fp32 elsewhere",
     )
-    engine.add_argument("--compile", action="store_true", help="torch.compile the UNet (slow first step)")
+    engine.add_argument("--compile", action=_Flag, help="torch.compile the UNet (slow first step)")
+    engine.add_argument(
+        "--no_preset_defaults",
+        action="store_true",
+        help="ignore the settings the models preset recommends (its edit_defaults) and use the "
+        "reference defaults for every option not given",
+    )
     engine.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(**{EXPLICIT: frozenset()})
 
 
 def _edit_params(args: argparse.Namespace):
@@ -167,6 +222,63 @@ def _edit_params(args: argparse.Namespace):
     )
 
 
+def _explicit_options(args: argparse.Namespace) -> frozenset:
+    """The edit options given on the command line (recorded by their actions)."""
+    recorded = getattr(args, EXPLICIT, None)
+    if recorded is not None:
+        return frozenset(recorded)
+    # A Namespace not made by add_arguments' parser: take a value that differs from the reference's as set.
+    from engine.editor import EditParams
+
+    reference = EditParams()
+    return frozenset(
+        name
+        for name, value in vars(args).items()
+        if hasattr(reference, name) and value != getattr(reference, name)
+    )
+
+
+def apply_preset_defaults(params, args: argparse.Namespace, edit_defaults: Dict[str, Any]):
+    """(params, changed): the preset's recommended values for the options the user did not give.
+
+    ``changed`` holds the values that differ from what ``params`` had (for the stderr line).
+    """
+    import dataclasses
+
+    if getattr(args, "no_preset_defaults", False) or not edit_defaults:
+        return params, {}
+    explicit = _explicit_options(args)
+    # Field types (strings under postponed annotations), to widen JSON numbers as the options' types
+    # would parse them: 500 -> 500.0 for a float, 25 -> "25" for timestep_respacing. Nothing narrows.
+    kinds = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(params)}
+    updates: Dict[str, Any] = {}
+    changed: Dict[str, Any] = {}
+    for name, value in edit_defaults.items():
+        if name in explicit:
+            continue
+        current = getattr(params, name)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if kinds[name] == "float":
+                value = float(value)
+            elif kinds[name] == "str":
+                value = str(value)
+        updates[name] = value
+        if value != current:
+            changed[name] = value
+    return dataclasses.replace(params, **updates), changed
+
+
+def _preset_line(preset_name: str, changed: Dict[str, Any]) -> str:
+    def shown(value: Any) -> Any:  # 500.0 reads as the preset file's 500
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+
+    values = ", ".join(f"{name}={shown(value)}" for name, value in changed.items())
+    return (
+        f"preset {preset_name!r} recommends: {values}; pass --no_preset_defaults to use the reference "
+        "defaults"
+    )
+
+
 def _check_output_path(path: str) -> None:
     from engine.errors import InputError
 
@@ -183,7 +295,7 @@ def _check_output_path(path: str) -> None:
         raise InputError(f"the folder containing output_path does not exist: {parent}")
 
 
-def _load_inputs(args: argparse.Namespace):
+def _load_inputs(args: argparse.Namespace, invert_mask: bool):
     """Open and check every input file before the models load, so bad input fails in a second."""
     from PIL import Image
 
@@ -197,12 +309,12 @@ def _load_inputs(args: argparse.Namespace):
     else:
         mask = Image.new("L", source.size, 255)
     soft = imaging.mask_array(mask, source.size)
-    if args.invert_mask:
+    if invert_mask:
         soft = 255 - soft
     if not soft.any():
         raise InputError(
             "the mask is empty (all black)"
-            + (" after --invert_mask" if args.invert_mask else "")
+            + (" after --invert_mask" if invert_mask else "")
             + ": white marks the region to edit"
         )
     scribble = None
@@ -262,20 +374,22 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
-        params = _edit_params(args)
+        from engine.registry import get_preset
+
+        preset = get_preset(args.models)  # an unknown preset fails here, before torch is imported
+        params, changed = apply_preset_defaults(_edit_params(args), args, preset.edit_defaults)
         from engine.editor import validate_params
 
         validate_params(params)
         _check_output_path(args.output_path)
-        image, mask, scribble = _load_inputs(args)
-        from engine.registry import get_preset
-
-        get_preset(args.models)  # an unknown preset fails here, before torch is imported
+        image, mask, scribble = _load_inputs(args, params.invert_mask)
+        if changed:  # after the input checks, so that bad input stays one line
+            print(_preset_line(preset.name, changed), file=sys.stderr)
 
         from engine.editor import edit
         from engine.loading import load_models
 
-        models = load_models(args.models, args.weights_dir, args.device)
+        models = load_models(preset, args.weights_dir, args.device)
         bar = _progress_bar(args)
         try:
             on_progress = bar.update if bar else None

@@ -6,11 +6,14 @@
   (``tiny``): its SHA-256 is recorded beside the file when it is first written.
 - ``engine/models/presets/<preset>.json``: ``description``, ``diffusion`` and ``clip`` (a model name from
   ``engine/models/`` or an inline model dict), optional ``directory`` (relative to the repository, e.g.
-  ``resources/models/toy``) holding the files instead of the weights folder.
+  ``resources/models/toy``) holding the files instead of the weights folder, optional ``edit_defaults``:
+  recommended edit settings (``EditParams`` field names, e.g. a short schedule for small models) that
+  ``python -m engine edit`` and the server use for options the user did not set.
 - ``--models FOLDER``: a folder with a ``preset.json`` of the same form; its files live in that folder
   unless the preset names another ``directory`` (relative to the folder).
 
-Standard library only, so ``python -m engine models`` lists presets without importing torch.
+Standard library only at import, so ``python -m engine models`` lists presets without importing torch;
+checking ``edit_defaults`` keys imports ``engine.editor`` (numpy and PIL, not torch) when a preset has them.
 """
 
 from __future__ import annotations
@@ -123,6 +126,8 @@ class Preset:
     diffusion: ModelSpec
     clip: ModelSpec
     source: Path  # the preset data file
+    # Recommended EditParams values for these models (e.g. a short schedule); options the user sets win.
+    edit_defaults: dict = field(default_factory=dict)
 
     @property
     def models(self) -> list[ModelSpec]:
@@ -154,6 +159,29 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
 
 
+def _edit_defaults(data: dict, source: Path) -> dict:
+    """The preset's ``edit_defaults``, checked to name EditParams fields (a typo must not pass silently)."""
+    values = data.get("edit_defaults")
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise InputError(f"{source}: 'edit_defaults' must be an object of edit parameters")
+    if not values:
+        return {}
+    from dataclasses import fields
+
+    from .editor import EditParams  # here, not at the top: listing presets must not need numpy
+
+    known = {f.name for f in fields(EditParams)} - {"prompt"}  # the prompt is always the user's
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(
+            f"{source}: 'edit_defaults' has unknown edit parameter(s) {', '.join(map(repr, unknown))}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+    return dict(values)
+
+
 def _preset_from_data(
     name: str, data: dict, source: Path, base_dir: Path, default_dir: Optional[Path]
 ) -> Preset:
@@ -182,6 +210,7 @@ def _preset_from_data(
         diffusion=specs["diffusion"],
         clip=specs["clip"],
         source=source,
+        edit_defaults=_edit_defaults(data, source),
     )
 
 

@@ -641,17 +641,19 @@ def _field_kind(spec: dataclasses.Field) -> Tuple[type, bool]:
 class EditRunner(JobRunner):
     """Runs engine.editor.edit on the models loaded once at start-up."""
 
-    def __init__(self, models: Any, limits: Limits) -> None:
+    def __init__(self, models: Any, limits: Limits, edit_defaults: Optional[Dict[str, Any]] = None) -> None:
         from engine import editor
 
         self.models = models
         self.limits = limits
+        # The preset's recommended settings: used for the parameters a request leaves out.
+        self.edit_defaults: Dict[str, Any] = dict(edit_defaults or {})
         self._editor = editor
         self._param_fields = {f.name: f for f in dataclasses.fields(editor.EditParams)}
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         checked: Dict[str, Any] = {}
-        for name, value in params.items():
+        for name, value in {**self.edit_defaults, **params}.items():
             spec = self._param_fields.get(name)
             if spec is None:
                 raise errors.JobFailed(errors.INVALID_INPUT, f"unknown edit parameter {name!r}")
@@ -704,6 +706,7 @@ class EditRunner(JobRunner):
                 "preset": getattr(models, "preset", None),
                 "image_size": getattr(models, "image_size", None),
                 "class_cond": getattr(models, "class_cond", None),
+                "edit_defaults": dict(self.edit_defaults),
             },
             "versions": versions,
         }
@@ -909,8 +912,11 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     try:
-        models = load_models(args.models, args.weights_dir, args.device)
-        runner = EditRunner(models, limits)
+        from engine.registry import get_preset
+
+        preset = get_preset(args.models)
+        models = load_models(preset, args.weights_dir, args.device)
+        runner = EditRunner(models, limits, preset.edit_defaults)
         server = BridgeServer(runner, token, args.host, args.port, limits)
     except EngineError as exc:
         log.error("%s", exc)
@@ -924,6 +930,10 @@ def run(args: argparse.Namespace) -> int:
         getattr(models, "device", "?"),
         time.monotonic() - started,
     )
+    if preset.edit_defaults:
+        log.info(
+            "preset %r recommends %s for parameters a request leaves out", preset.name, preset.edit_defaults
+        )
 
     stop = threading.Event()
 

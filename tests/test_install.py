@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 import install
+from tests.krita_env import krita_environment
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = Path(__file__).resolve().parent / "krita_install" / "pykrita"
@@ -277,10 +278,24 @@ def test_first_edit_falls_back_to_toy_then_tiny(tmp_path):
         "py", Path("i.png"), Path("m.png"), "a cat", "toy", Path("out"), ["--x"]
     )
     assert command[:4] == ["py", "-m", "engine", "edit"]
-    assert command[command.index("--models") + 1] == "toy"
-    assert command[command.index("--timestep_respacing") + 1] == "25" and command[-1] == "--x"
+    assert command[command.index("--models") + 1] == "toy" and command[-1] == "--x"
+    # the toy preset's own edit_defaults decide the schedule and candidates, for its folder form too
+    for toy_models in ("toy", str(toy)):
+        toy_command = install.first_edit_command("py", Path("i"), Path("m"), "a", toy_models, Path("o"))
+        assert "--timestep_respacing" not in toy_command and "--batch_size" not in toy_command
+    tiny = install.first_edit_command("py", Path("i.png"), Path("m.png"), "a cat", "tiny", Path("out"))
+    assert tiny[tiny.index("--timestep_respacing") + 1] == "25"  # a short schedule for random weights
     default = install.first_edit_command("py", Path("i.png"), Path("m.png"), "a cat", "default", Path("out"))
     assert "--timestep_respacing" not in default  # the reference's schedule with the real weights
+
+
+def test_first_edit_example_is_the_toy_scene_for_the_toy_models():
+    examples = REPO / "resources" / "examples"
+    image, mask, prompt = install.pick_example(toy=True)
+    assert (image, mask) == (examples / "toy_scene.png", examples / "toy_scene_mask.png")
+    assert prompt == (examples / "toy_scene.txt").read_text().strip() and prompt
+    image, mask, prompt = install.pick_example()  # default and tiny: a natural photo, never the toy scene
+    assert image == examples / "lakeside.png" and prompt == install.DEFAULT_PROMPT
 
 
 def test_box_mask_is_a_valid_png(tmp_path):
@@ -546,7 +561,7 @@ def run_krita_with_probe(home: Path, tmp_path: Path) -> dict:
     kritarc = home / ".config" / "kritarc"
     kritarc.write_text(kritarc.read_text().replace("[python]\n", "[python]\nenable_bd_install_probe=true\n"))
     out = tmp_path / "probe.json"
-    env = home_env(home)
+    env = krita_environment(home_env(home))
     env["BD_PROBE_OUT"] = str(out)
     env.pop("QT_QPA_PLATFORM", None)  # Krita's GUI needs X (xvfb-run), not Qt's offscreen platform
     log = tmp_path / "krita.log"

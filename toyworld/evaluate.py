@@ -86,13 +86,10 @@ class Evaluation:
 
 
 def preset_edit_defaults(models_dir: str) -> dict:
-    """The ``edit_defaults`` the toy preset file recommends (empty if it has none)."""
-    path = Path(models_dir) / "preset.json"
-    if not path.is_file():
-        from engine.registry import get_preset
+    """The ``edit_defaults`` the preset (a name or a folder with preset.json) recommends; empty if none."""
+    from engine.registry import get_preset
 
-        path = get_preset(models_dir).source
-    return dict(json.loads(path.read_text(encoding="utf-8")).get("edit_defaults", {}))
+    return dict(get_preset(models_dir).edit_defaults)
 
 
 def background_unchanged(source, edited, mask) -> bool:

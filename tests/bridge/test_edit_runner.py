@@ -154,3 +154,17 @@ def test_validate_checks_names_and_types_against_edit_params(runner):
         with pytest.raises(errors.JobFailed) as info:
             runner.validate(params, images)
         assert info.value.code == errors.INVALID_INPUT, params
+
+
+def test_preset_edit_defaults_fill_the_parameters_a_request_leaves_out():
+    recommended = {"timestep_respacing": "25", "skip_timesteps": 5, "clip_guidance_lambda": 500}
+    runner = EditRunner(MODELS, Limits(), recommended)
+    checked = runner.validate({"prompt": "x", "skip_timesteps": 3}, {})
+    assert checked == {
+        "prompt": "x",
+        "timestep_respacing": "25",
+        "skip_timesteps": 3,
+        "clip_guidance_lambda": 500.0,
+    }
+    assert EditRunner(MODELS, Limits()).validate({"prompt": "x"}, {}) == {"prompt": "x"}
+    assert runner.status()["models"]["edit_defaults"] == recommended  # a client can show them

@@ -153,3 +153,67 @@ def test_impossible_settings_fail_after_loading_and_write_nothing(inputs, tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "skip_timesteps must be between 0 and 9" in err[0]
     assert not out.exists()
+
+
+# --- a preset's recommended settings (edit_defaults): the toy preset, its 128 px example scene -------------
+
+TOY_SCENE = ROOT / "resources" / "examples" / "toy_scene.png"
+TOY_MASK = ROOT / "resources" / "examples" / "toy_scene_mask.png"
+
+
+def _toy_edit(tmp_path, capsys, *options: str) -> tuple:
+    """Run a toy edit with these options; (scores.json params, stderr lines)."""
+    out = tmp_path / "toy-out"
+    argv = ["-p", "a red circle", "-i", str(TOY_SCENE), "--mask", str(TOY_MASK), "--models", "toy",
+            "--device", "cpu", "--output_path", str(out), "--no-progress", *options]  # fmt: skip
+    assert cli_edit.run(_parser().parse_args(argv)) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    return json.loads((out / "scores.json").read_text())["params"], lines
+
+
+def test_toy_preset_defaults_fill_the_options_left_out(tmp_path, capsys):
+    params, err = _toy_edit(tmp_path, capsys, "--batch_size", "1")
+    assert params["timestep_respacing"] == "25" and params["skip_timesteps"] == 5
+    assert params["clip_guidance_lambda"] == 500.0 and params["iterations_num"] == 1
+    assert params["batch_size"] == 1  # given: the preset's 4 does not replace it
+    assert params["lpips_sim_lambda"] == 1000 and params["seed"] == 404  # not in the preset: the reference's
+    said = [line for line in err if line.startswith("preset 'toy' recommends:")]
+    assert len(said) == 1, err
+    assert "timestep_respacing=25" in said[0] and "clip_guidance_lambda=500" in said[0]
+    assert "batch_size" not in said[0] and "--no_preset_defaults" in said[0]
+    assert "range_lambda" not in said[0]  # the preset's 50 is the reference's: nothing to say
+
+
+@pytest.mark.parametrize("option", ["--clip_guidance_lambda=1000", "--no_preset_defaults"])
+def test_explicit_option_or_no_preset_defaults_keeps_the_reference_value(option, tmp_path, capsys):
+    # an explicit option equal to the reference default still wins over the preset's 500
+    quick = ["--timestep_respacing", "10", "--skip_timesteps", "8", "--batch_size", "1", "--aug_num", "2"]
+    params, err = _toy_edit(tmp_path, capsys, option, *quick)
+    assert params["clip_guidance_lambda"] == 1000.0
+    assert params["timestep_respacing"] == "10" and params["skip_timesteps"] == 8 and params["aug_num"] == 2
+    said = [line for line in err if "recommends" in line]
+    if option == "--no_preset_defaults":
+        assert params["iterations_num"] == 8 and not said, err  # the reference's, silently
+    else:
+        assert params["iterations_num"] == 1  # left out: the preset's
+        assert len(said) == 1 and "iterations_num=1" in said[0] and "clip_guidance_lambda" not in said[0]
+
+
+def test_explicit_options_are_recorded_through_the_subcommand_parser():
+    parser = argparse.ArgumentParser()
+    cli_edit.add_arguments(parser.add_subparsers(dest="command").add_parser("edit"))
+    args = parser.parse_args(
+        ["edit", "-p", "x", "-i", "y", "--seed", "404", "--ddim", "--no_enforce_background"]
+    )
+    assert args.explicit_options == {"seed", "ddim", "enforce_background"}
+    assert not parser.parse_args(["edit", "-p", "x", "-i", "y"]).explicit_options
+    # a Namespace built by hand: values that differ from the reference's count as given
+    from engine.editor import EditParams
+
+    built = argparse.Namespace(**{**vars(args), "seed": 7, "skip_timesteps": 25})
+    del built.explicit_options
+    params, changed = cli_edit.apply_preset_defaults(
+        EditParams(seed=7), built, {"seed": 1, "skip_timesteps": 5, "clip_guidance_lambda": 500}
+    )
+    assert (params.seed, params.skip_timesteps, params.clip_guidance_lambda) == (7, 5, 500.0)
+    assert changed == {"skip_timesteps": 5, "clip_guidance_lambda": 500.0}

@@ -67,6 +67,32 @@ def test_folder_preset_with_inline_models_and_directory(tmp_path):
         get_preset(str(empty))
 
 
+def test_preset_edit_defaults_are_read_and_checked(tmp_path):
+    toy = get_preset("toy")
+    assert (
+        toy.edit_defaults["timestep_respacing"] == "25" and toy.edit_defaults["clip_guidance_lambda"] == 500
+    )
+    assert get_preset("tiny").edit_defaults == {} and get_preset("default").edit_defaults == {}
+    from toyworld.evaluate import preset_edit_defaults  # toyworld reads them through the registry
+
+    toy_folder = Path(__file__).parents[2] / "resources" / "models" / "toy"
+    assert preset_edit_defaults(str(toy_folder)) == preset_edit_defaults("toy") == toy.edit_defaults
+    folder = tmp_path / "m"
+    folder.mkdir()
+    preset = {"diffusion": "tiny_adm", "clip": "tiny_clip"}
+    (folder / "preset.json").write_text(json.dumps({**preset, "edit_defaults": {"skip_timesteps": 3}}))
+    assert get_preset(str(folder)).edit_defaults == {"skip_timesteps": 3}
+    for bad, message in [
+        ({"skip_timestep": 3}, "'skip_timestep'"),  # a typo must not be ignored
+        ({"prompt": "a cat"}, "'prompt'"),  # the prompt is always the user's
+        ([["skip_timesteps", 3]], "must be an object"),
+    ]:
+        (folder / "preset.json").write_text(json.dumps({**preset, "edit_defaults": bad}))
+        with pytest.raises(InputError) as info:
+            get_preset(str(folder))
+        assert str(folder / "preset.json") in str(info.value) and message in str(info.value)
+
+
 def test_weights_folder_default_env_and_override(monkeypatch, tmp_path):
     monkeypatch.delenv("BLENDED_DIFFUSION_WEIGHTS", raising=False)
     monkeypatch.delenv("XDG_DATA_HOME", raising=False)

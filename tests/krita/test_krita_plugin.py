@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.krita_env import krita_environment
+
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 KRITARUNNER = shutil.which("kritarunner")
@@ -32,7 +34,7 @@ def krita_env(tmp_path_factory):
             {"python": sys.executable, "engine_root": str(ROOT), "models": "tiny", "weights_dir": None}
         )
     )
-    env = dict(os.environ)
+    env = krita_environment(os.environ, "kritarunner")
     env.update(
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
@@ -43,7 +45,6 @@ def krita_env(tmp_path_factory):
         BD_ENGINE_LOG=str(home / "engine.log"),
         PYTHONDONTWRITEBYTECODE="1",
     )
-    env.pop("PYTHONHOME", None)
     return env, home
 
 
