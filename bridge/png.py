@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from bridge.protocol import PNG_SIGNATURE, png_info
 
@@ -22,6 +22,7 @@ _COLOR_TYPE = {"L": 0, "LA": 4, "RGB": 2, "RGBA": 6}
 _MODE = {value: key for key, value in _COLOR_TYPE.items()}
 _IDAT_CHUNK = 1 << 22  # uncompressed bytes per IDAT chunk
 _IDAT_CRC = zlib.crc32(b"IDAT")
+_STORED_MAX = 65535  # the largest stored deflate block
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -40,9 +41,13 @@ def encode_png(width: int, height: int, mode: str, pixels: bytes, level: int = 1
     view = memoryview(pixels).cast("B")
     if len(view) != stride * height:
         raise ValueError(f"{len(view)} bytes of pixels do not make a {width}x{height} {mode} image")
-    compressor = zlib.compressobj(level)
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOR_TYPE[mode], 0, 0, 0)
     parts: List[bytes] = [PNG_SIGNATURE, _chunk(b"IHDR", header)]
+    if level == 0 and stride + 1 <= _STORED_MAX:
+        parts += _stored_idat(view, stride, height)
+        parts.append(_chunk(b"IEND", b""))
+        return b"".join(parts)
+    compressor = zlib.compressobj(level)
     rows_per_block = max(1, _IDAT_CHUNK // (stride + 1))
     for top in range(0, height, rows_per_block):
         # Each block of rows becomes its own IDAT chunk: no copy of the whole deflated stream.
@@ -63,6 +68,60 @@ def encode_png(width: int, height: int, mode: str, pixels: bytes, level: int = 1
     return b"".join(parts)
 
 
+def _stored_idat(view: memoryview, stride: int, height: int) -> List[bytes]:
+    """One IDAT chunk holding a zlib stream of stored (uncompressed) deflate blocks of whole rows.
+
+    zlib's own level 0 copies every byte through its window; writing the stored blocks here lets the rows
+    go straight from the caller's buffer into the one final join, with adler32 and crc32 run over them.
+    """
+    rows_per_block = _STORED_MAX // (stride + 1)
+    body: List[bytes] = [b"\x78\x01"]  # zlib header: deflate, 32K window, no dictionary
+    adler = 1
+    for top in range(0, height, rows_per_block):
+        bottom = min(height, top + rows_per_block)
+        length = (bottom - top) * (stride + 1)
+        body.append(struct.pack("<BHH", int(bottom == height), length, length ^ 0xFFFF))
+        for y in range(top, bottom):
+            row = view[y * stride : (y + 1) * stride]
+            adler = zlib.adler32(row, zlib.adler32(b"\x00", adler))
+            body += [b"\x00", row]
+    body.append(struct.pack(">I", adler))
+    crc = _IDAT_CRC
+    size = 0
+    for part in body:
+        crc = zlib.crc32(part, crc)
+        size += len(part)
+    return [struct.pack(">I", size) + b"IDAT", *body, struct.pack(">I", crc)]
+
+
+def _inflate_stored(stream: memoryview) -> Optional[bytearray]:
+    """The data of a zlib stream made only of stored deflate blocks (what level 0 writes), else None.
+
+    A plain copy of each block instead of zlib's inflate, which is several times slower for stored data.
+    """
+    if len(stream) < 6 or stream[0] & 0x0F != 8 or (stream[0] << 8 | stream[1]) % 31 or stream[1] & 0x20:
+        return None
+    pieces = []
+    offset = 2
+    while True:
+        if offset + 5 > len(stream) or stream[offset] & 0x06:  # not a stored block (BTYPE != 00)
+            return None
+        final = stream[offset] & 1
+        length, check = struct.unpack("<HH", stream[offset + 1 : offset + 5])
+        if length ^ check != 0xFFFF or offset + 5 + length > len(stream):
+            return None
+        pieces.append(stream[offset + 5 : offset + 5 + length])
+        offset += 5 + length
+        if final:
+            break
+    if offset + 4 > len(stream):
+        return None
+    raw = bytearray().join(pieces)
+    if zlib.adler32(raw) != struct.unpack(">I", stream[offset : offset + 4])[0]:
+        raise ValueError("PNG image data is corrupt (adler32 mismatch)")
+    return raw
+
+
 def decode_png(data: bytes) -> Tuple[int, int, str, bytes]:
     """(width, height, mode, pixels: bytes-like) of an 8-bit non-interlaced L, LA, RGB or RGBA PNG."""
     info = png_info(data)
@@ -73,8 +132,7 @@ def decode_png(data: bytes) -> Tuple[int, int, str, bytes]:
     mode = _MODE[info.color_type]
     view = memoryview(data)
     offset = len(PNG_SIGNATURE)
-    decompressor = zlib.decompressobj()
-    raw = bytearray()
+    idat: List[memoryview] = []
     while True:
         if offset + 12 > len(view):
             raise ValueError("truncated PNG (no IEND chunk)")
@@ -83,11 +141,17 @@ def decode_png(data: bytes) -> Tuple[int, int, str, bytes]:
         if len(body) != length or offset + 12 + length > len(view):
             raise ValueError("truncated PNG chunk")
         if kind == b"IDAT":
-            raw += decompressor.decompress(body)
+            idat.append(body)
         elif kind == b"IEND":
             break
         offset += 12 + length
-    raw += decompressor.flush()
+    raw = _inflate_stored(idat[0]) if len(idat) == 1 else None
+    if raw is None:
+        decompressor = zlib.decompressobj()
+        raw = bytearray()
+        for body in idat:
+            raw += decompressor.decompress(body)
+        raw += decompressor.flush()
     stride = info.width * CHANNELS[mode]
     if len(raw) != (stride + 1) * info.height:
         raise ValueError("PNG image data has the wrong length")

@@ -5,10 +5,12 @@ Plain Python (standard library only) because Krita's Python has no numpy; everyt
 """
 
 import struct
-import zlib
 from array import array
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
+
+from bridge import png as bridge_png
+from bridge.protocol import PNG_SIGNATURE
 
 from .errors import UnsupportedColorSpaceError
 
@@ -197,122 +199,34 @@ def scale_nearest(data: bytes, width: int, height: int, bpp: int, new_w: int, ne
 
 
 # ---------------------------------------------------------------- PNG
+# The bridge's codec (standard library, shared with the engine); level 0 (stored) is the fastest on loopback.
 
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def _chunk(kind: bytes, payload: bytes) -> bytes:
-    return (
-        struct.pack(">I", len(payload))
-        + kind
-        + payload
-        + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF)
-    )
+_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
-def encode_png(width: int, height: int, data: bytes, channels: int) -> bytes:
-    """8-bit PNG from grey (1), RGB (3) or RGBA (4) bytes; filter 0 on every row, which zlib handles well."""
-    colour_type = {1: 0, 3: 2, 4: 6}.get(channels)
-    if colour_type is None:
+def encode_png(width: int, height: int, data: bytes, channels: int, level: int = 0) -> bytes:
+    """8-bit PNG from grey (1), RGB (3) or RGBA (4) bytes."""
+    if channels not in (1, 3, 4):
         raise ValueError(f"cannot write a PNG with {channels} channels")
-    stride = width * channels
-    if len(data) != stride * height:
-        raise ValueError(f"expected {stride * height} bytes for {width}x{height}x{channels}, got {len(data)}")
-    raw = b"".join(b"\0" + bytes(data[y * stride : (y + 1) * stride]) for y in range(height))
-    header = struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)
-    return (
-        _PNG_SIGNATURE
-        + _chunk(b"IHDR", header)
-        + _chunk(b"IDAT", zlib.compress(raw, 6))
-        + _chunk(b"IEND", b"")
-    )
-
-
-def _unfilter(raw: bytes, width: int, height: int, bpp: int) -> bytearray:
-    stride = width * bpp
-    out = bytearray(stride * height)
-    prev = bytearray(stride)
-    pos = 0
-    for y in range(height):
-        kind = raw[pos]
-        line = bytearray(raw[pos + 1 : pos + 1 + stride])
-        pos += 1 + stride
-        if kind == 1:
-            for i in range(bpp, stride):
-                line[i] = (line[i] + line[i - bpp]) & 0xFF
-        elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev))
-        elif kind == 3:
-            for i in range(stride):
-                left = line[i - bpp] if i >= bpp else 0
-                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
-        elif kind == 4:
-            for i in range(stride):
-                a = line[i - bpp] if i >= bpp else 0
-                b = prev[i]
-                c = prev[i - bpp] if i >= bpp else 0
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
-                line[i] = (line[i] + pred) & 0xFF
-        elif kind != 0:
-            raise ValueError(f"PNG row {y} has unknown filter {kind}")
-        out[y * stride : (y + 1) * stride] = line
-        prev = line
-    return out
+    return bridge_png.encode_png(width, height, _MODES[channels], data, level)
 
 
 def decode_png(png: bytes) -> Tuple[int, int, bytes]:
-    """(width, height, RGBA bytes) of a non-interlaced 8/16-bit grey, grey+alpha, RGB, RGBA or palette PNG."""
-    if not png.startswith(_PNG_SIGNATURE):
+    """(width, height, RGBA bytes) of an 8-bit non-interlaced grey, grey+alpha, RGB or RGBA PNG."""
+    if not png.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG image")
-    pos = len(_PNG_SIGNATURE)
-    idat: List[bytes] = []
-    palette = b""
-    transparency = b""
-    header = None
-    while pos + 8 <= len(png):
-        (length,) = struct.unpack(">I", png[pos : pos + 4])
-        kind = png[pos + 4 : pos + 8]
-        payload = png[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", payload)
-        elif kind == b"IDAT":
-            idat.append(payload)
-        elif kind == b"PLTE":
-            palette = payload
-        elif kind == b"tRNS":
-            transparency = payload
-        elif kind == b"IEND":
-            break
-    if header is None:
-        raise ValueError("PNG has no header")
-    width, height, bit_depth, colour_type, _, _, interlace = header
-    if interlace or bit_depth not in (8, 16) or (colour_type == 3 and bit_depth != 8):
-        raise ValueError(f"unsupported PNG (bit depth {bit_depth}, interlace {interlace})")
-    channels = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}.get(colour_type)
-    if channels is None:
-        raise ValueError(f"unsupported PNG colour type {colour_type}")
-    sample = bit_depth // 8
-    data = _unfilter(zlib.decompress(b"".join(idat)), width, height, channels * sample)
-    if sample == 2:
-        data = data[0::2]  # big-endian: keep the high byte
+    width, height, mode, data = bridge_png.decode_png(png)
     n = width * height
+    if mode == "RGBA":
+        return width, height, bytes(data)
     out = bytearray(4 * n)
-    if colour_type == 6:
-        out[:] = data
-    elif colour_type == 2:
+    if mode == "RGB":
         out[0::4], out[1::4], out[2::4] = data[0::3], data[1::3], data[2::3]
         out[3::4] = b"\xff" * n
-    elif colour_type == 0:
+    elif mode == "L":
         out[0::4] = out[1::4] = out[2::4] = data
         out[3::4] = b"\xff" * n
-    elif colour_type == 4:
+    else:
         out[0::4] = out[1::4] = out[2::4] = data[0::2]
         out[3::4] = data[1::2]
-    else:
-        alphas = transparency + b"\xff" * (256 - len(transparency))
-        lut = [palette[3 * i : 3 * i + 3] + alphas[i : i + 1] for i in range(len(palette) // 3)]
-        out[:] = b"".join(lut[i] for i in data)
     return width, height, bytes(out)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import random
+import zlib
 
 import pytest
 from PIL import Image
@@ -37,9 +39,11 @@ def test_reads_pillow_pngs_with_every_filter(mode):
 
 
 def test_large_image_is_split_into_several_idat_chunks():
-    width, height = 2048, 2100  # 17 MB of RGBA: more than one 16 MiB IDAT chunk at level 0
-    pixels = bytes(range(256)) * (width * height * 4 // 256)
-    data = encode_png(width, height, "RGBA", pixels, 0)
+    # 4.5 MB of incompressible RGBA at level 1: more than one 4 MiB block of rows, one IDAT chunk each
+    # (level 0 writes one chunk of stored blocks instead).
+    width, height = 1024, 1100
+    pixels = random.Random(3).randbytes(width * height * 4)
+    data = encode_png(width, height, "RGBA", pixels, 1)
     assert data.count(b"IDAT") >= 2
     assert decode_png(data)[3] == pixels
 
@@ -68,3 +72,25 @@ def test_decode_rejects_unsupported_and_broken_pngs():
         decode_png(data[:-20])
     with pytest.raises(ValueError):
         decode_png(b"GIF89a" + data)
+
+
+def test_level_0_writes_stored_blocks_that_every_reader_reads() -> None:
+    """Level 0 takes the hand-written stored-block path (whole rows per block); Pillow and zlib agree."""
+    width, height = 700, 97  # several rows per 64 KiB block, a short last block
+    pixels = bytes((x * 7 + y * 13) % 256 for y in range(height) for x in range(width * 4))
+    png = encode_png(width, height, "RGBA", pixels, level=0)
+    assert png.count(b"IDAT") == 1
+    length = int.from_bytes(png[33:37], "big")
+    stream = png[41 : 41 + length]
+    assert stream[2] & 0x06 == 0  # the first deflate block is stored
+    assert len(zlib.decompress(stream)) == (width * 4 + 1) * height
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.mode == "RGBA" and image.tobytes() == pixels
+    assert bytes(decode_png(png)[3]) == pixels
+
+
+def test_stored_stream_with_damaged_data_is_refused() -> None:
+    png = bytearray(encode_png(64, 64, "RGBA", bytes(range(256)) * 64, level=0))
+    png[200] ^= 0xFF  # a pixel byte inside the stored block
+    with pytest.raises(ValueError, match="corrupt"):
+        decode_png(bytes(png))
