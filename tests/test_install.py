@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import types
@@ -566,14 +567,20 @@ def run_krita_with_probe(home: Path, tmp_path: Path) -> dict:
     env.pop("QT_QPA_PLATFORM", None)  # Krita's GUI needs X (xvfb-run), not Qt's offscreen platform
     log = tmp_path / "krita.log"
     with open(log, "wb") as handle:
-        subprocess.run(
+        # Its own session, so a Krita that hangs is killed with its Xvfb instead of outliving the test.
+        process = subprocess.Popen(
             ["xvfb-run", "-a", "krita", "--nosplash"],
             env=env,
             cwd=str(tmp_path),
             stdout=handle,
             stderr=subprocess.STDOUT,
-            timeout=300,
+            start_new_session=True,
         )
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
     assert out.is_file(), "Krita never ran the probe plugin:\n" + log.read_text(errors="replace")[-3000:]
     report = json.loads(out.read_text())
     assert "error" not in report, report.get("error")
