@@ -60,8 +60,9 @@ def _list(args: argparse.Namespace) -> int:
     for name in list_presets():
         preset = get_preset(name)
         statuses = preset_status(preset, folder, hash_file=not args.quick)
-        ready = all(s.ok or s.state == "unchecked" for s in statuses)
-        generated = all(s.spec.generated for s in statuses)
+        required = statuses[: len(preset.required_models)]  # optional extras do not block "ready"
+        ready = all(s.ok or s.state == "unchecked" for s in required)
+        generated = all(s.spec.generated for s in required)
         if ready:
             summary = "ready"
         elif generated:
@@ -74,7 +75,9 @@ def _list(args: argparse.Namespace) -> int:
             if status.state == "missing" and status.spec.generated:
                 state = "not generated yet"
             detail = f" ({status.detail})" if status.detail else ""
-            print(f"  {status.spec.kind:9} {status.path}: {state}{detail}")
+            if status.spec.kind == "lpips_backbone":
+                detail += " [optional: Algorithm 1 / background preservation loss only]"
+            print(f"  {status.spec.kind:14} {status.path}: {state}{detail}")
     return 0
 
 
@@ -85,6 +88,11 @@ def _download(args: argparse.Namespace) -> int:
     preset = get_preset(args.preset)
     folder = resolve_weights_dir(args.weights_dir)
     for spec in preset.models:
+        if spec.kind == "lpips_backbone" and spec.size_bytes:
+            print(
+                f"{spec.kind}: {spec.file} ({spec.size_bytes / 2**20:.0f} MB) is needed only by the "
+                "Algorithm 1 baseline / background preservation loss"
+            )
         if spec.generated:
             from .loading import ensure_file  # imports torch
 

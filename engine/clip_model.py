@@ -6,14 +6,18 @@ Weights come only from local files (the weights folder): OpenAI's TorchScript re
 
 from __future__ import annotations
 
+import warnings
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from .errors import EngineError, WeightsCorruptError
+
+if TYPE_CHECKING:
+    from .registry import ModelSpec
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -174,27 +178,85 @@ def _shrunk(config: dict) -> dict:
 
 
 _LPIPS_CACHE: dict[Any, Any] = {}
+LPIPS_BACKBONE_MODEL = "lpips_vgg16"  # engine/models/lpips_vgg16.json: torchvision's VGG16 ImageNet file
 
 
-def get_lpips(net: str = "vgg", device: Optional[torch.device] = None, pretrained_backbone: bool = True):
+def vgg16_features_to_lpips(net: torch.nn.Module, vgg_state_dict: dict[str, torch.Tensor]) -> dict:
+    """The LPIPS backbone's state_dict taken from a torchvision ``vgg16()`` state_dict.
+
+    lpips' ``pretrained_networks.vgg16`` puts ``features[i]`` into ``slice1..slice5`` under the name
+    ``str(i)`` (slices 0-3, 4-8, 9-15, 16-22, 23-29), so ``sliceK.i.weight`` is ``features.i.weight``.
+    """
+    mapped = {}
+    for key, target in net.state_dict().items():
+        _slice, index, param = key.split(".", 2)
+        source = f"features.{index}.{param}"
+        if source not in vgg_state_dict:
+            raise WeightsCorruptError(f"The VGG16 weights have no {source!r} (needed for LPIPS {key!r})")
+        value = vgg_state_dict[source]
+        if tuple(value.shape) != tuple(target.shape):
+            raise WeightsCorruptError(
+                f"The VGG16 weights' {source!r} has shape {tuple(value.shape)}, LPIPS expects "
+                f"{tuple(target.shape)}: this is not torchvision's vgg16"
+            )
+        mapped[key] = value.float()
+    return mapped
+
+
+def lpips_backbone_path(
+    spec: Optional[ModelSpec] = None, weights_dir: Union[str, Path, None] = None
+) -> Path:
+    """The verified VGG16 file; a clear WeightsMissingError (file, folder, URL, command) when absent."""
+    from .errors import WeightsMissingError
+    from .registry import load_model_spec
+    from .weights import verify
+
+    spec = spec if spec is not None else load_model_spec(LPIPS_BACKBONE_MODEL)
+    try:
+        return verify(spec, weights_dir)
+    except WeightsMissingError as exc:
+        size = f", about {spec.size_bytes / 2**20:.0f} MB" if spec.size_bytes else ""
+        raise WeightsMissingError(
+            "LPIPS (the Algorithm 1 baseline / background preservation loss) needs the VGG16 ImageNet "
+            f"backbone file{size}; download it with `python -m engine download` (or the preset's "
+            f"`python -m engine download PRESET`).\n{exc}"
+        ) from None
+
+
+def get_lpips(
+    net: str = "vgg",
+    device: Optional[torch.device] = None,
+    pretrained_backbone: bool = True,
+    backbone_spec: Optional[ModelSpec] = None,
+    weights_dir: Union[str, Path, None] = None,
+) -> torch.nn.Module:
     """LPIPS (only the Algorithm 1 baseline needs it), built on first use and cached.
 
-    The linear heads ship inside the ``lpips`` package; the backbone comes from torchvision's ImageNet
-    weights, which torchvision downloads into its cache (``$TORCH_HOME/hub/checkpoints``) on first use.
-    ``pretrained_backbone=False`` gives a random backbone with no download (tests).
+    The linear heads ship inside the ``lpips`` package. The VGG16 backbone comes from the weights
+    folder (``lpips_vgg16``: ``backbone_spec`` or the built-in spec, in ``weights_dir`` or the default
+    folder), SHA-256 verified; torchvision never downloads anything. ``pretrained_backbone=False`` gives
+    a random backbone of any lpips net and needs no file (the ``tiny`` / ``toy`` presets, tests).
     """
-    key = (net, str(device), pretrained_backbone)
+    if pretrained_backbone and net != "vgg":
+        raise EngineError(
+            f"LPIPS net {net!r} has no managed backbone file (only 'vgg': lpips_vgg16); "
+            "use net='vgg', or pretrained_backbone=False for a random backbone"
+        )
+    path = lpips_backbone_path(backbone_spec, weights_dir) if pretrained_backbone else None
+    key = (net, str(device), str(path))
     if key not in _LPIPS_CACHE:
         import lpips
 
-        try:
-            model = lpips.LPIPS(net=net, pnet_rand=not pretrained_backbone, verbose=False)
-        except Exception as exc:
-            raise EngineError(
-                f"Could not build LPIPS ({net}): {exc}. It needs torchvision's ImageNet {net} backbone "
-                "weights, which torchvision downloads on first use into $TORCH_HOME/hub/checkpoints "
-                "(~/.cache/torch/hub/checkpoints); put the file there on an offline machine."
-            ) from exc
+        # pnet_rand=True: torchvision builds vgg16 without weights (no download); ours are loaded below
+        with warnings.catch_warnings():  # lpips passes torchvision's deprecated ``pretrained=False``
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net=net, pnet_rand=True, verbose=False)
+        if path is not None:
+            try:
+                vgg_state_dict = torch.load(str(path), map_location="cpu", weights_only=True)
+            except Exception as exc:  # torch raises many kinds on a damaged file
+                raise WeightsCorruptError(f"Could not read the VGG16 weights {path}: {exc}") from exc
+            model.net.load_state_dict(vgg16_features_to_lpips(model.net, vgg_state_dict), strict=True)
         model = model.eval().requires_grad_(False)
         if device is not None:
             model = model.to(device)

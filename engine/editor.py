@@ -253,6 +253,24 @@ def edit(
         )
 
     device = models.device
+    prompt = params.prompt.strip()
+    # LPIPS before any model work: a missing VGG16 file must fail fast, not after the text encoder
+    lpips_model = None
+    background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
+    if prompt and float(params.lpips_sim_lambda) and background_loss:
+        from engine.clip_model import get_lpips
+
+        pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
+        lpips_model = get_lpips(
+            "vgg",
+            device,
+            pretrained_backbone=pretrained,
+            backbone_spec=getattr(models, "lpips_spec", None),
+            weights_dir=getattr(models, "weights_dir", None),
+        )
+        if not pretrained:
+            notes.append("LPIPS with a random backbone (test preset)")
+
     crop_rgb = imaging.crop(source.rgb, box)
     crop_mask = imaging.crop_array(soft_mask, box)
     background = _to_model_tensor(crop_rgb, size, device)
@@ -261,7 +279,6 @@ def edit(
     if scribble is not None:
         init = _to_model_tensor(scribble, size, device) * model_mask + background * (1 - model_mask)
 
-    prompt = params.prompt.strip()
     models.unet.requires_grad_(False)
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
@@ -275,15 +292,6 @@ def edit(
         enforce_background=bool(params.enforce_background),
         ddim=bool(params.ddim),
     )
-    lpips_model = None
-    background_loss = settings.background_preservation_loss or settings.local_clip_guided_diffusion
-    if prompt and settings.lpips_sim_lambda and background_loss:
-        from engine.clip_model import get_lpips
-
-        pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
-        lpips_model = get_lpips("vgg", device, pretrained_backbone=pretrained)
-        if not pretrained:
-            notes.append("LPIPS with a random backbone (test preset)")
 
     amp_dtype = amp_dtype_for(params.precision, device)
     if amp_dtype is not None:

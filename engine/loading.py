@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import torch
 
@@ -34,6 +34,9 @@ class Models:
     image_size: int
     class_cond: bool
     files: dict = field(default_factory=dict)  # kind -> Path of the weights used
+    # where get_lpips finds the VGG16 backbone (Algorithm 1); None spec: the built-in lpips_vgg16
+    lpips_spec: Optional[ModelSpec] = None
+    weights_dir: Optional[Path] = None
 
     def diffusion(self, timestep_respacing: str = "") -> GaussianDiffusion:
         """The schedule respaced as asked ("100", "ddim50", "10,20,30"; "" keeps every step)."""
@@ -147,4 +150,6 @@ def load_models(
         image_size=int(flags["image_size"]),
         class_cond=_is_true(flags.get("class_cond", False)),
         files={"diffusion": unet_path, "clip": clip_path},
+        lpips_spec=spec_preset.lpips,
+        weights_dir=folder,
     )

@@ -4,8 +4,13 @@
   ``size_bytes``, ``urls``, and the architecture (``model_flags`` + ``diffusion_flags`` for diffusion,
   ``config`` for CLIP). ``generate: {"seed": N}`` marks a model made locally with seeded random weights
   (``tiny``): its SHA-256 is recorded beside the file when it is first written.
+  ``kind: "lpips_backbone"``: the ImageNet backbone LPIPS needs (``config: {"net": "vgg"}``); optional
+  ``sha256_prefix``: leading hex digits the digest must have (torchvision names its files by them), checked
+  against ``sha256`` here and against a trust-on-first-use download in ``weights.download``.
 - ``engine/models/presets/<preset>.json``: ``description``, ``diffusion`` and ``clip`` (a model name from
-  ``engine/models/`` or an inline model dict), optional ``directory`` (relative to the repository, e.g.
+  ``engine/models/`` or an inline model dict), optional ``lpips`` (an ``lpips_backbone`` model: an extra file
+  only the Algorithm 1 baseline / background preservation loss needs; ``download`` fetches it too, the
+  preset is ready without it), optional ``directory`` (relative to the repository, e.g.
   ``resources/models/toy``) holding the files instead of the weights folder, optional ``edit_defaults``:
   recommended edit settings (``EditParams`` field names, e.g. a short schedule for small models) that
   ``python -m engine edit`` and the server use for options the user did not set.
@@ -32,7 +37,9 @@ PRESETS_DIR = MODELS_DIR / "presets"
 REPO_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_ENV = "BLENDED_DIFFUSION_WEIGHTS"
 APP_NAME = "blended-diffusion"
-MODEL_KINDS = ("diffusion", "clip")
+MODEL_KINDS = ("diffusion", "clip")  # the files every preset needs
+OPTIONAL_KINDS = {"lpips": "lpips_backbone"}  # preset key -> model kind of its optional extra file
+ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values())
 
 
 def default_weights_dir() -> Path:
@@ -56,7 +63,7 @@ def resolve_weights_dir(weights_dir: Union[str, os.PathLike, None] = None) -> Pa
 @dataclass
 class ModelSpec:
     name: str
-    kind: str  # "diffusion" or "clip"
+    kind: str  # "diffusion", "clip" or "lpips_backbone"
     file: str
     sha256: Optional[str] = None
     size_bytes: Optional[int] = None
@@ -64,9 +71,10 @@ class ModelSpec:
     description: str = ""
     model_flags: dict = field(default_factory=dict)  # diffusion: guided-diffusion model flags
     diffusion_flags: dict = field(default_factory=dict)  # diffusion: schedule flags
-    config: dict = field(default_factory=dict)  # clip: open_clip CLIP config
+    config: dict = field(default_factory=dict)  # clip: open_clip CLIP config; lpips_backbone: {"net": ...}
     generate: Optional[dict] = None  # {"seed": N}: seeded random weights made locally
     trust_on_first_use: bool = False  # no published SHA-256: the first download's digest is recorded
+    sha256_prefix: Optional[str] = None  # leading hex digits the digest must have (e.g. from the file name)
     directory: Optional[Path] = None  # set from the preset: where the file lives instead of the weights dir
 
     @property
@@ -87,14 +95,21 @@ class ModelSpec:
         if not isinstance(data, dict):
             raise InputError(f"{source}: a model must be a JSON object")
         kind = data.get("kind")
-        if kind not in MODEL_KINDS:
-            raise InputError(f"{source}: model 'kind' must be one of {MODEL_KINDS}, got {kind!r}")
+        if kind not in ALL_KINDS:
+            raise InputError(f"{source}: model 'kind' must be one of {ALL_KINDS}, got {kind!r}")
         file_name = data.get("file")
         if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
             raise InputError(f"{source}: 'file' must be a plain file name, got {file_name!r}")
         sha = data.get("sha256")
         if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
             raise InputError(f"{source}: 'sha256' must be 64 hex digits")
+        prefix = data.get("sha256_prefix")
+        if prefix is not None:
+            if not isinstance(prefix, str) or not 1 <= len(prefix) <= 64 or not _is_hex(prefix):
+                raise InputError(f"{source}: 'sha256_prefix' must be 1 to 64 hex digits")
+            prefix = prefix.lower()
+            if sha is not None and not sha.lower().startswith(prefix):
+                raise InputError(f"{source}: 'sha256' does not start with its 'sha256_prefix' {prefix}")
         if sha is None and data.get("generate") is None and not data.get("trust_on_first_use"):
             raise InputError(
                 f"{source}: a downloaded model needs its 'sha256' (or 'trust_on_first_use': true)"
@@ -103,6 +118,8 @@ class ModelSpec:
             raise InputError(f"{source}: a diffusion model needs 'model_flags'")
         if kind == "clip" and not data.get("config"):
             raise InputError(f"{source}: a CLIP model needs 'config' (embed_dim, vision_cfg, text_cfg)")
+        if kind == "lpips_backbone" and (data.get("config") or {}).get("net") != "vgg":
+            raise InputError(f"{source}: an LPIPS backbone needs 'config': {{\"net\": \"vgg\"}} (only VGG16)")
         return cls(
             name=name,
             kind=kind,
@@ -116,7 +133,12 @@ class ModelSpec:
             config=dict(data.get("config") or {}),
             generate=data.get("generate"),
             trust_on_first_use=bool(data.get("trust_on_first_use", False)),
+            sha256_prefix=prefix,
         )
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 @dataclass
@@ -128,10 +150,22 @@ class Preset:
     source: Path  # the preset data file
     # Recommended EditParams values for these models (e.g. a short schedule); options the user sets win.
     edit_defaults: dict = field(default_factory=dict)
+    # LPIPS backbone: an optional extra file, only for Algorithm 1 / the background preservation loss
+    lpips: Optional[ModelSpec] = None
+
+    @property
+    def required_models(self) -> list[ModelSpec]:
+        """The files an edit always needs; the preset is ready when these are."""
+        return [self.diffusion, self.clip]
+
+    @property
+    def optional_models(self) -> list[ModelSpec]:
+        return [self.lpips] if self.lpips is not None else []
 
     @property
     def models(self) -> list[ModelSpec]:
-        return [self.diffusion, self.clip]
+        """Every file of the preset (``download`` fetches all of them)."""
+        return self.required_models + self.optional_models
 
 
 def _read_json(path: Path) -> dict:
@@ -204,6 +238,19 @@ def _preset_from_data(
         if directory is not None:
             spec.directory = directory
         specs[kind] = spec
+    lpips_spec = None
+    entry = data.get("lpips")
+    if entry is not None:
+        if isinstance(entry, str):
+            lpips_spec = load_model_spec(entry)
+        elif isinstance(entry, dict):
+            lpips_spec = ModelSpec.from_dict(entry.get("name", f"{name}-lpips"), entry, f"{source} (lpips)")
+        else:
+            raise InputError(f"{source}: 'lpips' must name a model or hold a model object")
+        if lpips_spec.kind != OPTIONAL_KINDS["lpips"]:
+            raise InputError(f"{source}: 'lpips' refers to a {lpips_spec.kind} model, not an lpips_backbone")
+        if directory is not None:
+            lpips_spec.directory = directory
     return Preset(
         name=name,
         description=data.get("description", ""),
@@ -211,6 +258,7 @@ def _preset_from_data(
         clip=specs["clip"],
         source=source,
         edit_defaults=_edit_defaults(data, source),
+        lpips=lpips_spec,
     )
 
 

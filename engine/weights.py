@@ -277,6 +277,14 @@ def download(
             continue
         actual = sha256_file(part)
         expected = spec.sha256
+        if spec.sha256_prefix and not actual.startswith(spec.sha256_prefix):
+            # a trust-on-first-use file must still carry the digest its name promises
+            part.unlink()
+            raise WeightsCorruptError(
+                f"The download from {url} has SHA-256 {actual}, which does not start with "
+                f"{spec.sha256_prefix} as the file name says; it was deleted.\n"
+                f"{describe(spec, path, preset_name)}"
+            )
         if expected is not None and actual != expected:
             part.unlink()
             raise WeightsCorruptError(

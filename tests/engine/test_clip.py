@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine import clip_model, weights
 from engine.clip_model import (
     OPENAI_MEAN,
     OPENAI_STD,
@@ -16,7 +17,8 @@ from engine.clip_model import (
     get_lpips,
     read_clip_state_dict,
 )
-from engine.errors import WeightsCorruptError
+from engine.errors import EngineError, WeightsCorruptError, WeightsMissingError
+from engine.registry import load_model_spec
 
 TINY_CONFIG = json.loads((Path(__file__).parents[2] / "engine/models/tiny_clip.json").read_text())["config"]
 
@@ -106,3 +108,100 @@ def test_lpips_builds_without_download():
     a = torch.rand(1, 3, 32, 32) * 2 - 1
     assert lpips_model(a, a).item() == pytest.approx(0.0, abs=1e-6)
     assert lpips_model(a, -a).item() > 0
+
+
+@pytest.fixture
+def no_downloads(monkeypatch):
+    """Every hub download entry point raises: LPIPS must never fetch torchvision's weights."""
+    import torch.hub
+    import torch.utils.model_zoo
+    import torchvision.models._api
+
+    calls = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args)
+        raise AssertionError(f"a download was attempted: {args}")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.setattr(torch.utils.model_zoo, "load_url", refuse)
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(clip_model, "_LPIPS_CACHE", {})  # no model cached by another test
+    return calls
+
+
+def _vgg16_file(folder: Path):
+    """Seeded random torchvision VGG16 ``features`` saved under torchvision's keys, and its spec.
+
+    Only ``features`` is made (``make_layers(cfgs["D"])`` is what ``torchvision.models.vgg16`` builds
+    them with): the 124M-parameter classifier is not used by LPIPS and would make the file ~528 MB.
+    """
+    from torchvision.models import vgg16
+    from torchvision.models.vgg import cfgs, make_layers
+
+    torch.manual_seed(1234)
+    features = make_layers(cfgs["D"]).eval()
+    state = {f"features.{key}": value for key, value in features.state_dict().items()}
+    with torch.device("meta"):  # torchvision's own key names and shapes, without allocating 528 MB
+        reference = {k: v.shape for k, v in vgg16().state_dict().items() if k.startswith("features.")}
+    assert {k: v.shape for k, v in state.items()} == reference
+    state["classifier.6.bias"] = torch.zeros(1000)  # extra keys of the full file are ignored
+    spec = load_model_spec("lpips_vgg16")
+    path = folder / spec.file
+    torch.save(state, path)
+    spec.sha256 = weights.sha256_file(path)  # the test file's own digest stands in for torchvision's
+    spec.sha256_prefix = None
+    spec.size_bytes = path.stat().st_size
+    return features, spec
+
+
+def test_lpips_vgg_backbone_is_loaded_from_the_weights_folder(tmp_path, no_downloads):
+    features, spec = _vgg16_file(tmp_path)
+    model = get_lpips("vgg", torch.device("cpu"), backbone_spec=spec, weights_dir=tmp_path)
+    assert get_lpips("vgg", torch.device("cpu"), backbone_spec=spec, weights_dir=tmp_path) is model
+    compared = 0
+    for number in range(1, 6):
+        for name, layer in getattr(model.net, f"slice{number}").named_children():
+            source = features[int(name)]
+            assert type(layer) is type(source)
+            if isinstance(layer, torch.nn.Conv2d):
+                assert torch.equal(layer.weight, source.weight) and torch.equal(layer.bias, source.bias)
+                compared += 1
+    assert compared == 13  # every conv of VGG16
+    # the five LPIPS taps are torchvision's relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+    x = torch.rand(1, 3, 32, 32)
+    taps = model.net(x)
+    with torch.no_grad():
+        for tap, end in zip(taps, (4, 9, 16, 23, 30)):
+            torch.testing.assert_close(tap, features[:end](x))
+    a = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert model(a, a).item() == pytest.approx(0.0, abs=1e-6) and model(a, -a).item() > 0
+    assert not any(p.requires_grad for p in model.parameters())
+    assert no_downloads == []
+
+
+def test_lpips_without_the_backbone_file_says_how_to_get_it(weights_dir, no_downloads):
+    spec = load_model_spec("lpips_vgg16")
+    for kwargs in ({}, {"weights_dir": weights_dir, "backbone_spec": spec}):
+        with pytest.raises(WeightsMissingError) as info:
+            get_lpips("vgg", **kwargs)
+        message = str(info.value)
+        assert "vgg16-397923af.pth" in message and str(weights_dir) in message
+        assert "https://download.pytorch.org/models/vgg16-397923af.pth" in message
+        assert "python -m engine download" in message and "528 MB" in message
+    with pytest.raises(EngineError, match="only 'vgg'"):
+        get_lpips("alex", pretrained_backbone=True)
+    assert no_downloads == [] and list(weights_dir.iterdir()) == []
+
+
+def test_lpips_backbone_file_that_is_not_vgg16_is_refused(tmp_path, no_downloads):
+    spec = load_model_spec("lpips_vgg16")
+    path = tmp_path / spec.file
+    torch.save({"features.0.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(WeightsCorruptError, match="SHA-256"):  # not the published file
+        get_lpips("vgg", backbone_spec=spec, weights_dir=tmp_path)
+    spec.sha256, spec.sha256_prefix, spec.size_bytes = weights.sha256_file(path), None, None
+    with pytest.raises(WeightsCorruptError, match="not torchvision's vgg16"):
+        get_lpips("vgg", backbone_spec=spec, weights_dir=tmp_path)
+    assert no_downloads == []

@@ -296,3 +296,39 @@ def test_cancel_leaves_no_tensors_of_the_run_alive(tiny_models, monkeypatch):
     gc.collect()
     # even while the caller still holds the exception, the run's tensors are gone
     assert caught.value is not None and all(ref() is None for ref in refs)
+
+
+def test_algorithm1_without_the_vgg16_file_fails_before_any_step(tiny_models, tmp_path, monkeypatch):
+    """A real preset asks get_lpips for the managed backbone; a missing file stops the edit up front."""
+    import dataclasses
+
+    import engine.blended
+    from engine.errors import WeightsMissingError
+    from engine.registry import get_preset
+
+    def no_diffusion(*args, **kwargs):
+        raise AssertionError("a diffusion step ran")
+
+    monkeypatch.setattr(engine.blended, "blended_diffusion", no_diffusion)
+    monkeypatch.setattr(tiny_models.clip, "encode_text", no_diffusion)  # not even the text encoder
+    real = dataclasses.replace(
+        tiny_models, preset="default", lpips_spec=get_preset("default").lpips, weights_dir=tmp_path
+    )
+    steps = []
+    for mode in ({"background_preservation_loss": True}, {"local_clip_guided_diffusion": True}):
+        with pytest.raises(WeightsMissingError) as info:
+            edit(_image(40, 40), _soft_mask(40, 40), real, _params(**mode), progress=steps.append)
+        assert "vgg16-397923af.pth" in str(info.value) and str(tmp_path) in str(info.value)
+        assert "python -m engine download" in str(info.value)
+    assert steps == [] and list(tmp_path.iterdir()) == []
+    # the tiny preset keeps its random backbone: no file needed, and the note says so
+    seen = {}
+
+    def fake_get_lpips(net, device, pretrained_backbone=True, **kwargs):
+        seen.update(net=net, pretrained=pretrained_backbone, **kwargs)
+        raise Cancelled()
+
+    monkeypatch.setattr("engine.clip_model.get_lpips", fake_get_lpips)
+    with pytest.raises(Cancelled):
+        edit(_image(40, 40), _soft_mask(40, 40), tiny_models, _params(background_preservation_loss=True))
+    assert seen["net"] == "vgg" and seen["pretrained"] is False

@@ -32,6 +32,41 @@ def test_builtin_presets_describe_the_published_models():
     assert adm512.diffusion.model_flags["class_cond"] is True and adm512.diffusion.trust_on_first_use
 
 
+def test_real_presets_list_the_lpips_vgg16_backbone_as_an_optional_file():
+    for name in ("default", "adm512"):
+        preset = get_preset(name)
+        lpips = preset.lpips
+        assert lpips is not None and lpips.kind == "lpips_backbone" and lpips.config == {"net": "vgg"}
+        assert lpips.file == "vgg16-397923af.pth" and lpips.size_bytes == 553_433_881
+        assert lpips.urls == ["https://download.pytorch.org/models/vgg16-397923af.pth"]
+        assert lpips.sha256.startswith(lpips.sha256_prefix) and lpips.sha256_prefix == "397923af"
+        assert preset.models == [preset.diffusion, preset.clip, lpips]  # download fetches it too
+        assert lpips not in preset.required_models
+        assert "528 MB" in preset.description
+    for name in ("tiny", "toy"):  # random LPIPS backbone, nothing to download
+        assert get_preset(name).lpips is None and len(get_preset(name).models) == 2
+
+
+def test_lpips_entry_and_sha256_prefix_are_checked(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    preset = {"diffusion": "tiny_adm", "clip": "tiny_clip", "lpips": "lpips_vgg16"}
+    (folder / "preset.json").write_text(json.dumps(preset))
+    assert get_preset(str(folder)).lpips.path() == folder.resolve() / "vgg16-397923af.pth"
+    (folder / "preset.json").write_text(json.dumps({**preset, "lpips": "tiny_clip"}))
+    with pytest.raises(InputError, match="not an lpips_backbone"):
+        get_preset(str(folder))
+    vgg = json.loads((Path(__file__).parents[2] / "engine/models/lpips_vgg16.json").read_text())
+    for bad, message in [
+        ({**vgg, "sha256_prefix": "deadbeef"}, "does not start with"),
+        ({**vgg, "sha256_prefix": "xyz"}, "hex digits"),
+        ({**vgg, "config": {"net": "alex"}}, "only VGG16"),
+    ]:
+        (folder / "preset.json").write_text(json.dumps({**preset, "lpips": bad}))
+        with pytest.raises(InputError, match=message):
+            get_preset(str(folder))
+
+
 def test_unknown_preset_lists_the_known_ones():
     with pytest.raises(UnknownPresetError) as info:
         get_preset("nonexistent")
@@ -137,6 +172,32 @@ def test_models_command_lists_presets_and_file_states(weights_dir, capsys):
     assert "ViT-B-16.pt: CORRUPT" in out
     assert "not generated yet" in out
     assert "python -m engine download default" in out
+
+
+def test_models_and_download_commands_include_the_optional_lpips_file(weights_dir, capsys, monkeypatch):
+    assert cli_models.run(_cli("models", ["--weights-dir", str(weights_dir), "--quick"])) == 0
+    out = capsys.readouterr().out
+    assert out.count("vgg16-397923af.pth: missing [optional: Algorithm 1") == 2  # default and adm512
+    from engine import weights
+
+    def required_ok(preset, folder, hash_file=True):  # diffusion + CLIP present, the VGG16 file not
+        states = ["ok"] * len(preset.required_models) + ["missing"] * len(preset.optional_models)
+        return [weights.FileStatus(s, s.path(folder), st) for s, st in zip(preset.models, states)]
+
+    monkeypatch.setattr(weights, "preset_status", required_ok)
+    assert cli_models.run(_cli("models", ["--weights-dir", str(weights_dir)])) == 0
+    out = capsys.readouterr().out
+    assert "not ready" not in out and out.count("[ready]") == len(list_presets())
+    fetched = []
+
+    def fake_download(spec, folder, show_progress, timeout, preset_name):
+        fetched.append((spec.file, preset_name))
+        return folder / spec.file
+
+    monkeypatch.setattr("engine.weights.download", fake_download)
+    assert cli_models.run(_cli("download", ["default", "--weights-dir", str(weights_dir)])) == 0
+    assert [f for f, _ in fetched] == ["256x256_diffusion_uncond.pt", "ViT-B-16.pt", "vgg16-397923af.pth"]
+    assert "vgg16-397923af.pth (528 MB) is needed only by the Algorithm 1" in capsys.readouterr().out
 
 
 def test_download_command_reports_errors_without_network(weights_dir, capsys):

@@ -158,6 +158,18 @@ def test_trust_on_first_use_records_the_digest(server, weights_dir):
         weights.verify(spec, weights_dir)
 
 
+def test_trust_on_first_use_download_must_match_the_sha256_prefix(server, weights_dir):
+    spec = spec_for([f"{server}/model.pt"], sha=None)
+    spec.trust_on_first_use = True
+    spec.sha256_prefix = "0" * 8 if not PAYLOAD_SHA.startswith("0" * 8) else "f" * 8
+    with pytest.raises(WeightsCorruptError, match=f"does not start with {spec.sha256_prefix}"):
+        weights.download(spec, weights_dir, show_progress=False)
+    assert list(weights_dir.iterdir()) == []  # nothing recorded, nothing kept
+    spec.sha256_prefix = PAYLOAD_SHA[:8]
+    path = weights.download(spec, weights_dir, show_progress=False)
+    assert weights.read_recorded_sha256(path) == PAYLOAD_SHA
+
+
 def test_tiny_files_are_generated_deterministically_and_verified(tmp_path, tiny_models):
     from engine.loading import load_models
 
