@@ -42,18 +42,23 @@ OPTIONAL_KINDS = {"lpips": "lpips_backbone"}  # preset key -> model kind of its 
 ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values())
 
 
-def default_weights_dir() -> Path:
-    """``$BLENDED_DIFFUSION_WEIGHTS``, else the per-user data folder of this OS."""
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        return Path(env).expanduser()
+def user_data_dir() -> Path:
+    """This project's per-user data folder (weights, logs) on this OS."""
     if sys.platform.startswith("win"):
         base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
     elif sys.platform == "darwin":
         base = Path.home() / "Library" / "Application Support"
     else:
         base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-    return base / APP_NAME / "weights"
+    return base / APP_NAME
+
+
+def default_weights_dir() -> Path:
+    """``$BLENDED_DIFFUSION_WEIGHTS``, else the per-user data folder of this OS."""
+    env = os.environ.get(WEIGHTS_ENV)
+    if env:
+        return Path(env).expanduser()
+    return user_data_dir() / "weights"
 
 
 def resolve_weights_dir(weights_dir: Union[str, os.PathLike, None] = None) -> Path:

@@ -820,13 +820,9 @@ def release_memory() -> None:
 
 
 def default_log_path() -> str:
-    if sys.platform == "win32":
-        base = os.environ.get("LOCALAPPDATA") or os.path.expanduser("~\\AppData\\Local")
-    elif sys.platform == "darwin":
-        base = os.path.expanduser("~/Library/Application Support")
-    else:
-        base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
-    return os.path.join(base, "blended-diffusion", "logs", "engine-serve.log")
+    from engine.registry import user_data_dir
+
+    return str(user_data_dir() / "logs" / "engine-serve.log")
 
 
 def is_loopback(host: str) -> bool:
