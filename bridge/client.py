@@ -115,6 +115,14 @@ class EngineClient:
                     # server cancel the job; the client cannot be used any more.
                     self.close()
 
+    def _read_or_close(self, timeout: float) -> Optional[Message]:
+        """The next message, None after ``timeout``; a broken connection is closed and reported."""
+        try:
+            return self._reader.read(timeout)
+        except errors.BridgeError as exc:
+            self.close()
+            raise errors.EngineConnectionError(f"lost the connection to the engine: {exc.message}") from None
+
     def close(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
@@ -151,13 +159,7 @@ class EngineClient:
                 raise errors.EngineConnectionError(
                     f"the engine did not accept the job within {self.timeout} s"
                 )
-            try:
-                message = self._reader.read(_POLL_SECONDS)
-            except errors.BridgeError as exc:
-                self.close()
-                raise errors.EngineConnectionError(
-                    f"lost the connection to the engine: {exc.message}"
-                ) from None
+            message = self._read_or_close(_POLL_SECONDS)
             if message is None:
                 continue
             mine = message.get("re") == request_id or (job_id is not None and message.get("job") == job_id)
@@ -216,13 +218,7 @@ class EngineClient:
                 raise errors.EngineConnectionError(f"the engine did not answer within {timeout} s")
             if self._sock is None:
                 raise errors.EngineConnectionError("the connection to the engine is closed")
-            try:
-                message = self._reader.read(remaining)
-            except errors.BridgeError as exc:
-                self.close()
-                raise errors.EngineConnectionError(
-                    f"lost the connection to the engine: {exc.message}"
-                ) from None
+            message = self._read_or_close(remaining)
             if message is not None:
                 return message
 
