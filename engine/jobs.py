@@ -24,7 +24,6 @@ from bridge.protocol import Limits
 log = logging.getLogger("engine.jobs")
 
 
-
 def _png_bytes(image: Any, level: int = 1) -> bytes:
     """PNG of a PIL image with bridge.png (no per-row filter search: fast for large patches)."""
     mode = image.mode if image.mode in PNG_CHANNELS else ("RGBA" if "A" in image.getbands() else "RGB")
@@ -47,13 +46,22 @@ def _field_kind(spec: dataclasses.Field) -> Tuple[type, bool]:
 class EditRunner(JobRunner):
     """The ``edit`` job: engine.editing.editor.edit on the models loaded once at start-up."""
 
-    def __init__(self, models: Any, limits: Limits, edit_defaults: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(
+        self,
+        models: Any,
+        limits: Limits,
+        edit_defaults: Optional[Dict[str, Any]] = None,
+        log_path: Optional[str] = None,
+        preset_ref: Optional[str] = None,
+    ) -> None:
         from engine.editing import editor
 
         self.models = models
         self.limits = limits
         # The preset's recommended settings: used for the parameters a request leaves out.
         self.edit_defaults: Dict[str, Any] = dict(edit_defaults or {})
+        self.log_path = log_path
+        self.preset_ref = preset_ref  # the name or folder the models were loaded from, for the doctor
         self._editor = editor
         self._param_fields = {f.name: f for f in dataclasses.fields(editor.EditParams)}
 
@@ -98,9 +106,9 @@ class EditRunner(JobRunner):
     def status(self) -> Dict[str, Any]:
         import torch
 
-        models = self.models
         from engine import __version__
 
+        models = self.models
         versions = {"engine": __version__, "python": platform.python_version(), "torch": torch.__version__}
         try:
             import open_clip
@@ -117,7 +125,31 @@ class EditRunner(JobRunner):
                 "edit_defaults": dict(self.edit_defaults),
             },
             "versions": versions,
+            "doctor": self.doctor(),
         }
+
+    def doctor(self) -> Dict[str, Any]:
+        """The diagnostics report (engine/diagnostics.py) for this engine, with its text for a dialog."""
+        from engine import diagnostics
+
+        models = self.models
+        try:
+            weights_dir = getattr(models, "weights_dir", None)
+            data = diagnostics.report(
+                self.preset_ref or str(getattr(models, "preset", "default")),
+                str(weights_dir) if weights_dir else None,
+                getattr(models, "device", None),
+                log_path=self.log_path,
+                hash_files=False,  # verified when loaded; a status reply must stay fast
+                estimate=diagnostics.stored_estimate(
+                    str(getattr(models, "preset", "")), getattr(models, "device", None)
+                ),
+            )
+            data["text"] = diagnostics.format_report(data)
+            return data
+        except Exception as exc:  # noqa: BLE001 - a status reply must never fail for the report's sake
+            log.warning("diagnostics failed:\n%s", traceback.format_exc())
+            return {"error": f"{type(exc).__name__}: {exc}", "text": f"diagnostics failed: {exc}"}
 
     def _decode(self, name: str, data: bytes, mode: Optional[str] = None) -> Any:
         from PIL import Image
@@ -207,10 +239,14 @@ def release_memory() -> None:
 
 
 def edit_runners(
-    models: Any, limits: Limits, edit_defaults: Optional[Dict[str, Any]] = None
+    models: Any,
+    limits: Limits,
+    edit_defaults: Optional[Dict[str, Any]] = None,
+    log_path: Optional[str] = None,
+    preset_ref: Optional[str] = None,
 ) -> Dict[str, JobRunner]:
     """The runners ``python -m engine serve`` hands the bridge server, by job kind."""
-    return {"edit": EditRunner(models, limits, edit_defaults)}
+    return {"edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref)}
 
 
 __all__: List[str] = ["EditRunner", "edit_runners"]

@@ -24,7 +24,6 @@ from bridge.server import MIN_TOKEN_LENGTH, TOKEN_ENV, BridgeServer, is_loopback
 log = logging.getLogger("engine.serve")
 
 
-
 def default_log_path() -> str:
     from engine.models.registry import user_data_dir
 
@@ -82,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
-    _setup_logging(args.log_file or default_log_path())
+    log_file = args.log_file or default_log_path()
+    _setup_logging(log_file)
     if not is_loopback(args.host):
         log.warning(
             "listening on %s, not loopback: other machines can reach this engine; they still need the token, "
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.models)
         edit_defaults = preset_edit_defaults(preset)
         models = load_models(preset, args.weights_dir, args.device)
-        runners = edit_runners(models, limits, edit_defaults)
+        runners = edit_runners(models, limits, edit_defaults, log_file, args.models)
         server = BridgeServer(runners, token, args.host, args.port, limits, versions={"engine": __version__})
     except EngineError as exc:
         log.error("%s", exc)
