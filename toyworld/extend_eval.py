@@ -64,10 +64,10 @@ def gradients(image: np.ndarray, border: int) -> tuple:
     return float(dx[:, border - 1].mean()), float(dx[:, : border - 1].mean()), float(dx[:, border:].mean())
 
 
-def run_condition(image, target: str, prompt: str, amount: int, models, params, result: Condition) -> list:
-    from engine.editing.extend import ExtendSpec, extend
+def run_condition(image, target: str, prompt: str, spec, models, params, result: Condition) -> list:
+    from engine.editing.extend import extend
 
-    outcome = extend(image, ExtendSpec(right=amount), models, dataclasses.replace(params, prompt=prompt))
+    outcome = extend(image, spec, models, dataclasses.replace(params, prompt=prompt))
     width = image.width
     source = np.asarray(image.convert("RGB"))
     colours = []
@@ -127,11 +127,13 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--fraction", type=float, default=0.5, help="extension as a fraction of the width")
     parser.add_argument("--json", help="write the full result here")
     parser.add_argument("--picture", help="write a two-prompt extrapolation picture here")
+    parser.add_argument("--blend_band", type=int, default=0, help="transition band into the original (px)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
 
     import torch
 
+    from engine.editing.extend import ExtendSpec
     from engine.editing.params import EditParams
     from engine.models.loading import load_models
 
@@ -140,6 +142,7 @@ def main(argv: Optional[list] = None) -> int:
     models = load_models(args.models, device="cpu")
     size = int(models.image_size)
     amount = max(1, round(size * args.fraction))
+    spec = ExtendSpec(right=amount, blend_band=args.blend_band)
     guided, unguided = Condition(), Condition()
     start = time.time()
     for index in range(args.scenes):
@@ -147,13 +150,14 @@ def main(argv: Optional[list] = None) -> int:
         scene = random_scene(rng, size, max_shapes=2)
         colour, kind = rng.choice(COLOURS), rng.choice(SHAPES)
         seeded = dataclasses.replace(params, seed=20_000 + 100 * index)
-        got = run_condition(scene.image, colour, f"a {colour} {kind}", amount, models, seeded, guided)
-        plain = run_condition(scene.image, colour, "", amount, models, seeded, unguided)
+        got = run_condition(scene.image, colour, f"a {colour} {kind}", spec, models, seeded, guided)
+        plain = run_condition(scene.image, colour, "", spec, models, seeded, unguided)
         print(f"scene {index}: 'a {colour} {kind}' guided {got} unguided {plain}", flush=True)
     seconds = time.time() - start
     report = {
         "scenes": args.scenes,
         "extension": f"{amount} px to the right of {size}x{size} ({args.fraction:.0%})",
+        "blend_band": args.blend_band,
         "params": params.to_dict(),
         "seconds": seconds,
     }
