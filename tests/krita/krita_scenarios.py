@@ -453,6 +453,7 @@ SCENARIOS = {
     "restart": scenario_restart,
     "refusals": scenario_refusals,
     "docker": scenario_docker,
+    "extend": lambda engine: __import__("extend_scenarios").scenario_extend(engine),
 }
 
 
