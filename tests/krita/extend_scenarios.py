@@ -1,6 +1,7 @@
 """Extend Canvas with Text inside real Krita (run by krita_scenarios.py under kritarunner)."""
 
 import hashlib
+import json
 from typing import Any, Dict, List
 
 from krita_scenarios import TINY, photo_doc, stack, walk
@@ -131,5 +132,59 @@ def scenario_extend(engine) -> Dict[str, Any]:
             refusals[name] = str(exc)
     result["refusals"] = refusals
     result["refusals_changed_nothing"] = stack(root) == stack2 and [doc.width(), doc.height()] == size2
+    doc.close()
+    return result
+
+
+def scenario_docker_extend(engine) -> Dict[str, Any]:
+    """The docker's Extend section with a fake engine: sides and prompts persist, the button grows the
+    canvas and fills the candidate list, Discard takes the canvas back."""
+    import time
+
+    from blended_diffusion import config, docker, krita_api
+    from fake_engine import FakeManager
+    from PyQt5.QtWidgets import QApplication, QMessageBox
+
+    messages: List[str] = []
+    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
+    doc = photo_doc()
+    krita_api.active_document = lambda: doc
+    dock = docker.BlendedDiffusionDocker()
+    ctl = dock.ctl
+    ctl.manager = FakeManager()
+    dock.prompt.setText("a meadow")
+    dock.candidates.setValue(2)
+    dock.extend_box.setChecked(True)
+    dock.extend_pixels["right"].setValue(0)
+    dock.extend_pixels["left"].setValue(24)
+    dock.extend_pixels["bottom"].setValue(10)
+    dock.extend_prompts["left"].setText("a castle")
+    with open(config.plugin_settings_path(), encoding="utf-8") as handle:
+        saved = json.load(handle)
+    result: Dict[str, Any] = {
+        "saved": [saved["extend_left"], saved["extend_bottom"], saved["extend_prompt_left"]],
+        "section_shown": dock.extend_body.isVisibleTo(dock),
+    }
+    size = [doc.width(), doc.height()]
+    result["started"] = dock.extend_button.isEnabled() and ctl.start_extend(
+        ctl.options_from_settings(), *ctl.extend_settings()
+    )
+    deadline = time.time() + 60
+    while ctl.worker is not None and time.time() < deadline:
+        QApplication.processEvents()
+        time.sleep(0.01)
+    QApplication.processEvents()
+    sent = ctl.manager.client.requests[-1][0]
+    result["sent"] = {k: sent.get(k) for k in ("left", "right", "top", "bottom", "side_prompts", "prompt")}
+    result["size_before"] = size
+    result["size_review"] = [doc.width(), doc.height()]
+    result["state"] = ctl.flow.state
+    result["list"] = [dock.list.item(i).text() for i in range(dock.list.count())]
+    result["thumbnails"] = [not dock.list.item(i).icon().isNull() for i in range(dock.list.count())]
+    dock.discard_button.click()
+    result["size_after_discard"] = [doc.width(), doc.height()]
+    result["list_after_discard"] = dock.list.count()
+    result["messages"] = messages
+    doc.setModified(False)
     doc.close()
     return result

@@ -454,6 +454,7 @@ SCENARIOS = {
     "refusals": scenario_refusals,
     "docker": scenario_docker,
     "extend": lambda engine: __import__("extend_scenarios").scenario_extend(engine),
+    "docker_extend": lambda engine: __import__("extend_scenarios").scenario_docker_extend(engine),
 }
 
 

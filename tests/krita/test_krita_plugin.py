@@ -81,7 +81,7 @@ def real(krita_env):
 def fake_runs(krita_env):
     """Refusals and the docker: a fake engine stages crashes and keeps the GUI checks fast (the real
     engine still runs once here, to show the missing-weights message)."""
-    return run_krita(krita_env, "fake", "refusals", "docker", timeout=200)
+    return run_krita(krita_env, "fake", "refusals", "docker", "docker_extend", timeout=260)
 
 
 @pytest.fixture(scope="session")
@@ -268,3 +268,21 @@ def test_extend_refusals_change_nothing(extended):
     assert "left size must be between 0" in r["refusals"]["negative"]
     assert "prompt for the top side" in r["refusals"]["prompt without side"]
     assert r["refusals_changed_nothing"]
+
+
+def test_docker_extend_section_grows_and_discard_restores(fake_runs):
+    r = fake_runs["docker_extend"]
+    assert r["saved"] == [24, 10, "a castle"] and r["section_shown"] and r["started"]
+    assert r["sent"] == {
+        "left": 24,
+        "right": 0,
+        "top": 0,
+        "bottom": 10,
+        "side_prompts": {"left": "a castle"},
+        "prompt": "a meadow",
+    }
+    w, h = r["size_before"]
+    assert r["size_review"] == [w + 24, h + 10] and r["state"] == "review"
+    assert len(r["list"]) == 2 and all(r["thumbnails"])
+    assert r["size_after_discard"] == [w, h] and r["list_after_discard"] == 0
+    assert r["messages"] == []
