@@ -42,7 +42,7 @@ def scenario_extend(engine) -> Dict[str, Any]:
     projection = bytes(doc.pixelData(0, 0, w, h))
     stack_before = stack(root)
     progress: List[List[int]] = []
-    left, right = 30, 41
+    left, right = 16, 13  # one column of windows a side: the photo is 384 px tall
     outcome = api.run_extend_and_wait(
         doc,
         "a landscape",

@@ -232,7 +232,7 @@ def extended(krita_env):
 def test_extend_grows_the_canvas_and_adds_candidates_on_top(extended):
     r = extended
     w, h = r["size_before"]
-    assert r["size_after"] == [w + 30 + 41, h]
+    assert r["size_after"] == [w + 16 + 13, h]
     assert names(r["stack_before"]) == ["Notes", "Background"]
     assert names(r["stack_after"]) == ["BD: left: hell | right: heaven", "Notes", "Background"]
     children = r["stack_after"][0][3]
