@@ -108,6 +108,42 @@ def _to_pil(tensor) -> Image.Image:
     return imaging.from_float_array(tensor.detach().float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy())
 
 
+def guidance_settings(params: EditParams):
+    """The blended.GuidanceSettings of these parameters (shared by edit() and the extend job)."""
+    from engine.editing.blended import GuidanceSettings
+
+    return GuidanceSettings(
+        clip_guidance_lambda=float(params.clip_guidance_lambda),
+        range_lambda=float(params.range_lambda),
+        lpips_sim_lambda=float(params.lpips_sim_lambda),
+        l2_sim_lambda=float(params.l2_sim_lambda),
+        background_preservation_loss=bool(params.background_preservation_loss),
+        local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
+        enforce_background=bool(params.enforce_background),
+        ddim=bool(params.ddim),
+    )
+
+
+def lpips_for(models, params: EditParams, guided: bool, notes: List[str]):
+    """The LPIPS model when the background losses need it, else None (loaded first: fails fast)."""
+    background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
+    if not (guided and float(params.lpips_sim_lambda) and background_loss):
+        return None
+    from engine.models.clip import get_lpips
+
+    pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
+    lpips_model = get_lpips(
+        "vgg",
+        models.device,
+        pretrained_backbone=pretrained,
+        backbone_spec=getattr(models, "lpips_spec", None),
+        weights_dir=getattr(models, "weights_dir", None),
+    )
+    if not pretrained:
+        notes.append("LPIPS with a random backbone (test preset)")
+    return lpips_model
+
+
 def edit(
     image: Image.Image,
     mask: Image.Image,
@@ -121,7 +157,7 @@ def edit(
     import torch
 
     from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import GuidanceSettings, StepInfo, blended_diffusion
+    from engine.editing.blended import StepInfo, blended_diffusion
     from engine.editing.ranking import rank_order, score_candidates
 
     validate_params(params)
@@ -161,21 +197,7 @@ def edit(
     device = models.device
     prompt = params.prompt.strip()
     # LPIPS before any model work: a missing VGG16 file must fail fast, not after the text encoder
-    lpips_model = None
-    background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
-    if prompt and float(params.lpips_sim_lambda) and background_loss:
-        from engine.models.clip import get_lpips
-
-        pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
-        lpips_model = get_lpips(
-            "vgg",
-            device,
-            pretrained_backbone=pretrained,
-            backbone_spec=getattr(models, "lpips_spec", None),
-            weights_dir=getattr(models, "weights_dir", None),
-        )
-        if not pretrained:
-            notes.append("LPIPS with a random backbone (test preset)")
+    lpips_model = lpips_for(models, params, bool(prompt), notes)
 
     crop_rgb = imaging.crop(source.rgb, box)
     crop_mask = imaging.crop_array(soft_mask, box)
@@ -188,16 +210,7 @@ def edit(
     models.unet.requires_grad_(False)
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
-    settings = GuidanceSettings(
-        clip_guidance_lambda=float(params.clip_guidance_lambda),
-        range_lambda=float(params.range_lambda),
-        lpips_sim_lambda=float(params.lpips_sim_lambda),
-        l2_sim_lambda=float(params.l2_sim_lambda),
-        background_preservation_loss=bool(params.background_preservation_loss),
-        local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
-        enforce_background=bool(params.enforce_background),
-        ddim=bool(params.ddim),
-    )
+    settings = guidance_settings(params)
 
     amp_dtype = amp_dtype_for(params.precision, device)
     if amp_dtype is not None:
