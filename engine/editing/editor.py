@@ -291,6 +291,8 @@ def edit(
     if scribble is not None:
         init = _to_model_tensor(scribble, size, device) * model_mask + background * (1 - model_mask)
 
+    # before any model call: the prompt's embedding too comes from the job's precision
+    amp_dtype = _set_precision(models, amp_dtype_for(params.precision, device), notes)
     models.unet.requires_grad_(False)
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
@@ -305,7 +307,6 @@ def edit(
         ddim=bool(params.ddim),
     )
 
-    amp_dtype = _set_precision(models, amp_dtype_for(params.precision, device), notes)
     unet_choice = UNetChoice(models, params, notes)
     seeds = _candidate_seeds(params)
     batch_size = int(params.batch_size)

@@ -354,6 +354,7 @@ def test_half_precision_converts_the_blocks_once_and_keeps_embedding_and_output_
     unet.time_embed.register_forward_hook(lambda m, args, out: seen.update(time_embed=out.dtype))
     unet.out.register_forward_hook(lambda m, args, out: seen.update(out_in=args[0].dtype, out=out.dtype))
     image, mask = _scene()
+    before = edit(image, mask, models, _params(precision="fp32", batch_size=1))
     result = edit(image, mask, models, _params(precision="bf16", batch_size=1))
     assert seen == {
         "autocast": False,  # no per-forward re-cast of every weight
@@ -364,7 +365,9 @@ def test_half_precision_converts_the_blocks_once_and_keeps_embedding_and_output_
         "out": torch.float32,
     }
     assert any("ran in bfloat16" in note for note in result.notes)
-    edit(image, mask, models, _params(precision="fp32", batch_size=1))
+    after = edit(image, mask, models, _params(precision="fp32", batch_size=1))
+    # the same fp32 job as before the bf16 one, down to the prompt's embedding
+    assert np.array_equal(np.asarray(after.candidates[0].image), np.asarray(before.candidates[0].image))
     assert _weight_dtypes(models) == {torch.float32}
     for name, value in models.unet.state_dict().items():
         assert torch.equal(value, exact_unet[name]), name
