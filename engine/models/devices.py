@@ -74,7 +74,7 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
 
 
 def amp_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for this precision on this device; None means fp32 (no autocast)."""
+    """The half dtype a job runs the UNet blocks and CLIP in for this precision here; None means fp32."""
     if precision == "fp32":
         return None
     if precision == "bf16":
