@@ -507,3 +507,29 @@ def test_attention_gives_sdpa_4d_contiguous_inputs_that_a_fused_kernel_takes(tin
         assert q.dim() == 4 and all(t.is_contiguous() for t in (q, k, v))
         # the CPU says FLASH for these (it said MATH for the old 3-D transposed views)
         assert torch._fused_sdp_choice(q, k, v) != int(torch.nn.attention.SDPBackend.MATH)
+
+
+class Float64Results(TorchFunctionMode):
+    """Records every torch call whose result is a float64 tensor (on any device)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        if isinstance(result, torch.Tensor) and result.dtype == torch.float64:
+            self.calls.append(getattr(func, "__name__", str(func)))
+        return result
+
+
+def test_a_whole_edit_makes_no_float64_tensor(tiny_models):
+    # Whatever an edit makes in float64 would be made on the job's device, and MPS has no float64.
+    import engine.editing.augment  # noqa: F401 - kornia makes float64 constants when it is imported
+    import engine.editing.blended  # noqa: F401
+
+    image, mask = _scene(seed=2)
+    with Float64Results() as spy:
+        edit(image, mask, tiny_models, _params(batch_size=1))
+        edit(image, mask, tiny_models, _params(batch_size=1, ddim=True, prompt=""))
+    assert spy.calls == []
