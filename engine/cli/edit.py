@@ -197,7 +197,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         action=_Store,
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 elsewhere",
+        help="auto: bf16 on CUDA (fp16 below compute capability 8), fp32 elsewhere",
     )
     engine.add_argument("--compile", action=_Flag, help="torch.compile the UNet (slow first step)")
     engine.add_argument(

@@ -128,7 +128,7 @@ def test_full_job_with_progress_and_result(engine):
     steps = [
         (info["step"], info["total"]) for info, _p in reports if info["state"] == "running" and info["step"]
     ]
-    assert steps == [(1, 2), (2, 2)]
+    assert steps == [(2, 4), (4, 4)]  # candidate-steps: 2 candidates x 2 steps
     previews = [p for info, p in reports if p is not None]
     assert previews and Image.open(io.BytesIO(previews[0])).size[0] > 0
     candidates = result["candidates"]
