@@ -30,12 +30,14 @@ from PIL import Image
 from bridge.geometry import context_box
 from engine.editing import imaging
 from engine.editing.editor import (
+    BatchLimit,
     Candidate,
     Progress,
+    UNetChoice,
     _candidate_seeds,
+    _set_precision,
     _to_model_tensor,
     _to_pil,
-    _unet_for,
     guidance_settings,
     lpips_for,
     run_splitting_on_oom,
@@ -267,16 +269,20 @@ def extend(
         f"windows of {window} px at the model's {size}x{size}"
     )
 
+    # before any model call: the prompts' embeddings too come from the job's precision
+    amp_dtype = _set_precision(models, amp_dtype_for(params.precision, device), notes)
     models.unet.requires_grad_(False)
     embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
     settings = guidance_settings(params)
-    amp_dtype = amp_dtype_for(params.precision, device)
-    unet = _unet_for(models, params)
+    unet_choice = UNetChoice(models, params, notes)
     seeds = _candidate_seeds(params)
     batch_size = int(params.batch_size)
     num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
-    total = num_steps * len(the_plan.windows) * int(params.iterations_num)
+    windows = len(the_plan.windows)
+    # progress counts candidate-steps over all windows, so it only grows however batches are split
+    total = num_steps * windows * len(seeds)
+    reported = [0]
     feather = max(1, window // 8)
 
     left, top = the_plan.offset
@@ -287,11 +293,10 @@ def extend(
     pads = ((top, spec.bottom), (left, spec.right), (0, 0))
     start_canvas = np.pad(source_rgb, pads, mode="edge")
 
-    def run_chain(batch_seeds: Sequence[int], offset: int) -> List[np.ndarray]:
+    def run_chain(unet, batch_seeds: Sequence[int], offset: int) -> List[np.ndarray]:
         """All windows for these candidates; returns their canvases (RGB uint8)."""
         canvases = [start_canvas.copy() for _ in batch_seeds]
         known = original.copy()
-        iteration = offset // batch_size
         for index, win in enumerate(the_plan.windows):
             x, y, w, h = win.box
             nx, ny, nw, nh = win.new
@@ -309,13 +314,16 @@ def extend(
             labels = None
             if getattr(models, "class_cond", False):
                 labels = torch.zeros(len(batch_seeds), dtype=torch.long, device=device)
-            done = (iteration * len(the_plan.windows) + index) * num_steps
+            done = offset * windows * num_steps + index * num_steps * len(batch_seeds)
 
             def on_step(info: StepInfo, done: int = done) -> None:
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
-                if progress is not None:
-                    progress(Progress(step=done + info.step, total=total, candidate_offset=offset))
+                step = done + info.step * len(batch_seeds)
+                if progress is None or step <= reported[0]:
+                    return  # a rerun after out-of-memory: nothing new until it passes what was shown
+                reported[0] = step
+                progress(Progress(step=step, total=total, candidate_offset=offset))
 
             window_seeds = [(int(s) * SEED_STRIDE + index) % (1 << 62) for s in batch_seeds]
             out = blended_diffusion(
@@ -347,11 +355,13 @@ def extend(
         return canvases
 
     canvases: List[np.ndarray] = []
+    limit = BatchLimit(batch_size)
     try:
         for offset in range(0, len(seeds), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            canvases.extend(_run_split(run_chain, seeds[offset : offset + batch_size], offset, notes))
+            batch = seeds[offset : offset + batch_size]
+            canvases.extend(_run_split(unet_choice, run_chain, batch, offset, notes, limit))
     except Cancelled:
         canvases.clear()
         free_memory()
@@ -379,14 +389,19 @@ def extend(
     return ExtendResult(candidates, the_plan.canvas_size, the_plan.offset, len(the_plan.windows), notes)
 
 
-def _run_split(run_chain, seeds: Sequence[int], offset: int, notes: List[str]) -> List[np.ndarray]:
+def _run_split(
+    unet_choice: UNetChoice, run_chain, seeds: Sequence[int], offset: int, notes: List[str], limit: BatchLimit
+) -> List[np.ndarray]:
     """run_splitting_on_oom over chains: it concatenates tensors, so each canvas travels as one."""
     import torch
 
-    def as_tensor(batch_seeds: Sequence[int], batch_offset: int):
-        return torch.from_numpy(np.stack(run_chain(batch_seeds, batch_offset)))
+    def as_tensor(unet, batch_seeds: Sequence[int], batch_offset: int):
+        return torch.from_numpy(np.stack(run_chain(unet, batch_seeds, batch_offset)))
 
-    return list(run_splitting_on_oom(as_tensor, seeds, offset, notes).numpy())
+    def run(batch_seeds: Sequence[int], batch_offset: int):
+        return unet_choice.run(as_tensor, batch_seeds, batch_offset)
+
+    return list(run_splitting_on_oom(run, seeds, offset, notes, limit).numpy())
 
 
 def _changed_alpha(the_plan: Plan, original: np.ndarray, blend_band: int, feather: int) -> np.ndarray:

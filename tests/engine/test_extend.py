@@ -113,7 +113,7 @@ def test_two_prompts_original_byte_identical_ranked_progress_and_cancel(tiny_mod
         assert (pixels[:, :11, 3] == 255).all() and (pixels[:, 41:, 3] == 255).all()
         alpha = np.asarray(candidate.patch)[..., 3]
         assert (alpha[:, 11:41] == 0).all() and (alpha[:, :11] == 255).all()
-    assert reports[-1].step == reports[-1].total == 2 * result.windows
+    assert reports[-1].step == reports[-1].total == 2 * result.windows * 2  # steps x windows x candidates
     assert not np.array_equal(
         np.asarray(result.candidates[0].image)[:, :11], np.asarray(result.candidates[1].image)[:, :11]
     )
