@@ -103,6 +103,7 @@ class Controller(QObject):
         self.outcome: Optional[api.EditOutcome] = None
         self.worker: Optional[EditWorker] = None
         self.status_worker: Optional[StatusWorker] = None
+        self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
         self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
         self.docker: Any = None
@@ -159,9 +160,9 @@ class Controller(QObject):
         can call this. False when an edit or another check is running."""
         if self.worker is not None or self.status_worker is not None:
             return False
-        engine = recommended.engine_key(self.settings)
+        self._status_engine = recommended.engine_key(self.settings)
         worker = StatusWorker(self.manager)
-        worker.engine_status.connect(lambda status, e=engine: self.on_engine_status(status, e))
+        worker.engine_status.connect(self._on_worker_status)
         worker.failed.connect(self.show_error)
         worker.finished.connect(self._on_status_finished)
         self.status_worker = worker
@@ -169,6 +170,10 @@ class Controller(QObject):
         worker.start()
         self.changed.emit()
         return True
+
+    def _on_worker_status(self, status: Dict[str, Any]) -> None:
+        # A bound method of this QObject, so the reply from a worker thread is handled on the GUI thread.
+        self.on_engine_status(status, self._status_engine)
 
     def _on_status_finished(self) -> None:
         if self.status_worker is not None:
@@ -255,7 +260,7 @@ class Controller(QObject):
             return False
         self._pending = (doc, source, above, request, options.prompt)
         self.cancel_event = threading.Event()
-        engine = recommended.engine_key(self.settings)
+        self._status_engine = recommended.engine_key(self.settings)
         mine = set(self.settings.user_changed)
         seed = int(request.params["seed"])
 
@@ -268,7 +273,7 @@ class Controller(QObject):
         self.worker = EditWorker(request, self.manager, self.cancel_event, resolve)
         self.worker.progressed.connect(self.progressed)
         self.worker.engine_ready.connect(self._on_engine_ready)
-        self.worker.engine_status.connect(lambda status, e=engine: self.on_engine_status(status, e))
+        self.worker.engine_status.connect(self._on_worker_status)
         self.worker.succeeded.connect(self._on_succeeded)
         self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._on_thread_finished)

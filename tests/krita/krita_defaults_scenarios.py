@@ -9,6 +9,7 @@ engine (now started with another preset) is asked for its status.
 """
 
 import json
+import threading
 import time
 import traceback
 from typing import Any, Dict, List
@@ -33,6 +34,16 @@ def setup() -> Any:
     QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
     QMessageBox.question = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.No)
     dock = docker.BlendedDiffusionDocker()
+    ctl = dock.ctl
+    ctl.status_threads = []
+    handle = ctl.on_engine_status
+
+    def on_engine_status(*args: Any) -> None:
+        # The reply comes from a worker thread; widgets may only be touched on the GUI thread.
+        ctl.status_threads.append(threading.current_thread() is threading.main_thread())
+        handle(*args)
+
+    ctl.on_engine_status = on_engine_status
     return dock, messages
 
 
@@ -86,6 +97,7 @@ def scenario_first() -> Dict[str, Any]:
     result["note_user"] = dock.defaults_note.text()
     result["saved"] = saved()
     result["messages"] = messages
+    result["status_on_gui_thread"] = ctl.status_threads
     ctl.shutdown()
     doc.setModified(False)
     doc.close()
@@ -106,6 +118,7 @@ def scenario_restart() -> Dict[str, Any]:
     result["note_after_status"] = dock.defaults_note.text()
     result["saved_after_status"] = saved()
     result["messages"] = messages
+    result["status_on_gui_thread"] = ctl.status_threads
     ctl.shutdown()
     return result
 

@@ -84,6 +84,7 @@ def test_first_session_takes_the_toy_presets_values(sessions):
         "iterations_num": 1,
     }
     assert first["after"] == TOY
+    assert first["status_on_gui_thread"] == [True], "the engine's reply is handled on the GUI thread"
     assert first["note_after"] == (
         "Defaults from preset 'toy': 4 candidates, strength 0.80, 25 steps, guidance 500, 8 augmentations."
     )
@@ -113,7 +114,7 @@ def test_user_value_survives_a_restart_and_reset_restores_the_preset(sessions):
 
 def test_another_preset_updates_the_defaults_and_keeps_the_users(sessions):
     _, restart = sessions
-    assert restart["read_started"]
+    assert restart["read_started"] and restart["status_on_gui_thread"] == [True]
     assert restart["after_status"] == dict(REFERENCE, guidance=700.0), restart["messages"]
     assert "preset 'tiny' recommends nothing" in restart["note_after_status"]
     assert restart["note_after_status"].endswith("Yours: guidance.")
