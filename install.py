@@ -703,6 +703,7 @@ def setup_environment(manifest: Manifest, layout: Layout, args: argparse.Namespa
             # The next command installs torch with the rest, from PyPI (or the user's configured index).
             print(f"  installing torch from {index} failed (pip's message above):")
             print("  " + pypi_torch_note(platform, settings))
+            index = None
             continue
         raise InstallError(
             "installing the engine's packages failed (see pip's message above). Check the network or "

@@ -194,8 +194,9 @@ class Controller(QObject):
     def shutdown(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-        if self.worker is not None:
-            self.worker.wait(5000)
+        for worker in (self.worker, self.status_worker):
+            if worker is not None:
+                worker.wait(5000)
         self.manager.stop()
 
     def options_from_settings(self) -> EditOptions:

@@ -102,6 +102,12 @@ class SettingsStore:
         changed = stored.get("user_changed")
         if isinstance(changed, list):
             self.user_changed = [key for key in PRESET_KEYS if key in changed]
+        elif "user_changed" not in stored:
+            # Written before presets could set defaults: a stored value other than the reference's was
+            # the user's choice, and stays so.
+            self.user_changed = [
+                key for key in PRESET_KEYS if key in stored and stored[key] != BY_KEY[key].default
+            ]
         presets = stored.get("engine_presets")
         if isinstance(presets, dict):
             self.engine_presets = {

@@ -102,3 +102,14 @@ def test_an_edit_takes_the_engines_values_where_the_user_chose_none():
     assert params["batch_size"] * params["iterations_num"] == 4
     untouched = recommended.resolve(options, {}, set(), seed=7)
     assert untouched["timestep_respacing"] == "100" and untouched["clip_guidance_lambda"] == 1000.0
+
+
+def test_settings_from_before_presets_keep_the_users_values(tmp_path):
+    """A settings file an older plugin wrote has no user_changed: values other than the reference's were
+    chosen by the user and must not be replaced by a preset's."""
+    path = tmp_path / "plugin-settings.json"
+    path.write_text(json.dumps({"steps": 50, "candidates": 4, "guidance_scale": 1000.0, "prompt": "a cat"}))
+    store = settings.SettingsStore(str(path))
+    assert store.user_changed == ["steps"]
+    recommended.remember(store, TOY_STATUS, "local")
+    assert store.get("steps") == 50 and store.get("guidance_scale") == 500.0 and store.get("strength") == 0.8
