@@ -27,10 +27,14 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import struct
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -49,6 +53,9 @@ ENGINE_PARTS = ("engine", "bridge", "toyworld", "resources")
 ZIP_VENDOR_DIR = "_vendor"
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 TORCH_CUDA_INDEX_WINDOWS = "https://download.pytorch.org/whl/cu128"
+# How long to wait for the torch index before installing PyPI's torch instead: a proxy that drops the
+# connection would otherwise hold pip for its timeout (default 15 s) times its retries (5).
+INDEX_PROBE_TIMEOUT = 15.0
 IGNORED_NAMES = ("__pycache__", ".pytest_cache", ".ruff_cache", ".DS_Store")
 IGNORED_SUFFIXES = (".pyc", ".pyo")
 # Fixed timestamp so the same sources give the same zip bytes.
@@ -534,6 +541,84 @@ def pip_commands(python: str, requirements: Path, index: Optional[str]) -> List[
     return commands
 
 
+def pip_settings(python: str) -> Dict[str, str]:
+    """The user's pip options that decide where packages come from, as pip itself reads them
+    (``pip config list``: the configuration files and PIP_* variables; variables win, then [install]).
+    Keys are option names: index-url, extra-index-url, find-links, proxy, cert, ..."""
+    try:
+        out = subprocess.run(
+            [python, "-m", "pip", "config", "list"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    rank = {":env:": 3, "install": 2, "global": 1}
+    found: Dict[str, tuple] = {}
+    for line in out.splitlines():
+        match = re.match(r"^([^=]+?)\.([A-Za-z0-9_-]+)=(.*)$", line.strip())
+        if not match or match.group(1) not in rank:
+            continue
+        section, option, value = match.groups()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if option not in found or rank[section] >= found[option][0]:
+            found[option] = (rank[section], value)
+    return {option: value for option, (_, value) in found.items()}
+
+
+def index_problem(
+    index: str, settings: Mapping[str, str], timeout: float = INDEX_PROBE_TIMEOUT
+) -> Optional[str]:
+    """Why the package index ``index`` cannot serve torch, or None when its torch page answers.
+
+    Asks for the index's ``torch/`` page (PEP 503) the way pip would: through pip's ``proxy`` setting or
+    the usual *_proxy variables, trusting pip's ``cert`` bundle when one is configured."""
+    page = index.rstrip("/") + "/torch/"
+    parsed = urllib.parse.urlparse(page)
+    if parsed.scheme == "file":
+        folder = Path(urllib.request.url2pathname(parsed.path))
+        return None if folder.is_dir() else f"{folder} does not exist"
+    if parsed.scheme not in ("http", "https"):
+        return f"{index} is not an http(s) or file URL"
+    handlers: List[urllib.request.BaseHandler] = []
+    proxy = settings.get("proxy")
+    if proxy:
+        proxy = proxy if "://" in proxy else "http://" + proxy  # pip accepts [user:pass@]host:port
+        handlers.append(urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+    cert = settings.get("cert")
+    context = ssl.create_default_context(cafile=cert if cert and os.path.isfile(cert) else None)
+    handlers.append(urllib.request.HTTPSHandler(context=context))
+    request = urllib.request.Request(page, headers={"User-Agent": "blended-diffusion install.py"})
+    try:
+        with urllib.request.build_opener(*handlers).open(request, timeout=timeout) as response:
+            response.read(1024)
+    except urllib.error.HTTPError as exc:
+        return f"{page} answered HTTP {exc.code} {exc.reason}"
+    except urllib.error.URLError as exc:
+        return f"{page}: {exc.reason}"
+    except (OSError, ValueError) as exc:  # timeouts, resets, bad proxy URLs
+        return f"{page}: {exc}"
+    return None
+
+
+def pypi_torch_note(platform: str, settings: Mapping[str, str]) -> str:
+    """What installing torch from PyPI (or the user's own index) instead of the dedicated index means."""
+    source = f"your pip index {settings['index-url']}" if settings.get("index-url") else "PyPI"
+    if platform.startswith("linux"):
+        meaning = (
+            f"On Linux {source}'s torch is the CUDA build: a larger download (about 3 GB with its NVIDIA "
+            "libraries, against about 200 MB for the CPU build); it also runs on the CPU."
+        )
+    elif _is_windows(platform):
+        meaning = (
+            f"On Windows {source}'s torch is the CPU build: the engine runs on the CPU; for an NVIDIA GPU "
+            "install torch from a CUDA index later (docs/install.md)."
+        )
+    else:
+        meaning = f"{source}'s torch for this system is its default build (CPU, and MPS on Apple silicon)."
+    return f"installing torch from {source} instead. {meaning}"
+
+
 def make_venv(manifest: Manifest, layout: Layout, base_python: str, reuse_sites: List[str]) -> str:
     """Create (or repair) the engine venv; it sees the packages of the ``reuse_sites`` folders."""
     target = layout.venv_dir
@@ -595,16 +680,36 @@ def setup_environment(manifest: Manifest, layout: Layout, args: argparse.Namespa
     python = make_venv(manifest, layout, base_python, reuse_sites)
     variant = torch_variant(args.torch, platform)
     index = None if reuse_sites else torch_index(variant, platform, args.torch_index)
+    settings = pip_settings(python)
+    shown = {
+        k: v for k, v in settings.items() if k in ("index-url", "extra-index-url", "find-links", "proxy")
+    }
+    if shown:
+        print("  your pip configuration is used: " + ", ".join(f"{k}={v}" for k, v in sorted(shown.items())))
+    if index:
+        problem = index_problem(index, settings)
+        if problem:
+            print(f"  the torch index {index} cannot be reached ({problem}):")
+            print("  " + pypi_torch_note(platform, settings))
+            index = None
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    for command in pip_commands(python, requirements, index):
+    commands = pip_commands(python, requirements, index)
+    for number, command in enumerate(commands):
         print("  " + " ".join(command))
         result = subprocess.run(command, env=env)
-        if result.returncode != 0:
-            raise InstallError(
-                "installing the engine's packages failed (see pip's message above). Check the network or "
-                f"proxy, then run install.py again; it picks up where it stopped. torch variant: {variant}"
-                + (f", index {index}" if index else "")
-            )
+        if result.returncode == 0:
+            continue
+        if index and number == 0:
+            # The next command installs torch with the rest, from PyPI (or the user's configured index).
+            print(f"  installing torch from {index} failed (pip's message above):")
+            print("  " + pypi_torch_note(platform, settings))
+            index = None
+            continue
+        raise InstallError(
+            "installing the engine's packages failed (see pip's message above). Check the network or "
+            f"proxy, then run install.py again; it picks up where it stopped. torch variant: {variant}"
+            + (f", index {index}" if index else "")
+        )
     return python
 
 

@@ -32,12 +32,14 @@ SHOT = json.loads(os.environ["BD_SHOT"])
 
 
 def trace(text):
-    with open(SHOT["status"] + ".trace", "a") as handle:
+    # UTF-8 whatever the locale: Krita's Python under Xvfb may default to ASCII, and the plugin's messages
+    # hold "…"; an exception here would open Krita's modal "Script error" dialog and stop the run.
+    with open(SHOT["status"] + ".trace", "a", encoding="utf-8") as handle:
         handle.write(text + "\n")
 
 
 def report(**fields):
-    with open(SHOT["status"], "w") as handle:
+    with open(SHOT["status"], "w", encoding="utf-8") as handle:
         json.dump(fields, handle)
 
 
@@ -133,7 +135,7 @@ class Driver(Extension):
                 self.doc.waitForDone()
                 QApplication.processEvents()
                 undos += 1
-            status = json.load(open(SHOT["status"]))
+            status = json.load(open(SHOT["status"], encoding="utf-8"))
             status["undo"] = {"layers_before": before, "undos": undos,
                               "group_left": any(n.type() == "grouplayer" for n in root.childNodes()),
                               "layers_after": [n.name() for n in root.childNodes()]}
@@ -268,7 +270,11 @@ def main() -> int:
             # Krita under Xvfb occasionally hangs before plugins run; a fresh start usually works.
             print(output.decode("utf-8", "replace")[-4000:], file=sys.stderr)
             trace_file = Path(str(status) + ".trace")
-            steps = trace_file.read_text() if trace_file.exists() else "(the driver plugin never ran)\n"
+            steps = (
+                trace_file.read_text(encoding="utf-8")
+                if trace_file.exists()
+                else "(the driver plugin never ran)\n"
+            )
             print(
                 f"attempt {attempt}: Krita ended without taking the screenshot; driver trace:\n{steps}",
                 file=sys.stderr,
@@ -276,7 +282,7 @@ def main() -> int:
         if not status.exists():
             print("error: no screenshot", file=sys.stderr)
             return 1
-        result = json.loads(status.read_text())
+        result = json.loads(status.read_text(encoding="utf-8"))
         if not result.get("ok") or not shot_tmp.exists():
             print(f"error: {result}", file=sys.stderr)
             return 1

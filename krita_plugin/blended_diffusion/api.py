@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import errors, extending, krita_api, naming
+from . import errors, extending, krita_api, naming, recommended
 from .editing import EditRequest, EditResponse, execute, plan_region
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions, engine_params
@@ -136,9 +136,11 @@ def run_edit_and_wait(
     """Edit the selected area of ``doc`` from a text prompt and wait for the candidates.
 
     ``options`` are :class:`EditOptions` fields: candidates, strength, steps, skip_timesteps, aug_num,
-    guidance_scale, seed, scribble, background, baseline, ddim. An empty prompt removes the selected
-    content. Raises :class:`errors.PluginError` subclasses with a message for the user; the document is
-    only changed when candidates are added (a group layer named after the prompt)."""
+    guidance_scale, seed, scribble, background, baseline, ddim; of candidates, strength, steps,
+    guidance_scale and aug_num, those left out take the engine preset's recommended values. An empty
+    prompt removes the selected content. Raises :class:`errors.PluginError` subclasses with a message
+    for the user; the document is only changed when candidates are added (a group layer named after the
+    prompt)."""
     unknown = set(options) - set(EditOptions.__dataclass_fields__)
     if unknown:
         raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
@@ -149,6 +151,13 @@ def run_edit_and_wait(
     def work() -> EditResponse:
         client = manager.connect()
         try:
+            # Options left out take the engine preset's recommended values, as in the docker.
+            status = getattr(manager, "status", None) or {}
+            if isinstance(status.get("models"), dict):
+                _, edit_defaults = recommended.preset_of(status)
+                request.params = recommended.resolve(
+                    edit_options, edit_defaults, set(options), request.params["seed"]
+                )
             return execute(request, client, on_progress, cancel)
         except errors.PluginError:
             raise

@@ -3,16 +3,43 @@
 PyQt5 only (Krita objects go through krita_api/api), shared by the docker and the actions."""
 
 import threading
-from typing import Any, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Union
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
 from PyQt5.QtWidgets import QMessageBox
 
-from . import api, errors, extending, krita_api, workflow
+from . import api, errors, extending, krita_api, recommended, workflow
 from .editing import EditRequest, EditResponse, execute
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions
 from .settings import SettingsStore
+
+Resolver = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
+
+
+def engine_status(manager: Any) -> Dict[str, Any]:
+    """The connected engine's status reply, or {} (an engine without one reports no preset)."""
+    status = getattr(manager, "status", None)
+    return dict(status) if isinstance(status, dict) else {}
+
+
+class StatusWorker(QThread):
+    """Connects to (or starts) the engine only to read its status: device, preset, recommended settings.
+    The edit worker reports the same reply, so both land in Controller.on_engine_status."""
+
+    engine_status = pyqtSignal(object)  # the status dict
+    failed = pyqtSignal(object)  # PluginError
+
+    def __init__(self, manager: EngineManager) -> None:
+        super().__init__()
+        self.manager = manager
+
+    def run(self) -> None:
+        try:
+            self.manager.connect().close()
+            self.engine_status.emit(engine_status(self.manager))
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
+            self.failed.emit(job_error(exc, "" if self.manager.running else self.manager.log_tail()))
 
 
 class EditWorker(QThread):
@@ -21,6 +48,7 @@ class EditWorker(QThread):
     progressed = pyqtSignal(int, int, object)  # step, total, preview PNG bytes or None
     notice = pyqtSignal(str)
     engine_ready = pyqtSignal(str)  # device
+    engine_status = pyqtSignal(object)  # the engine's status dict, once connected
     succeeded = pyqtSignal(object)  # EditResponse
     failed = pyqtSignal(object)  # PluginError
 
@@ -30,15 +58,23 @@ class EditWorker(QThread):
         manager: EngineManager,
         cancel: threading.Event,
         run_job: Any = execute,
+        resolve: Optional[Resolver] = None,
     ) -> None:
         super().__init__()
         self.request, self.manager, self.cancel = request, manager, cancel
         self.run_job = run_job  # editing.execute, or extending.execute for an extension
+        # Plain Python, no Qt: the parameters with the engine's recommended values, once it answered.
+        self.resolve = resolve
 
     def run(self) -> None:
         try:
             client = self.manager.connect()
             self.engine_ready.emit(self.manager.device or "")
+            status = engine_status(self.manager)
+            self.engine_status.emit(status)
+            params = self.resolve(status) if self.resolve is not None else None
+            if params is not None:
+                self.request.params = params
             try:
                 response = self.run_job(
                     self.request, client, lambda s, t, p: self.progressed.emit(s, t, p), self.cancel
@@ -60,6 +96,7 @@ class Controller(QObject):
     def __init__(self) -> None:
         super().__init__()
         self.settings = SettingsStore()
+        recommended.apply(self.settings)  # the last known preset's defaults for the engine in use
         self.flow = workflow.Workflow()
         # One engine for the session, shared with scripts using blended_diffusion.api.
         self.manager: EngineManager = api.default_engine()
@@ -67,6 +104,8 @@ class Controller(QObject):
         self.manager.notify = self._engine_notice
         self.outcome: Optional[api.EditOutcome] = None
         self.worker: Optional[EditWorker] = None
+        self.status_worker: Optional[StatusWorker] = None
+        self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
         self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
         self.docker: Any = None
@@ -89,6 +128,61 @@ class Controller(QObject):
         self.manager.configure(self.engine_settings())
         if self.flow.state in (workflow.READY, workflow.ERROR) and not self.manager.running:
             self.flow.move(workflow.IDLE)
+        self._defaults_moved(recommended.apply(self.settings))  # another engine, maybe another preset
+        self.changed.emit()
+
+    # ---------------------------------------------------------- the preset's recommended settings
+
+    def _defaults_moved(self, moved: bool) -> None:
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.last_message = f"Settings not saved: {exc}"
+        if moved and self.docker is not None:
+            self.docker.load_settings(recommended.PRESET_KEYS)
+
+    def on_engine_status(self, status: Dict[str, Any], engine: Optional[str] = None) -> None:
+        """An engine's status reply (from an edit, or read_engine_status): its preset's recommended
+        settings become the defaults of the settings the user has not changed."""
+        if not isinstance(status.get("models"), dict):
+            return  # an engine that reports no preset: keep what we have
+        self._defaults_moved(
+            recommended.remember(self.settings, status, engine or recommended.engine_key(self.settings))
+        )
+        self.changed.emit()
+
+    def reset_to_recommended(self) -> None:
+        """The docker's reset button: the preset's values again for steps, guidance, candidates, ..."""
+        recommended.reset(self.settings)
+        self._defaults_moved(True)
+        self.changed.emit()
+
+    def read_engine_status(self) -> bool:
+        """Start (or reach) the engine in the background just to read its status; a "Check engine" button
+        can call this. False when an edit or another check is running."""
+        if self.worker is not None or self.status_worker is not None:
+            return False
+        self._status_engine = recommended.engine_key(self.settings)
+        worker = StatusWorker(self.manager)
+        worker.engine_status.connect(self._on_worker_status)
+        worker.failed.connect(self.show_error)
+        worker.finished.connect(self._on_status_finished)
+        self.status_worker = worker
+        self.last_message = "Reading the engine's status…"
+        worker.start()
+        self.changed.emit()
+        return True
+
+    def _on_worker_status(self, status: Dict[str, Any]) -> None:
+        # A bound method of this QObject, so the reply from a worker thread is handled on the GUI thread.
+        self.on_engine_status(status, self._status_engine)
+
+    def _on_status_finished(self) -> None:
+        if self.status_worker is not None:
+            self.status_worker.wait()
+        self.status_worker = None
+        if self.last_message.startswith("Reading the engine"):
+            self.last_message = ""
         self.changed.emit()
 
     def _engine_notice(self, message: str) -> None:
@@ -102,8 +196,9 @@ class Controller(QObject):
     def shutdown(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-        if self.worker is not None:
-            self.worker.wait(5000)
+        for worker in (self.worker, self.status_worker):
+            if worker is not None:
+                worker.wait(5000)
         self.manager.stop()
 
     def options_from_settings(self) -> EditOptions:
@@ -185,7 +280,7 @@ class Controller(QObject):
 
     def start_extend(self, options: EditOptions, sides: dict, side_prompts: dict) -> bool:
         """Grow the canvas from text: the job on a worker thread, the canvas and candidates on apply."""
-        if self.worker is not None:
+        if self.worker is not None or self.status_worker is not None:
             return False
         try:
             doc = krita_api.active_document()
@@ -197,7 +292,7 @@ class Controller(QObject):
         return self._start_worker(EditWorker(request, self.manager, threading.Event(), extending.execute))
 
     def start_edit(self, options: EditOptions, whole_layer: bool = False) -> bool:
-        if self.worker is not None:
+        if self.worker is not None or self.status_worker is not None:
             return False
         try:
             doc = krita_api.active_document()
@@ -211,13 +306,24 @@ class Controller(QObject):
             self.show_error(exc)
             return False
         self._pending = (doc, source, above, request, options.prompt)
-        return self._start_worker(EditWorker(request, self.manager, threading.Event()))
+        mine = set(self.settings.user_changed)
+        seed = int(request.params["seed"])
+
+        def resolve(status: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+            # Even the first edit with an engine uses its preset's values where the user chose none.
+            if not isinstance(status.get("models"), dict):
+                return None
+            return recommended.resolve(options, recommended.preset_of(status)[1], mine, seed)
+
+        return self._start_worker(EditWorker(request, self.manager, threading.Event(), resolve=resolve))
 
     def _start_worker(self, worker: EditWorker) -> bool:
         self.cancel_event = worker.cancel
         self.worker = worker
+        self._status_engine = recommended.engine_key(self.settings)
         self.worker.progressed.connect(self.progressed)
         self.worker.engine_ready.connect(self._on_engine_ready)
+        self.worker.engine_status.connect(self._on_worker_status)
         self.worker.succeeded.connect(self._on_succeeded)
         self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._on_thread_finished)

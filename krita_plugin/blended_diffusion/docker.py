@@ -1,6 +1,6 @@
 """The "Blended Diffusion" docker: prompt and options, progress with Cancel, live preview, candidates."""
 
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 from PyQt5.QtCore import QSize, Qt
 from PyQt5.QtGui import QIcon, QImage, QPainter, QPixmap
@@ -22,7 +22,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from . import extending, naming, workflow
+from . import extending, naming, recommended, workflow
 from .controller import controller
 from .krita_api import DockWidget
 
@@ -61,7 +61,9 @@ class BlendedDiffusionDocker(DockWidget):
         form = QFormLayout()
         self.candidates = QSpinBox()
         self.candidates.setRange(1, 16)
-        self.candidates.setToolTip("How many results to make; they are ranked by their CLIP score.")
+        self.candidates.setToolTip(
+            "How many results to make; they are ranked by how well CLIP finds they match the prompt."
+        )
         self.strength = QDoubleSpinBox()
         self.strength.setRange(0.01, 1.0)
         self.strength.setSingleStep(0.05)
@@ -77,6 +79,19 @@ class BlendedDiffusionDocker(DockWidget):
         form.addRow("Strength", self.strength)
         form.addRow("Seed", seed_row)
         layout.addLayout(form)
+        # Where steps, guidance, candidates and strength come from (the engine preset's recommendation or
+        # the reference's), which of them are the user's, and a button that takes the preset's again.
+        defaults_row = QHBoxLayout()
+        self.defaults_note = QLabel()
+        self.defaults_note.setWordWrap(True)
+        self.reset_button = QPushButton("Reset")
+        self.reset_button.setToolTip(
+            "Set candidates, strength, steps, augmentations and guidance scale to the engine preset's "
+            "recommended values (the reference's when the preset recommends none)."
+        )
+        defaults_row.addWidget(self.defaults_note, 1)
+        defaults_row.addWidget(self.reset_button)
+        layout.addLayout(defaults_row)
         self.scribble = QCheckBox("Scribble guide (strokes on the paint layer above)")
         self.scribble.setToolTip(
             "Paint rough shapes and colours on a paint layer directly above the edited layer: the visible "
@@ -245,10 +260,13 @@ class BlendedDiffusionDocker(DockWidget):
             bindings.append((f"extend_prompt_{side}", line, "text", "setText", line.textChanged))
         return bindings
 
-    def load_settings(self) -> None:
+    def load_settings(self, keys: Optional[Iterable[str]] = None) -> None:
+        """Settings -> widgets (all, or only ``keys``: a line edit being typed in keeps its cursor)."""
+        wanted = None if keys is None else set(keys)
         self._loading = True
         for key, widget, _getter, setter, _signal in self._bindings():
-            getattr(widget, setter)(self.ctl.settings.get(key))
+            if wanted is None or key in wanted:
+                getattr(widget, setter)(self.ctl.settings.get(key))
         self._loading = False
         self._update_enabled()
 
@@ -257,6 +275,7 @@ class BlendedDiffusionDocker(DockWidget):
             return
         try:
             self.ctl.settings.set(key, getattr(widget, getter)())
+            self.ctl.settings.mark_changed(key)  # only the preset's keys are tracked
             self.ctl.settings.save()
         except (ValueError, OSError) as exc:
             self.status.setText(f"Setting not saved: {exc}")
@@ -275,6 +294,7 @@ class BlendedDiffusionDocker(DockWidget):
             lambda: self.ctl.start_extend(self.ctl.options_from_settings(), *self.ctl.extend_settings())
         )
         self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
+        self.reset_button.clicked.connect(self.ctl.reset_to_recommended)
         self.cancel_button.clicked.connect(self.ctl.cancel)
         self.accept_button.clicked.connect(self.ctl.accept)
         self.discard_button.clicked.connect(self.ctl.discard)
@@ -283,6 +303,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.ctl.progressed.connect(self._on_progress)
 
     def _update_enabled(self) -> None:
+        self.defaults_note.setText(recommended.summary(self.ctl.settings))
         self.prompt.setEnabled(not self.removal.isChecked())
         self.seed.setEnabled(self.seed_mode.currentText() == "fixed")
         remote = self.engine_mode.currentText() == "remote"
@@ -328,8 +349,10 @@ class BlendedDiffusionDocker(DockWidget):
     def refresh(self) -> None:
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
-        self.edit_button.setEnabled(not busy)
-        self.extend_button.setEnabled(not busy)
+        idle = not busy and self.ctl.status_worker is None
+        self.edit_button.setEnabled(idle)
+        self.extend_button.setEnabled(idle)
+        self.defaults_note.setText(recommended.summary(self.ctl.settings))
         self.cancel_button.setEnabled(busy)
         candidates = self.ctl.candidates()
         self.list.blockSignals(True)
@@ -338,6 +361,7 @@ class BlendedDiffusionDocker(DockWidget):
             item = QListWidgetItem(
                 self._thumbnail(candidate), naming.candidate_name(candidate.rank, candidate.scores)
             )
+            item.setToolTip(naming.candidate_tooltip(candidate.rank, candidate.scores))
             self.list.addItem(item)
         if candidates:
             self.list.setCurrentRow(self.ctl.outcome.chosen)

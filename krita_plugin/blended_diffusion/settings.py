@@ -8,7 +8,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .config import plugin_settings_path
 
@@ -84,6 +84,8 @@ SETTINGS = (
     Setting("extend_prompt_bottom", str, ""),
 )
 BY_KEY: Dict[str, Setting] = {s.key: s for s in SETTINGS}
+# The settings an engine preset may recommend (its edit_defaults); see recommended.py.
+PRESET_KEYS = ("candidates", "strength", "steps", "guidance_scale", "aug_num")
 
 
 class SettingsStore:
@@ -92,6 +94,10 @@ class SettingsStore:
     def __init__(self, path: Optional[str] = None) -> None:
         self.path = path or plugin_settings_path()
         self.values: Dict[str, Any] = {s.key: s.default for s in SETTINGS}
+        # PRESET_KEYS the user changed: kept when an engine's recommended settings arrive.
+        self.user_changed: List[str] = []
+        # What each engine last reported: {engine: {"preset": name, "edit_defaults": {...}}}.
+        self.engine_presets: Dict[str, Dict[str, Any]] = {}
         self.load()
 
     def load(self) -> None:
@@ -102,6 +108,22 @@ class SettingsStore:
             return  # first run or unreadable file: keep the defaults
         if not isinstance(stored, dict):
             return
+        changed = stored.get("user_changed")
+        if isinstance(changed, list):
+            self.user_changed = [key for key in PRESET_KEYS if key in changed]
+        elif "user_changed" not in stored:
+            # Written before presets could set defaults: a stored value other than the reference's was
+            # the user's choice, and stays so.
+            self.user_changed = [
+                key for key in PRESET_KEYS if key in stored and stored[key] != BY_KEY[key].default
+            ]
+        presets = stored.get("engine_presets")
+        if isinstance(presets, dict):
+            self.engine_presets = {
+                str(engine): {"preset": record.get("preset"), "edit_defaults": record["edit_defaults"]}
+                for engine, record in presets.items()
+                if isinstance(record, dict) and isinstance(record.get("edit_defaults"), dict)
+            }
         for key, value in stored.items():
             setting = BY_KEY.get(key)
             if setting is None:
@@ -119,6 +141,11 @@ class SettingsStore:
             raise KeyError(f"unknown setting '{key}'")
         self.values[key] = BY_KEY[key].coerce(value)
 
+    def mark_changed(self, key: str) -> None:
+        """The user chose this value: an engine's recommendation no longer replaces it."""
+        if key in PRESET_KEYS and key not in self.user_changed:
+            self.user_changed.append(key)
+
     def save(self) -> None:
         """Write atomically: a crash mid-write never leaves a half-written settings file."""
         folder = os.path.dirname(self.path) or "."
@@ -126,7 +153,8 @@ class SettingsStore:
         fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(self.values, handle, indent=1, sort_keys=True)
+                data = dict(self.values, user_changed=self.user_changed, engine_presets=self.engine_presets)
+                json.dump(data, handle, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
         except BaseException:
             if os.path.exists(tmp):

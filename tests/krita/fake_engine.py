@@ -10,12 +10,13 @@ from blended_diffusion import errors, pixels
 
 
 class FakeClient:
-    def __init__(self, fail_with: Optional[BaseException] = None) -> None:
+    def __init__(self, fail_with: Optional[BaseException] = None, status: Optional[dict] = None) -> None:
         self.fail_with = fail_with
         self.requests: list = []
+        self.reply_status = status or {"device": "fake"}
 
     def status(self) -> Dict[str, Any]:
-        return {"device": "fake"}
+        return dict(self.reply_status)
 
     def edit(
         self,
@@ -50,7 +51,11 @@ class FakeClient:
                 {
                     "rank": rank,
                     "seed": params["seed"] + rank,
-                    "scores": {"combined": 0.5 + rank / 10},
+                    "scores": {
+                        "masked_clip": 0.45 + rank / 10,
+                        "full_clip": 0.55 + rank / 10,
+                        "combined": 0.5 + rank / 10,
+                    },
                     "box": [0, 0, w, h],
                     "png": pixels.encode_png(w, h, bytes(out), 4),
                 }
@@ -93,11 +98,14 @@ class FakeClient:
 class FakeManager:
     """EngineManager look-alike; ``crash_log`` makes every job fail like a dead engine."""
 
-    def __init__(self, fail_with: Optional[BaseException] = None, crash_log: str = "") -> None:
-        self.client = FakeClient(fail_with)
+    def __init__(
+        self, fail_with: Optional[BaseException] = None, crash_log: str = "", status: Optional[dict] = None
+    ) -> None:
+        self.client = FakeClient(fail_with, status)
         self.crash_log = crash_log
         self.running = not crash_log
         self.device = "fake"
+        self.status = self.client.status()  # what EngineManager.connect records
 
     def connect(self) -> FakeClient:
         return self.client

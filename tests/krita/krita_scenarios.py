@@ -341,6 +341,7 @@ def scenario_docker(engine) -> Dict[str, Any]:
     result["state"] = ctl.flow.state
     result["status"] = dock.status.text()
     result["list"] = [dock.list.item(i).text() for i in range(dock.list.count())]
+    result["tooltips"] = [dock.list.item(i).toolTip() for i in range(dock.list.count())]
     result["thumbnails"] = [not dock.list.item(i).icon().isNull() for i in range(dock.list.count())]
     result["progress"] = [dock.progress.value(), dock.progress.maximum()]
     dock.list.setCurrentRow(2)

@@ -7,6 +7,7 @@ engine only where a crash or cancellation must be staged."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,7 +109,7 @@ def test_edit_adds_group_with_candidates_above_source(real):
     assert len(children) == 2
     assert [c[1] for c in children] == ["paintlayer", "paintlayer"]
     assert [c[0].split(" ")[0] for c in children] == ["#1", "#2"]
-    assert all(" score " in c[0] for c in children)
+    assert all(re.fullmatch(r"#\d+ match \d{1,3}%", c[0]) for c in children), children
     assert [c[2] for c in children] == [True, False], "only the best candidate is visible"
     assert r["sent_mask_soft"], "the soft selection values reach the engine"
     assert r["progress"] and r["progress"][-1][0] == r["progress"][-1][1] > 0
@@ -215,7 +216,10 @@ def test_docker_settings_edit_and_review(fake_runs):
     assert r["unchanged_without_selection"]
     assert r["started"] and r["cancel_enabled_while_busy"]
     assert r["state"] == "review" and "ready (fake)" in r["status"]
-    assert r["list"] == ["#1 score 0.600", "#2 score 0.700", "#3 score 0.800"]
+    # combined distances 0.6, 0.7, 0.8 as match figures (cosine similarity), higher for the better rank
+    assert r["list"] == ["#1 match 46%", "#2 match 38%", "#3 match 30%"]
+    assert "inside the selection: match 50% (CLIP distance 0.550)" in r["tooltips"][0]
+    assert "with its surroundings: match 42% (CLIP distance 0.650)" in r["tooltips"][0]
     assert all(r["thumbnails"]) and r["progress"] == [3, 3]
     assert r["visible_after_click"] == [False, False, True]
     assert names(r["stack_after_accept"]) == ["Selection Mask", "a red hot air balloon", "Background"]

@@ -3,6 +3,7 @@ settings, configuration, the workflow and the edit request/reply handling."""
 
 import io
 import json
+import math
 import random
 import struct
 
@@ -139,8 +140,22 @@ def test_engine_params_uses_reference_names():
 def test_layer_names():
     assert naming.group_name("  a  red hat ") == "BD: a red hat"
     assert naming.group_name("") == "BD: Removal"
-    assert naming.candidate_name(1, {"combined": 0.81234}) == "#1 score 0.812"
+    # match = cosine similarity: distance theta^2 / 2 at angle theta; 0.294 is 72%, 0.81234 is 29%
+    assert naming.candidate_name(1, {"combined": 0.294}) == "#1 match 72%"
+    assert naming.candidate_name(1, {"combined": 0.81234}) == "#1 match 29%"
     assert naming.candidate_name(2, {}) == "#2"
+    assert naming.match_percent(0.0) == 100 and naming.match_percent(math.pi**2 / 8) == 0  # 90 degrees
+    assert naming.match_percent(4.0) == 0 and naming.match_percent(None) is None  # clamped, not negative
+    # higher is better: a smaller distance never shows a smaller match, so rank 1 shows the highest
+    distances = [i / 100 for i in range(0, 494)]
+    matches = [naming.match_percent(d) for d in distances]
+    assert matches == sorted(matches, reverse=True)
+    tip = naming.candidate_tooltip(1, {"masked_clip": 0.25, "full_clip": 0.35, "combined": 0.3})
+    assert "inside the selection: match 76% (CLIP distance 0.250)" in tip
+    assert "with its surroundings: match 67% (CLIP distance 0.350)" in tip and "match 71%" in tip
+    assert "no prompt" in naming.candidate_tooltip(3, {})
+    names = [naming.candidate_name(r, {"combined": d}) for r, d in ((1, 0.0), (16, 4.9))]
+    assert names == ["#1 match 100%", "#16 match 0%"] and max(map(len, names)) <= 14  # short for the panel
     assert len(naming.prompt_label("x" * 200)) == naming.MAX_PROMPT_IN_NAME
 
 

@@ -1,0 +1,121 @@
+"""The docker's defaults follow the engine preset's recommended settings, in real Krita with the real
+engine: the toy preset (25 steps, skip 5, guidance 500, 4 candidates) in a first session, a user's value
+kept across a restart, Reset, and another preset (tiny, which recommends nothing) after the engine changed.
+kritarunner runs krita_defaults_scenarios.py once per session in a throw-away HOME."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.krita_env import krita_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+KRITARUNNER = shutil.which("kritarunner")
+TOY = {"candidates": 4, "strength": 0.8, "steps": 25, "guidance": 500.0, "aug_num": 8}
+REFERENCE = {"candidates": 4, "strength": 0.75, "steps": 100, "guidance": 1000.0, "aug_num": 8}
+
+pytestmark = pytest.mark.skipif(
+    KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
+)
+
+
+def write_config(path: Path, models: str) -> None:
+    record = {"python": sys.executable, "engine_root": str(ROOT), "models": models, "weights_dir": None}
+    path.write_text(json.dumps(record))
+
+
+def run_session(env: dict, home: Path, name: str) -> dict:
+    out = home / f"defaults-{name}.json"
+    proc = subprocess.run(
+        [KRITARUNNER, "-s", "krita_defaults_scenarios", str(out), name],
+        env=env,
+        cwd=str(home),
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    if not out.exists():
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
+    result = json.loads(out.read_text())
+    assert "error" not in result, result.get("traceback", result.get("error"))
+    return result
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory):
+    home = tmp_path_factory.mktemp("krita-defaults-home")
+    config = home / "engine.json"
+    write_config(config, "toy")
+    env = krita_environment(os.environ, "kritarunner")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
+        BLENDED_DIFFUSION_CONFIG=str(config),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    first = run_session(env, home, "first")
+    write_config(config, "tiny")  # the engine now runs another preset (install.py --models tiny)
+    return first, run_session(env, home, "restart")
+
+
+def test_first_session_takes_the_toy_presets_values(sessions):
+    first, _ = sessions
+    assert first["before"] == REFERENCE, "a fresh docker shows the reference's values"
+    assert "read when it first starts" in first["note_before"]
+    assert first["started"] and first["state"] == "review", first["messages"]
+    # The first edit already used the preset's values, although the docker did not know them yet.
+    assert first["sent"] == {
+        "timestep_respacing": "25",
+        "skip_timesteps": 5,
+        "clip_guidance_lambda": 500.0,
+        "aug_num": 8,
+        "batch_size": 4,
+        "iterations_num": 1,
+    }
+    assert first["after"] == TOY
+    assert first["status_on_gui_thread"] == [True], "the engine's reply is handled on the GUI thread"
+    assert first["note_after"] == (
+        "Defaults from preset 'toy': 4 candidates, strength 0.80, 25 steps, guidance 500, 8 augmentations."
+    )
+    assert first["note_user"].endswith("Yours: steps.")
+    assert first["saved"]["steps"] == 30 and first["saved"]["user_changed"] == ["steps"]
+
+
+def test_candidates_show_the_match_figure(sessions):
+    first, _ = sessions
+    assert len(first["layer_names"]) == 4 and first["list"] == first["layer_names"]
+    matches = []
+    for rank, (name, tip) in enumerate(zip(first["layer_names"], first["tooltips"]), start=1):
+        found = re.fullmatch(rf"#{rank} match (\d{{1,3}})%", name)
+        assert found, name
+        matches.append(int(found.group(1)))
+        assert "inside the selection: match" in tip and "with its surroundings: match" in tip
+    assert matches == sorted(matches, reverse=True), "the best-ranked candidate has the highest match"
+
+
+def test_user_value_survives_a_restart_and_reset_restores_the_preset(sessions):
+    _, restart = sessions
+    assert restart["restored"] == dict(TOY, steps=30)
+    assert "preset 'toy'" in restart["note_restored"] and "Yours: steps." in restart["note_restored"]
+    assert restart["after_reset"] == TOY
+    assert restart["saved_after_reset"]["steps"] == 25 and restart["saved_after_reset"]["user_changed"] == []
+
+
+def test_another_preset_updates_the_defaults_and_keeps_the_users(sessions):
+    _, restart = sessions
+    assert restart["read_started"] and restart["status_on_gui_thread"] == [True]
+    assert restart["after_status"] == dict(REFERENCE, guidance=700.0), restart["messages"]
+    assert "preset 'tiny' recommends nothing" in restart["note_after_status"]
+    assert restart["note_after_status"].endswith("Yours: guidance.")
+    assert restart["saved_after_status"]["engine_presets"]["local"]["preset"] == "tiny"
