@@ -5,10 +5,10 @@ PyQt5 only (Krita objects go through krita_api/api), shared by the docker and th
 import threading
 from typing import Any, Callable, Dict, List, Optional, Union
 
-from PyQt5.QtCore import QObject, QThread, pyqtSignal
+from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal
 from PyQt5.QtWidgets import QMessageBox
 
-from . import api, errors, extending, krita_api, recommended, workflow
+from . import api, doctor, errors, extending, krita_api, recommended, workflow
 from .editing import EditRequest, EditResponse, execute
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions
@@ -40,6 +40,28 @@ class StatusWorker(QThread):
             self.engine_status.emit(engine_status(self.manager))
         except Exception as exc:  # noqa: BLE001 - every failure becomes a message
             self.failed.emit(job_error(exc, "" if self.manager.running else self.manager.log_tail()))
+
+
+class CheckWorker(StatusWorker):
+    """"Check engine": the engine's report from its status reply; when a local engine cannot start, the
+    report of ``python -m engine doctor`` instead (it names missing weights, the device, the log)."""
+
+    reported = pyqtSignal(str)
+
+    def run(self) -> None:
+        settings, log_path = self.manager.settings, self.manager.log_path
+        try:
+            self.manager.connect().close()
+        except Exception as exc:  # noqa: BLE001 - the failure is part of the report
+            problem = str(job_error(exc, ""))
+            text = doctor.compose(settings, log_path, None, problem)
+            if settings.mode != "remote":
+                text += "\n\n" + doctor.run_local_doctor(settings, log_path)
+            self.reported.emit(text)
+            return
+        status = engine_status(self.manager)
+        self.engine_status.emit(status)
+        self.reported.emit(doctor.compose(settings, log_path, status))
 
 
 class EditWorker(QThread):
@@ -105,6 +127,8 @@ class Controller(QObject):
         self.outcome: Optional[api.EditOutcome] = None
         self.worker: Optional[EditWorker] = None
         self.status_worker: Optional[StatusWorker] = None
+        self.last_report = ""  # the last "Check engine" report (scripts and tests read it)
+        self._report_box: Any = None
         self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
         self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
@@ -172,6 +196,32 @@ class Controller(QObject):
         worker.start()
         self.changed.emit()
         return True
+
+    def check_engine(self) -> bool:
+        """The docker's "Check engine": the report in a dialog, read on a worker thread (starting the
+        engine or running its doctor takes seconds). False when an edit or another check is running."""
+        if self.worker is not None or self.status_worker is not None:
+            return False
+        self._status_engine = recommended.engine_key(self.settings)
+        worker = CheckWorker(self.manager)
+        worker.engine_status.connect(self._on_worker_status)
+        worker.reported.connect(self.show_report)
+        worker.finished.connect(self._on_status_finished)
+        self.status_worker = worker
+        self.last_message = "Reading the engine's status…"
+        worker.start()
+        self.changed.emit()
+        return True
+
+    def show_report(self, text: str) -> None:
+        """The report in a window that does not block Krita (no nested event loop): selectable text."""
+        self.last_report = text
+        box = QMessageBox(QMessageBox.Information, "Blended Diffusion: engine check", text)
+        box.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        box.setAttribute(Qt.WA_DeleteOnClose)
+        box.setModal(False)
+        box.show()
+        self._report_box = box  # kept referenced while it is open
 
     def _on_worker_status(self, status: Dict[str, Any]) -> None:
         # A bound method of this QObject, so the reply from a worker thread is handled on the GUI thread.

@@ -202,6 +202,12 @@ class BlendedDiffusionDocker(DockWidget):
         eng.addRow("Host", self.host)
         eng.addRow("Port", self.port)
         eng.addRow("Token", self.token)
+        self.check_button = QPushButton("Check engine")
+        self.check_button.setToolTip(
+            "Report the engine's Python and versions, device and memory, preset and weight files, the "
+            "estimated time of an edit and where its log is"
+        )
+        eng.addRow(self.check_button)
         layout.addWidget(self.engine_box)
 
         self.status = QLabel()
@@ -295,6 +301,7 @@ class BlendedDiffusionDocker(DockWidget):
         )
         self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
         self.reset_button.clicked.connect(self.ctl.reset_to_recommended)
+        self.check_button.clicked.connect(self.ctl.check_engine)
         self.cancel_button.clicked.connect(self.ctl.cancel)
         self.accept_button.clicked.connect(self.ctl.accept)
         self.discard_button.clicked.connect(self.ctl.discard)
@@ -352,6 +359,7 @@ class BlendedDiffusionDocker(DockWidget):
         idle = not busy and self.ctl.status_worker is None
         self.edit_button.setEnabled(idle)
         self.extend_button.setEnabled(idle)
+        self.check_button.setEnabled(idle)
         self.defaults_note.setText(recommended.summary(self.ctl.settings))
         self.cancel_button.setEnabled(busy)
         candidates = self.ctl.candidates()

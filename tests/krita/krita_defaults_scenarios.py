@@ -117,13 +117,28 @@ def scenario_restart() -> Dict[str, Any]:
     result["after_status"] = values(dock)
     result["note_after_status"] = dock.defaults_note.text()
     result["saved_after_status"] = saved()
+    dock.check_button.click()  # "Check engine" on the running engine
+    result["check_busy"] = not dock.check_button.isEnabled()
+    wait_idle(ctl)
+    result["report"] = ctl.last_report
     result["messages"] = messages
     result["status_on_gui_thread"] = ctl.status_threads
     ctl.shutdown()
     return result
 
 
-SCENARIOS = {"first": scenario_first, "restart": scenario_restart}
+def scenario_check_missing() -> Dict[str, Any]:
+    """"Check engine" when the local engine cannot start (the default preset, no weights downloaded)."""
+    dock, messages = setup()
+    ctl = dock.ctl
+    started = ctl.check_engine()
+    wait_idle(ctl)
+    result = {"started": started, "report": ctl.last_report, "messages": messages}
+    ctl.shutdown()
+    return result
+
+
+SCENARIOS = {"first": scenario_first, "restart": scenario_restart, "check_missing": scenario_check_missing}
 
 
 def __main__(args):

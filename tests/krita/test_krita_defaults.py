@@ -66,11 +66,13 @@ def sessions(tmp_path_factory):
     )
     first = run_session(env, home, "first")
     write_config(config, "tiny")  # the engine now runs another preset (install.py --models tiny)
-    return first, run_session(env, home, "restart")
+    restart = run_session(env, home, "restart")
+    write_config(config, "default")  # the paper's models, whose weights this test HOME does not have
+    return first, restart, run_session(env, home, "check_missing")
 
 
 def test_first_session_takes_the_toy_presets_values(sessions):
-    first, _ = sessions
+    first = sessions[0]
     assert first["before"] == REFERENCE, "a fresh docker shows the reference's values"
     assert "read when it first starts" in first["note_before"]
     assert first["started"] and first["state"] == "review", first["messages"]
@@ -93,7 +95,7 @@ def test_first_session_takes_the_toy_presets_values(sessions):
 
 
 def test_candidates_show_the_match_figure(sessions):
-    first, _ = sessions
+    first = sessions[0]
     assert len(first["layer_names"]) == 4 and first["list"] == first["layer_names"]
     matches = []
     for rank, (name, tip) in enumerate(zip(first["layer_names"], first["tooltips"]), start=1):
@@ -105,7 +107,7 @@ def test_candidates_show_the_match_figure(sessions):
 
 
 def test_user_value_survives_a_restart_and_reset_restores_the_preset(sessions):
-    _, restart = sessions
+    restart = sessions[1]
     assert restart["restored"] == dict(TOY, steps=30)
     assert "preset 'toy'" in restart["note_restored"] and "Yours: steps." in restart["note_restored"]
     assert restart["after_reset"] == TOY
@@ -113,9 +115,30 @@ def test_user_value_survives_a_restart_and_reset_restores_the_preset(sessions):
 
 
 def test_another_preset_updates_the_defaults_and_keeps_the_users(sessions):
-    _, restart = sessions
+    restart = sessions[1]
     assert restart["read_started"] and restart["status_on_gui_thread"] == [True]
     assert restart["after_status"] == dict(REFERENCE, guidance=700.0), restart["messages"]
     assert "preset 'tiny' recommends nothing" in restart["note_after_status"]
     assert restart["note_after_status"].endswith("Yours: guidance.")
     assert restart["saved_after_status"]["engine_presets"]["local"]["preset"] == "tiny"
+
+
+def test_check_engine_reports_the_running_engine(sessions):
+    restart = sessions[1]
+    assert restart["check_busy"], "the button is disabled while the check runs"
+    report = restart["report"]
+    assert "Engine: local (started by the plugin; its log: " in report
+    assert "Preset: tiny [ready]" in report and "Device: cpu" in report
+    assert "Packages: torch " in report and "Estimated time of a default edit" in report
+    assert f"Python {sys.version.split()[0]}" in report  # the engine's Python: this test's interpreter
+    assert restart["messages"] == [], restart["messages"]
+
+
+def test_check_engine_explains_an_engine_that_cannot_start(sessions):
+    missing = sessions[2]
+    assert missing["started"] is True
+    report = missing["report"]
+    assert "The engine could not be reached:" in report
+    assert "Preset: default [NOT READY]" in report  # from python -m engine doctor, run by the plugin
+    assert "256x256_diffusion_uncond.pt: MISSING" in report and "download from https://" in report
+    assert missing["messages"] == [], "the report replaces the error box"
