@@ -9,6 +9,7 @@ from PyQt5.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -17,6 +18,7 @@ from PyQt5.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -34,6 +36,35 @@ STRENGTH_TIP = (
     "(skip_timesteps): 1.0 starts from pure noise, 0.75 with 100 steps skips 25 (the paper's default), "
     "lower values keep more of the original colours and layout."
 )
+
+
+class SteadyArea(QScrollArea):
+    """Holds the docker's contents with size hints fixed when the docker is built.
+
+    Nothing the docker shows later (live preview, candidate list, messages, expanded sections) can then
+    change the dock's size, so the plugin never resizes Krita's canvas. A canvas resized while Krita 5.1's
+    status-bar progress bar appears deadlocks Krita (docs/troubleshooting.md, "Krita freezes")."""
+
+    def __init__(self, content: QWidget, sections: "tuple[QWidget, ...]" = ()) -> None:
+        super().__init__()
+        self.setFrameShape(QFrame.NoFrame)
+        self.setWidgetResizable(True)
+        bar = self.verticalScrollBar().sizeHint().width()
+        collapsed = content.minimumSizeHint()
+        for section in sections:  # wide enough for every section expanded, tall enough for none
+            section.setVisible(True)
+        width = content.minimumSizeHint().width() + bar
+        for section in sections:
+            section.setVisible(False)
+        self.setWidget(content)
+        self._minimum = QSize(width, collapsed.height())
+        self._hint = QSize(max(width, content.sizeHint().width() + bar), content.sizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self._hint)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self._minimum)
 
 
 def rgba_qimage(rgba: bytes, width: int, height: int) -> QImage:
@@ -166,13 +197,11 @@ class BlendedDiffusionDocker(DockWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        self.setWidget(root)
 
         self.load_settings()
         self.advanced.setChecked(False)
         self.engine_box.setChecked(False)
-        self.advanced_body.setVisible(False)
-        self.engine_body.setVisible(False)
+        self.setWidget(SteadyArea(root, (self.advanced_body, self.engine_body)))
         self._connect()
         self.refresh()
 
