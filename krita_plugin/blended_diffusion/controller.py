@@ -186,6 +186,10 @@ class Controller(QObject):
         try:
             self.outcome = api.apply(doc, source, above, request, response, prompt)
             self.flow.move(workflow.REVIEW)
+        except errors.DocumentClosedError as exc:
+            # The user closed it on purpose: say so in the docker, no dialog.
+            self.flow.move(workflow.READY)
+            self.last_message = str(exc)
         except errors.PluginError as exc:
             self.flow.move(workflow.ERROR, str(exc))
             self.show_error(exc)

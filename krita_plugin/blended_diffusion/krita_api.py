@@ -112,6 +112,14 @@ def node_above(node: Any) -> Optional[Any]:
     return siblings[index + 1] if index + 1 < len(siblings) else None
 
 
+def document_open(doc: Any) -> bool:
+    """Whether ``doc`` is still open in Krita: a closed document's wrapper has no root node."""
+    try:
+        return doc is not None and doc.rootNode() is not None
+    except Exception:  # noqa: BLE001 - a closed document's wrapper may fail instead
+        return False
+
+
 def node_alive(doc: Any, node: Any) -> bool:
     """Whether ``node`` is still in the document (the user may have deleted or undone it)."""
     try:

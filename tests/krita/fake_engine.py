@@ -4,14 +4,16 @@ It has the EngineManager / EngineClient surface the plugin uses; its candidates 
 inverted colours, alpha = the mask sent, so results are predictable."""
 
 import threading
+import time
 from typing import Any, Dict, Optional
 
 from blended_diffusion import errors, pixels
 
 
 class FakeClient:
-    def __init__(self, fail_with: Optional[BaseException] = None) -> None:
+    def __init__(self, fail_with: Optional[BaseException] = None, step_delay: float = 0.0) -> None:
         self.fail_with = fail_with
+        self.step_delay = step_delay  # seconds per step: a job slow enough to act on while it runs
         self.requests: list = []
 
     def status(self) -> Dict[str, Any]:
@@ -40,6 +42,8 @@ class FakeClient:
                 raise JobCancelled()
             if on_progress is not None:
                 on_progress({"step": step, "total": total}, None)
+            if self.step_delay:
+                time.sleep(self.step_delay)
         count = int(params["batch_size"]) * int(params["iterations_num"])
         candidates = []
         for rank in range(1, count + 1):
@@ -64,8 +68,10 @@ class FakeClient:
 class FakeManager:
     """EngineManager look-alike; ``crash_log`` makes every job fail like a dead engine."""
 
-    def __init__(self, fail_with: Optional[BaseException] = None, crash_log: str = "") -> None:
-        self.client = FakeClient(fail_with)
+    def __init__(
+        self, fail_with: Optional[BaseException] = None, crash_log: str = "", step_delay: float = 0.0
+    ) -> None:
+        self.client = FakeClient(fail_with, step_delay)
         self.crash_log = crash_log
         self.running = not crash_log
         self.device = "fake"
