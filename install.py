@@ -638,7 +638,7 @@ def preset_files(preset: str) -> List[dict]:
         for kind in ("diffusion", "clip"):
             entry = data.get(kind)
             if isinstance(entry, str):
-                entry = json.loads((models_dir / f"{entry}.json").read_text(encoding="utf-8"))
+                entry = json.loads((models_dir / "specs" / f"{entry}.json").read_text(encoding="utf-8"))
             if isinstance(entry, dict) and entry.get("file") and not entry.get("generate"):
                 files.append(
                     {"file": entry["file"], "sha256": entry.get("sha256"), "urls": entry.get("urls", [])}

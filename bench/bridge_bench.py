@@ -38,7 +38,8 @@ def serve() -> int:
     """The server side: a BridgeServer whose runner decodes and re-encodes the image."""
     from PIL import Image
 
-    from engine.server import BridgeServer, Job, JobRunner
+    from bridge.jobqueue import Job, JobRunner
+    from bridge.server import BridgeServer
 
     class EchoRunner(JobRunner):
         def run(self, job: Job) -> Any:

@@ -1,4 +1,4 @@
-"""Speed of the editing loop (engine.blended) against the reference's step, on the same inputs.
+"""Speed of the editing loop (engine.editing.blended) against the reference's step, on the same inputs.
 
 For one size (``tiny`` preset, or ``full``: the ADM-256 + ViT-B/16 architectures with random weights) it
 measures, in one process on one device:
@@ -37,8 +37,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.augment import ExtendingAugmentations, clip_distances  # noqa: E402
-from engine.blended import (  # noqa: E402
+from engine.editing.augment import ExtendingAugmentations, clip_distances  # noqa: E402
+from engine.editing.blended import (  # noqa: E402
     GuidanceSettings,
     _guidance_loss,
     _noise,
@@ -46,7 +46,7 @@ from engine.blended import (  # noqa: E402
     blended_diffusion,
     make_generators,
 )
-from engine.editor import amp_dtype_for  # noqa: E402
+from engine.models.devices import amp_dtype_for  # noqa: E402
 
 # dense peak TFLOP/s by GPU name fragment: (fp32 without TF32, bf16/fp16 tensor cores)
 KNOWN_PEAKS = {"H100": (67.0, 989.0), "H200": (67.0, 989.0), "A100": (19.5, 312.0)}
@@ -69,12 +69,12 @@ def use_cpu_time() -> None:
 
 def build_full(device: torch.device):
     """ADM-256 (uncond) and CLIP ViT-B/16 architectures with seeded random weights (nothing downloaded)."""
-    from engine.clip_model import ClipModel, build_open_clip
-    from engine.diffusion import diffusion_from_flags
-    from engine.unet import unet_from_flags
+    from engine.models.clip import ClipModel, build_open_clip
+    from engine.models.diffusion import diffusion_from_flags
+    from engine.models.unet import unet_from_flags
 
-    adm = json.loads((ROOT / "engine/models/adm256_uncond.json").read_text())
-    clip_spec = json.loads((ROOT / "engine/models/clip_vit_b16.json").read_text())
+    adm = json.loads((ROOT / "engine/models/specs/adm256_uncond.json").read_text())
+    clip_spec = json.loads((ROOT / "engine/models/specs/clip_vit_b16.json").read_text())
     torch.manual_seed(0)
     unet = unet_from_flags(adm["model_flags"])
     with torch.no_grad():  # zero-initialised convs would make the output (and the equality check) trivial
@@ -101,7 +101,7 @@ def build_full(device: torch.device):
 
 
 def build_tiny(device: torch.device):
-    from engine.loading import load_models
+    from engine.models.loading import load_models
 
     folder = Path(tempfile.gettempdir()) / "blended-diffusion-bench-weights"
     models = load_models("tiny", weights_dir=folder, device=str(device))
@@ -121,8 +121,8 @@ def count_flops(
     """FLOPs of one guided step's heavy parts, counted on the meta device (nothing is computed)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from engine.clip_model import build_open_clip
-    from engine.unet import unet_from_flags
+    from engine.models.clip import build_open_clip
+    from engine.models.unet import unet_from_flags
 
     flags = {**model_flags, "use_fp16": False}
     with torch.device("meta"):
@@ -162,7 +162,7 @@ def reference_style_run(
     step_times: List[float],
 ):
     """The authors' step structure: the sample from a no-grad forward, the guidance from a second forward
-    with gradient (their cond_fn). Same random draws in the same order as engine.blended."""
+    with gradient (their cond_fn). Same random draws in the same order as engine.editing.blended."""
     device = init.device
     batch = len(seeds)
     generators = make_generators(seeds, device)

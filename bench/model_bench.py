@@ -26,9 +26,9 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.clip_model import build_open_clip  # noqa: E402
-from engine.devices import pick_device  # noqa: E402
-from engine.unet import unet_from_flags  # noqa: E402
+from engine.models.clip import build_open_clip  # noqa: E402
+from engine.models.devices import pick_device  # noqa: E402
+from engine.models.unet import unet_from_flags  # noqa: E402
 
 MODEL_FILES = {"default": ("adm256_uncond", "clip_vit_b16"), "tiny": ("tiny_adm", "tiny_clip")}
 

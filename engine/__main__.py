@@ -1,4 +1,4 @@
-"""``python -m engine <command>``: models, download, edit, serve.
+"""``python -m engine <command>``: models, download, edit, serve, doctor.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; they are
 imported only when chosen, so ``python -m engine models`` does not pay for torch start-up twice.
@@ -11,10 +11,11 @@ import importlib
 import sys
 
 COMMANDS = {
-    "models": ("engine.cli_models", "list presets and whether their weight files are present and valid"),
-    "download": ("engine.cli_models", "download (and verify) the weight files of a preset"),
-    "edit": ("engine.cli_edit", "edit an image region guided by a text prompt"),
-    "serve": ("engine.server", "serve editing jobs to the Krita plugin over an authenticated socket"),
+    "models": ("engine.cli.models", "list presets and whether their weight files are present and valid"),
+    "download": ("engine.cli.models", "download (and verify) the weight files of a preset"),
+    "edit": ("engine.cli.edit", "edit an image region guided by a text prompt"),
+    "serve": ("engine.cli.serve", "serve editing jobs to the Krita plugin over an authenticated socket"),
+    "doctor": ("engine.cli.doctor", "report versions, device, weight files, estimated time and log path"),
 }
 
 
@@ -26,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         module = importlib.import_module(module_name)
         modules[name] = module
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
-        if module_name == "engine.cli_models":
+        if module_name == "engine.cli.models":
             module.add_arguments(sub_parser, name)
         else:
             module.add_arguments(sub_parser)

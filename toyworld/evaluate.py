@@ -1,7 +1,7 @@
 """Semantic evaluation: do Blended Diffusion edits with the toy models follow the prompt's colour?
 
 For each held-out scene (``scenes.edit_case``: an empty square region and a target "a {colour} {shape}"),
-run ``engine.editor.edit`` (Algorithm 2, the engine's code unchanged) twice with the same seeds: once
+run ``engine.editing.editor.edit`` (Algorithm 2, the engine's code unchanged) twice with the same seeds: once
 with the prompt, once with an empty prompt (no guidance: plain blended inpainting). Each candidate's
 edited region is judged by the fixed pixel rule ``scenes.classify_colour``, never by CLIP.
 
@@ -87,9 +87,10 @@ class Evaluation:
 
 def preset_edit_defaults(models_dir: str) -> dict:
     """The ``edit_defaults`` the preset (a name or a folder with preset.json) recommends; empty if none."""
-    from engine.registry import get_preset
+    from engine.editing.params import preset_edit_defaults as checked
+    from engine.models.registry import get_preset
 
-    return dict(get_preset(models_dir).edit_defaults)
+    return checked(get_preset(models_dir))
 
 
 def background_unchanged(source, edited, mask) -> bool:
@@ -101,7 +102,7 @@ def background_unchanged(source, edited, mask) -> bool:
 def run_condition(
     case: EditCase, models, base: dict, prompt: str, seed: int, result: ConditionResult
 ) -> list[Optional[str]]:
-    from engine.editor import EditParams, edit
+    from engine.editing.editor import EditParams, edit
 
     params = EditParams(**{**base, "prompt": prompt, "seed": seed})
     outcome = edit(case.image, case.mask, models, params)
@@ -164,7 +165,7 @@ def main(argv: Optional[list] = None) -> int:
 
     import torch
 
-    from engine.loading import load_models
+    from engine.models.loading import load_models
 
     torch.set_num_threads(args.threads)
     params = preset_edit_defaults(args.models)

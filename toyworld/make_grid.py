@@ -3,7 +3,7 @@
     python -m toyworld.make_grid    # writes resources/examples/toy_scene*.{png,txt} and docs/toy_grid.png
 
 The grid has one row per prompt: source, mask, then the four candidates in rank order, all made by
-``engine.editor.edit`` with the toy preset's recommended settings.
+``engine.editing.editor.edit`` with the toy preset's recommended settings.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def _label(cell: Image.Image, text: str) -> Image.Image:
 
 
 def make_grid(models, params: dict, prompts: tuple = PROMPTS, seed: int = 7) -> Image.Image:
-    from engine.editor import EditParams, edit
+    from engine.editing.editor import EditParams, edit
 
     image, mask = example_scene()
     rows = []
@@ -88,7 +88,7 @@ def main(argv: Optional[list] = None) -> int:
 
     import torch
 
-    from engine.loading import load_models
+    from engine.models.loading import load_models
     from toyworld.evaluate import preset_edit_defaults
 
     torch.set_num_threads(args.threads)

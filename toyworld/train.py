@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         training.update(adm_steps=args.adm_steps, adm_batch=args.adm_batch, adm_seconds=seconds)
         log(f"adm done in {training['adm_seconds']}s")
     else:
-        from engine.loading import read_state_dict
-        from engine.unet import unet_from_flags
+        from engine.models.loading import read_state_dict
+        from engine.models.unet import unet_from_flags
 
         unet = unet_from_flags(TOY_MODEL_FLAGS)
         unet.load_state_dict(read_state_dict(out / UNET_FILE))

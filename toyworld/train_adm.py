@@ -14,8 +14,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from engine.diffusion import GaussianDiffusion, diffusion_from_flags
-from engine.unet import unet_from_flags
+from engine.models.diffusion import GaussianDiffusion, diffusion_from_flags
+from engine.models.unet import unet_from_flags
 from toyworld.data import scene_bank
 
 # guided-diffusion flag names, the same keys the published checkpoints' specs use

@@ -5,6 +5,7 @@ Plain Python over ``bridge.client``: the GUI calls :meth:`EngineManager.connect`
 """
 
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
@@ -125,7 +126,7 @@ class EngineManager:
                 lines = f"{exc}\n{tail}".splitlines()
                 first = next(i for i, line in enumerate(lines) if "weights" in line.lower())
                 detail = "\n".join(dict.fromkeys(lines[first:]))  # the tail may repeat the message
-                raise errors.WeightsMissingError(detail.split("ERROR engine.server: ")[-1]) from exc
+                raise errors.WeightsMissingError(re.split(r"ERROR engine\.\w+: ", detail)[-1]) from exc
             raise errors.EngineStartError(str(exc), "" if tail.strip() in str(exc) else tail) from exc
         self._process = process
 

@@ -4,7 +4,7 @@ from typing import Iterator, Tuple
 
 import pytest
 
-from engine.server import BridgeServer
+from bridge.server import BridgeServer
 from tests.bridge.helpers import TOKEN, FakeRunner
 
 
@@ -12,7 +12,7 @@ from tests.bridge.helpers import TOKEN, FakeRunner
 def fake_server() -> Iterator[Tuple[BridgeServer, FakeRunner]]:
     """An in-process bridge server on loopback with a fake job runner."""
     runner = FakeRunner()
-    server = BridgeServer(runner, TOKEN, "127.0.0.1", 0, handshake_timeout=2.0)
+    server = BridgeServer(runner, TOKEN, "127.0.0.1", 0, handshake_timeout=2.0, versions={"engine": "test"})
     server.start()
     try:
         yield server, runner

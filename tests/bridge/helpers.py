@@ -10,8 +10,8 @@ import zlib
 from typing import Any, Dict, List, Optional
 
 from bridge import errors
+from bridge.jobqueue import Job, JobRunner
 from bridge.protocol import PROTOCOL_VERSION, Limits, Message, MessageReader, encode_message, send_parts
-from engine.server import Job, JobRunner
 
 TOKEN = "test-token-0123456789abcdef"
 

@@ -1,7 +1,7 @@
 """EditRunner, the real job runner: parameter checks and how engine outcomes become wire replies.
 
-engine.editor.edit is replaced by stand-ins here (the real one runs in test_engine_process.py), so these
-tests can raise out-of-memory errors and the like on purpose.
+engine.editing.editor.edit is replaced by stand-ins here (the real one runs in test_engine_process.py), so
+these tests can raise out-of-memory errors and the like on purpose.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 
 from bridge import errors
+from bridge.jobqueue import Job
 from bridge.protocol import Limits
-from engine import editor
-from engine import server as server_module
+from engine import jobs as server_module
+from engine.editing import editor
 from engine.errors import Cancelled, InputError, WeightsMissingError
-from engine.server import EditRunner, Job
+from engine.jobs import EditRunner
 from tests.bridge.helpers import make_png
 
 MODELS = SimpleNamespace(device=torch.device("cpu"), preset="tiny", image_size=32, class_cond=False)

@@ -10,7 +10,7 @@ import pytest
 from bridge import errors
 from bridge.client import EngineClient
 from bridge.protocol import Limits, encode_message
-from engine.server import BridgeServer
+from bridge.server import BridgeServer
 from tests.bridge.helpers import TOKEN, FakeRunner, RawConnection, make_png, wait_until
 
 IMAGE = make_png(8, 8, 4)

@@ -23,7 +23,7 @@ def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_weights_dir: Path):
     """``load_models("tiny")`` on the CPU: frozen UNet (32 px), diffusion flags, tiny CLIP (32 px)."""
-    from engine.loading import load_models
+    from engine.models.loading import load_models
 
     return load_models("tiny", weights_dir=tiny_weights_dir, device="cpu")
 

@@ -1,4 +1,4 @@
-"""engine.augment: extending augmentations (first copy clean, per-candidate randomness) and D_CLIP."""
+"""engine.editing.augment: extending augmentations (first copy clean, per-candidate randomness) and D_CLIP."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from engine.augment import ExtendingAugmentations, clip_distances, spherical_distance
-from engine.blended import make_generators
+from engine.editing.augment import ExtendingAugmentations, clip_distances, spherical_distance
+from engine.editing.blended import make_generators
 
 
 def test_spherical_distance_values():

@@ -1,10 +1,10 @@
-"""engine.blended: Algorithm 2 and the Algorithm 1 baseline on the tiny preset (32 px, random weights)."""
+"""engine.editing.blended: Algorithm 2 and the Algorithm 1 baseline on the tiny preset (32 px, random)."""
 
 import pytest
 import torch
 
-from engine.augment import ExtendingAugmentations, clip_distances
-from engine.blended import GuidanceSettings, blended_diffusion, range_loss
+from engine.editing.augment import ExtendingAugmentations, clip_distances
+from engine.editing.blended import GuidanceSettings, blended_diffusion, range_loss
 
 RESPACING = "10"
 
@@ -93,7 +93,7 @@ def test_algorithm_1_changes_the_background_unless_enforced(tiny_models, scene):
     keep = 1 - mask
     loose = GuidanceSettings(local_clip_guided_diffusion=True, enforce_background=False)
     strict = GuidanceSettings(local_clip_guided_diffusion=True, enforce_background=True)
-    from engine.clip_model import get_lpips
+    from engine.models.clip import get_lpips
 
     lpips = get_lpips("alex", torch.device("cpu"), pretrained_backbone=False)
     free = _run(tiny_models, scene, [8], loose, lpips_model=lpips, skip=6)

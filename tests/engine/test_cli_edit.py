@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import cli_edit
+from engine.cli import edit as cli_edit
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -208,7 +208,7 @@ def test_explicit_options_are_recorded_through_the_subcommand_parser():
     assert args.explicit_options == {"seed", "ddim", "enforce_background"}
     assert not parser.parse_args(["edit", "-p", "x", "-i", "y"]).explicit_options
     # a Namespace built by hand: values that differ from the reference's count as given
-    from engine.editor import EditParams
+    from engine.editing.params import EditParams
 
     built = argparse.Namespace(**{**vars(args), "seed": 7, "skip_timesteps": 25})
     del built.explicit_options

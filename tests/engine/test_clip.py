@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import clip_model, weights
-from engine.clip_model import (
+from engine.errors import EngineError, WeightsCorruptError, WeightsMissingError
+from engine.models import clip as clip_model
+from engine.models import weights
+from engine.models.clip import (
     OPENAI_MEAN,
     OPENAI_STD,
     ClipModel,
@@ -17,10 +19,10 @@ from engine.clip_model import (
     get_lpips,
     read_clip_state_dict,
 )
-from engine.errors import EngineError, WeightsCorruptError, WeightsMissingError
-from engine.registry import load_model_spec
+from engine.models.registry import load_model_spec
 
-TINY_CONFIG = json.loads((Path(__file__).parents[2] / "engine/models/tiny_clip.json").read_text())["config"]
+SPECS = Path(__file__).parents[2] / "engine/models/specs"
+TINY_CONFIG = json.loads((SPECS / "tiny_clip.json").read_text())["config"]
 
 
 def test_encode_image_normalises_resizes_and_passes_gradients(tiny_models):

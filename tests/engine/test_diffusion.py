@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.diffusion import GaussianDiffusion, diffusion_from_flags, space_timesteps
+from engine.models.diffusion import GaussianDiffusion, diffusion_from_flags, space_timesteps
 
 FLAGS = {"diffusion_steps": 1000, "noise_schedule": "linear", "learn_sigma": True, "rescale_timesteps": True}
 

@@ -1,4 +1,4 @@
-"""engine.editor.edit(): any size, soft masks, seeds, cancel, modes; on the tiny preset (32 px model)."""
+"""engine.editing.editor.edit(): any size, soft masks, seeds, cancel, modes; tiny preset (32 px model)."""
 
 import threading
 
@@ -7,8 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import editor
-from engine.editor import EditParams, edit
+from engine.editing import editor
+from engine.editing.editor import EditParams, edit
 from engine.errors import Cancelled, EngineError, InputError
 
 FAST = dict(timestep_respacing="10", skip_timesteps=6, aug_num=2, batch_size=2, iterations_num=1)
@@ -186,9 +186,9 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_candidates(tiny_model
     source, mask = _image(36, 36, seed=5), _soft_mask(36, 36)
     params = _params(batch_size=4, skip_timesteps=9)
     reference = edit(source, mask, tiny_models, params)
-    import engine.blended
+    import engine.editing.blended
 
-    real = engine.blended.blended_diffusion
+    real = engine.editing.blended.blended_diffusion
     sizes = []
 
     def fake_oom(unet, diffusion, init, mask, seeds, *args, **kwargs):
@@ -197,7 +197,7 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_candidates(tiny_model
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real(unet, diffusion, init, mask, seeds, *args, **kwargs)
 
-    monkeypatch.setattr(engine.blended, "blended_diffusion", fake_oom)
+    monkeypatch.setattr(engine.editing.blended, "blended_diffusion", fake_oom)
     split = edit(source, mask, tiny_models, params)
     assert sizes == [4, 2, 1, 1, 2, 1, 1]
     assert any("out of memory" in note for note in split.notes)
@@ -208,7 +208,7 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_candidates(tiny_model
     def always_oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(engine.blended, "blended_diffusion", always_oom)
+    monkeypatch.setattr(engine.editing.blended, "blended_diffusion", always_oom)
     with pytest.raises(EngineError, match="out of memory even for a single candidate"):
         edit(source, mask, tiny_models, params)
 
@@ -269,9 +269,9 @@ def test_cancel_leaves_no_tensors_of_the_run_alive(tiny_models, monkeypatch):
     import gc
     import weakref
 
-    import engine.blended
+    import engine.editing.blended
 
-    real = engine.blended.blended_diffusion
+    real = engine.editing.blended.blended_diffusion
     refs = []
 
     def recording(*args, on_step=None, **kwargs):
@@ -281,7 +281,7 @@ def test_cancel_leaves_no_tensors_of_the_run_alive(tiny_models, monkeypatch):
 
         return real(*args, on_step=spy, **kwargs)
 
-    monkeypatch.setattr(engine.blended, "blended_diffusion", recording)
+    monkeypatch.setattr(engine.editing.blended, "blended_diffusion", recording)
     cancel = threading.Event()
     with pytest.raises(Cancelled) as caught:
         edit(
@@ -302,14 +302,14 @@ def test_algorithm1_without_the_vgg16_file_fails_before_any_step(tiny_models, tm
     """A real preset asks get_lpips for the managed backbone; a missing file stops the edit up front."""
     import dataclasses
 
-    import engine.blended
+    import engine.editing.blended
     from engine.errors import WeightsMissingError
-    from engine.registry import get_preset
+    from engine.models.registry import get_preset
 
     def no_diffusion(*args, **kwargs):
         raise AssertionError("a diffusion step ran")
 
-    monkeypatch.setattr(engine.blended, "blended_diffusion", no_diffusion)
+    monkeypatch.setattr(engine.editing.blended, "blended_diffusion", no_diffusion)
     monkeypatch.setattr(tiny_models.clip, "encode_text", no_diffusion)  # not even the text encoder
     real = dataclasses.replace(
         tiny_models, preset="default", lpips_spec=get_preset("default").lpips, weights_dir=tmp_path
@@ -328,7 +328,7 @@ def test_algorithm1_without_the_vgg16_file_fails_before_any_step(tiny_models, tm
         seen.update(net=net, pretrained=pretrained_backbone, **kwargs)
         raise Cancelled()
 
-    monkeypatch.setattr("engine.clip_model.get_lpips", fake_get_lpips)
+    monkeypatch.setattr("engine.models.clip.get_lpips", fake_get_lpips)
     with pytest.raises(Cancelled):
         edit(_image(40, 40), _soft_mask(40, 40), tiny_models, _params(background_preservation_loss=True))
     assert seen["net"] == "vgg" and seen["pretrained"] is False

@@ -1,4 +1,4 @@
-"""engine.imaging: conversion of any input, context crop, soft-mask composite, RGBA patches (no torch)."""
+"""engine.editing.imaging: any input converted, context crop, soft-mask composite, RGBA patches (no torch)."""
 
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine import imaging
+from engine.editing import imaging
 from engine.errors import InputError
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import cli_models
-from engine.devices import pick_device
+from engine.cli import models as cli_models
 from engine.errors import DeviceUnavailableError, EngineError, InputError, UnknownPresetError
-from engine.registry import default_weights_dir, get_preset, list_presets, resolve_weights_dir
+from engine.models.devices import pick_device
+from engine.models.registry import default_weights_dir, get_preset, list_presets, resolve_weights_dir
 
 
 def test_builtin_presets_describe_the_published_models():
@@ -56,7 +56,7 @@ def test_lpips_entry_and_sha256_prefix_are_checked(tmp_path):
     (folder / "preset.json").write_text(json.dumps({**preset, "lpips": "tiny_clip"}))
     with pytest.raises(InputError, match="not an lpips_backbone"):
         get_preset(str(folder))
-    vgg = json.loads((Path(__file__).parents[2] / "engine/models/lpips_vgg16.json").read_text())
+    vgg = json.loads((Path(__file__).parents[2] / "engine/models/specs/lpips_vgg16.json").read_text())
     for bad, message in [
         ({**vgg, "sha256_prefix": "deadbeef"}, "does not start with"),
         ({**vgg, "sha256_prefix": "xyz"}, "hex digits"),
@@ -77,7 +77,7 @@ def test_unknown_preset_lists_the_known_ones():
 def test_folder_preset_with_inline_models_and_directory(tmp_path):
     folder = tmp_path / "my-models"
     folder.mkdir()
-    tiny_adm = json.loads((Path(__file__).parents[2] / "engine/models/tiny_adm.json").read_text())
+    tiny_adm = json.loads((Path(__file__).parents[2] / "engine/models/specs/tiny_adm.json").read_text())
     preset = {"description": "mine", "diffusion": tiny_adm, "clip": "tiny_clip"}
     (folder / "preset.json").write_text(json.dumps(preset))
     loaded = get_preset(str(folder))
@@ -124,7 +124,8 @@ def test_preset_edit_defaults_are_read_and_checked(tmp_path):
     ]:
         (folder / "preset.json").write_text(json.dumps({**preset, "edit_defaults": bad}))
         with pytest.raises(InputError) as info:
-            get_preset(str(folder))
+            # the registry checks the shape; the editing parameters' type checks the names where used
+            preset_edit_defaults(str(folder))
         assert str(folder / "preset.json") in str(info.value) and message in str(info.value)
 
 
@@ -178,7 +179,7 @@ def test_models_and_download_commands_include_the_optional_lpips_file(weights_di
     assert cli_models.run(_cli("models", ["--weights-dir", str(weights_dir), "--quick"])) == 0
     out = capsys.readouterr().out
     assert out.count("vgg16-397923af.pth: missing [optional: Algorithm 1") == 2  # default and adm512
-    from engine import weights
+    from engine.models import weights
 
     def required_ok(preset, folder, hash_file=True):  # diffusion + CLIP present, the VGG16 file not
         states = ["ok"] * len(preset.required_models) + ["missing"] * len(preset.optional_models)
@@ -194,7 +195,7 @@ def test_models_and_download_commands_include_the_optional_lpips_file(weights_di
         fetched.append((spec.file, preset_name))
         return folder / spec.file
 
-    monkeypatch.setattr("engine.weights.download", fake_download)
+    monkeypatch.setattr("engine.models.weights.download", fake_download)
     assert cli_models.run(_cli("download", ["default", "--weights-dir", str(weights_dir)])) == 0
     assert [f for f, _ in fetched] == ["256x256_diffusion_uncond.pt", "ViT-B-16.pt", "vgg16-397923af.pth"]
     assert "vgg16-397923af.pth (528 MB) is needed only by the Algorithm 1" in capsys.readouterr().out

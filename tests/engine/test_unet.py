@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from engine.unet import (
+from engine.models.unet import (
     AttentionBlock,
     UNetModel,
     attention_reference,
@@ -36,7 +36,7 @@ ADM256_FLAGS = {
 
 def published_adm256_structure() -> dict[str, tuple[int, ...]]:
     """Key -> shape of 256x256_diffusion_uncond.pt, written out from the published structure
-    (independently of engine.unet): C=256, mults 1,1,2,2,4,4, 2 res blocks, attention at 32/16/8 px."""
+    (independently of engine.models.unet): C=256, mults 1,1,2,2,4,4, 2 res blocks, attention at 32/16/8 px."""
     c, emb = 256, 1024
     keys: dict[str, tuple[int, ...]] = {}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import weights
 from engine.errors import DownloadError, WeightsCorruptError, WeightsMissingError
-from engine.registry import ModelSpec, get_preset
+from engine.models import weights
+from engine.models.registry import ModelSpec, get_preset
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -171,7 +171,7 @@ def test_trust_on_first_use_download_must_match_the_sha256_prefix(server, weight
 
 
 def test_tiny_files_are_generated_deterministically_and_verified(tmp_path, tiny_models):
-    from engine.loading import load_models
+    from engine.models.loading import load_models
 
     first = tiny_models.files
     again = load_models("tiny", weights_dir=tmp_path, device="cpu").files

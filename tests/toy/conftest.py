@@ -13,7 +13,7 @@ SHIPPED = os.path.join(os.path.dirname(__file__), "..", "..", "resources", "mode
 def toy_models():
     import torch
 
-    from engine.loading import load_models
+    from engine.models.loading import load_models
 
     # One thread by default, like the engine tests: on shared cores spinning OpenMP workers cost more than
     # they give. BD_TEST_TORCH_THREADS overrides.

@@ -40,7 +40,7 @@ def test_shipped_models_fit_the_size_budget():
 
 
 def test_registry_resolves_toy_by_name_and_folder():
-    from engine.registry import get_preset
+    from engine.models.registry import get_preset
 
     by_name, by_folder = get_preset("toy"), get_preset(str(TOY_DIR))
     assert by_name.diffusion.path() == (TOY_DIR / "toy_unet.pt").resolve()

@@ -13,56 +13,17 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 from PIL import Image
 
-from engine import imaging
+from engine.editing import imaging
+from engine.editing.params import PRECISIONS, EditParams, validate_params
 from engine.errors import Cancelled, EngineError, InputError
+from engine.models.devices import amp_dtype_for, free_memory, is_out_of_memory
 
 PREVIEW_MAX_SIDE = 256
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass
-class EditParams:
-    """Field names are the reference CLI's option names; defaults are the reference's."""
-
-    prompt: str = ""
-    skip_timesteps: int = 25
-    timestep_respacing: str = "100"
-    ddim: bool = False
-    aug_num: int = 8
-    clip_guidance_lambda: float = 1000
-    range_lambda: float = 50
-    lpips_sim_lambda: float = 1000
-    l2_sim_lambda: float = 10000
-    background_preservation_loss: bool = False
-    invert_mask: bool = False
-    enforce_background: bool = True
-    local_clip_guided_diffusion: bool = False
-    seed: Optional[int] = 404
-    batch_size: int = 4
-    iterations_num: int = 8
-    preview_every: int = 0  # 0: no preview images in progress callbacks
-    # Speed (issue 8): "auto" = bf16 autocast on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere;
-    # "bf16"/"fp16" force autocast on any device, "fp32" turns it off.
-    precision: str = "auto"
-    compile: bool = False  # torch.compile the UNet (off: not measured to pay yet)
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> EditParams:
-        """From a JSON-like dict (the bridge); unknown keys are an InputError, not silently ignored."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise InputError(f"unknown edit parameter(s): {', '.join(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -90,43 +51,6 @@ class EditResult:
     notes: List[str] = field(default_factory=list)
 
 
-def validate_params(params: EditParams) -> None:
-    """Reject impossible settings before any work, with messages that name the option."""
-
-    def need(condition: bool, message: str) -> None:
-        if not condition:
-            raise InputError(message)
-
-    need(isinstance(params.prompt, str), "prompt must be a string")
-    need(int(params.skip_timesteps) >= 0, f"skip_timesteps must be >= 0, got {params.skip_timesteps}")
-    need(int(params.aug_num) >= 1, f"aug_num must be >= 1, got {params.aug_num}")
-    need(int(params.batch_size) >= 1, f"batch_size must be >= 1, got {params.batch_size}")
-    need(int(params.iterations_num) >= 1, f"iterations_num must be >= 1, got {params.iterations_num}")
-    need(int(params.preview_every) >= 0, f"preview_every must be >= 0, got {params.preview_every}")
-    need(params.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
-    for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
-        value = float(getattr(params, name))
-        need(np.isfinite(value), f"{name} must be a finite number, got {value}")
-    if params.seed is not None:
-        need(0 <= int(params.seed) < 2**63 - 2**20, f"seed must be a non-negative integer, got {params.seed}")
-
-
-def amp_dtype_for(precision: str, device) -> Optional[Any]:
-    """The autocast dtype for this precision on this device; None means fp32 (no autocast)."""
-    import torch
-
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if precision == "fp16":
-        return torch.float16
-    # auto: half precision pays on CUDA (the reference runs fp16 there too); elsewhere stay in fp32
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 _COMPILED: Dict[int, Any] = {}
 
 
@@ -146,24 +70,6 @@ def _candidate_seeds(params: EditParams) -> List[int]:
     return [base + index for index in range(int(params.batch_size) * int(params.iterations_num))]
 
 
-def _is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
-
-
-def _free_memory() -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-
-
 def run_splitting_on_oom(
     run: Callable[[Sequence[int], int], Any], seeds: Sequence[int], offset: int, notes: List[str]
 ):
@@ -176,14 +82,14 @@ def run_splitting_on_oom(
     try:
         return run(seeds, offset)
     except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
-        if not _is_out_of_memory(exc):
+        if not is_out_of_memory(exc):
             raise
         if len(seeds) == 1:
             raise EngineError(
                 "out of memory even for a single candidate: use a smaller model preset, another device "
                 "(--device cpu) or close other programs using the GPU"
             ) from None
-    _free_memory()
+    free_memory()
     half = len(seeds) // 2
     notes.append(f"out of memory with {len(seeds)} candidates at once: retried in batches of {half}")
     first = run_splitting_on_oom(run, seeds[:half], offset, notes)
@@ -214,9 +120,9 @@ def edit(
     """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set."""
     import torch
 
-    from engine.augment import ExtendingAugmentations
-    from engine.blended import GuidanceSettings, StepInfo, blended_diffusion
-    from engine.ranking import rank_order, score_candidates
+    from engine.editing.augment import ExtendingAugmentations
+    from engine.editing.blended import GuidanceSettings, StepInfo, blended_diffusion
+    from engine.editing.ranking import rank_order, score_candidates
 
     validate_params(params)
     source = imaging.prepare_source(image, "image")
@@ -258,7 +164,7 @@ def edit(
     lpips_model = None
     background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
     if prompt and float(params.lpips_sim_lambda) and background_loss:
-        from engine.clip_model import get_lpips
+        from engine.models.clip import get_lpips
 
         pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
         lpips_model = get_lpips(
@@ -354,7 +260,7 @@ def edit(
         # Outside the except block the traceback (and the loop's tensors its frames hold) is gone, so the
         # memory really returns to the device before the caller hears of the cancel.
         outputs.clear()
-        _free_memory()
+        free_memory()
         raise Cancelled()
 
     scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
@@ -375,5 +281,8 @@ def edit(
             )
         )
     del results, outputs
-    _free_memory()
+    free_memory()
     return EditResult(candidates=candidates, box=box, notes=notes)
+
+
+__all__ = ["PRECISIONS", "Candidate", "EditParams", "EditResult", "Progress", "edit", "validate_params"]

@@ -38,7 +38,7 @@ from typing import Callable, List, Optional, Sequence
 
 import torch
 
-from engine.augment import ExtendingAugmentations, clip_distances
+from engine.editing.augment import ExtendingAugmentations, clip_distances
 
 
 @dataclass

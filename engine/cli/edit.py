@@ -198,7 +198,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _edit_params(args: argparse.Namespace):
-    from engine.editor import EditParams
+    from engine.editing.params import EditParams
 
     return EditParams(
         prompt=args.prompt,
@@ -228,7 +228,7 @@ def _explicit_options(args: argparse.Namespace) -> frozenset:
     if recorded is not None:
         return frozenset(recorded)
     # A Namespace not made by add_arguments' parser: take a value that differs from the reference's as set.
-    from engine.editor import EditParams
+    from engine.editing.params import EditParams
 
     reference = EditParams()
     return frozenset(
@@ -299,7 +299,7 @@ def _load_inputs(args: argparse.Namespace, invert_mask: bool):
     """Open and check every input file before the models load, so bad input fails in a second."""
     from PIL import Image
 
-    from engine import imaging
+    from engine.editing import imaging
     from engine.errors import InputError
 
     image = imaging.open_image(args.init_image, "image")
@@ -374,11 +374,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
-        from engine.registry import get_preset
+        from engine.editing.params import preset_edit_defaults, validate_params
+        from engine.models.registry import get_preset
 
         preset = get_preset(args.models)  # an unknown preset fails here, before torch is imported
-        params, changed = apply_preset_defaults(_edit_params(args), args, preset.edit_defaults)
-        from engine.editor import validate_params
+        params, changed = apply_preset_defaults(_edit_params(args), args, preset_edit_defaults(preset))
 
         validate_params(params)
         _check_output_path(args.output_path)
@@ -386,8 +386,8 @@ def run(args: argparse.Namespace) -> int:
         if changed:  # after the input checks, so that bad input stays one line
             print(_preset_line(preset.name, changed), file=sys.stderr)
 
-        from engine.editor import edit
-        from engine.loading import load_models
+        from engine.editing.editor import edit
+        from engine.models.loading import load_models
 
         models = load_models(preset, args.weights_dir, args.device)
         bar = _progress_bar(args)

@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .errors import EngineError
+    from engine.errors import EngineError
 
     try:
         if args.command == "download":
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from .registry import get_preset, list_presets, resolve_weights_dir
-    from .weights import preset_status
+    from engine.models.registry import get_preset, list_presets, resolve_weights_dir
+    from engine.models.weights import preset_status
 
     folder = resolve_weights_dir(args.weights_dir)
     print(f"weights folder: {folder}")
@@ -82,8 +82,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from .registry import get_preset, resolve_weights_dir
-    from .weights import download
+    from engine.models.registry import get_preset, resolve_weights_dir
+    from engine.models.weights import download
 
     preset = get_preset(args.preset)
     folder = resolve_weights_dir(args.weights_dir)
@@ -94,7 +94,7 @@ def _download(args: argparse.Namespace) -> int:
                 "Algorithm 1 baseline / background preservation loss"
             )
         if spec.generated:
-            from .loading import ensure_file  # imports torch
+            from engine.models.loading import ensure_file  # imports torch
 
             path = ensure_file(spec, folder, preset.name)
             print(f"{spec.kind}: {path} (generated locally, SHA-256 recorded and verified)")

@@ -1,14 +1,14 @@
 """Model specs and presets, read from the data files in ``engine/models/``, and the weights folder.
 
-- ``engine/models/<model>.json``: one model: ``kind`` ("diffusion" or "clip"), ``file``, ``sha256``,
+- ``engine/models/specs/<model>.json``: one model: ``kind`` ("diffusion" or "clip"), ``file``, ``sha256``,
   ``size_bytes``, ``urls``, and the architecture (``model_flags`` + ``diffusion_flags`` for diffusion,
   ``config`` for CLIP). ``generate: {"seed": N}`` marks a model made locally with seeded random weights
   (``tiny``): its SHA-256 is recorded beside the file when it is first written.
   ``kind: "lpips_backbone"``: the ImageNet backbone LPIPS needs (``config: {"net": "vgg"}``); optional
   ``sha256_prefix``: leading hex digits the digest must have (torchvision names its files by them), checked
   against ``sha256`` here and against a trust-on-first-use download in ``weights.download``.
-- ``engine/models/presets/<preset>.json``: ``description``, ``diffusion`` and ``clip`` (a model name from
-  ``engine/models/`` or an inline model dict), optional ``lpips`` (an ``lpips_backbone`` model: an extra file
+- ``engine/models/presets/<preset>.json``: ``description``, ``diffusion`` and ``clip`` (a model name
+  from ``specs/`` or an inline model dict), optional ``lpips`` (an ``lpips_backbone`` model: an extra file
   only the Algorithm 1 baseline / background preservation loss needs; ``download`` fetches it too, the
   preset is ready without it), optional ``directory`` (relative to the repository, e.g.
   ``resources/models/toy``) holding the files instead of the weights folder, optional ``edit_defaults``:
@@ -17,8 +17,7 @@
 - ``--models FOLDER``: a folder with a ``preset.json`` of the same form; its files live in that folder
   unless the preset names another ``directory`` (relative to the folder).
 
-Standard library only at import, so ``python -m engine models`` lists presets without importing torch;
-checking ``edit_defaults`` keys imports ``engine.editor`` (numpy and PIL, not torch) when a preset has them.
+Standard library only, so ``python -m engine models`` lists presets without importing torch.
 """
 
 from __future__ import annotations
@@ -30,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
-from .errors import InputError, UnknownPresetError
+from engine.errors import InputError, UnknownPresetError
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-PRESETS_DIR = MODELS_DIR / "presets"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+MODELS_DIR = Path(__file__).resolve().parent / "specs"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS_ENV = "BLENDED_DIFFUSION_WEIGHTS"
 APP_NAME = "blended-diffusion"
 MODEL_KINDS = ("diffusion", "clip")  # the files every preset needs
@@ -199,25 +198,18 @@ def list_presets() -> list[str]:
 
 
 def _edit_defaults(data: dict, source: Path) -> dict:
-    """The preset's ``edit_defaults``, checked to name EditParams fields (a typo must not pass silently)."""
+    """The preset's ``edit_defaults`` as data: an object of edit parameters, never the prompt.
+
+    Whether each key names an edit parameter is checked by ``engine.editing.params.preset_edit_defaults``
+    where the settings are used: the model files must not depend on the editing job.
+    """
     values = data.get("edit_defaults")
     if values is None:
         return {}
     if not isinstance(values, dict):
         raise InputError(f"{source}: 'edit_defaults' must be an object of edit parameters")
-    if not values:
-        return {}
-    from dataclasses import fields
-
-    from .editor import EditParams  # here, not at the top: listing presets must not need numpy
-
-    known = {f.name for f in fields(EditParams)} - {"prompt"}  # the prompt is always the user's
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InputError(
-            f"{source}: 'edit_defaults' has unknown edit parameter(s) {', '.join(map(repr, unknown))}; "
-            f"known: {', '.join(sorted(known))}"
-        )
+    if "prompt" in values:
+        raise InputError(f"{source}: 'edit_defaults' may not set 'prompt': the prompt is always the user's")
     return dict(values)
 
 

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .errors import EngineError, WeightsCorruptError
+from engine.errors import EngineError, WeightsCorruptError
 
 if TYPE_CHECKING:
-    from .registry import ModelSpec
+    from engine.models.registry import ModelSpec
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -178,7 +178,7 @@ def _shrunk(config: dict) -> dict:
 
 
 _LPIPS_CACHE: dict[Any, Any] = {}
-LPIPS_BACKBONE_MODEL = "lpips_vgg16"  # engine/models/lpips_vgg16.json: torchvision's VGG16 ImageNet file
+LPIPS_BACKBONE_MODEL = "lpips_vgg16"  # models/specs/lpips_vgg16.json: torchvision's VGG16 ImageNet file
 
 
 def vgg16_features_to_lpips(net: torch.nn.Module, vgg_state_dict: dict[str, torch.Tensor]) -> dict:
@@ -207,9 +207,9 @@ def lpips_backbone_path(
     spec: Optional[ModelSpec] = None, weights_dir: Union[str, Path, None] = None
 ) -> Path:
     """The verified VGG16 file; a clear WeightsMissingError (file, folder, URL, command) when absent."""
-    from .errors import WeightsMissingError
-    from .registry import load_model_spec
-    from .weights import verify
+    from engine.errors import WeightsMissingError
+    from engine.models.registry import load_model_spec
+    from engine.models.weights import verify
 
     spec = spec if spec is not None else load_model_spec(LPIPS_BACKBONE_MODEL)
     try:

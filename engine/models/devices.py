@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Optional
 
 import torch
 
-from .errors import DeviceUnavailableError
+from engine.errors import DeviceUnavailableError
 
 
 def mps_available() -> bool:
@@ -70,3 +71,35 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
         f"Device type {device.type!r} is not supported. Use auto, cpu, cuda, cuda:N or mps "
         f"(available here: {', '.join(available_devices())})."
     )
+
+
+def amp_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for this precision on this device; None means fp32 (no autocast)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if precision == "fp16":
+        return torch.float16
+    # auto: half precision pays on CUDA (the reference runs fp16 there too); elsewhere stay in fp32
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception means the device (or the host) ran out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def free_memory() -> None:
+    """Return Python garbage and the GPU allocator's cached blocks (after a job, a failure, a cancel)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if mps_available():
+        torch.mps.empty_cache()

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
-from engine.augment import clip_distances
+from engine.editing.augment import clip_distances
 
 MASKED_WEIGHT = 0.5  # weight of masked_clip in the combined score; full_clip gets the rest
 

@@ -14,13 +14,13 @@ from typing import Optional, Union
 
 import torch
 
-from . import weights
-from .clip_model import ClipModel, build_open_clip, read_clip_state_dict
-from .devices import pick_device
-from .diffusion import GaussianDiffusion, diffusion_from_flags
-from .errors import WeightsCorruptError
-from .registry import ModelSpec, Preset, get_preset, resolve_weights_dir
-from .unet import UNetModel, unet_from_flags
+from engine.errors import WeightsCorruptError
+from engine.models import weights
+from engine.models.clip import ClipModel, build_open_clip, read_clip_state_dict
+from engine.models.devices import pick_device
+from engine.models.diffusion import GaussianDiffusion, diffusion_from_flags
+from engine.models.registry import ModelSpec, Preset, get_preset, resolve_weights_dir
+from engine.models.unet import UNetModel, unet_from_flags
 
 
 @dataclass

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Union
 
-from .errors import DownloadError, WeightsCorruptError, WeightsMissingError
-from .registry import ModelSpec, Preset
+from engine.errors import DownloadError, WeightsCorruptError, WeightsMissingError
+from engine.models.registry import ModelSpec, Preset
 
 CHUNK = 1 << 20
 CACHE_MIN_BYTES = 64 << 20  # only remember checks of files big enough for hashing to be slow

@@ -1,0 +1,164 @@
+"""``python -m engine serve``: load the models once and serve jobs to the Krita plugin over the bridge.
+
+The socket side is :mod:`bridge.server` (standard library only); the job kinds are :mod:`engine.jobs`.
+torch and the models are imported inside :func:`run`, so building the argument parser stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from bridge.protocol import Limits
+from bridge.server import MIN_TOKEN_LENGTH, TOKEN_ENV, BridgeServer, is_loopback
+
+log = logging.getLogger("engine.serve")
+
+
+def default_log_path() -> str:
+    from engine.models.registry import user_data_dir
+
+    return str(user_data_dir() / "logs" / "engine-serve.log")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (default 0: any free port)")
+    parser.add_argument("--models", default="default", help="models preset, or a folder with a preset.json")
+    parser.add_argument(
+        "--device", default=None, help="cuda, cuda:N, mps or cpu (default: the best available)"
+    )
+    parser.add_argument("--weights-dir", default=None, help="folder of the weight files")
+    parser.add_argument("--log-file", default=None, help=f"log file (default: {default_log_path()})")
+    parser.add_argument(
+        "--max-attachment-mb",
+        type=int,
+        default=None,
+        help="largest image a client may send, in MiB (default: enough for 16384x16384 RGBA)",
+    )
+    parser.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="stop when stdin closes (used by the plugin so the engine never outlives Krita)",
+    )
+
+
+def _setup_logging(log_file: str) -> None:
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root.addHandler(handler)
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(log_file, maxBytes=5 << 20, backupCount=3)
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+    except OSError as exc:
+        log.warning("cannot write the log file %s: %s", log_file, exc)
+
+
+def run(args: argparse.Namespace) -> int:
+    token = os.environ.pop(TOKEN_ENV, "")  # popped: processes the engine starts need not see it
+    if len(token) < MIN_TOKEN_LENGTH:
+        print(
+            f"error: set {TOKEN_ENV} to a random token of at least {MIN_TOKEN_LENGTH} characters (the plugin "
+            "does this); it is read from the environment so that other users cannot see it on the command "
+            "line",
+            file=sys.stderr,
+        )
+        return 2
+    if not 0 <= args.port <= 65535:
+        print("error: --port must be between 0 and 65535", file=sys.stderr)
+        return 2
+    log_file = args.log_file or default_log_path()
+    _setup_logging(log_file)
+    if not is_loopback(args.host):
+        log.warning(
+            "listening on %s, not loopback: other machines can reach this engine; they still need the token, "
+            "but the traffic is not encrypted (use an SSH tunnel on untrusted networks)",
+            args.host,
+        )
+    limits = Limits()
+    if args.max_attachment_mb is not None:
+        if args.max_attachment_mb < 1:
+            print("error: --max-attachment-mb must be at least 1", file=sys.stderr)
+            return 2
+        size = args.max_attachment_mb << 20
+        limits = dataclasses.replace(limits, max_attachment_bytes=size, max_message_bytes=3 * size)
+
+    # Anything the engine prints while loading must not be taken for the ready line.
+    ready_out = sys.stdout
+    sys.stdout = sys.stderr
+    from engine import __version__
+    from engine.editing.params import preset_edit_defaults
+    from engine.errors import EngineError
+    from engine.jobs import edit_runners
+    from engine.models.loading import load_models
+
+    started = time.monotonic()
+    try:
+        from engine.models.registry import get_preset
+
+        preset = get_preset(args.models)
+        edit_defaults = preset_edit_defaults(preset)
+        models = load_models(preset, args.weights_dir, args.device)
+        runners = edit_runners(models, limits, edit_defaults, log_file, args.models)
+        server = BridgeServer(runners, token, args.host, args.port, limits, versions={"engine": __version__})
+    except EngineError as exc:
+        log.error("%s", exc)
+        return 1
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        return 1
+    log.info(
+        "models %r loaded on %s in %.1f s",
+        args.models,
+        getattr(models, "device", "?"),
+        time.monotonic() - started,
+    )
+    if edit_defaults:
+        log.info("preset %r recommends %s for parameters a request leaves out", preset.name, edit_defaults)
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    if args.exit_on_stdin_eof:
+
+        def watch_stdin() -> None:
+            try:
+                while sys.stdin.buffer.read(4096):
+                    pass
+            except (OSError, ValueError):
+                pass
+            log.info("stdin closed: stopping")
+            stop.set()
+
+        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+
+    server.start()
+    ready_out.write(json.dumps({"port": server.port, "pid": os.getpid(), "host": server.host}) + "\n")
+    ready_out.flush()
+    while not stop.wait(0.5):
+        pass
+    server.close()
+    log.info("stopped")
+    logging.shutdown()
+    sys.stderr.flush()
+    # Everything is closed; skip the interpreter's teardown of torch, which takes seconds for nothing.
+    os._exit(0)

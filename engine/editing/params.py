@@ -1,0 +1,92 @@
+"""The parameters of an edit: field names and defaults are the reference implementation's CLI options.
+
+Standard library only (no numpy, torch or PIL), so the CLI, the job runner and the preset check read them
+without loading the models.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Mapping
+
+from engine.errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclass
+class EditParams:
+    """Field names are the reference CLI's option names; defaults are the reference's."""
+
+    prompt: str = ""
+    skip_timesteps: int = 25
+    timestep_respacing: str = "100"
+    ddim: bool = False
+    aug_num: int = 8
+    clip_guidance_lambda: float = 1000
+    range_lambda: float = 50
+    lpips_sim_lambda: float = 1000
+    l2_sim_lambda: float = 10000
+    background_preservation_loss: bool = False
+    invert_mask: bool = False
+    enforce_background: bool = True
+    local_clip_guided_diffusion: bool = False
+    seed: int | None = 404
+    batch_size: int = 4
+    iterations_num: int = 8
+    preview_every: int = 0  # 0: no preview images in progress callbacks
+    # Speed (issue 8): "auto" = bf16 autocast on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere;
+    # "bf16"/"fp16" force autocast on any device, "fp32" turns it off.
+    precision: str = "auto"
+    compile: bool = False  # torch.compile the UNet (off: not measured to pay yet)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> EditParams:
+        """From a JSON-like dict (the bridge); unknown keys are an InputError, not silently ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown edit parameter(s): {', '.join(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+def validate_params(params: EditParams) -> None:
+    """Reject impossible settings before any work, with messages that name the option."""
+
+    def need(condition: bool, message: str) -> None:
+        if not condition:
+            raise InputError(message)
+
+    need(isinstance(params.prompt, str), "prompt must be a string")
+    need(int(params.skip_timesteps) >= 0, f"skip_timesteps must be >= 0, got {params.skip_timesteps}")
+    need(int(params.aug_num) >= 1, f"aug_num must be >= 1, got {params.aug_num}")
+    need(int(params.batch_size) >= 1, f"batch_size must be >= 1, got {params.batch_size}")
+    need(int(params.iterations_num) >= 1, f"iterations_num must be >= 1, got {params.iterations_num}")
+    need(int(params.preview_every) >= 0, f"preview_every must be >= 0, got {params.preview_every}")
+    need(params.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+    for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
+        value = float(getattr(params, name))
+        need(math.isfinite(value), f"{name} must be a finite number, got {value}")
+    if params.seed is not None:
+        need(0 <= int(params.seed) < 2**63 - 2**20, f"seed must be a non-negative integer, got {params.seed}")
+
+
+def preset_edit_defaults(preset: Any) -> Dict[str, Any]:
+    """A preset's recommended settings (``Preset.edit_defaults``), checked to name EditParams fields.
+
+    The registry (engine.models) reads them as data; the check lives here, with the type it checks
+    against, so that the model files do not depend on the editing job. A typo must not pass silently.
+    """
+    values: Mapping[str, Any] = preset.edit_defaults
+    known = {f.name for f in fields(EditParams)} - {"prompt"}  # the prompt is always the user's
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise InputError(
+            f"{preset.source}: 'edit_defaults' has unknown edit parameter(s) "
+            f"{', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}"
+        )
+    return dict(values)

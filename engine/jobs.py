@@ -1,0 +1,252 @@
+"""The job kinds the engine serves over the bridge, each a :class:`bridge.jobqueue.JobRunner`.
+
+``edit``: :class:`EditRunner` runs :func:`engine.editing.editor.edit` on the models loaded once at start-up.
+It checks a request's parameters against :class:`engine.editing.params.EditParams` before it is queued, so
+a bad request is refused at once, and maps the engine's errors to the bridge's error codes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import platform
+import re
+import traceback
+from typing import Any, Dict, List, Optional, Tuple
+
+from bridge import errors
+from bridge.jobqueue import Job, JobRunner, RunnerOutput
+from bridge.png import CHANNELS as PNG_CHANNELS
+from bridge.png import encode_png
+from bridge.protocol import Limits
+
+log = logging.getLogger("engine.jobs")
+
+
+def _png_bytes(image: Any, level: int = 1) -> bytes:
+    """PNG of a PIL image with bridge.png (no per-row filter search: fast for large patches)."""
+    mode = image.mode if image.mode in PNG_CHANNELS else ("RGBA" if "A" in image.getbands() else "RGB")
+    if image.mode != mode:
+        image = image.convert(mode)
+    return encode_png(image.width, image.height, mode, image.tobytes(), level)
+
+
+def _field_kind(spec: dataclasses.Field) -> Tuple[type, bool]:
+    """The scalar type of an EditParams field and whether it may be None (from its annotation or default)."""
+    annotation = spec.type if isinstance(spec.type, str) else getattr(spec.type, "__name__", str(spec.type))
+    optional = "None" in annotation or "Optional" in annotation
+    for kind in (bool, int, float, str):
+        if re.search(rf"\b{kind.__name__}\b", annotation):
+            return kind, optional
+    default = spec.default if spec.default is not dataclasses.MISSING else None
+    return (type(default) if default is not None else object), optional or default is None
+
+
+class EditRunner(JobRunner):
+    """The ``edit`` job: engine.editing.editor.edit on the models loaded once at start-up."""
+
+    def __init__(
+        self,
+        models: Any,
+        limits: Limits,
+        edit_defaults: Optional[Dict[str, Any]] = None,
+        log_path: Optional[str] = None,
+        preset_ref: Optional[str] = None,
+    ) -> None:
+        from engine.editing import editor
+
+        self.models = models
+        self.limits = limits
+        # The preset's recommended settings: used for the parameters a request leaves out.
+        self.edit_defaults: Dict[str, Any] = dict(edit_defaults or {})
+        self.log_path = log_path
+        self.preset_ref = preset_ref  # the name or folder the models were loaded from, for the doctor
+        self._editor = editor
+        self._param_fields = {f.name: f for f in dataclasses.fields(editor.EditParams)}
+
+    def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
+        checked: Dict[str, Any] = {}
+        for name, value in {**self.edit_defaults, **params}.items():
+            spec = self._param_fields.get(name)
+            if spec is None:
+                raise errors.JobFailed(errors.INVALID_INPUT, f"unknown edit parameter {name!r}")
+            kind, optional = _field_kind(spec)
+            if value is None and optional:
+                checked[name] = None
+                continue
+            if kind is bool:
+                ok = isinstance(value, bool)
+            elif kind is int:
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind is float:
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+                value = float(value) if ok else value
+            elif kind is str:
+                ok = isinstance(value, str)
+            else:
+                ok = isinstance(value, (str, int, float, bool))
+            if not ok:
+                raise errors.JobFailed(
+                    errors.INVALID_INPUT,
+                    "edit parameter {!r} must be {}{}, not {!r}".format(
+                        name, kind.__name__, " or null" if optional else "", value
+                    ),
+                )
+            checked[name] = value
+        try:
+            edit_params = self._editor.EditParams(**checked)
+            check = getattr(self._editor, "validate_params", None)
+            if check is not None:
+                check(edit_params)
+        except Exception as exc:
+            raise errors.JobFailed(errors.INVALID_INPUT, str(exc)) from None
+        return checked
+
+    def status(self) -> Dict[str, Any]:
+        import torch
+
+        from engine import __version__
+
+        models = self.models
+        versions = {"engine": __version__, "python": platform.python_version(), "torch": torch.__version__}
+        try:
+            import open_clip
+
+            versions["open_clip"] = getattr(open_clip, "__version__", "?")
+        except ImportError:
+            pass
+        return {
+            "device": str(getattr(models, "device", "?")),
+            "models": {
+                "preset": getattr(models, "preset", None),
+                "image_size": getattr(models, "image_size", None),
+                "class_cond": getattr(models, "class_cond", None),
+                "edit_defaults": dict(self.edit_defaults),
+            },
+            "versions": versions,
+            "doctor": self.doctor(),
+        }
+
+    def doctor(self) -> Dict[str, Any]:
+        """The diagnostics report (engine/diagnostics.py) for this engine, with its text for a dialog."""
+        from engine import diagnostics
+
+        models = self.models
+        try:
+            weights_dir = getattr(models, "weights_dir", None)
+            data = diagnostics.report(
+                self.preset_ref or str(getattr(models, "preset", "default")),
+                str(weights_dir) if weights_dir else None,
+                getattr(models, "device", None),
+                log_path=self.log_path,
+                hash_files=False,  # verified when loaded; a status reply must stay fast
+                estimate=diagnostics.stored_estimate(
+                    str(getattr(models, "preset", "")), getattr(models, "device", None)
+                ),
+            )
+            data["text"] = diagnostics.format_report(data)
+            return data
+        except Exception as exc:  # noqa: BLE001 - a status reply must never fail for the report's sake
+            log.warning("diagnostics failed:\n%s", traceback.format_exc())
+            return {"error": f"{type(exc).__name__}: {exc}", "text": f"diagnostics failed: {exc}"}
+
+    def _decode(self, name: str, data: bytes, mode: Optional[str] = None) -> Any:
+        from PIL import Image
+
+        try:
+            image = Image.open(io.BytesIO(data))
+            image.load()
+        except Exception as exc:
+            raise errors.JobFailed(
+                errors.INVALID_INPUT, f"{name} is not a readable PNG image: {exc}"
+            ) from None
+        return image
+
+    def run(self, job: Job) -> RunnerOutput:
+        from PIL import Image
+
+        from engine.errors import Cancelled, EngineError, InputError
+        from engine.models.devices import is_out_of_memory
+
+        Image.MAX_IMAGE_PIXELS = self.limits.max_image_pixels  # PIL's bomb check, at our own limit
+        failure: Optional[Tuple[str, str]] = None
+        try:
+            image = self._decode("image", job.images["image"])
+            mask = self._decode("mask", job.images["mask"])
+            init = self._decode("init", job.images["init"]) if "init" in job.images else None
+            params = self._editor.EditParams(**job.params)
+
+            def on_progress(progress: Any) -> None:
+                preview = getattr(progress, "preview", None)
+                job.progress(
+                    progress.step,
+                    progress.total,
+                    getattr(progress, "candidate_offset", 0),
+                    _png_bytes(preview) if preview is not None else None,
+                )
+
+            result = self._editor.edit(
+                image, mask, self.models, params, init_image=init, progress=on_progress, cancel=job.cancel
+            )
+            candidates = []
+            attachments = []
+            for index, candidate in enumerate(result.candidates):
+                name = f"candidate{index}"
+                attachments.append((name, _png_bytes(candidate.patch.convert("RGBA"))))
+                candidates.append(
+                    {
+                        "rank": candidate.rank,
+                        "seed": candidate.seed,
+                        "scores": dict(candidate.scores),
+                        "box": list(candidate.box),
+                        "attachment": name,
+                    }
+                )
+            fields = {"candidates": candidates, "box": list(result.box), "notes": list(result.notes)}
+            return fields, attachments
+        except errors.JobFailed:
+            raise
+        except Cancelled as exc:
+            failure = (errors.CANCELLED, str(exc) or "the job was cancelled")
+        except InputError as exc:
+            failure = (errors.INVALID_INPUT, str(exc))
+        except EngineError as exc:
+            failure = (getattr(exc, "code", errors.ENGINE_ERROR), str(exc))
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                detail = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+                failure = (
+                    errors.OUT_OF_MEMORY,
+                    f"the engine ran out of memory ({detail}); try a smaller selection, fewer candidates "
+                    "(batch_size) or a smaller model",
+                )
+            else:
+                log.error("job %s failed:\n%s", job.id, traceback.format_exc())
+                failure = (errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
+        finally:
+            job.images = {}  # the PNGs are not needed any more
+        # Outside the except blocks, so the traceback (holding tensors) is gone before memory is released.
+        release_memory()
+        raise errors.JobFailed(*failure)
+
+
+def release_memory() -> None:
+    """Free what a failed job left behind (Python garbage, the GPU allocator's caches)."""
+    from engine.models.devices import free_memory
+
+    free_memory()
+
+
+def edit_runners(
+    models: Any,
+    limits: Limits,
+    edit_defaults: Optional[Dict[str, Any]] = None,
+    log_path: Optional[str] = None,
+    preset_ref: Optional[str] = None,
+) -> Dict[str, JobRunner]:
+    """The runners ``python -m engine serve`` hands the bridge server, by job kind."""
+    return {"edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref)}
+
+
+__all__: List[str] = ["EditRunner", "edit_runners"]

@@ -1,0 +1,210 @@
+"""The import rules of the layout (docs/design.md): which package may import which, and no import circles.
+
+Every ``import`` in the project's own modules is read with ``ast``, at any depth (a lazy import inside a
+function still ties two modules together); imports under ``if TYPE_CHECKING:`` are only annotations and are
+left out.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Set, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {  # top-level folder -> the package name its modules are imported as
+    "bridge": "bridge",
+    "engine": "engine",
+    "toyworld": "toyworld",
+    "krita_plugin/blended_diffusion": "blended_diffusion",
+}
+STDLIB = set(sys.stdlib_module_names) | {"__future__"}
+KRITA_SIDE = {"PyQt5", "krita"}
+
+
+def module_name(path: Path, folder: str, package: str) -> str:
+    parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join([package, *parts])
+
+
+def _is_type_checking(node: ast.If) -> bool:
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
+def _walk(node: ast.AST) -> Iterator[ast.AST]:
+    """ast.walk without the bodies of ``if TYPE_CHECKING:``."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, ast.If) and _is_type_checking(child):
+            for orelse in child.orelse:
+                yield orelse
+                yield from _walk(orelse)
+            continue
+        yield child
+        yield from _walk(child)
+
+
+def imports_of(path: Path, module: str) -> List[Tuple[int, str]]:
+    """(line, absolute module name) of every import in a file; relative imports resolved."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    is_package = path.name == "__init__.py"
+    found: List[Tuple[int, str]] = []
+    for node in _walk(tree):
+        if isinstance(node, ast.Import):
+            found.extend((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = module.split(".")
+                base = base[: len(base) - node.level + (1 if is_package else 0)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.append((node.lineno, target))
+            # ``from engine.models import weights`` imports the submodule engine.models.weights
+            found.extend((node.lineno, f"{target}.{alias.name}") for alias in node.names)
+    return found
+
+
+def project_modules() -> Dict[str, Path]:
+    modules = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            modules[module_name(path, folder, package)] = path
+    return modules
+
+
+def import_graph() -> Tuple[Dict[str, Path], Dict[str, Dict[str, int]]]:
+    """module -> {imported project module: first line}, only edges to modules that exist."""
+    modules = project_modules()
+    graph: Dict[str, Dict[str, int]] = {}
+    for module, path in modules.items():
+        edges: Dict[str, int] = {}
+        for line, target in imports_of(path, module):
+            # a module always runs its own packages' __init__ first: that is no edge between roles
+            if target in modules and target != module and not module.startswith(target + "."):
+                edges.setdefault(target, line)
+        graph[module] = edges
+    return modules, graph
+
+
+def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) -> List[str]:
+    """Edges that break the layout's rules, as 'file:line: a imports b (why)'."""
+    forbidden = [  # (importer prefix, imported prefix, why)
+        ("engine.models", "engine.editing", "the models know nothing of the editing job"),
+        ("engine.models", "engine.jobs", "the models know nothing of the server's jobs"),
+        ("engine.models", "engine.cli", "the models know nothing of the command lines"),
+        ("engine.editing", "engine.jobs", "the method knows nothing of the server"),
+        ("engine.editing", "engine.cli", "the method knows nothing of the command lines"),
+        ("engine.jobs", "engine.cli", "the job kinds know nothing of the command lines"),
+        ("engine.errors", "engine.", "the errors import nothing of the project"),
+        ("bridge", "engine", "bridge/ is shared with Krita: standard library only"),
+        ("bridge", "blended_diffusion", "bridge/ knows nothing of the plugin"),
+        ("blended_diffusion", "engine", "the plugin talks to the engine over the bridge only"),
+        ("engine", "blended_diffusion", "the engine knows nothing of the plugin"),
+        ("engine", "toyworld", "the engine does not depend on the toy world's training code"),
+    ]
+
+    def within(name: str, prefix: str) -> bool:
+        return name == prefix.rstrip(".") or name.startswith(prefix if prefix.endswith(".") else prefix + ".")
+
+    found = []
+    for module, edges in graph.items():
+        for target, line in edges.items():
+            for importer, imported, why in forbidden:
+                if within(module, importer) and within(target, imported):
+                    found.append(
+                        f"{modules[module].relative_to(ROOT)}:{line}: {module} imports {target} ({why})"
+                    )
+    return found
+
+
+def third_party_violations(modules: Dict[str, Path]) -> List[str]:
+    """bridge/: standard library only; the plugin: standard library, PyQt5, krita and bridge."""
+    found = []
+    for module, path in modules.items():
+        top = module.split(".")[0]
+        if top not in ("bridge", "blended_diffusion"):
+            continue
+        allowed = (
+            STDLIB
+            | {"bridge"}
+            | ({"blended_diffusion"} | KRITA_SIDE if top == "blended_diffusion" else set())
+        )
+        for line, target in imports_of(path, module):
+            if target.split(".")[0] not in allowed:
+                found.append(f"{path.relative_to(ROOT)}:{line}: {module} imports {target}")
+    return sorted(set(found))
+
+
+def cycles(graph: Dict[str, Dict[str, int]]) -> List[List[str]]:
+    """Strongly connected components of more than one module (Tarjan), each an import circle."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    on_stack: Set[str] = set()
+    result: List[List[str]] = []
+    counter = [0]
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = counter[0]
+        counter[0] += 1
+        stack.append(node)
+        on_stack.add(node)
+        for target in graph.get(node, {}):
+            if target not in index:
+                visit(target)
+                low[node] = min(low[node], low[target])
+            elif target in on_stack:
+                low[node] = min(low[node], index[target])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                item = stack.pop()
+                on_stack.discard(item)
+                component.append(item)
+                if item == node:
+                    break
+            if len(component) > 1:
+                result.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return result
+
+
+def test_the_layout_rules_hold() -> None:
+    modules, graph = import_graph()
+    assert {"engine.models.registry", "engine.editing.params", "bridge.server", "engine.jobs"} <= set(modules)
+    assert not rule_violations(modules, graph), "\n".join(rule_violations(modules, graph))
+
+
+def test_bridge_and_plugin_import_only_what_krita_has() -> None:
+    violations = third_party_violations(project_modules())
+    assert not violations, "\n".join(violations)
+
+
+def test_no_import_circles() -> None:
+    _, graph = import_graph()
+    circles = cycles(graph)
+    assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
+
+
+def test_the_checks_see_a_forbidden_import_and_a_circle() -> None:
+    """The checks themselves: a models module importing editing, and a two-module circle, are caught."""
+    modules = {"engine.models.registry": ROOT / "engine/models/registry.py"}
+    graph = {"engine.models.registry": {"engine.editing.params": 7}, "engine.editing.params": {}}
+    assert rule_violations(modules, graph) == [
+        "engine/models/registry.py:7: engine.models.registry imports engine.editing.params "
+        "(the models know nothing of the editing job)"
+    ]
+    assert cycles({"a": {"b": 1}, "b": {"a": 2}, "c": {"a": 3}}) == [["a", "b"]]
+    sample = ROOT / "bridge" / "protocol.py"
+    assert all(
+        target.split(".")[0] in STDLIB | {"bridge"} for _, target in imports_of(sample, "bridge.protocol")
+    )
