@@ -326,9 +326,10 @@ class BridgeServer:
         self._accept_thread.start()
         log.info("listening on %s:%d", self.host, self.port)
 
-    def close(self) -> None:
+    def close(self, job_timeout: float = 5.0) -> None:
+        """Stop accepting, cancel the jobs and wait up to ``job_timeout`` s for the running one to end."""
         self._closing = True
-        self.jobs.stop()
+        self.jobs.stop(job_timeout)
         try:
             self._listener.close()
         except OSError:

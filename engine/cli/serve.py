@@ -156,7 +156,9 @@ def run(args: argparse.Namespace) -> int:
     ready_out.flush()
     while not stop.wait(0.5):
         pass
-    server.close()
+    # The job was cancelled; a diffusion step may not notice for a while, and whoever asked for it is gone
+    # (Krita quit or died): do not wait for it long, os._exit below ends its thread.
+    server.close(job_timeout=1.0)
     log.info("stopped")
     logging.shutdown()
     sys.stderr.flush()

@@ -93,11 +93,13 @@ class Controller(QObject):
             self._closing_connected = True
 
     def shutdown(self) -> None:
+        """Krita is quitting: end a running job and the engine, and let the worker thread finish (a thread
+        still running when Krita exits crashes it)."""
         if self.cancel_event is not None:
             self.cancel_event.set()
+        self.manager.stop()  # the engine closes the job's connection, so the worker returns at once
         if self.worker is not None:
-            self.worker.wait(5000)
-        self.manager.stop()
+            self.worker.wait(10000)
 
     def options_from_settings(self) -> EditOptions:
         s = self.settings

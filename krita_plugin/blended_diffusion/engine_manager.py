@@ -64,6 +64,7 @@ class EngineManager:
         self.start_timeout = start_timeout
         self._lock = threading.RLock()
         self._process: Any = None
+        self._starting: Any = None  # the process being started (under the lock, for seconds to minutes)
         self._address: Optional[tuple] = None  # host, port, token
         self.device: Optional[str] = None
         self.restarts = 0
@@ -108,6 +109,7 @@ class EngineManager:
             log_path=self.log_path,
         )
         self._say(notice)
+        self._starting = process
         try:
             self._address = process.start(timeout=self.start_timeout)
         except bridge_errors.BridgeError as exc:
@@ -128,6 +130,8 @@ class EngineManager:
                 detail = "\n".join(dict.fromkeys(lines[first:]))  # the tail may repeat the message
                 raise errors.WeightsMissingError(re.split(r"ERROR engine\.\w+: ", detail)[-1]) from exc
             raise errors.EngineStartError(str(exc), "" if tail.strip() in str(exc) else tail) from exc
+        finally:
+            self._starting = None
         self._process = process
 
     def connect(self) -> Any:
@@ -164,6 +168,13 @@ class EngineManager:
         return client
 
     def stop(self) -> None:
+        starting = self._starting
+        if starting is not None:
+            # Quitting while an engine starts: end it now rather than wait for the start-up to finish.
+            try:
+                starting.stop(timeout=2.0)
+            except Exception:  # noqa: BLE001 - stopping at exit must never raise
+                pass
         with self._lock:
             process, self._process, self._address = self._process, None, None
         if process is not None:

@@ -194,6 +194,21 @@ def register(extension_cls: Any, docker_id: str, docker_cls: Any) -> None:
 
 
 def on_application_closing(callback: Any) -> None:
-    """Run ``callback`` when Krita quits (to stop the engine)."""
-    notifier = Krita.instance().notifier()
-    notifier.applicationClosing.connect(callback)
+    """Run ``callback`` once when Krita quits (to end a job and stop the engine): on Krita's
+    applicationClosing, on Qt's aboutToQuit, or at the latest when Python shuts down (kritarunner)."""
+    import atexit
+
+    from PyQt5.QtCore import QCoreApplication
+
+    done = []
+
+    def once() -> None:
+        if not done:
+            done.append(True)
+            callback()
+
+    Krita.instance().notifier().applicationClosing.connect(once)
+    app = QCoreApplication.instance()
+    if app is not None:
+        app.aboutToQuit.connect(once)
+    atexit.register(once)

@@ -5,8 +5,8 @@
 * ``job_then_wait``: an edit runs on the real engine through the docker's controller (as the Edit button
   starts it); once progress arrives the pids go to ``<result.json>``, then Krita keeps running until the
   test kills it.
-* ``job_then_quit``: the same, then Krita quits in order while the job runs (the controller's
-  application-closing hook and Krita's exit).
+* ``job_then_quit``: the same, then Krita quits in order while the job runs (Krita's applicationClosing
+  signal, which the controller listens to, then Krita's exit).
 * ``doc_closed``: the document is closed while a slow (fake) job runs; the result must be dropped with a
   message and no exception.
 """
@@ -43,7 +43,7 @@ def _pump(until, limit: float) -> bool:
     return False
 
 
-def _start_long_job(result_path: str) -> Any:
+def _start_long_job(result_path: str, write: bool = True) -> Any:
     from blended_diffusion import controller, krita_api
     from blended_diffusion.params import EditOptions
 
@@ -59,7 +59,9 @@ def _start_long_job(result_path: str) -> Any:
         raise RuntimeError(f"the edit did not start: {ctl.last_message}")
     if not _pump(lambda: bool(steps), 300):
         raise RuntimeError(f"no progress from the engine: {ctl.flow.state} {ctl.last_message}")
-    _write(result_path, {"krita": os.getpid(), "engine": ctl.manager._process.pid, "step": steps[-1]})
+    ctl.pids = {"krita": os.getpid(), "engine": ctl.manager._process.pid, "step": steps[-1]}
+    if write:
+        _write(result_path, ctl.pids)
     return ctl
 
 
@@ -69,12 +71,18 @@ def job_then_wait(result_path: str) -> None:
 
 
 def job_then_quit(result_path: str) -> None:
-    ctl = _start_long_job(result_path)
-    with open(result_path, encoding="utf-8") as handle:
-        data = json.load(handle)
-    data.update(quit_at=time.time(), busy=ctl.worker is not None)
+    ctl = _start_long_job(result_path, write=False)
+    data = dict(ctl.pids, busy=ctl.worker is not None)
+    # What Krita does when the user quits (File > Quit, closing the window): its notifier says
+    # applicationClosing, which the plugin's controller listens to; then Krita exits (here: kritarunner
+    # returns) with the job still running.
+    started = time.time()
+    app().notifier().applicationClosing.emit()
+    data.update(closing_s=round(time.time() - started, 2), worker_left=ctl.worker is not None
+                and ctl.worker.isRunning(), engine_running=ctl.manager.running)
+    _pump(lambda: ctl.worker is None, 5)  # Krita's event loop runs on while its windows close
+    data.update(worker_released=ctl.worker is None)
     _write(result_path, data)
-    # Returning ends kritarunner: Krita quits with the job running.
 
 
 def doc_closed(result_path: str) -> None:
