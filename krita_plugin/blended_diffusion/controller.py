@@ -75,6 +75,7 @@ class Controller(QObject):
             host=s.get("remote_host"),
             port=s.get("remote_port"),
             token=s.get("remote_token"),
+            fingerprint=s.get("remote_fingerprint"),
             device=s.get("device"),
         )
 

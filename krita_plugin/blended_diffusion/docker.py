@@ -30,6 +30,7 @@ from .krita_api import DockWidget
 
 DOCKER_ID = "blended_diffusion_docker"
 THUMB = 72
+ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
 
 STRENGTH_TIP = (
     "How much the selected area may change. Strength s skips the first (1 - s) x steps of the diffusion "
@@ -186,11 +187,19 @@ class BlendedDiffusionDocker(DockWidget):
         self.port.setRange(1, 65535)
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
+        self.fingerprint = QLineEdit()
+        self.fingerprint.setPlaceholderText("TLS: SHA-256 printed by 'engine serve --tls'")
+        self.fingerprint.setToolTip(
+            "The fingerprint 'python -m engine serve --tls' prints. Set, the connection is encrypted and "
+            "the plugin refuses an engine whose certificate does not match, before sending the token. "
+            "Empty: no encryption (use it on loopback or through an SSH tunnel only)."
+        )
         eng.addRow("Mode", self.engine_mode)
         eng.addRow("Device", self.device)
         eng.addRow("Host", self.host)
         eng.addRow("Port", self.port)
         eng.addRow("Token", self.token)
+        eng.addRow("Fingerprint", self.fingerprint)
         layout.addWidget(self.engine_box)
 
         self.status = QLabel()
@@ -234,6 +243,7 @@ class BlendedDiffusionDocker(DockWidget):
             ("remote_host", self.host, "text", "setText", self.host.textChanged),
             ("remote_port", self.port, "value", "setValue", self.port.valueChanged),
             ("remote_token", self.token, "text", "setText", self.token.textChanged),
+            ("remote_fingerprint", self.fingerprint, "text", "setText", self.fingerprint.textChanged),
         )
 
     def load_settings(self) -> None:
@@ -251,7 +261,7 @@ class BlendedDiffusionDocker(DockWidget):
             self.ctl.settings.save()
         except (ValueError, OSError) as exc:
             self.status.setText(f"Setting not saved: {exc}")
-        if key in ("engine_mode", "device", "remote_host", "remote_port", "remote_token"):
+        if key in ENGINE_KEYS:
             self.ctl.apply_engine_settings()
         self._update_enabled()
 
@@ -273,7 +283,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.prompt.setEnabled(not self.removal.isChecked())
         self.seed.setEnabled(self.seed_mode.currentText() == "fixed")
         remote = self.engine_mode.currentText() == "remote"
-        for widget in (self.host, self.port, self.token):
+        for widget in (self.host, self.port, self.token, self.fingerprint):
             widget.setEnabled(remote)
         self.device.setEnabled(not remote)
 

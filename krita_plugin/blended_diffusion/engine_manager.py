@@ -20,6 +20,7 @@ class EngineSettings:
     host: str = "127.0.0.1"
     port: int = 7860
     token: str = ""
+    fingerprint: str = ""  # remote: SHA-256 of the engine's TLS certificate; set, the connection is TLS
     device: str = ""  # empty: the engine picks
     models: str = ""  # empty: the preset install.py recorded
     config_path: Optional[str] = None
@@ -138,8 +139,10 @@ class EngineManager:
         """A connected EngineClient; starts (or restarts) the local engine when needed."""
         client_mod, bridge_errors = _bridge()
         with self._lock:
+            fingerprint = None
             if self.settings.mode == "remote":
                 host, port, token = self.settings.host, int(self.settings.port), self.settings.token
+                fingerprint = self.settings.fingerprint.strip() or None
             else:
                 if self._process is not None and not self._process.alive():
                     tail = self.log_tail()
@@ -154,7 +157,7 @@ class EngineManager:
                     self._start_local()
                 host, port, token = self._address
         try:
-            client = client_mod.EngineClient(host, port, token)
+            client = client_mod.EngineClient(host, port, token, fingerprint=fingerprint)
             status = client.status()
         except bridge_errors.BridgeError as exc:
             if self.settings.mode == "remote":
