@@ -33,12 +33,12 @@ GUI = json.loads(os.environ["BD_GUI"])
 
 
 def trace(text):
-    with open(GUI["trace"], "a") as handle:
+    with open(GUI["trace"], "a", encoding="utf-8") as handle:
         handle.write(f"{time.strftime('%H:%M:%S')} {text}\n")
 
 
 def report(**fields):
-    with open(GUI["status"], "w") as handle:
+    with open(GUI["status"], "w", encoding="utf-8") as handle:
         json.dump(fields, handle)
 
 
@@ -50,6 +50,21 @@ def _beat():
 _heartbeat = QTimer()
 _heartbeat.timeout.connect(_beat)
 _heartbeat.start(250)
+
+import sys, traceback  # noqa: E401
+
+
+def _log_exception(kind, value, tb):
+    # Krita's own hook shows a modal dialog, which would stall the driver without a trace.
+    GUI.setdefault("exceptions", []).append(1)
+    trace("EXCEPTION " + "".join(traceback.format_exception(kind, value, tb)))
+
+
+sys.excepthook = _log_exception
+
+import faulthandler, signal  # noqa: E401 - `kill -USR1 <krita>` writes every thread's Python stack
+_stacks = open(GUI["trace"] + ".py-stacks", "w")
+faulthandler.register(signal.SIGUSR1, file=_stacks, all_threads=True)
 
 
 def soft_ellipse(w, h, cx, cy, rx, ry):
@@ -258,6 +273,8 @@ def run_krita_once(
     start_grace: float = 120.0,
 ) -> KritaRun:
     """Krita under a fresh Xvfb (and openbox); returns when Krita exits, hangs or runs out of time."""
+    # A SIGTERM to this script still ends Krita, openbox and Xvfb (through the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
     xvfb, display = _start_xvfb(size)
     started = time.time()
     wm = None

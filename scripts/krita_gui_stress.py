@@ -203,7 +203,9 @@ def session(args: argparse.Namespace, index: int, out: Path) -> dict:
         env = krita_env(home, config_dir / "engine.json", gui)
         run = run_krita(env, Path(gui["heartbeat"]), args.session_timeout, stall=args.stall,
                         window_manager=not args.no_wm)
-        result = json.loads(status.read_text()) if status.exists() else {"ok": False, "error": "no report"}
+        result = {"ok": False, "error": "no report"}
+        if status.exists():
+            result = json.loads(status.read_text(encoding="utf-8"))
         result.update(session=index, hung=run.hung, timed_out=run.timed_out, wall_s=round(run.wall, 1),
                       krita_rc=run.rc)
         if run.hung or run.timed_out:
@@ -211,7 +213,7 @@ def session(args: argparse.Namespace, index: int, out: Path) -> dict:
             stacks.write_text(run.stacks)
             result["stacks"] = str(stacks)
             trace = Path(gui["trace"])
-            result["trace_tail"] = trace.read_text()[-2000:] if trace.exists() else ""
+            result["trace_tail"] = trace.read_text(encoding="utf-8")[-2000:] if trace.exists() else ""
         return result
 
 

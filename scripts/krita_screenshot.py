@@ -188,7 +188,8 @@ def main() -> int:
         }
         env = krita_env(home, config_dir / "engine.json", gui)
         run = run_krita(env, Path(gui["heartbeat"]), args.timeout + 120, window_manager=not args.no_wm)
-        steps = Path(gui["trace"]).read_text() if Path(gui["trace"]).exists() else "(no trace)\n"
+        trace_file = Path(gui["trace"])
+        steps = trace_file.read_text(encoding="utf-8") if trace_file.exists() else "(no trace)\n"
         if run.hung:
             if args.stacks:
                 Path(args.stacks).write_text(run.stacks)
@@ -200,7 +201,7 @@ def main() -> int:
             print(f"error: no screenshot (Krita rc {run.rc}, timed out: {run.timed_out}); driver trace:\n"
                   f"{steps}", file=sys.stderr)
             return 1
-        result = json.loads(status.read_text())
+        result = json.loads(status.read_text(encoding="utf-8"))
         if not result.get("ok") or not shot_tmp.exists():
             print(f"error: {result}", file=sys.stderr)
             return 1
