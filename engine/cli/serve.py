@@ -136,6 +136,12 @@ def run(args: argparse.Namespace) -> int:
         size = args.max_attachment_mb << 20
         limits = dataclasses.replace(limits, max_attachment_bytes=size, max_message_bytes=3 * size)
 
+    # torch's compiler cache folder, which importing kornia/open_clip creates, goes with the engine's data
+    # rather than into the system's temporary folder, where it would stay behind.
+    from engine.models.registry import user_data_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_data_dir() / "cache" / "torchinductor"))
+
     # Anything the engine prints while loading must not be taken for the ready line.
     ready_out = sys.stdout
     sys.stdout = sys.stderr

@@ -89,4 +89,13 @@ class FakeManager:
         self.settings = settings
 
 
-__all__ = ["FakeClient", "FakeManager", "errors"]
+def dock_size(dock: Any) -> list:
+    """The dock's size hint and minimum size hint, after pending layout events."""
+    from PyQt5.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    hint, minimum = dock.sizeHint(), dock.minimumSizeHint()
+    return [hint.width(), hint.height(), minimum.width(), minimum.height()]
+
+
+__all__ = ["FakeClient", "FakeManager", "dock_size", "errors"]
