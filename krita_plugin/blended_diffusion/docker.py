@@ -51,8 +51,10 @@ class SteadyArea(QScrollArea):
         self.setFrameShape(QFrame.NoFrame)
         self.setWidgetResizable(True)
         bar = self.verticalScrollBar().sizeHint().width()
-        collapsed = content.minimumSizeHint()
         for section in sections:  # wide enough for every section expanded, tall enough for none
+            section.setVisible(False)
+        collapsed = content.minimumSizeHint()
+        for section in sections:
             section.setVisible(True)
         width = content.minimumSizeHint().width() + bar
         for section in sections:
