@@ -111,10 +111,36 @@ class EngineClient:
         attachments = [("image", image_png), ("mask", mask_png)]
         if init_png is not None:
             attachments.append(("init", init_png))
+        return self._run_job("edit", params, attachments, on_progress, cancel)
+
+    def extend(
+        self,
+        params: Dict[str, Any],
+        image_png: bytes,
+        on_progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Dict[str, Any]:
+        """Run an extend job (text-guided extrapolation) and wait for it; progress and cancel as ``edit``.
+
+        ``params``: the edit parameters plus ``left``/``right``/``top``/``bottom`` (pixels to add),
+        ``side_prompts`` ({side: prompt}, overriding ``prompt``), ``blend_band``, ``window``. The result has
+        ``canvas_size``, ``offset`` (where the image's top-left lands) and candidates whose PNG covers the
+        whole new canvas (alpha 0 on the original).
+        """
+        return self._run_job("extend", params, [("image", image_png)], on_progress, cancel)
+
+    def _run_job(
+        self,
+        kind: str,
+        params: Dict[str, Any],
+        attachments: List[Tuple[str, bytes]],
+        on_progress: Optional[ProgressCallback],
+        cancel: Optional[threading.Event],
+    ) -> Dict[str, Any]:
         size = sum(len(data) for _name, data in attachments)
         with self._lock:
             request_id = next(self._ids)
-            self._send("edit", {"id": request_id, "params": params}, attachments, size)
+            self._send(kind, {"id": request_id, "params": params}, attachments, size)
             finished = False
             try:
                 result = self._follow_job(request_id, on_progress, cancel)

@@ -1,4 +1,4 @@
-"""``python -m engine <command>``: models, download, edit, serve, doctor.
+"""``python -m engine <command>``: models, download, edit, extend, serve, doctor.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; they are
 imported only when chosen, so ``python -m engine models`` does not pay for torch start-up twice.
@@ -14,6 +14,7 @@ COMMANDS = {
     "models": ("engine.cli.models", "list presets and whether their weight files are present and valid"),
     "download": ("engine.cli.models", "download (and verify) the weight files of a preset"),
     "edit": ("engine.cli.edit", "edit an image region guided by a text prompt"),
+    "extend": ("engine.cli.extend", "extend the canvas on any sides, guided by a prompt per side"),
     "serve": ("engine.cli.serve", "serve editing jobs to the Krita plugin over an authenticated socket"),
     "doctor": ("engine.cli.doctor", "report versions, device, weight files, estimated time and log path"),
 }

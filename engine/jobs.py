@@ -1,6 +1,7 @@
 """The job kinds the engine serves over the bridge, each a :class:`bridge.jobqueue.JobRunner`.
 
 ``edit``: :class:`EditRunner` runs :func:`engine.editing.editor.edit` on the models loaded once at start-up.
+``extend``: :class:`ExtendRunner` runs :func:`engine.editing.extend.extend` (text-guided extrapolation).
 It checks a request's parameters against :class:`engine.editing.params.EditParams` before it is queued, so
 a bad request is refused at once, and maps the engine's errors to the bridge's error codes.
 """
@@ -41,6 +42,40 @@ def _field_kind(spec: dataclasses.Field) -> Tuple[type, bool]:
             return kind, optional
     default = spec.default if spec.default is not dataclasses.MISSING else None
     return (type(default) if default is not None else object), optional or default is None
+
+
+def _reporter(job: Job):
+    """The editor's progress callback, forwarded to the job's client."""
+
+    def on_progress(progress: Any) -> None:
+        preview = getattr(progress, "preview", None)
+        job.progress(
+            progress.step,
+            progress.total,
+            getattr(progress, "candidate_offset", 0),
+            _png_bytes(preview) if preview is not None else None,
+        )
+
+    return on_progress
+
+
+def _candidates_out(result_candidates: Any) -> RunnerOutput:
+    """(candidate entries, attachments): each candidate's patch as the PNG attachment it names."""
+    candidates = []
+    attachments = []
+    for index, candidate in enumerate(result_candidates):
+        name = f"candidate{index}"
+        attachments.append((name, _png_bytes(candidate.patch.convert("RGBA"))))
+        candidates.append(
+            {
+                "rank": candidate.rank,
+                "seed": candidate.seed,
+                "scores": dict(candidate.scores),
+                "box": list(candidate.box),
+                "attachment": name,
+            }
+        )
+    return candidates, attachments  # type: ignore[return-value]
 
 
 class EditRunner(JobRunner):
@@ -163,6 +198,20 @@ class EditRunner(JobRunner):
             ) from None
         return image
 
+    def _work(self, job: Job) -> RunnerOutput:
+        """The job itself; run() maps its errors to the bridge's codes."""
+        image = self._decode("image", job.images["image"])
+        mask = self._decode("mask", job.images["mask"])
+        init = self._decode("init", job.images["init"]) if "init" in job.images else None
+        params = self._editor.EditParams(**job.params)
+
+        result = self._editor.edit(
+            image, mask, self.models, params, init_image=init, progress=_reporter(job), cancel=job.cancel
+        )
+        candidates, attachments = _candidates_out(result.candidates)
+        fields = {"candidates": candidates, "box": list(result.box), "notes": list(result.notes)}
+        return fields, attachments
+
     def run(self, job: Job) -> RunnerOutput:
         from PIL import Image
 
@@ -172,39 +221,7 @@ class EditRunner(JobRunner):
         Image.MAX_IMAGE_PIXELS = self.limits.max_image_pixels  # PIL's bomb check, at our own limit
         failure: Optional[Tuple[str, str]] = None
         try:
-            image = self._decode("image", job.images["image"])
-            mask = self._decode("mask", job.images["mask"])
-            init = self._decode("init", job.images["init"]) if "init" in job.images else None
-            params = self._editor.EditParams(**job.params)
-
-            def on_progress(progress: Any) -> None:
-                preview = getattr(progress, "preview", None)
-                job.progress(
-                    progress.step,
-                    progress.total,
-                    getattr(progress, "candidate_offset", 0),
-                    _png_bytes(preview) if preview is not None else None,
-                )
-
-            result = self._editor.edit(
-                image, mask, self.models, params, init_image=init, progress=on_progress, cancel=job.cancel
-            )
-            candidates = []
-            attachments = []
-            for index, candidate in enumerate(result.candidates):
-                name = f"candidate{index}"
-                attachments.append((name, _png_bytes(candidate.patch.convert("RGBA"))))
-                candidates.append(
-                    {
-                        "rank": candidate.rank,
-                        "seed": candidate.seed,
-                        "scores": dict(candidate.scores),
-                        "box": list(candidate.box),
-                        "attachment": name,
-                    }
-                )
-            fields = {"candidates": candidates, "box": list(result.box), "notes": list(result.notes)}
-            return fields, attachments
+            return self._work(job)
         except errors.JobFailed:
             raise
         except Cancelled as exc:
@@ -238,15 +255,77 @@ def release_memory() -> None:
     free_memory()
 
 
-def edit_runners(
+class ExtendRunner(EditRunner):
+    """The ``extend`` job: engine.editing.extend.extend (text-guided extrapolation) on the same models.
+
+    Its params are the edit parameters plus ``left``/``right``/``top``/``bottom`` (pixels),
+    ``side_prompts`` ({side: prompt}), ``blend_band`` and ``window``; one attachment, ``image``. Each
+    candidate's attachment is the whole new canvas as RGBA, alpha 255 on the new pixels and 0 on the
+    original (a ramp inside it only with ``blend_band``).
+    """
+
+    required_images = ("image",)
+    optional_images = ()
+    EXTENSION_KEYS = ("left", "right", "top", "bottom", "side_prompts", "blend_band", "window")
+
+    def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
+        from engine.editing.extend import ExtendSpec, validate_spec
+
+        extension = {key: params[key] for key in self.EXTENSION_KEYS if key in params}
+        side_prompts = extension.get("side_prompts", {})
+        if not isinstance(side_prompts, dict):
+            raise errors.JobFailed(errors.INVALID_INPUT, "side_prompts must be an object {side: prompt}")
+        for key in ("left", "right", "top", "bottom", "blend_band", "window"):
+            value = extension.get(key, 0)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise errors.JobFailed(errors.INVALID_INPUT, f"{key} must be a whole number, not {value!r}")
+        try:
+            validate_spec(ExtendSpec(**extension))
+        except Exception as exc:
+            raise errors.JobFailed(errors.INVALID_INPUT, str(exc)) from None
+        rest = {key: value for key, value in params.items() if key not in self.EXTENSION_KEYS}
+        checked = super().validate(rest, images)
+        if checked.get("invert_mask"):
+            raise errors.JobFailed(errors.INVALID_INPUT, "invert_mask has no meaning when extending")
+        return {**checked, **extension}
+
+    def _work(self, job: Job) -> RunnerOutput:
+        from engine.editing.extend import ExtendSpec, extend
+
+        image = self._decode("image", job.images["image"])
+        params = dict(job.params)
+        spec = ExtendSpec(**{key: params.pop(key) for key in self.EXTENSION_KEYS if key in params})
+        edit_params = self._editor.EditParams(**params)
+        result = extend(image, spec, self.models, edit_params, progress=_reporter(job), cancel=job.cancel)
+        candidates, attachments = _candidates_out(result.candidates)
+        width, height = result.canvas_size
+        fields = {
+            "candidates": candidates,
+            "box": [0, 0, width, height],
+            "canvas_size": [width, height],
+            "offset": list(result.offset),
+            "windows": result.windows,
+            "notes": list(result.notes),
+        }
+        return fields, attachments
+
+
+def job_runners(
     models: Any,
     limits: Limits,
     edit_defaults: Optional[Dict[str, Any]] = None,
     log_path: Optional[str] = None,
     preset_ref: Optional[str] = None,
 ) -> Dict[str, JobRunner]:
-    """The runners ``python -m engine serve`` hands the bridge server, by job kind."""
-    return {"edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref)}
+    """The runners ``python -m engine serve`` hands the bridge server, by job kind (``edit`` first: the
+    server reports device and models from the first)."""
+    return {
+        "edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref),
+        "extend": ExtendRunner(models, limits, edit_defaults, log_path, preset_ref),
+    }
 
 
-__all__: List[str] = ["EditRunner", "edit_runners"]
+edit_runners = job_runners  # the earlier name
+
+
+__all__: List[str] = ["EditRunner", "ExtendRunner", "edit_runners", "job_runners"]

@@ -54,6 +54,12 @@ class _Flag(argparse.Action):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_input_arguments(parser)
+    add_shared_arguments(parser)
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """The edit's own inputs: prompt, image, mask, scribble."""
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument(
         "-p",
@@ -76,6 +82,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="scribble-guided editing: this image (same size) is the start inside the mask",
     )
 
+
+
+def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = True) -> None:
+    """The options every diffusion command shares (edit, extend): diffusion, guidance, candidates, engine."""
     diffusion = parser.add_argument_group("diffusion")
     diffusion.add_argument(
         "--skip_timesteps",
@@ -136,15 +146,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="add the background losses (on by itself with --local_clip_guided_diffusion)",
     )
 
-    mask = parser.add_argument_group("mask")
-    mask.add_argument("--invert_mask", action=_Flag, help="edit outside the mask (new background)")
-    mask.add_argument(
-        "--no_enforce_background",
-        action=_Flag,
-        const=False,
-        dest="enforce_background",
-        help="do not paste the exact background back at the end",
-    )
+    if mask_options:
+        mask = parser.add_argument_group("mask")
+        mask.add_argument("--invert_mask", action=_Flag, help="edit outside the mask (new background)")
+        mask.add_argument(
+            "--no_enforce_background",
+            action=_Flag,
+            const=False,
+            dest="enforce_background",
+            help="do not paste the exact background back at the end",
+        )
+    else:
+        parser.set_defaults(invert_mask=False, enforce_background=True)
 
     misc = parser.add_argument_group("candidates and output")
     misc.add_argument(
@@ -184,7 +197,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=_Store,
         choices=("auto", "fp32", "bf16", "fp16"),
         default="auto",
-        help="auto: bf16 autocast on CUDA, fp32 elsewhere",
+        help="auto: bf16 on CUDA (fp16 below compute capability 8), fp32 elsewhere",
     )
     engine.add_argument("--compile", action=_Flag, help="torch.compile the UNet (slow first step)")
     engine.add_argument(
@@ -329,33 +342,38 @@ def _load_inputs(args: argparse.Namespace, invert_mask: bool):
 
 
 def _write_results(result, params, args: argparse.Namespace) -> List[str]:
-    """Write into a temporary folder beside output_path, then move in: all files or none."""
-    output = os.path.abspath(args.output_path)
+    summary = {
+        "prompt": params.prompt,
+        "image": os.path.abspath(args.init_image),
+        "mask": None if args.mask is None else os.path.abspath(args.mask),
+        "models": args.models,
+        "box": list(result.box),
+        "notes": result.notes,
+        "params": params.to_dict(),
+        "ranking": "combined = 0.5 * masked_clip + 0.5 * full_clip (spherical CLIP distances, lower is "
+        "better)",
+    }
+    return write_ranked(result.candidates, summary, args.output_path)
+
+
+def write_ranked(candidates, summary: Dict[str, Any], output_path: str) -> List[str]:
+    """Write the ranked full-size PNGs and scores.json (``summary`` + the candidates) into a temporary
+    folder beside output_path, then move them in: all files or none."""
+    output = os.path.abspath(output_path)
     parent = os.path.dirname(output)
-    width = max(2, len(str(len(result.candidates))))
+    width = max(2, len(str(len(candidates))))
     staging = tempfile.mkdtemp(prefix=".edit-", dir=parent)
     try:
         entries: List[Dict[str, Any]] = []
         names = []
-        for candidate in result.candidates:
+        for candidate in candidates:
             name = f"{candidate.rank:0{width}d}_seed{candidate.seed}.png"
             candidate.image.save(os.path.join(staging, name), format="PNG")
             names.append(name)
             entries.append(
                 {"rank": candidate.rank, "file": name, "seed": candidate.seed, "scores": candidate.scores}
             )
-        summary = {
-            "prompt": params.prompt,
-            "image": os.path.abspath(args.init_image),
-            "mask": None if args.mask is None else os.path.abspath(args.mask),
-            "models": args.models,
-            "box": list(result.box),
-            "notes": result.notes,
-            "params": params.to_dict(),
-            "ranking": "combined = 0.5 * masked_clip + 0.5 * full_clip (spherical CLIP distances, lower is "
-            "better)",
-            "candidates": entries,
-        }
+        summary = {**summary, "candidates": entries}
         with open(os.path.join(staging, SCORES_FILE), "w", encoding="utf-8") as handle:
             json.dump(summary, handle, indent=2)
         if not os.path.exists(output):

@@ -148,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     from engine import __version__
     from engine.editing.params import preset_edit_defaults
     from engine.errors import EngineError
-    from engine.jobs import edit_runners
+    from engine.jobs import job_runners
     from engine.models.loading import load_models
 
     started = time.monotonic()
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.models)
         edit_defaults = preset_edit_defaults(preset)
         models = load_models(preset, args.weights_dir, args.device)
-        runners = edit_runners(models, limits, edit_defaults, log_file, args.models)
+        runners = job_runners(models, limits, edit_defaults, log_file, args.models)
         server = BridgeServer(
             runners, token, args.host, args.port, limits, versions={"engine": __version__},
             ssl_context=ssl_context,

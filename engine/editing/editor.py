@@ -14,6 +14,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
@@ -28,8 +29,8 @@ PREVIEW_MAX_SIDE = 256
 
 @dataclass
 class Progress:
-    step: int  # 1-based, counted over all iterations
-    total: int
+    step: int  # candidate-steps done so far: each step of a batch of n candidates adds n
+    total: int  # steps x candidates
     candidate_offset: int  # index of the first candidate of the batch being made
     preview: Optional[Image.Image] = None
 
@@ -51,18 +52,80 @@ class EditResult:
     notes: List[str] = field(default_factory=list)
 
 
-_COMPILED: Dict[int, Any] = {}
+@dataclass
+class CompiledUNet:
+    """A models object's torch.compile'd UNet (kept on the models, ``compiled_unet``: it lives as long as
+    they do), or why compiling failed: later jobs then run eagerly at once."""
+
+    module: Any = None
+    error: Optional[str] = None
 
 
-def _unet_for(models, params: EditParams):
-    if not params.compile:
-        return models.unet
+def _compiled_unet(models) -> CompiledUNet:
     import torch
 
-    key = id(models.unet)
-    if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(models.unet)
-    return _COMPILED[key]
+    state = getattr(models, "compiled_unet", None)
+    if state is None:
+        try:
+            state = CompiledUNet(module=torch.compile(models.unet))
+        except Exception as exc:  # noqa: BLE001 - e.g. a Python version torch.compile does not support
+            state = CompiledUNet(error=_describe(exc))
+        models.compiled_unet = state
+    return state
+
+
+def _describe(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _dynamic_batch(module):
+    """Call ``module`` with the batch dimension marked dynamic: an out-of-memory split (4 -> 2 -> 1) or a
+    smaller last batch reuses the compiled graph instead of compiling another."""
+    import torch
+
+    def call(x, timesteps, y=None):
+        for tensor in (x, timesteps, y):
+            if tensor is not None:
+                torch._dynamo.maybe_mark_dynamic(tensor, 0)
+        return module(x, timesteps, y)
+
+    return call
+
+
+class UNetChoice:
+    """The UNet a job runs: compiled when asked and compiling works, else eager (with a note).
+
+    Compiling happens lazily, at the first forward or backward, so a failure shows up while a batch runs
+    (e.g. no Triton on Windows): ``run`` then reruns that batch eagerly, and if that works the failure was
+    the compiler's: it is recorded on the models and the job goes on eagerly.
+    """
+
+    def __init__(self, models, params: EditParams, notes: List[str]) -> None:
+        self.models, self.notes = models, notes
+        self.state = _compiled_unet(models) if params.compile else None
+        if self.state is not None and self.state.error is not None:
+            notes.append(f"torch.compile is unavailable ({self.state.error}): the UNet ran eagerly")
+        self.unet = models.unet if self.compiled is None else _dynamic_batch(self.compiled)
+
+    @property
+    def compiled(self):
+        return None if self.state is None or self.state.error is not None else self.state.module
+
+    def run(self, run: Callable[[Any, Sequence[int], int], Any], seeds: Sequence[int], offset: int):
+        if self.compiled is None:
+            return run(self.models.unet, seeds, offset)
+        try:
+            return run(self.unet, seeds, offset)
+        except Exception as exc:  # noqa: BLE001 - out-of-memory and cancels go on up; others get an eager try
+            if is_out_of_memory(exc) or isinstance(exc, (Cancelled, EngineError)):
+                raise
+            error = _describe(exc)
+        result = run(self.models.unet, seeds, offset)  # raises the model's own error if it was not compiling
+        self.state.error = error
+        self.unet = self.models.unet
+        self.notes.append(f"torch.compile failed ({error}): the UNet ran eagerly")
+        return result
 
 
 def _candidate_seeds(params: EditParams) -> List[int]:
@@ -70,31 +133,74 @@ def _candidate_seeds(params: EditParams) -> List[int]:
     return [base + index for index in range(int(params.batch_size) * int(params.iterations_num))]
 
 
+@dataclass
+class BatchLimit:
+    """How many candidates run at once; halved on out-of-memory and kept so for the rest of the job."""
+
+    size: int
+
+
 def run_splitting_on_oom(
-    run: Callable[[Sequence[int], int], Any], seeds: Sequence[int], offset: int, notes: List[str]
+    run: Callable[[Sequence[int], int], Any],
+    seeds: Sequence[int],
+    offset: int,
+    notes: List[str],
+    limit: Optional[BatchLimit] = None,
 ):
-    """run(seeds, offset) -> tensor [len(seeds), ...]; on out-of-memory retry as two halves.
+    """run(seeds, offset) -> tensor [len(seeds), ...], in batches of at most ``limit.size``; on
+    out-of-memory the limit is halved (for this call and every later one sharing ``limit``) and the
+    failed batch is run again in smaller ones.
 
     Each candidate's randomness comes from its own seed, so a split batch makes the same candidates.
     """
     import torch
 
-    try:
-        return run(seeds, offset)
-    except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
-        if not is_out_of_memory(exc):
-            raise
-        if len(seeds) == 1:
-            raise EngineError(
-                "out of memory even for a single candidate: use a smaller model preset, another device "
-                "(--device cpu) or close other programs using the GPU"
-            ) from None
-    free_memory()
-    half = len(seeds) // 2
-    notes.append(f"out of memory with {len(seeds)} candidates at once: retried in batches of {half}")
-    first = run_splitting_on_oom(run, seeds[:half], offset, notes)
-    second = run_splitting_on_oom(run, seeds[half:], offset + half, notes)
-    return torch.cat([first, second], dim=0)
+    limit = limit if limit is not None else BatchLimit(len(seeds))
+    outputs = []
+    done = 0
+    while done < len(seeds):
+        batch = seeds[done : done + limit.size]
+        try:
+            outputs.append(run(batch, offset + done))
+            done += len(batch)
+            continue
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
+            if not is_out_of_memory(exc):
+                raise
+            if len(batch) == 1:
+                raise EngineError(
+                    "out of memory even for a single candidate: use a smaller model preset, another device "
+                    "(--device cpu) or close other programs using the GPU"
+                ) from None
+        # out of the except block: the failed batch's tensors (held by the traceback) are gone now
+        free_memory()
+        limit.size = len(batch) // 2
+        notes.append(
+            f"out of memory with {len(batch)} candidates at once: the rest of the job ran in batches of "
+            f"{limit.size}"
+        )
+    return torch.cat(outputs, dim=0)
+
+
+def _set_precision(models, dtype, notes: List[str]):
+    """Put the UNet's inner blocks and CLIP in the job's precision (None: fp32), converting their weights
+    once rather than re-casting them in every forward under autocast. Returns the autocast dtype still
+    needed: None, unless the models cannot convert (then autocast as before)."""
+    import torch
+
+    unet, clip = models.unet, models.clip
+    if not (hasattr(unet, "set_inner_dtype") and hasattr(clip, "set_dtype")):
+        if dtype is not None:
+            notes.append(f"UNet and CLIP ran under {str(dtype).replace('torch.', '')} autocast")
+        return dtype
+    unet.set_inner_dtype(dtype or torch.float32)
+    clip.set_dtype(dtype or torch.float32)
+    if dtype is not None:
+        notes.append(
+            f"UNet blocks and CLIP ran in {str(dtype).replace('torch.', '')} (timestep embedding, output "
+            "layer and norms in float32)"
+        )
+    return None
 
 
 def _to_model_tensor(image: Image.Image, size: int, device):
@@ -106,6 +212,42 @@ def _to_model_tensor(image: Image.Image, size: int, device):
 
 def _to_pil(tensor) -> Image.Image:
     return imaging.from_float_array(tensor.detach().float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy())
+
+
+def guidance_settings(params: EditParams):
+    """The blended.GuidanceSettings of these parameters (shared by edit() and the extend job)."""
+    from engine.editing.blended import GuidanceSettings
+
+    return GuidanceSettings(
+        clip_guidance_lambda=float(params.clip_guidance_lambda),
+        range_lambda=float(params.range_lambda),
+        lpips_sim_lambda=float(params.lpips_sim_lambda),
+        l2_sim_lambda=float(params.l2_sim_lambda),
+        background_preservation_loss=bool(params.background_preservation_loss),
+        local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
+        enforce_background=bool(params.enforce_background),
+        ddim=bool(params.ddim),
+    )
+
+
+def lpips_for(models, params: EditParams, guided: bool, notes: List[str]):
+    """The LPIPS model when the background losses need it, else None (loaded first: fails fast)."""
+    background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
+    if not (guided and float(params.lpips_sim_lambda) and background_loss):
+        return None
+    from engine.models.clip import get_lpips
+
+    pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
+    lpips_model = get_lpips(
+        "vgg",
+        models.device,
+        pretrained_backbone=pretrained,
+        backbone_spec=getattr(models, "lpips_spec", None),
+        weights_dir=getattr(models, "weights_dir", None),
+    )
+    if not pretrained:
+        notes.append("LPIPS with a random backbone (test preset)")
+    return lpips_model
 
 
 def edit(
@@ -121,7 +263,7 @@ def edit(
     import torch
 
     from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import GuidanceSettings, StepInfo, blended_diffusion
+    from engine.editing.blended import StepInfo, blended_diffusion
     from engine.editing.ranking import rank_order, score_candidates
 
     validate_params(params)
@@ -161,21 +303,7 @@ def edit(
     device = models.device
     prompt = params.prompt.strip()
     # LPIPS before any model work: a missing VGG16 file must fail fast, not after the text encoder
-    lpips_model = None
-    background_loss = bool(params.background_preservation_loss or params.local_clip_guided_diffusion)
-    if prompt and float(params.lpips_sim_lambda) and background_loss:
-        from engine.models.clip import get_lpips
-
-        pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
-        lpips_model = get_lpips(
-            "vgg",
-            device,
-            pretrained_backbone=pretrained,
-            backbone_spec=getattr(models, "lpips_spec", None),
-            weights_dir=getattr(models, "weights_dir", None),
-        )
-        if not pretrained:
-            notes.append("LPIPS with a random backbone (test preset)")
+    lpips_model = lpips_for(models, params, bool(prompt), notes)
 
     crop_rgb = imaging.crop(source.rgb, box)
     crop_mask = imaging.crop_array(soft_mask, box)
@@ -185,31 +313,22 @@ def edit(
     if scribble is not None:
         init = _to_model_tensor(scribble, size, device) * model_mask + background * (1 - model_mask)
 
+    # before any model call: the prompt's embedding too comes from the job's precision
+    amp_dtype = _set_precision(models, amp_dtype_for(params.precision, device), notes)
     models.unet.requires_grad_(False)
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
-    settings = GuidanceSettings(
-        clip_guidance_lambda=float(params.clip_guidance_lambda),
-        range_lambda=float(params.range_lambda),
-        lpips_sim_lambda=float(params.lpips_sim_lambda),
-        l2_sim_lambda=float(params.l2_sim_lambda),
-        background_preservation_loss=bool(params.background_preservation_loss),
-        local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
-        enforce_background=bool(params.enforce_background),
-        ddim=bool(params.ddim),
-    )
+    settings = guidance_settings(params)
 
-    amp_dtype = amp_dtype_for(params.precision, device)
-    if amp_dtype is not None:
-        notes.append(f"UNet and CLIP ran under {str(amp_dtype).replace('torch.', '')} autocast")
-    unet = _unet_for(models, params)
+    unet_choice = UNetChoice(models, params, notes)
     seeds = _candidate_seeds(params)
     batch_size = int(params.batch_size)
     num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
-    total = num_steps * int(params.iterations_num)
+    # progress counts candidate-steps, so it only grows however the batches are split
+    total = num_steps * len(seeds)
+    reported = [0]
 
-    def run(batch_seeds: Sequence[int], offset: int):
-        iteration = offset // batch_size
+    def run(unet, batch_seeds: Sequence[int], offset: int):
         labels = None
         if getattr(models, "class_cond", False):
             # the reference conditions the 512 model on class 0 for every candidate
@@ -218,10 +337,11 @@ def edit(
         def on_step(info: StepInfo) -> None:
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            if progress is None:
-                return
+            step = offset * num_steps + info.step * len(batch_seeds)
+            if progress is None or step <= reported[0]:
+                return  # a batch rerun after out-of-memory: nothing new until it passes what was shown
+            reported[0] = step
             preview = None
-            step = iteration * num_steps + info.step
             if params.preview_every and (info.step % params.preview_every == 0 or info.step == info.total):
                 composed = background[0] * (1 - model_mask[0]) + info.pred_x0[0] * model_mask[0]
                 preview = _to_pil(composed)
@@ -249,10 +369,14 @@ def edit(
     outputs = []
     cancelled = False
     try:
+        limit = BatchLimit(batch_size)
         for offset in range(0, len(seeds), batch_size):
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
-            outputs.append(run_splitting_on_oom(run, seeds[offset : offset + batch_size], offset, notes))
+            batch_seeds = seeds[offset : offset + batch_size]
+            outputs.append(
+                run_splitting_on_oom(partial(unet_choice.run, run), batch_seeds, offset, notes, limit)
+            )
         results = torch.cat(outputs, dim=0)
     except Cancelled:
         cancelled = True

@@ -36,8 +36,8 @@ class EditParams:
     batch_size: int = 4
     iterations_num: int = 8
     preview_every: int = 0  # 0: no preview images in progress callbacks
-    # Speed (issue 8): "auto" = bf16 autocast on CUDA (fp16 where bf16 is unsupported), fp32 elsewhere;
-    # "bf16"/"fp16" force autocast on any device, "fp32" turns it off.
+    # Speed (issues 8, 17): "auto" = bf16 on CUDA of compute capability >= 8, fp16 on older GPUs, fp32
+    # elsewhere; "bf16"/"fp16" on any device; "fp32" is fp32 throughout. Weights are converted once a job.
     precision: str = "auto"
     compile: bool = False  # torch.compile the UNet (off: not measured to pay yet)
 

@@ -6,6 +6,7 @@ Weights come only from local files (the weights folder): OpenAI's TorchScript re
 
 from __future__ import annotations
 
+import functools
 import warnings
 import zipfile
 from pathlib import Path
@@ -26,7 +27,12 @@ _NON_PARAMETER_KEYS = ("input_resolution", "context_length", "vocab_size")
 
 
 def build_open_clip(config: dict, half: bool = False) -> torch.nn.Module:
-    """An ``open_clip.CLIP`` from a config dict (embed_dim, vision_cfg, text_cfg, quick_gelu)."""
+    """An ``open_clip.CLIP`` from a config dict (embed_dim, vision_cfg, text_cfg, quick_gelu).
+
+    ``half``: its LayerNorms compute in fp32 whatever the input (open_clip's LayerNormFp32, as OpenAI's
+    CLIP does under fp16), so the weights may later be converted to bf16/fp16; for fp32 inputs they are
+    the same arithmetic as the plain ones. The weights themselves are built fp32 either way.
+    """
     import open_clip
 
     vision_cfg = dict(config["vision_cfg"])
@@ -64,6 +70,48 @@ def read_clip_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v.float() for k, v in state_dict.items() if k not in _NON_PARAMETER_KEYS}
 
 
+# Devices whose adaptive_avg_pool2d handles sizes that do not divide (Apple MPS does not: torch's own MPS
+# tests mark it an expected failure). Elsewhere the same averages are taken as two matrix products.
+_ADAPTIVE_POOL_DEVICES = ("cpu", "cuda")
+
+
+@functools.lru_cache(maxsize=32)
+def averaging_matrix(in_size: int, out_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """[out, in]: row i averages input cells floor(i*in/out) .. ceil((i+1)*in/out) - 1, the windows of
+    adaptive average pooling. Built on the CPU in float64, cast there, then moved (MPS has no float64)."""
+    matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
+    for i in range(out_size):
+        start, end = (i * in_size) // out_size, -(-((i + 1) * in_size) // out_size)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix.to(dtype).to(device)
+
+
+def pool_method(device: torch.device) -> str:
+    return "adaptive" if device.type in _ADAPTIVE_POOL_DEVICES else "matrix"
+
+
+def area_downsample(images: torch.Tensor, size: int, method: Optional[str] = None) -> torch.Tensor:
+    """Adaptive average pooling of [B, C, H, W] to [B, C, size, size], with gradients, on every device.
+
+    ``method`` "adaptive" is torch's adaptive_avg_pool2d (the reference's op, kept where it runs so the
+    results there are unchanged); "matrix" is A_h @ x @ A_w^T with fixed averaging matrices (equal to it
+    up to rounding). None picks "adaptive" on CPU and CUDA, "matrix" elsewhere (MPS).
+    """
+    height, width = images.shape[-2:]
+    if (height, width) == (size, size):
+        return images
+    if method is None:
+        method = pool_method(images.device)
+    if method == "adaptive":
+        return F.adaptive_avg_pool2d(images, (size, size))
+    if method != "matrix":
+        raise ValueError(f"unknown pooling method {method!r}")
+    rows = averaging_matrix(int(height), size, images.device, images.dtype)
+    cols = averaging_matrix(int(width), size, images.device, images.dtype)
+    with torch.autocast(device_type=images.device.type, enabled=False):  # averages stay in the input dtype
+        return rows @ images @ cols.T
+
+
 class ClipModel:
     """An open_clip CLIP model in eval mode with frozen weights.
 
@@ -83,36 +131,61 @@ class ClipModel:
         self.tokenizer = open_clip.tokenizer.SimpleTokenizer(context_length=self.context_length)
         self.mean = torch.tensor(OPENAI_MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(OPENAI_STD, device=device).view(1, 3, 1, 1)
-        self.dtype = model.visual.conv1.weight.dtype
+        self._fp32_weights: Optional[dict[str, torch.Tensor]] = None  # exact weights while converted
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the encoders run in (of their conv / linear weights)."""
+        return self.model.visual.conv1.weight.dtype
+
+    def set_dtype(self, dtype: torch.dtype) -> None:
+        """Convert the weights once to ``dtype`` (open_clip's low-precision conversion: convs, linears,
+        attention, projections; LayerNorms stay fp32), or back to fp32. The first conversion away from
+        fp32 keeps a CPU copy of the weights, so fp32 is restored exactly."""
+        if dtype == self.dtype:
+            return
+        import open_clip
+
+        parameters = dict(self.model.named_parameters())
+        if self._fp32_weights is None:
+            # weights converted elsewhere (no copy kept) come back as exactly as their precision allows
+            self._fp32_weights = {
+                name: param.detach().to("cpu", torch.float32, copy=True) for name, param in parameters.items()
+            }
+        for name, param in parameters.items():
+            param.data = self._fp32_weights[name].to(param.device)
+        if dtype == torch.float32:
+            self._fp32_weights = None
+        else:
+            open_clip.model.convert_weights_to_lp(self.model, dtype=dtype)
 
     @classmethod
     def from_state_dict(
         cls, config: dict, state_dict: dict[str, torch.Tensor], device: torch.device, half: bool = False
     ) -> ClipModel:
-        """Build on the meta device and assign the loaded tensors (no second copy of the weights)."""
+        """Build on the meta device and assign the loaded tensors (no second copy of the weights).
+
+        ``half``: convert the weights to fp16 after loading (``set_dtype`` changes that later)."""
         with torch.device("meta"):
-            model = build_open_clip(config, half=half)
+            model = build_open_clip(config, half=True)  # fp32 norms: any precision can be set later
         try:
             model.load_state_dict(state_dict, strict=True, assign=True)
         except RuntimeError as exc:
             raise WeightsCorruptError(
                 f"The CLIP weights do not match the configured architecture: {exc}"
             ) from exc
-        model = _materialise_buffers(model, config, half)
+        model = _materialise_buffers(model, config, True)
         model.to(device)
+        clip = cls(model, config, device)
         if half:
-            import open_clip
-
-            open_clip.model.convert_weights_to_lp(model, dtype=torch.float16)
-        return cls(model, config, device)
+            clip.set_dtype(torch.float16)
+        return clip
 
     @classmethod
     def from_file(
-        cls, config: dict, path: Path, device: torch.device, half: Optional[bool] = None
+        cls, config: dict, path: Path, device: torch.device, half: bool = False
     ) -> ClipModel:
-        """``half`` defaults to fp16 on CUDA, as the reference's ``clip.load(jit=False)`` runs it."""
-        if half is None:
-            half = device.type == "cuda"
+        """fp32 weights unless ``half``; an edit sets the precision it runs in (``set_dtype``)."""
         return cls.from_state_dict(config, read_clip_state_dict(path), device, half=half)
 
     def normalize(self, images_0_1: torch.Tensor) -> torch.Tensor:
@@ -123,7 +196,7 @@ class ClipModel:
         if images.shape[-2:] == (size, size):
             return images
         if images.shape[-2] >= size and images.shape[-1] >= size:
-            return F.adaptive_avg_pool2d(images, (size, size))
+            return area_downsample(images, size)
         return F.interpolate(images, size=(size, size), mode="bicubic", align_corners=False)
 
     def encode_image(self, images_0_1: torch.Tensor) -> torch.Tensor:

@@ -74,7 +74,7 @@ def pick_device(requested: Optional[str] = None) -> torch.device:
 
 
 def amp_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for this precision on this device; None means fp32 (no autocast)."""
+    """The half dtype a job runs the UNet blocks and CLIP in for this precision here; None means fp32."""
     if precision == "fp32":
         return None
     if precision == "bf16":
@@ -84,16 +84,31 @@ def amp_dtype_for(precision: str, device: torch.device) -> Optional[torch.dtype]
     # auto: half precision pays on CUDA (the reference runs fp16 there too); elsewhere stay in fp32
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if has_native_bf16(device) else torch.float16
+
+
+def has_native_bf16(device: torch.device) -> bool:
+    """bf16 tensor cores: CUDA compute capability 8.0 (Ampere) and later, asked of THIS device.
+
+    Not torch.cuda.is_bf16_supported(): it also says yes where bf16 is only emulated (T4, V100, RTX 20xx,
+    GTX 16xx: slow), and it asks the thread's current device, not the job's.
+    """
+    if device.type != "cuda":
+        return False
+    major, _minor = torch.cuda.get_device_capability(device)
+    return major >= 8
+
+
+# Allocation failures inside cuDNN / cuBLAS surface as plain RuntimeErrors without "out of memory".
+_OOM_MARKERS = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception means the device (or the host) ran out of memory."""
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
         return True
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    message = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(marker in message for marker in _OOM_MARKERS)
 
 
 def free_memory() -> None:

@@ -4,7 +4,10 @@ Conventions kept from guided-diffusion so results compare number for number:
 - ``t`` passed to every method is the *respaced* index (0 .. num_timesteps-1);
 - the model is called with the ORIGINAL timestep (``timestep_map[t]``), on the 0..1000 scale when
   ``rescale_timesteps`` is set;
-- schedule arithmetic is float64 numpy, gathered per timestep and cast to float32.
+- schedule arithmetic is float64 numpy; each array is cast to float32 once and kept on the device it is
+  used on (``table``), so a step gathers from device memory: no float64 tensor ever reaches a device
+  (Apple MPS has no float64) and no step waits on a host-to-device copy. Casting before the gather gives
+  the same float32 values as gathering in float64 and casting after.
 
 Guidance: ``gradient`` arguments are the guidance direction the reference's ``cond_fn`` returns, i.e.
 MINUS the gradient of the guidance loss with respect to x_t.
@@ -79,9 +82,8 @@ def space_timesteps(num_timesteps: int, section_counts: Union[str, list[int]]) -
     return set(steps)
 
 
-def _extract(arr: np.ndarray, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-    """arr[t] as float32 broadcast to ``shape`` (batch first)."""
-    values = torch.from_numpy(arr).to(device=t.device)[t].float()
+def _broadcast(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Per-sample values [B] broadcast to ``shape`` (batch first)."""
     return values.reshape(values.shape + (1,) * (len(shape) - values.ndim)).expand(shape)
 
 
@@ -120,6 +122,7 @@ class GaussianDiffusion:
                 self.timestep_map.append(i)
         self.learn_sigma = learn_sigma
         self.rescale_timesteps = rescale_timesteps
+        self._tables: dict[tuple[str, torch.device], torch.Tensor] = {}
         self._set_schedule(np.array(new_betas, dtype=np.float64))
 
     def _set_schedule(self, betas: np.ndarray) -> None:
@@ -147,15 +150,37 @@ class GaussianDiffusion:
         )
         # fixed-large variance, used when the model does not learn sigma
         self.fixed_large_variance = np.append(self.posterior_variance[1:2], betas[1:])
+        self.log_betas = np.log(betas)
+        self.log_fixed_large_variance = np.log(self.fixed_large_variance)
+        self._tables.clear()
+
+    def table(self, name: str, device: Union[torch.device, str]) -> torch.Tensor:
+        """The float64 schedule array ``name`` as a float32 tensor on ``device``, made once per device.
+
+        The cast happens on the CPU, before the move: Apple MPS cannot hold float64.
+        """
+        device = torch.device(device)
+        key = (name, device)
+        if key not in self._tables:
+            values = torch.from_numpy(np.asarray(getattr(self, name), dtype=np.float64))
+            self._tables[key] = values.float().to(device)
+        return self._tables[key]
+
+    def _extract(self, name: str, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """schedule[name][t] as float32, broadcast to ``shape``; a gather on t's device, no host copy."""
+        return _broadcast(self.table(name, t.device)[t], shape)
 
     # ---- timesteps -------------------------------------------------------------------------------------
 
     def model_timesteps(self, t: torch.Tensor) -> torch.Tensor:
         """Respaced index -> what the model is called with: the original step, rescaled to 0..1000."""
-        mapped = torch.tensor(self.timestep_map, device=t.device, dtype=torch.long)[t]
-        if self.rescale_timesteps:
-            return mapped.float() * (1000.0 / self.original_num_steps)
-        return mapped
+        key = ("model_timesteps", t.device)
+        if key not in self._tables:
+            mapped = torch.tensor(self.timestep_map, dtype=torch.long)
+            if self.rescale_timesteps:
+                mapped = mapped.float() * (1000.0 / self.original_num_steps)
+            self._tables[key] = mapped.to(t.device)
+        return self._tables[key][t]
 
     def unscale_timesteps(self, model_t: torch.Tensor) -> torch.Tensor:
         """The reference guidance code's inverse of ``model_timesteps``: t * num_timesteps / 1000,
@@ -175,8 +200,8 @@ class GaussianDiffusion:
         if noise.shape != x_start.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x_start shape {tuple(x_start.shape)}")
         return (
-            _extract(self.sqrt_alphas_cumprod, t, x_start.shape) * x_start
-            + _extract(self.sqrt_one_minus_alphas_cumprod, t, x_start.shape) * noise
+            self._extract("sqrt_alphas_cumprod", t, x_start.shape) * x_start
+            + self._extract("sqrt_one_minus_alphas_cumprod", t, x_start.shape) * noise
         )
 
     def q_posterior_mean_variance(
@@ -184,27 +209,27 @@ class GaussianDiffusion:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Mean, variance and clipped log variance of q(x_{t-1} | x_t, x_0)."""
         mean = (
-            _extract(self.posterior_mean_coef1, t, x_t.shape) * x_start
-            + _extract(self.posterior_mean_coef2, t, x_t.shape) * x_t
+            self._extract("posterior_mean_coef1", t, x_t.shape) * x_start
+            + self._extract("posterior_mean_coef2", t, x_t.shape) * x_t
         )
         return (
             mean,
-            _extract(self.posterior_variance, t, x_t.shape),
-            _extract(self.posterior_log_variance_clipped, t, x_t.shape),
+            self._extract("posterior_variance", t, x_t.shape),
+            self._extract("posterior_log_variance_clipped", t, x_t.shape),
         )
 
     def predict_xstart_from_eps(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         return (
-            _extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t
-            - _extract(self.sqrt_recipm1_alphas_cumprod, t, x_t.shape) * eps
+            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t
+            - self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape) * eps
         )
 
     def predict_eps_from_xstart(
         self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor
     ) -> torch.Tensor:
-        return (_extract(self.sqrt_recip_alphas_cumprod, t, x_t.shape) * x_t - pred_xstart) / _extract(
-            self.sqrt_recipm1_alphas_cumprod, t, x_t.shape
-        )
+        return (
+            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart
+        ) / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape)
 
     # ---- reverse process -------------------------------------------------------------------------------
 
@@ -231,8 +256,8 @@ class GaussianDiffusion:
             if model_output.shape[1] != 2 * channels:
                 raise ValueError(f"learned-sigma model must output {2 * channels} channels")
             eps, var_values = torch.split(model_output, channels, dim=1)
-            min_log = _extract(self.posterior_log_variance_clipped, t, x.shape)
-            max_log = _extract(np.log(self.betas), t, x.shape)
+            min_log = self._extract("posterior_log_variance_clipped", t, x.shape)
+            max_log = self._extract("log_betas", t, x.shape)
             frac = (var_values + 1) / 2  # v in [-1, 1] interpolates between beta~_t and beta_t in log space
             log_variance = frac * max_log + (1 - frac) * min_log
             variance = torch.exp(log_variance)
@@ -240,8 +265,8 @@ class GaussianDiffusion:
             if model_output.shape[1] != channels:
                 raise ValueError(f"model must output {channels} channels")
             eps = model_output
-            variance = _extract(self.fixed_large_variance, t, x.shape)
-            log_variance = _extract(np.log(self.fixed_large_variance), t, x.shape)
+            variance = self._extract("fixed_large_variance", t, x.shape)
+            log_variance = self._extract("log_fixed_large_variance", t, x.shape)
         pred_xstart = self.predict_xstart_from_eps(x, t, eps)
         if clip_denoised:
             pred_xstart = pred_xstart.clamp(-1, 1)
@@ -275,7 +300,7 @@ class GaussianDiffusion:
 
     def condition_score(self, out: dict, x: torch.Tensor, t: torch.Tensor, gradient: torch.Tensor) -> dict:
         """Shift the score by the guidance: eps <- eps - sqrt(1 - abar) * gradient (the DDIM guidance)."""
-        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
         eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])
         eps = eps - torch.sqrt(1 - alpha_bar) * gradient
         pred_xstart = self.predict_xstart_from_eps(x, t, eps)
@@ -296,8 +321,8 @@ class GaussianDiffusion:
         if gradient is not None:
             out = self.condition_score(out, x, t, gradient)
         eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])
-        alpha_bar = _extract(self.alphas_cumprod, t, x.shape)
-        alpha_bar_prev = _extract(self.alphas_cumprod_prev, t, x.shape)
+        alpha_bar = self._extract("alphas_cumprod", t, x.shape)
+        alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x.shape)
         sigma = (
             eta
             * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 
@@ -37,6 +37,9 @@ class Models:
     # where get_lpips finds the VGG16 backbone (Algorithm 1); None spec: the built-in lpips_vgg16
     lpips_spec: Optional[ModelSpec] = None
     weights_dir: Optional[Path] = None
+    # the torch.compile'd UNet (or why compiling failed), made by the first edit asking for it; kept here
+    # so it lives exactly as long as these models
+    compiled_unet: Optional[Any] = field(default=None, repr=False, compare=False)
 
     def diffusion(self, timestep_respacing: str = "") -> GaussianDiffusion:
         """The schedule respaced as asked ("100", "ddim50", "10,20,30"; "" keeps every step)."""
@@ -117,11 +120,9 @@ def load_unet(spec: ModelSpec, path: Path, device: torch.device) -> UNetModel:
         raise WeightsCorruptError(
             f"{path} does not match the architecture its model data file describes: {exc}"
         ) from exc
-    unet = unet.float().to(device).eval().requires_grad_(False)
-    # half-precision inner blocks as the reference, where half convolutions are fast (CUDA)
-    if unet.use_fp16 and device.type == "cuda":
-        unet.convert_to_fp16()
-    return unet
+    # fp32 weights on every device: each edit converts the inner blocks once to the precision it asks for
+    # (``precision``: fp32 really is fp32; auto is bf16 / fp16 on CUDA, as the reference's use_fp16)
+    return unet.float().to(device).eval().requires_grad_(False)
 
 
 def load_models(
@@ -137,7 +138,7 @@ def load_models(
     clip_path = ensure_file(spec_preset.clip, folder, spec_preset.name)
     unet = load_unet(spec_preset.diffusion, unet_path, target)
     clip = ClipModel.from_state_dict(
-        spec_preset.clip.config, read_clip_state_dict(clip_path), target, half=target.type == "cuda"
+        spec_preset.clip.config, read_clip_state_dict(clip_path), target
     )
     flags = dict(spec_preset.diffusion.model_flags)
     return Models(

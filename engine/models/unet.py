@@ -8,12 +8,16 @@ Only 2-D images are supported (the published image models are all 2-D).
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+# re-exported: the attention arithmetic lives in its own module
+from engine.models.attention import attention_reference, qkv_attention, split_heads  # noqa: F401
 
 NUM_CLASSES = 1000  # ImageNet classes of the class-conditional checkpoints
 
@@ -180,44 +184,6 @@ class ResBlock(TimestepBlock):
         return self.skip_connection(x) + h
 
 
-def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """The reference formula on [N, C, T] tensors: softmax((q s)^T (k s)) with s = C^-1/4, softmax in fp32."""
-    scale = 1.0 / math.sqrt(math.sqrt(q.shape[1]))
-    weight = torch.einsum("bct,bcs->bts", q * scale, k * scale)
-    weight = torch.softmax(weight.float(), dim=-1).type(weight.dtype)
-    return torch.einsum("bts,bcs->bct", weight, v)
-
-
-def split_heads(qkv: torch.Tensor, num_heads: int, legacy_order: bool) -> tuple[torch.Tensor, ...]:
-    """[B, 3*H*C, T] -> q, k, v as [B*H, C, T].
-
-    Legacy order (the 256 uncond model): per head [q_h, k_h, v_h]. New order: [q (all heads), k, v].
-    """
-    bs, width, length = qkv.shape
-    if width % (3 * num_heads):
-        raise ValueError(f"qkv width {width} is not divisible by 3 * {num_heads} heads")
-    ch = width // (3 * num_heads)
-    if legacy_order:
-        return qkv.reshape(bs * num_heads, 3 * ch, length).split(ch, dim=1)
-    q, k, v = qkv.chunk(3, dim=1)
-    return tuple(t.reshape(bs * num_heads, ch, length) for t in (q, k, v))
-
-
-def qkv_attention(
-    qkv: torch.Tensor, num_heads: int, legacy_order: bool, use_sdpa: bool = True
-) -> torch.Tensor:
-    """Multi-head attention over a packed qkv tensor [B, 3*H*C, T] -> [B, H*C, T]."""
-    bs, _, length = qkv.shape
-    q, k, v = split_heads(qkv, num_heads, legacy_order)
-    if use_sdpa:
-        # SDPA's default scale 1/sqrt(C) equals the reference's C^-1/4 applied to both q and k
-        a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
-        a = a.transpose(1, 2)
-    else:
-        a = attention_reference(q, k, v)
-    return a.reshape(bs, -1, length)
-
-
 class AttentionBlock(nn.Module):
     """Spatial self-attention with a residual connection (keys ``norm``, ``qkv``, ``proj_out``)."""
 
@@ -259,13 +225,22 @@ class AttentionBlock(nn.Module):
         return (x + h).reshape(b, c, *spatial)
 
 
-def _convert_convs(module: nn.Module, dtype: torch.dtype) -> None:
-    """Cast conv weights only: norms and linear layers stay fp32, as guided-diffusion's convert_to_fp16."""
-    for layer in module.modules():
-        if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
-            layer.weight.data = layer.weight.data.to(dtype)
-            if layer.bias is not None:
-                layer.bias.data = layer.bias.data.to(dtype)
+def _inner_conv_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The conv weights and biases of the inner blocks: what guided-diffusion's convert_to_fp16 casts
+    (norms, linear layers, time_embed and the output layer stay fp32)."""
+    found = []
+    for part in ("input_blocks", "middle_block", "output_blocks"):
+        for name, layer in getattr(model, part).named_modules():
+            if isinstance(layer, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+                found += [(f"{part}.{name}.{p}", param) for p, param in layer.named_parameters(recurse=False)]
+    return found
+
+
+def _fp32_region(x: torch.Tensor):
+    """Autocast off for the layers the reference keeps in fp32, when a caller runs the UNet under it."""
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.autocast(device_type=x.device.type, enabled=False)
+    return nullcontext()
 
 
 class UNetModel(nn.Module):
@@ -315,7 +290,8 @@ class UNetModel(nn.Module):
         self.num_classes = num_classes
         self.use_checkpoint = use_checkpoint
         self.use_fp16 = use_fp16
-        self.inner_dtype = torch.float32  # dtype the blocks run in; float16 after convert_to_fp16()
+        self.inner_dtype = torch.float32  # dtype the blocks run in (set_inner_dtype)
+        self._fp32_weights: Optional[dict[str, torch.Tensor]] = None  # exact inner weights while converted
         self.num_heads = num_heads
         self.num_head_channels = num_head_channels
         self.num_heads_upsample = num_heads_upsample
@@ -388,16 +364,28 @@ class UNetModel(nn.Module):
             normalization(ch), nn.SiLU(), zero_module(nn.Conv2d(input_ch, out_channels, 3, padding=1))
         )
 
+    def set_inner_dtype(self, dtype: torch.dtype) -> None:
+        """Run the inner blocks in ``dtype``: their conv weights are converted once, here (the reference's
+        use_fp16, in bf16 too), not re-cast on every forward as autocast does. The first conversion away
+        from fp32 keeps a CPU copy of those weights, so converting back to fp32 restores them exactly."""
+        if dtype == self.inner_dtype:
+            return
+        parameters = _inner_conv_parameters(self)
+        if self._fp32_weights is None:
+            self._fp32_weights = {
+                name: param.detach().to("cpu", torch.float32, copy=True) for name, param in parameters
+            }
+        for name, param in parameters:
+            param.data = self._fp32_weights[name].to(device=param.device, dtype=dtype)
+        if dtype == torch.float32:
+            self._fp32_weights = None
+        self.inner_dtype = dtype
+
     def convert_to_fp16(self) -> None:
-        """Run the inner blocks in half precision (conv weights only), as the reference's use_fp16."""
-        for part in (self.input_blocks, self.middle_block, self.output_blocks):
-            _convert_convs(part, torch.float16)
-        self.inner_dtype = torch.float16
+        self.set_inner_dtype(torch.float16)
 
     def convert_to_fp32(self) -> None:
-        for part in (self.input_blocks, self.middle_block, self.output_blocks):
-            _convert_convs(part, torch.float32)
-        self.inner_dtype = torch.float32
+        self.set_inner_dtype(torch.float32)
 
     def set_sdpa(self, enabled: bool) -> None:
         """Choose torch's fused attention (default) or the explicit reference formula."""
@@ -411,10 +399,11 @@ class UNetModel(nn.Module):
         """x: [B, C, H, W]; timesteps: [B] (0..1000 scale); y: [B] class labels iff class-conditional."""
         if (y is not None) != (self.num_classes is not None):
             raise ValueError("pass y if and only if the model is class-conditional")
-        emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
-        if self.num_classes is not None:
-            assert y is not None
-            emb = emb + self.label_emb(y)
+        with _fp32_region(x):  # the embedding and the output layer stay fp32, as in the reference
+            emb = self.time_embed(timestep_embedding(timesteps, self.model_channels))
+            if self.num_classes is not None:
+                assert y is not None
+                emb = emb + self.label_emb(y)
         skips = []
         h = x.type(self.inner_dtype)
         for module in self.input_blocks:
@@ -423,7 +412,8 @@ class UNetModel(nn.Module):
         h = self.middle_block(h, emb)
         for module in self.output_blocks:
             h = module(torch.cat([h, skips.pop()], dim=1), emb)
-        return self.out(h.type(x.dtype))
+        with _fp32_region(x):
+            return self.out(h.type(x.dtype))
 
 
 def _parse_bool(value: object) -> bool:

@@ -12,9 +12,9 @@ when there is no view. Example::
 import atexit
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import errors, krita_api, naming
+from . import errors, extending, krita_api, naming
 from .editing import EditRequest, EditResponse, execute, plan_region
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions, engine_params
@@ -47,6 +47,8 @@ class EditOutcome:
     chosen: int = 0
     finished: bool = False
     notes: List[str] = field(default_factory=list)
+    # An extension grew the canvas: Krita's resizeImage arguments that take it back on Discard.
+    canvas_restore: Optional[Tuple[int, int, int, int]] = None
 
     @property
     def names(self) -> List[str]:
@@ -199,8 +201,107 @@ def accept(outcome: EditOutcome, index: Optional[int] = None) -> Any:
 
 
 def discard(outcome: EditOutcome) -> None:
-    """Remove the candidates' group; the document is as before the edit."""
+    """Remove the candidates' group; the document is as before the edit (an extension's canvas is
+    returned to its old size)."""
     _check_open(outcome)
     krita_api.remove_node(outcome.group)
+    if outcome.canvas_restore is not None:
+        krita_api.resize_canvas(outcome.doc, *outcome.canvas_restore)
     outcome.finished = True
     krita_api.refresh(outcome.doc)
+
+
+# ---------------------------------------------------------------- extend the canvas with text
+
+
+def prepare_extend(
+    doc: Any,
+    options: EditOptions,
+    sides: Dict[str, int],
+    side_prompts: Optional[Dict[str, str]] = None,
+    blend_band: int = 0,
+) -> extending.ExtendRequest:
+    """Read the visible image (GUI thread) and check the sides; raises a PluginError, changing nothing."""
+    if doc is None:
+        raise errors.NoDocumentError()
+    krita_api.document_format(doc)  # refuses CMYK, Lab, grey… before anything else
+    size = (doc.width(), doc.height())
+    extending.check_sides(sides, side_prompts)  # bad sides fail before the pixels are read
+    image = krita_api.read_visible_rgba(doc, (0, 0, size[0], size[1]))
+    return extending.make_request(size, image, engine_params(options), sides, side_prompts, blend_band)
+
+
+def apply_extend(
+    doc: Any, request: extending.ExtendRequest, response: EditResponse, prompt: str
+) -> EditOutcome:
+    """Grow the canvas (one undoable step), then add the candidates as a group on top of the stack."""
+    if (doc.width(), doc.height()) != request.size:
+        raise errors.StaleResultError("the canvas size changed while the engine worked")
+    krita_api.resize_canvas(doc, *request.resize_args())
+    try:
+        above = krita_api.top_layer(doc)
+        layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in response.candidates]
+        label = request.label(prompt)
+        group, nodes = krita_api.add_candidate_group(doc, above, naming.group_name(label), layers)
+    except Exception:
+        krita_api.resize_canvas(doc, *request.restore_args())
+        raise
+    return EditOutcome(
+        doc,
+        None,
+        group,
+        nodes,
+        response,
+        request,  # type: ignore[arg-type]
+        label,
+        notes=list(response.notes),
+        canvas_restore=request.restore_args(),
+    )
+
+
+def run_extend_and_wait(
+    doc: Any,
+    prompt: str,
+    left: int = 0,
+    right: int = 0,
+    top: int = 0,
+    bottom: int = 0,
+    side_prompts: Optional[Dict[str, str]] = None,
+    *,
+    engine: Optional[EngineManager] = None,
+    on_progress: Optional[Callable[[int, int, Optional[bytes]], None]] = None,
+    cancel: Optional[threading.Event] = None,
+    blend_band: int = 0,
+    **options: Any,
+) -> EditOutcome:
+    """Grow the canvas of ``doc`` by the given pixels per side and fill the new area from text (each side
+    from its own prompt in ``side_prompts``, else ``prompt``); wait for the candidates.
+
+    ``options`` are :class:`EditOptions` fields as for :func:`run_edit_and_wait` (candidates, strength,
+    steps, skip_timesteps, aug_num, guidance_scale, seed, ddim). The result works with :func:`choose`,
+    :func:`accept` (keeps the grown canvas) and :func:`discard` (also returns the canvas to its old size).
+    Nothing in the document changes before the candidates are there."""
+    unknown = set(options) - set(EditOptions.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"unknown option(s): {', '.join(sorted(unknown))}")
+    edit_options = EditOptions(prompt=prompt, **options)
+    sides = {"left": left, "right": right, "top": top, "bottom": bottom}
+    request = prepare_extend(doc, edit_options, sides, side_prompts, blend_band)
+    manager = engine or default_engine()
+
+    def work() -> EditResponse:
+        client = manager.connect()
+        try:
+            return extending.execute(request, client, on_progress, cancel)
+        except errors.PluginError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - mapped to a message for the user
+            raise job_error(exc, manager.log_tail() if not manager.running else "") from exc
+        finally:
+            try:
+                client.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    response = wait_for(work)
+    return apply_extend(doc, request, response, prompt)

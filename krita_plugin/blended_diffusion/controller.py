@@ -3,12 +3,12 @@
 PyQt5 only (Krita objects go through krita_api/api), shared by the docker and the actions."""
 
 import threading
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Union
 
 from PyQt5.QtCore import QObject, QThread, pyqtSignal
 from PyQt5.QtWidgets import QMessageBox
 
-from . import api, errors, krita_api, workflow
+from . import api, errors, extending, krita_api, workflow
 from .editing import EditRequest, EditResponse, execute
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions
@@ -24,16 +24,23 @@ class EditWorker(QThread):
     succeeded = pyqtSignal(object)  # EditResponse
     failed = pyqtSignal(object)  # PluginError
 
-    def __init__(self, request: EditRequest, manager: EngineManager, cancel: threading.Event) -> None:
+    def __init__(
+        self,
+        request: Union[EditRequest, extending.ExtendRequest],
+        manager: EngineManager,
+        cancel: threading.Event,
+        run_job: Any = execute,
+    ) -> None:
         super().__init__()
         self.request, self.manager, self.cancel = request, manager, cancel
+        self.run_job = run_job  # editing.execute, or extending.execute for an extension
 
     def run(self) -> None:
         try:
             client = self.manager.connect()
             self.engine_ready.emit(self.manager.device or "")
             try:
-                response = execute(
+                response = self.run_job(
                     self.request, client, lambda s, t, p: self.progressed.emit(s, t, p), self.cancel
                 )
             finally:
@@ -148,6 +155,50 @@ class Controller(QObject):
                 self.docker.load_settings()
         self.start_edit(options)
 
+    def extend_settings(self) -> "tuple[dict, dict]":
+        """(pixels per side, the sides' own prompts) from the docker's Extend section."""
+        s = self.settings
+        sides = {side: s.get(f"extend_{side}") for side in extending.SIDES}
+        prompts = {
+            side: s.get(f"extend_prompt_{side}").strip()
+            for side in extending.SIDES
+            if sides[side] and s.get(f"extend_prompt_{side}").strip()
+        }
+        return sides, prompts
+
+    def extend_from_action(self) -> None:
+        """The "Extend Canvas with Text" action: the docker's sides and prompts (asking for a prompt when
+        a growing side has none)."""
+        sides, prompts = self.extend_settings()
+        options = self.options_from_settings()
+        if not options.prompt and any(sides[s] and s not in prompts for s in extending.SIDES):
+            from PyQt5.QtWidgets import QInputDialog
+
+            text, ok = QInputDialog.getText(
+                None, "Extend Canvas with Text", "Describe what the new area should show:"
+            )
+            if not ok:
+                return
+            self.settings.set("prompt", text.strip())
+            self.settings.save()
+            options = self.options_from_settings()
+            if self.docker is not None:
+                self.docker.load_settings()
+        self.start_extend(options, sides, prompts)
+
+    def start_extend(self, options: EditOptions, sides: dict, side_prompts: dict) -> bool:
+        """Grow the canvas from text: the job on a worker thread, the canvas and candidates on apply."""
+        if self.worker is not None:
+            return False
+        try:
+            doc = krita_api.active_document()
+            request = api.prepare_extend(doc, options, sides, side_prompts)
+        except (errors.PluginError, ValueError) as exc:
+            self.show_error(exc)
+            return False
+        self._pending = lambda response: api.apply_extend(doc, request, response, options.prompt)
+        return self._start_worker(EditWorker(request, self.manager, threading.Event(), extending.execute))
+
     def start_edit(self, options: EditOptions, whole_layer: bool = False) -> bool:
         if self.worker is not None:
             return False
@@ -163,8 +214,11 @@ class Controller(QObject):
             self.show_error(exc)
             return False
         self._pending = (doc, source, above, request, options.prompt)
-        self.cancel_event = threading.Event()
-        self.worker = EditWorker(request, self.manager, self.cancel_event)
+        return self._start_worker(EditWorker(request, self.manager, threading.Event()))
+
+    def _start_worker(self, worker: EditWorker) -> bool:
+        self.cancel_event = worker.cancel
+        self.worker = worker
         self.worker.progressed.connect(self.progressed)
         self.worker.engine_ready.connect(self._on_engine_ready)
         self.worker.succeeded.connect(self._on_succeeded)
@@ -185,9 +239,12 @@ class Controller(QObject):
         self.changed.emit()
 
     def _on_succeeded(self, response: EditResponse) -> None:
-        doc, source, above, request, prompt = self._pending
         try:
-            self.outcome = api.apply(doc, source, above, request, response, prompt)
+            if callable(self._pending):  # an extension: grows the canvas, then adds the candidates
+                self.outcome = self._pending(response)
+            else:
+                doc, source, above, request, prompt = self._pending
+                self.outcome = api.apply(doc, source, above, request, response, prompt)
             self.flow.move(workflow.REVIEW)
         except errors.DocumentClosedError as exc:
             # The user closed it on purpose: say so in the docker, no dialog.

@@ -24,7 +24,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from . import naming, workflow
+from . import extending, naming, workflow
 from .controller import controller
 from .krita_api import DockWidget
 
@@ -147,6 +147,33 @@ class BlendedDiffusionDocker(DockWidget):
         adv.addRow(self.live_preview)
         layout.addWidget(self.advanced)
 
+        self.extend_box = QGroupBox("Extend canvas")
+        self.extend_box.setCheckable(True)
+        self.extend_body = QWidget()
+        QVBoxLayout(self.extend_box).addWidget(self.extend_body)
+        ext = QFormLayout(self.extend_body)
+        self.extend_pixels = {}
+        self.extend_prompts = {}
+        for side in extending.SIDES:
+            pixels_box = QSpinBox()
+            pixels_box.setRange(0, extending.MAX_SIDE)
+            pixels_box.setSuffix(" px")
+            pixels_box.setToolTip(f"Pixels to add on the {side} (0: this side stays)")
+            side_prompt = QLineEdit()
+            side_prompt.setPlaceholderText("the prompt above")
+            side_prompt.setToolTip(f"What the new {side} area should show (empty: the main prompt)")
+            row = QHBoxLayout()
+            row.addWidget(pixels_box)
+            row.addWidget(side_prompt, 1)
+            ext.addRow(side.capitalize(), row)
+            self.extend_pixels[side], self.extend_prompts[side] = pixels_box, side_prompt
+        self.extend_button = QPushButton("Extend canvas with text")
+        self.extend_button.setToolTip(
+            "Grow the canvas and fill the new area from the prompts; Discard takes the canvas back"
+        )
+        ext.addRow(self.extend_button)
+        layout.addWidget(self.extend_box)
+
         buttons = QHBoxLayout()
         self.edit_button = QPushButton("Edit with text")
         self.cancel_button = QPushButton("Cancel")
@@ -212,7 +239,8 @@ class BlendedDiffusionDocker(DockWidget):
         self.load_settings()
         self.advanced.setChecked(False)
         self.engine_box.setChecked(False)
-        self.setWidget(SteadyArea(root, (self.advanced_body, self.engine_body)))
+        self.extend_box.setChecked(False)
+        self.setWidget(SteadyArea(root, (self.extend_body, self.advanced_body, self.engine_body)))
         self._connect()
         self.refresh()
 
@@ -246,7 +274,16 @@ class BlendedDiffusionDocker(DockWidget):
             ("remote_port", self.port, "value", "setValue", self.port.valueChanged),
             ("remote_token", self.token, "text", "setText", self.token.textChanged),
             ("remote_fingerprint", self.fingerprint, "text", "setText", self.fingerprint.textChanged),
+            *self._extend_bindings(),
         )
+
+    def _extend_bindings(self):
+        bindings = []
+        for side in extending.SIDES:
+            spin, line = self.extend_pixels[side], self.extend_prompts[side]
+            bindings.append((f"extend_{side}", spin, "value", "setValue", spin.valueChanged))
+            bindings.append((f"extend_prompt_{side}", line, "text", "setText", line.textChanged))
+        return bindings
 
     def load_settings(self) -> None:
         self._loading = True
@@ -273,6 +310,10 @@ class BlendedDiffusionDocker(DockWidget):
         # Checkable group boxes work as collapsible sections.
         self.advanced.toggled.connect(self.advanced_body.setVisible)
         self.engine_box.toggled.connect(self.engine_body.setVisible)
+        self.extend_box.toggled.connect(self.extend_body.setVisible)
+        self.extend_button.clicked.connect(
+            lambda: self.ctl.start_extend(self.ctl.options_from_settings(), *self.ctl.extend_settings())
+        )
         self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
         self.cancel_button.clicked.connect(self.ctl.cancel)
         self.accept_button.clicked.connect(self.ctl.accept)
@@ -306,10 +347,18 @@ class BlendedDiffusionDocker(DockWidget):
 
     def _thumbnail(self, candidate: Any) -> QIcon:
         request = self.ctl.outcome.request
-        rx, ry, rw, rh = request.region
-        canvas = rgba_qimage(request.image_rgba, rw, rh)
         x, y, w, h = candidate.box
-        painter = QPainter(canvas)
+        if isinstance(request, extending.ExtendRequest):  # the old image at its offset on the new canvas
+            canvas = QImage(w, h, QImage.Format_RGBA8888)
+            canvas.fill(Qt.transparent)
+            painter = QPainter(canvas)
+            left, top = request.offset
+            painter.drawImage(left, top, rgba_qimage(request.image_rgba, *request.size))
+            rx = ry = 0
+        else:
+            rx, ry, rw, rh = request.region
+            canvas = rgba_qimage(request.image_rgba, rw, rh)
+            painter = QPainter(canvas)
         painter.drawImage(x - rx, y - ry, rgba_qimage(candidate.rgba, w, h))
         painter.end()
         return QIcon(
@@ -320,6 +369,7 @@ class BlendedDiffusionDocker(DockWidget):
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
         self.edit_button.setEnabled(not busy)
+        self.extend_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         candidates = self.ctl.candidates()
         self.list.blockSignals(True)

@@ -1,4 +1,5 @@
-"""Krita actions: Edit with text (Ctrl+Alt+E by default), accept / discard / next candidate."""
+"""Krita actions: Edit with text (Ctrl+Alt+E by default), Extend Canvas with Text, accept / discard / next
+candidate."""
 
 from typing import Any
 
@@ -8,6 +9,7 @@ from .krita_api import Extension
 ACTIONS = (
     # id (also in blended_diffusion.action), text, controller method
     ("blended_diffusion_edit", "Edit with Text…", "edit_from_action"),
+    ("blended_diffusion_extend", "Extend Canvas with Text…", "extend_from_action"),
     ("blended_diffusion_accept", "Accept Candidate", "accept"),
     ("blended_diffusion_discard", "Discard Candidates", "discard"),
     ("blended_diffusion_next", "Next Candidate", "next_candidate"),

@@ -160,6 +160,21 @@ def add_paint_layer(doc: Any, above: Any, name: str, box: Box, rgba: bytes) -> A
     return node
 
 
+def resize_canvas(doc: Any, x: int, y: int, width: int, height: int) -> None:
+    """Krita's Image > Resize Canvas: one undoable step; every layer keeps its pixels, moved by (-x, -y)."""
+    doc.resizeImage(int(x), int(y), int(width), int(height))
+    doc.waitForDone()
+    doc.refreshProjection()
+
+
+def top_layer(doc: Any) -> Any:
+    """The topmost layer of the stack that is not a mask (the selection mask may sit above the layers)."""
+    for node in reversed(doc.rootNode().childNodes()):
+        if not node.type().endswith("mask"):
+            return node
+    raise errors.NoPaintLayerError("the document has no layer")
+
+
 def show_only(nodes: Sequence[Any], index: int) -> None:
     for i, node in enumerate(nodes):
         node.setVisible(i == index)

@@ -74,6 +74,15 @@ SETTINGS = (
     Setting("remote_port", int, 7860, 1, 65535),
     Setting("remote_token", str, ""),
     Setting("remote_fingerprint", str, "", doc="SHA-256 of the engine TLS certificate; empty: no TLS"),
+    # Extend Canvas with Text: pixels to add per side and each side's own prompt (empty: the main prompt)
+    Setting("extend_left", int, 0, 0, 16384),
+    Setting("extend_right", int, 256, 0, 16384),
+    Setting("extend_top", int, 0, 0, 16384),
+    Setting("extend_bottom", int, 0, 0, 16384),
+    Setting("extend_prompt_left", str, ""),
+    Setting("extend_prompt_right", str, ""),
+    Setting("extend_prompt_top", str, ""),
+    Setting("extend_prompt_bottom", str, ""),
 )
 BY_KEY: Dict[str, Setting] = {s.key: s for s in SETTINGS}
 

@@ -169,3 +169,46 @@ def test_preset_edit_defaults_fill_the_parameters_a_request_leaves_out():
     }
     assert EditRunner(MODELS, Limits()).validate({"prompt": "x"}, {}) == {"prompt": "x"}
     assert runner.status()["models"]["edit_defaults"] == recommended  # a client can show them
+
+
+def test_extend_runner_checks_sides_and_passes_them_to_the_job(monkeypatch):
+    from engine.editing import extend as extend_module
+    from engine.jobs import ExtendRunner, job_runners
+
+    assert set(job_runners(MODELS, Limits())) == {"edit", "extend"}
+    runner = ExtendRunner(MODELS, Limits())
+    assert runner.required_images == ("image",) and runner.optional_images == ()
+    checked = runner.validate({"prompt": "sea", "right": 5, "side_prompts": {"right": "waves"}}, {})
+    assert checked == {"prompt": "sea", "right": 5, "side_prompts": {"right": "waves"}}
+    for bad in (
+        {"right": -1},
+        {"right": 1.5},
+        {"left": 0},
+        {"right": 2, "side_prompts": {"up": "x"}},
+        {"right": 2, "side_prompts": ["x"]},
+        {"right": 2, "invert_mask": True},
+        {"right": 2, "bogus": 1},
+    ):
+        with pytest.raises(errors.JobFailed) as info:
+            runner.validate(bad, {})
+        assert info.value.code == errors.INVALID_INPUT
+    seen = {}
+
+    def fake_extend(image, spec, models, params, progress=None, cancel=None):
+        seen.update(size=image.size, spec=spec, prompt=params.prompt)
+        progress(editor.Progress(step=1, total=1, candidate_offset=0))
+        patch = Image.new("RGBA", (21, 12), (1, 2, 3, 255))
+        candidate = editor.Candidate(
+            rank=1, seed=4, scores={"combined": 0.5}, image=patch, patch=patch, box=(0, 0, 21, 12)
+        )
+        return extend_module.ExtendResult([candidate], (21, 12), (0, 0), 3, ["n"])
+
+    monkeypatch.setattr(extend_module, "extend", fake_extend)
+    the_job = Job("j2", Owner(), dict(checked), {"image": make_png(16, 12, 4)}, "extend")  # type: ignore[arg-type]
+    fields, attachments = runner.run(the_job)
+    assert seen["size"] == (16, 12) and seen["spec"].right == 5 and seen["prompt"] == "sea"
+    assert seen["spec"].side_prompts == {"right": "waves"}
+    assert fields["canvas_size"] == [21, 12] and fields["offset"] == [0, 0] and fields["windows"] == 3
+    assert fields["candidates"][0]["attachment"] == "candidate0" and [n for n, _ in attachments] == [
+        "candidate0"
+    ]

@@ -128,7 +128,7 @@ def test_full_job_with_progress_and_result(engine):
     steps = [
         (info["step"], info["total"]) for info, _p in reports if info["state"] == "running" and info["step"]
     ]
-    assert steps == [(1, 2), (2, 2)]
+    assert steps == [(2, 4), (4, 4)]  # candidate-steps: 2 candidates x 2 steps
     previews = [p for info, p in reports if p is not None]
     assert previews and Image.open(io.BytesIO(previews[0])).size[0] > 0
     candidates = result["candidates"]
@@ -378,3 +378,41 @@ def test_survives_1000_malformed_inputs_then_completes_a_job(engine):
     with engine.client() as client:
         result = client.edit(QUICK, IMAGE, MASK)
     assert len(result["candidates"]) == 1 and result["candidates"][0]["png"].startswith(b"\x89PNG")
+
+
+def test_extend_job_with_progress_cancel_and_bad_sides(engine):
+    reports: List[Any] = []
+    params = dict(
+        QUICK, batch_size=2, seed=3, left=9, right=21, side_prompts={"left": "hell", "right": "heaven"}
+    )
+    with engine.client() as client:
+        result = client.extend(params, IMAGE, on_progress=lambda info, p: reports.append(info))
+        assert result["canvas_size"] == [110, 60] and result["offset"] == [9, 0]
+        steps = [info["step"] for info in reports if info["state"] == "running" and info["step"]]
+        assert steps[-1] == result["windows"] * 2 and steps == sorted(steps)
+        source = Image.open(io.BytesIO(IMAGE)).convert("RGB")
+        for candidate in result["candidates"]:
+            patch = Image.open(io.BytesIO(candidate["png"]))
+            assert patch.mode == "RGBA" and patch.size == (110, 60)
+            alpha = patch.getchannel("A")
+            assert alpha.crop((9, 0, 89, 60)).getextrema() == (0, 0)  # the original is not covered
+            assert alpha.crop((0, 0, 9, 60)).getextrema() == (255, 255)
+            assert alpha.crop((89, 0, 110, 60)).getextrema() == (255, 255)
+        assert source.size == (80, 60)
+        for bad, message in (
+            ({"right": -3}, "must be >= 0"),
+            ({}, "nothing to extend"),
+            ({"right": 5, "side_prompts": {"top": "sky"}}, "top side"),
+        ):
+            with pytest.raises(errors.EngineJobError) as info:
+                client.extend(dict(QUICK, **bad), IMAGE)
+            assert info.value.code == errors.INVALID_INPUT and message in info.value.message
+        cancel = threading.Event()
+
+        def cancel_at_first_step(info: Dict[str, Any], _png: Any) -> None:
+            if info["state"] == "running" and info.get("step"):
+                cancel.set()
+
+        with pytest.raises(errors.JobCancelled):
+            client.extend(dict(LONG, right=40), IMAGE, on_progress=cancel_at_first_step, cancel=cancel)
+    assert engine.wait_idle()["queue"]["running"] is None

@@ -61,6 +61,35 @@ class FakeClient:
             )
         return {"candidates": candidates, "box": [0, 0, w, h], "notes": ["fake engine"]}
 
+    def extend(self, params, image_png, on_progress=None, cancel: Optional[threading.Event] = None):
+        """A grown canvas per candidate: a flat colour on the new area, transparent over the image."""
+        self.requests.append((dict(params), image_png, None, None))
+        if self.fail_with is not None:
+            raise self.fail_with
+        w, h, _rgba = pixels.decode_png(image_png)
+        left, right, top, bottom = (int(params.get(k, 0)) for k in ("left", "right", "top", "bottom"))
+        cw, ch = w + left + right, h + top + bottom
+        if on_progress is not None:
+            on_progress({"step": 1, "total": 1}, None)
+        count = int(params["batch_size"]) * int(params["iterations_num"])
+        candidates = []
+        for rank in range(1, count + 1):
+            out = bytearray()
+            for y in range(ch):
+                for x in range(cw):
+                    inside = left <= x < left + w and top <= y < top + h
+                    out += b"\0\0\0\0" if inside else bytes([40 * rank & 0xFF, 120, 200, 255])
+            candidates.append(
+                {
+                    "rank": rank,
+                    "seed": params["seed"] + rank,
+                    "scores": {"combined": 0.5 + rank / 10},
+                    "box": [0, 0, cw, ch],
+                    "png": pixels.encode_png(cw, ch, bytes(out), 4),
+                }
+            )
+        return {"candidates": candidates, "canvas_size": [cw, ch], "offset": [left, top], "notes": []}
+
     def close(self) -> None:
         pass
 

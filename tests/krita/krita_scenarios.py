@@ -463,6 +463,8 @@ SCENARIOS = {
     "restart": scenario_restart,
     "refusals": scenario_refusals,
     "docker": scenario_docker,
+    "extend": lambda engine: __import__("extend_scenarios").scenario_extend(engine),
+    "docker_extend": lambda engine: __import__("extend_scenarios").scenario_docker_extend(engine),
 }
 
 

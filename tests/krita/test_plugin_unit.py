@@ -302,3 +302,84 @@ def test_local_engine_not_installed_names_the_config(tmp_path):
     )
     with pytest.raises(errors.EngineNotInstalledError, match="engine.json"):
         manager.connect()
+
+
+# ------------------------------------------------------------------ extend the canvas
+
+
+def test_extend_sides_are_checked_before_anything():
+    from blended_diffusion import extending
+
+    assert extending.check_sides({"right": 5}) == {"left": 0, "right": 5, "top": 0, "bottom": 0}
+    for sides, prompts, message in (
+        ({}, None, "at least one side"),
+        ({"left": -1, "right": 3}, None, "left size must be between 0"),
+        ({"right": 2.5}, None, "whole number"),
+        ({"up": 3}, None, "unknown side"),
+        ({"right": 3}, {"top": "sky"}, "prompt for the top side"),
+    ):
+        with pytest.raises(extending.BadExtensionError, match=message):
+            extending.check_sides(sides, prompts)
+
+
+def test_extend_request_geometry_params_and_label():
+    from blended_diffusion import extending
+
+    image = rgba_image(7, 5)
+    request = extending.make_request(
+        (7, 5), image, {"prompt": "a"}, {"left": 2, "bottom": 3}, {"left": " b "}
+    )
+    assert request.canvas_size == (9, 8) and request.offset == (2, 0)
+    assert request.resize_args() == (-2, 0, 9, 8) and request.restore_args() == (2, 0, 7, 5)
+    assert request.params == {
+        "prompt": "a",
+        "left": 2,
+        "right": 0,
+        "top": 0,
+        "bottom": 3,
+        "side_prompts": {"left": "b"},
+        "blend_band": 0,
+    }
+    mask = request.original_mask()
+    assert len(mask) == 9 * 8 and mask[0] == 255 and mask[2] == 0 and mask[9 * 5 + 2] == 255
+    assert sum(1 for v in mask if v == 0) == 7 * 5
+    assert request.label("a") == "a"  # the bottom side has no prompt of its own
+    both = extending.make_request((7, 5), image, {}, {"left": 2, "right": 1}, {"left": "x", "right": "y"})
+    assert both.label("a") == "left: x | right: y"
+
+
+def test_extend_reply_is_checked_and_alpha_clamped_to_the_new_area():
+    from blended_diffusion import extending
+
+    request = extending.make_request((3, 2), rgba_image(3, 2), {}, {"right": 2})
+    opaque = bytes([9, 8, 7, 255]) * (5 * 2)
+    reply = {
+        "canvas_size": [5, 2],
+        "offset": [0, 0],
+        "candidates": [
+            {
+                "rank": 1,
+                "seed": 4,
+                "scores": {"combined": 0.3},
+                "box": [0, 0, 5, 2],
+                "png": pixels.encode_png(5, 2, opaque, 4),
+            }
+        ],
+    }
+    response = extending.place_candidates(request, reply)
+    rgba = response.candidates[0].rgba
+    assert response.candidates[0].box == (0, 0, 5, 2)
+    assert list(rgba[3::4]) == [0, 0, 0, 255, 255] * 2  # the old pixels always show through
+    with pytest.raises(errors.EngineJobFailed, match="expected"):
+        extending.place_candidates(request, dict(reply, canvas_size=[6, 2]))
+
+    class Client:
+        def extend(self, params, image_png, on_progress=None, cancel=None):
+            self.params = params
+            on_progress({"step": 1, "total": 2}, None)
+            return reply
+
+    seen = []
+    client = Client()
+    assert extending.execute(request, client, lambda s, t, p: seen.append((s, t))).candidates
+    assert seen == [(1, 2)] and client.params["right"] == 2

@@ -1,0 +1,65 @@
+"""Krita's own Undo takes an extension's canvas growth back (needs the GUI: undo lives on a view).
+
+A test-only plugin (tests/krita_undo/pykrita/bd_undo_probe) runs inside ``xvfb-run krita``: it grows a
+canvas through ``api.apply_extend`` and triggers Krita's Undo action until the canvas is back."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.krita_env import krita_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = ROOT / "tests" / "krita_undo" / "pykrita"
+
+
+@pytest.mark.skipif(
+    not (shutil.which("krita") and shutil.which("xvfb-run")), reason="needs krita and xvfb-run"
+)
+def test_krita_undo_takes_the_canvas_growth_back(tmp_path):
+    home = tmp_path / "home"
+    pykrita = home / ".local" / "share" / "krita" / "pykrita"
+    shutil.copytree(PROBE, pykrita)
+    (home / ".config").mkdir(parents=True)
+    (home / ".config" / "kritarc").write_text("[python]\nenable_bd_undo_probe=true\n")
+    out = tmp_path / "undo.json"
+    env = krita_environment(os.environ)
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        BD_UNDO_OUT=str(out),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "krita_plugin")]),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    env.pop("QT_QPA_PLATFORM", None)  # the GUI needs X (xvfb-run), not Qt's offscreen platform
+    log = tmp_path / "krita.log"
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            ["xvfb-run", "-a", "krita", "--nosplash"],
+            env=env,
+            cwd=str(tmp_path),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=300)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert out.is_file(), "Krita never ran the undo probe:\n" + log.read_text(errors="replace")[-3000:]
+    report = json.loads(out.read_text())
+    assert "error" not in report, report.get("error")
+    assert report["size_after_extend"] == [25, 13] and report["layer_at_offset"]
+    assert report["group"] == "BD: sky"
+    sizes = report["sizes_while_undoing"]
+    assert sizes[-1] == [20, 10], sizes  # undo reached the canvas change and took it back
+    assert sizes.count([20, 10]) == 1 and all(size == [25, 13] for size in sizes[:-1])
+    assert report["layer_back"], "the layer's pixels are back at their old place"
+    assert report["layers_after_undo"] == report["layers_before"]
