@@ -32,7 +32,11 @@ ProgressCallback = Callable[[Dict[str, Any], Optional[bytes]], None]
 class EngineClient:
     """A connection to the engine server, authenticated with the token on construction."""
 
-    def __init__(self, host: str, port: int, token: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, host: str, port: int, token: str, timeout: float = 30.0, fingerprint: Optional[str] = None
+    ) -> None:
+        """With ``fingerprint`` (SHA-256 of the engine's certificate) the connection is TLS and the token is
+        sent only after the engine's certificate matched it (:mod:`bridge.tls`)."""
         self.host = host
         self.port = port
         self.timeout = timeout
@@ -45,6 +49,14 @@ class EngineClient:
                 f"cannot connect to the engine at {host}:{port}: {exc}"
             ) from None
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if fingerprint:
+            from bridge import tls
+
+            try:
+                self._sock = tls.wrap_client(self._sock, host, port, fingerprint)
+            except ValueError as exc:  # a malformed fingerprint in the settings
+                self._sock.close()
+                raise errors.EngineTLSError(str(exc)) from None
         self._reader = MessageReader(self._sock, Limits())
         try:
             self._send("hello", {"protocol": PROTOCOL_VERSION, "token": token, "client": "bridge-python"})
@@ -57,6 +69,8 @@ class EngineClient:
             code, message = reply.get("code", "?"), reply.get("message", "")
             if code in (errors.AUTH_FAILED, errors.PROTOCOL_VERSION):
                 raise errors.EngineAuthError(message, code)
+            if code == errors.TLS_REQUIRED:
+                raise errors.EngineTLSError(message, code)
             raise errors.EngineJobError(code, message)
         if reply.type != "welcome":
             self.close()

@@ -22,6 +22,9 @@ INTERNAL_ERROR = "internal_error"  # unexpected exception in the engine; it keep
 QUEUE_FULL = "queue_full"  # too many queued jobs
 SHUTTING_DOWN = "shutting_down"
 TOO_MANY_CONNECTIONS = "too_many_connections"  # the server refused a new connection
+TLS_REQUIRED = "tls_required"  # fatal: a plain client reached an engine started with --tls
+TLS_FAILED = "tls_failed"  # client side: the TLS handshake failed (engine without --tls, network)
+TLS_FINGERPRINT = "tls_fingerprint"  # client side: the certificate is not the one pinned
 
 
 class BridgeError(Exception):
@@ -88,3 +91,9 @@ class JobFailed(BridgeError):
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message, code)
+
+
+class EngineTLSError(EngineConnectionError):
+    """TLS to the engine failed, or its certificate does not have the pinned fingerprint."""
+
+    code = TLS_FAILED

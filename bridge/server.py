@@ -17,12 +17,13 @@ import logging
 import os
 import queue
 import socket
+import ssl
 import threading
 import time
 import traceback
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Set, Tuple, Union
 
-from bridge import errors
+from bridge import errors, tls
 from bridge.jobqueue import Job, JobQueue, JobRunner, error_fields
 from bridge.protocol import PROTOCOL_VERSION, Limits, MessageReader, encode_message, png_info
 
@@ -116,7 +117,40 @@ class Connection:
 
     # --- reading (this connection's thread)
 
+    def _start_tls(self) -> bool:
+        """Wrap the socket in TLS; on a plain client or a failed handshake, close it and return False.
+
+        A plain client is told why in the bridge's own framing, which it can read, and its hello (with the
+        token) is never read."""
+        context = self.server.ssl_context
+        kind = tls.looks_like_tls(self.sock, self.server.handshake_timeout)
+        if kind is False:
+            log.warning("connection %d from %s: plain connection to the TLS engine refused", self.id,
+                        self.address)
+            try:
+                self.sock.settimeout(2.0)
+                for part in encode_message("error", error_fields(
+                    errors.TLS_REQUIRED,
+                    "this engine only accepts TLS connections: set its certificate fingerprint (printed by "
+                    "'python -m engine serve --tls') in the plugin's remote engine settings",
+                )):
+                    self.sock.sendall(part)
+            except OSError:
+                pass
+        elif kind is True and context is not None:
+            try:
+                self.sock.settimeout(self.server.handshake_timeout)
+                self.sock = context.wrap_socket(self.sock, server_side=True)
+                self.sock.settimeout(None)
+                return True
+            except (ssl.SSLError, OSError) as exc:
+                log.info("connection %d from %s: TLS handshake failed: %s", self.id, self.address, exc)
+        self._finish(drain=kind is False, started=False)
+        return False
+
     def serve(self) -> None:
+        if self.server.ssl_context is not None and not self._start_tls():
+            return
         self._sender.start()
         fatal = False
         try:
@@ -251,14 +285,15 @@ class Connection:
         "hello": _on_hello,
     }
 
-    def _finish(self, drain: bool) -> None:
+    def _finish(self, drain: bool, started: bool = True) -> None:
         cancelled = self.server.jobs.cancel_owned_by(self)
         if cancelled:
             log.info("connection %d closed: cancelled %d job(s)", self.id, cancelled)
         with self._outbox_lock:
             self._closed = True
             self._outbox.put(_CLOSE)
-        self._sender.join(timeout=5.0)
+        if started:
+            self._sender.join(timeout=5.0)
         if drain:
             # Read what the peer still sends so that closing does not reset the connection before it has
             # read our error reply.
@@ -298,7 +333,9 @@ class BridgeServer:
         max_connections: int = 64,
         max_queued: int = 32,
         versions: Optional[Dict[str, Any]] = None,
+        ssl_context: Optional[ssl.SSLContext] = None,
     ) -> None:
+        """``ssl_context`` (:func:`bridge.tls.server_context`): only TLS connections are accepted."""
         if len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"the token must have at least {MIN_TOKEN_LENGTH} characters")
         # One runner serves the "edit" kind; a mapping names each job kind (message type) it serves.
@@ -306,6 +343,10 @@ class BridgeServer:
             dict(runners) if isinstance(runners, Mapping) else {"edit": runners}
         )
         self._versions = dict(versions or {})
+        self.ssl_context = ssl_context
+        if ssl_context is not None and hasattr(ssl_context, "num_tickets"):
+            # No TLS 1.3 session tickets: the server writes nothing of its own while a reader thread reads.
+            ssl_context.num_tickets = 0
         self._token = token.encode("utf-8")
         self.limits = limits or Limits()
         self.handshake_timeout = handshake_timeout
@@ -326,9 +367,10 @@ class BridgeServer:
         self._accept_thread.start()
         log.info("listening on %s:%d", self.host, self.port)
 
-    def close(self) -> None:
+    def close(self, job_timeout: float = 5.0) -> None:
+        """Stop accepting, cancel the jobs and wait up to ``job_timeout`` s for the running one to end."""
         self._closing = True
-        self.jobs.stop()
+        self.jobs.stop(job_timeout)
         try:
             self._listener.close()
         except OSError:

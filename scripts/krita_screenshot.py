@@ -1,55 +1,32 @@
 #!/usr/bin/env python3
 """Screenshot of the plugin in the real Krita GUI: docs/screenshot.png.
 
-Starts Krita under Xvfb (xvfb-run) with a throw-away profile (HOME) where the plugin is installed, opens
-resources/examples/lakeside.png, selects a soft ellipse, runs an edit through the docker on the toy preset
-(resources/models/toy/) or else the tiny one, and saves the main window with the docker showing the
-candidates. Standard library only:
+Starts Krita under Xvfb (with the openbox window manager unless --no-wm) with a throw-away profile
+(HOME) where the plugin is installed, opens resources/examples/lakeside.png, selects a soft ellipse,
+presses the docker's "Edit with text" (toy preset from resources/models/toy/, else tiny) and saves the
+main window with the docker showing the candidates. Krita keeps its status bar and its own zoom; a hang
+is reported with gdb stacks of all Krita threads. Standard library only:
 
     python3 scripts/krita_screenshot.py [--out docs/screenshot.png] [--python .venv/bin/python]
 """
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from krita_gui import ROOT, install_profile, krita_env, run_krita  # noqa: E402
 
 # A one-off pykrita plugin that drives the GUI once the window exists, then grabs it and quits.
 DRIVER = r"""
-import json, os, traceback
+import traceback
 from krita import Extension, Krita, Selection
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication, QDockWidget
+from PyQt5.QtWidgets import QApplication
 
-SHOT = json.loads(os.environ["BD_SHOT"])
-
-
-def trace(text):
-    # UTF-8 whatever the locale: Krita's Python under Xvfb may default to ASCII, and the plugin's messages
-    # hold "…"; an exception here would open Krita's modal "Script error" dialog and stop the run.
-    with open(SHOT["status"] + ".trace", "a", encoding="utf-8") as handle:
-        handle.write(text + "\n")
-
-
-def report(**fields):
-    with open(SHOT["status"], "w", encoding="utf-8") as handle:
-        json.dump(fields, handle)
-
-
-def soft_ellipse(w, h, cx, cy, rx, ry):
-    out = bytearray(w * h)
-    for y in range(h):
-        for x in range(w):
-            r = (((x - cx) / rx) ** 2 + ((y - cy) / ry) ** 2) ** 0.5
-            out[y * w + x] = 255 if r <= 0.7 else (0 if r >= 1.0 else int(255 * (1.0 - r) / 0.3))
-    return bytes(out)
+SHOT = GUI["shot"]
 
 
 class Driver(Extension):
@@ -63,37 +40,43 @@ class Driver(Extension):
 
     def start(self):
         try:
-            app = Krita.instance()
             trace("start")
-            self.doc = doc = app.openDocument(SHOT["image"])
-            win = app.activeWindow()
-            win.qwindow().move(0, 0)
-            win.qwindow().resize(1600, 1000)  # no window manager under Xvfb: maximising does nothing
-            view = win.addView(doc)
-            # Krita 5.1.5 can deadlock when the status bar's progress widget appears while the image updates:
-            # the canvas is resized, re-zooms ("fit page") and locks the progress updater's mutex again.
-            # A fixed zoom and no status bar keep the canvas size still.
-            view.canvas().setZoomLevel(1.8)
-            win.qwindow().statusBar().hide()  # its progress widget showing up is what resizes the canvas
-            sel = Selection()
-            w, h = doc.width(), doc.height()
-            sel.setPixelData(soft_ellipse(w, h, *SHOT["ellipse"]), 0, 0, w, h)
-            doc.setSelection(sel)
-            dock = win.qwindow().findChild(QDockWidget, "blended_diffusion_docker")
-            if dock is None:
-                raise RuntimeError("the Blended Diffusion docker is not registered")
-            for other in win.qwindow().findChildren(QDockWidget):
-                if other.objectName() not in ("KisLayerBox", "blended_diffusion_docker"):
-                    other.hide()  # room for the candidates list
-            dock.show()
-            dock.raise_()
+            arrange_window()
+            QTimer.singleShot(1000, self.open)
+        except Exception:
+            report(ok=False, error=traceback.format_exc())
+            QApplication.quit()
+
+    def open(self):
+        try:
+            app = Krita.instance()
+            self.doc = app.openDocument(SHOT["image"])
+            app.activeWindow().addView(self.doc)  # Krita's own zoom ("fit page") and status bar
+            trace("opened")
+            when_idle(self.doc, self.select)
+        except Exception:
+            report(ok=False, error=traceback.format_exc())
+            QApplication.quit()
+
+    def select(self):
+        doc = self.doc
+        sel = Selection()
+        w, h = doc.width(), doc.height()
+        sel.setPixelData(soft_ellipse(w, h, *SHOT["ellipse"]), 0, 0, w, h)
+        doc.setSelection(sel)
+        when_idle(doc, self.edit)
+
+    def edit(self):
+        try:
+            dock = find_docker()
             from blended_diffusion.controller import controller
 
             self.ctl = controller()
-            if not self.ctl.start_edit(self.ctl.options_from_settings()):
+            button(dock, "Edit with text").click()  # as a user would
+            if self.ctl.worker is None:
                 raise RuntimeError("the edit did not start: " + self.ctl.last_message)
             trace("edit started")
-            self.started = __import__("time").time()
+            self.started = time.time()
             self.timer = QTimer()
             self.timer.timeout.connect(self.poll)
             self.timer.start(500)
@@ -104,8 +87,9 @@ class Driver(Extension):
     def poll(self):
         from blended_diffusion import workflow
 
-        waited = __import__("time").time() - self.started
-        if int(waited * 2) % 20 == 0:
+        waited = time.time() - self.started
+        if time.time() - getattr(self, "traced", 0) > 10:
+            self.traced = time.time()
             trace(f"{waited:.0f} s: {self.ctl.flow.state} {self.ctl.last_message!r}")
         if self.ctl.worker is None and self.ctl.flow.state in (workflow.REVIEW, workflow.ERROR):
             self.timer.stop()
@@ -125,23 +109,6 @@ class Driver(Extension):
                    candidates=[c.rank for c in self.ctl.candidates()])
         except Exception:
             report(ok=False, error=traceback.format_exc())
-        try:  # does Krita's undo take back what the plugin added? (reported, not required for the shot)
-            app = Krita.instance()
-            root = self.doc.rootNode()
-            before = len(root.childNodes())
-            undos = 0
-            while undos < 12 and any(n.type() == "grouplayer" for n in root.childNodes()):
-                app.action("edit_undo").trigger()
-                self.doc.waitForDone()
-                QApplication.processEvents()
-                undos += 1
-            status = json.load(open(SHOT["status"], encoding="utf-8"))
-            status["undo"] = {"layers_before": before, "undos": undos,
-                              "group_left": any(n.type() == "grouplayer" for n in root.childNodes()),
-                              "layers_after": [n.name() for n in root.childNodes()]}
-            report(**status)
-        except Exception:
-            pass
         self.ctl.shutdown()
         self.doc.setModified(False)
         QTimer.singleShot(300, QApplication.quit)
@@ -149,30 +116,6 @@ class Driver(Extension):
 
 Krita.instance().addExtension(Driver(Krita.instance()))
 """
-
-
-def install_profile(home: Path, config_dir: Path) -> None:
-    resources = home / ".local" / "share" / "krita"
-    pykrita = resources / "pykrita"
-    pykrita.mkdir(parents=True)
-    shutil.copy(ROOT / "krita_plugin" / "blended_diffusion.desktop", pykrita)
-    shutil.copytree(ROOT / "krita_plugin" / "blended_diffusion", pykrita / "blended_diffusion")
-    shutil.copytree(ROOT / "bridge", pykrita / "bridge")
-    (resources / "actions").mkdir()
-    shutil.copy(ROOT / "krita_plugin" / "blended_diffusion.action", resources / "actions")
-    (pykrita / "bd_screenshot_driver").mkdir()
-    (pykrita / "bd_screenshot_driver" / "__init__.py").write_text(DRIVER)
-    (pykrita / "bd_screenshot_driver.desktop").write_text(
-        "[Desktop Entry]\nType=Service\nServiceTypes=Krita/PythonPlugin\nX-KDE-Library=bd_screenshot_driver\n"
-        "X-Python-2-Compatible=false\nName=Screenshot driver\n"
-    )
-    krita_config = home / ".config"
-    krita_config.mkdir(parents=True, exist_ok=True)
-    (krita_config / "kritarc").write_text(
-        "[python]\nenable_blended_diffusion=true\nenable_bd_screenshot_driver=true\n\n"
-        "[General]\nshowWelcomeScreen=false\n"
-    )
-    config_dir.mkdir(parents=True)
 
 
 def main() -> int:
@@ -185,11 +128,12 @@ def main() -> int:
     parser.add_argument("--prompt", default="a red hot air balloon")
     parser.add_argument("--models", default=None, help="preset (default: toy when present, else tiny)")
     parser.add_argument("--timeout", type=float, default=540.0, help="seconds the edit may take")
-    parser.add_argument("--attempts", type=int, default=3, help="Krita starts to try")
+    parser.add_argument("--no-wm", action="store_true", help="run without the openbox window manager")
+    parser.add_argument("--stacks", default=None, help="where to write gdb stacks if Krita hangs")
     args = parser.parse_args()
-    for tool in ("xvfb-run", "krita"):
+    for tool in ("Xvfb", "krita") + (() if args.no_wm else ("openbox",)):
         if shutil.which(tool) is None:
-            print(f"error: {tool} is not installed (apt-get install krita xvfb)", file=sys.stderr)
+            print(f"error: {tool} is not installed (apt-get install krita xvfb openbox)", file=sys.stderr)
             return 2
     toy_dir = ROOT / "resources" / "models" / "toy"
     if args.models:
@@ -204,7 +148,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bd-shot-") as tmp:
         home = Path(tmp) / "home"
         config_dir = Path(tmp) / "config"
-        install_profile(home, config_dir)
+        config_dir.mkdir()
         (config_dir / "engine.json").write_text(
             json.dumps(
                 {"python": args.python, "engine_root": str(ROOT), "models": models, "weights_dir": None}
@@ -224,63 +168,38 @@ def main() -> int:
                 }
             )
         )
+        install_profile(home, DRIVER)
+        # A copy: a Krita that is killed leaves an autosave next to the file it had open, and the next
+        # openDocument() would wait on Krita's "open the autosave?" dialog.
+        image = Path(tmp) / Path(args.image).name
+        shutil.copy(args.image, image)
         shot_tmp = Path(tmp) / "shot.png"
         status = Path(tmp) / "status.json"
-        env = dict(os.environ)
-        env.update(
-            HOME=str(home),
-            XDG_CONFIG_HOME=str(home / ".config"),
-            XDG_DATA_HOME=str(home / ".local" / "share"),
-            BLENDED_DIFFUSION_CONFIG=str(config_dir / "engine.json"),
-            BD_SHOT=json.dumps(
-                {
-                    "image": str(Path(args.image).resolve()),
-                    "out": str(shot_tmp),
-                    "status": str(status),
-                    "ellipse": [300, 150, 70, 55],
-                    "timeout": args.timeout,
-                }
-            ),
-        )
-        env.pop("QT_QPA_PLATFORM", None)
-        # Private runtime and temp folders: Krita's single-instance socket lives there, and a Krita that
-        # finds another instance's socket hands over to it instead of starting.
-        runtime = Path(tmp) / "runtime"
-        runtime.mkdir(mode=0o700)
-        env.update(XDG_RUNTIME_DIR=str(runtime), TMPDIR=str(runtime))
-        # Krita's embedded Python must find Debian's python3 (with PyQt5), not a pyenv or venv one first.
-        env["PATH"] = os.pathsep.join(
-            p for p in env.get("PATH", "").split(os.pathsep) if "pyenv" not in p and ".venv" not in p
-        )
-        for name in ("PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV"):
-            env.pop(name, None)
-        cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "krita", "--nosplash"]
-        started = time.time()
-        for attempt in range(1, args.attempts + 1):
-            proc = subprocess.Popen(
-                cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
-            )
-            try:
-                output, _ = proc.communicate(timeout=args.timeout + 90)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, 15)
-                output, _ = proc.communicate()
-            if status.exists():
-                break
-            # Krita under Xvfb occasionally hangs before plugins run; a fresh start usually works.
-            print(output.decode("utf-8", "replace")[-4000:], file=sys.stderr)
-            trace_file = Path(str(status) + ".trace")
-            steps = (
-                trace_file.read_text(encoding="utf-8")
-                if trace_file.exists()
-                else "(the driver plugin never ran)\n"
-            )
-            print(
-                f"attempt {attempt}: Krita ended without taking the screenshot; driver trace:\n{steps}",
-                file=sys.stderr,
-            )
+        gui = {
+            "status": str(status),
+            "trace": str(Path(tmp) / "trace.txt"),
+            "heartbeat": str(Path(tmp) / "heartbeat"),
+            "shot": {
+                "image": str(image),
+                "out": str(shot_tmp),
+                "ellipse": [300, 150, 70, 55],
+                "timeout": args.timeout,
+            },
+        }
+        env = krita_env(home, config_dir / "engine.json", gui)
+        run = run_krita(env, Path(gui["heartbeat"]), args.timeout + 120, window_manager=not args.no_wm)
+        trace_file = Path(gui["trace"])
+        steps = trace_file.read_text(encoding="utf-8") if trace_file.exists() else "(no trace)\n"
+        if run.hung:
+            if args.stacks:
+                Path(args.stacks).write_text(run.stacks)
+            print(f"error: Krita hung (GUI thread stopped); driver trace:\n{steps}", file=sys.stderr)
+            print(run.stacks[-20000:] if not args.stacks else f"stacks: {args.stacks}", file=sys.stderr)
+            return 3
         if not status.exists():
-            print("error: no screenshot", file=sys.stderr)
+            print(run.output[-4000:], file=sys.stderr)
+            print(f"error: no screenshot (Krita rc {run.rc}, timed out: {run.timed_out}); driver trace:\n"
+                  f"{steps}", file=sys.stderr)
             return 1
         result = json.loads(status.read_text(encoding="utf-8"))
         if not result.get("ok") or not shot_tmp.exists():
@@ -288,9 +207,7 @@ def main() -> int:
             return 1
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(shot_tmp, args.out)
-        print(f"{args.out}: {result['status']} ({models} preset, {time.time() - started:.0f} s)")
-        if "undo" in result:
-            print(f"undo check: {result['undo']}")
+        print(f"{args.out}: {result['status']} ({models} preset, {run.wall:.0f} s)")
     return 0
 
 

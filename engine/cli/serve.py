@@ -46,6 +46,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest image a client may send, in MiB (default: enough for 16384x16384 RGBA)",
     )
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="accept TLS connections only, with a self-signed certificate made on first use (or the one "
+        "given by --tls-cert/--tls-key); its SHA-256 fingerprint is printed for the plugin's remote settings",
+    )
+    parser.add_argument("--tls-dir", default=None, help="where --tls keeps its certificate (default: "
+                        "<user data folder>/tls)")
+    parser.add_argument("--tls-cert", default=None, help="your own certificate (PEM) for --tls")
+    parser.add_argument("--tls-key", default=None, help="the key (PEM) of --tls-cert")
+    parser.add_argument(
         "--exit-on-stdin-eof",
         action="store_true",
         help="stop when stdin closes (used by the plugin so the engine never outlives Krita)",
@@ -68,6 +78,30 @@ def _setup_logging(log_file: str) -> None:
         log.warning("cannot write the log file %s: %s", log_file, exc)
 
 
+def _tls_setup(args: argparse.Namespace) -> tuple[Any, str]:
+    """(SSL context, certificate fingerprint) for --tls, else (None, ""). Prints the fingerprint."""
+    if not args.tls:
+        if args.tls_cert or args.tls_key:
+            raise ValueError("--tls-cert and --tls-key need --tls")
+        return None, ""
+    from bridge import tls
+
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ValueError("give both --tls-cert and --tls-key, or neither (a certificate is then made)")
+    if args.tls_cert:
+        cert, key, made = args.tls_cert, args.tls_key, False
+    else:
+        from engine.models.registry import user_data_dir
+
+        cert, key, made = tls.make_self_signed(args.tls_dir or str(user_data_dir() / "tls"))
+    context = tls.server_context(cert, key)
+    fingerprint = tls.certificate_fingerprint(cert)
+    log.info("TLS certificate %s (%s)", cert, "made now" if made else "reused")
+    # On stderr (and in the log) for the person starting the engine: it goes into the plugin's settings.
+    print(f"TLS certificate SHA-256 fingerprint: {fingerprint}", file=sys.stderr, flush=True)
+    return context, fingerprint
+
+
 def run(args: argparse.Namespace) -> int:
     token = os.environ.pop(TOKEN_ENV, "")  # popped: processes the engine starts need not see it
     if len(token) < MIN_TOKEN_LENGTH:
@@ -83,10 +117,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     log_file = args.log_file or default_log_path()
     _setup_logging(log_file)
-    if not is_loopback(args.host):
+    try:
+        ssl_context, fingerprint = _tls_setup(args)
+    except (OSError, RuntimeError, ValueError) as exc:
+        print(f"error: --tls: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host) and ssl_context is None:
         log.warning(
             "listening on %s, not loopback: other machines can reach this engine; they still need the token, "
-            "but the traffic is not encrypted (use an SSH tunnel on untrusted networks)",
+            "but the traffic is not encrypted (use --tls, or an SSH tunnel, on untrusted networks)",
             args.host,
         )
     limits = Limits()
@@ -96,6 +135,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
         size = args.max_attachment_mb << 20
         limits = dataclasses.replace(limits, max_attachment_bytes=size, max_message_bytes=3 * size)
+
+    # torch's compiler cache folder, which importing kornia/open_clip creates, goes with the engine's data
+    # rather than into the system's temporary folder, where it would stay behind.
+    from engine.models.registry import user_data_dir
+
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(user_data_dir() / "cache" / "torchinductor"))
 
     # Anything the engine prints while loading must not be taken for the ready line.
     ready_out = sys.stdout
@@ -114,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
         edit_defaults = preset_edit_defaults(preset)
         models = load_models(preset, args.weights_dir, args.device)
         runners = job_runners(models, limits, edit_defaults, log_file, args.models)
-        server = BridgeServer(runners, token, args.host, args.port, limits, versions={"engine": __version__})
+        server = BridgeServer(
+            runners, token, args.host, args.port, limits, versions={"engine": __version__},
+            ssl_context=ssl_context,
+        )
     except EngineError as exc:
         log.error("%s", exc)
         return 1
@@ -152,11 +200,16 @@ def run(args: argparse.Namespace) -> int:
         threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
 
     server.start()
-    ready_out.write(json.dumps({"port": server.port, "pid": os.getpid(), "host": server.host}) + "\n")
+    ready = {"port": server.port, "pid": os.getpid(), "host": server.host}
+    if fingerprint:
+        ready["tls_fingerprint"] = fingerprint
+    ready_out.write(json.dumps(ready) + "\n")
     ready_out.flush()
     while not stop.wait(0.5):
         pass
-    server.close()
+    # The job was cancelled; a diffusion step may not notice for a while, and whoever asked for it is gone
+    # (Krita quit or died): do not wait for it long, os._exit below ends its thread.
+    server.close(job_timeout=1.0)
     log.info("stopped")
     logging.shutdown()
     sys.stderr.flush()

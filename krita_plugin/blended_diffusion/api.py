@@ -92,6 +92,8 @@ def apply(
     doc: Any, source: Any, above: Any, request: EditRequest, response: EditResponse, prompt: str
 ) -> EditOutcome:
     """Put the candidates into the document (GUI thread): a group above ``above``, best candidate visible."""
+    if not krita_api.document_open(doc):
+        raise errors.DocumentClosedError()
     if not krita_api.node_alive(doc, above):
         raise errors.StaleResultError("the edited layer was deleted while the engine worked")
     layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in response.candidates]

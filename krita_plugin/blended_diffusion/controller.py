@@ -145,6 +145,7 @@ class Controller(QObject):
             host=s.get("remote_host"),
             port=s.get("remote_port"),
             token=s.get("remote_token"),
+            fingerprint=s.get("remote_fingerprint"),
             device=s.get("device"),
         )
 
@@ -244,12 +245,14 @@ class Controller(QObject):
             self._closing_connected = True
 
     def shutdown(self) -> None:
+        """Krita is quitting: end a running job and the engine, and let the worker thread finish (a thread
+        still running when Krita exits crashes it)."""
         if self.cancel_event is not None:
             self.cancel_event.set()
+        self.manager.stop()  # the engine closes the job's connection, so the worker returns at once
         for worker in (self.worker, self.status_worker):
             if worker is not None:
-                worker.wait(5000)
-        self.manager.stop()
+                worker.wait(10000)
 
     def options_from_settings(self) -> EditOptions:
         s = self.settings
@@ -399,6 +402,10 @@ class Controller(QObject):
                 doc, source, above, request, prompt = self._pending
                 self.outcome = api.apply(doc, source, above, request, response, prompt)
             self.flow.move(workflow.REVIEW)
+        except errors.DocumentClosedError as exc:
+            # The user closed it on purpose: say so in the docker, no dialog.
+            self.flow.move(workflow.READY)
+            self.last_message = str(exc)
         except errors.PluginError as exc:
             self.flow.move(workflow.ERROR, str(exc))
             self.show_error(exc)

@@ -9,6 +9,7 @@ from PyQt5.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -17,6 +18,7 @@ from PyQt5.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -28,12 +30,44 @@ from .krita_api import DockWidget
 
 DOCKER_ID = "blended_diffusion_docker"
 THUMB = 72
+ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
 
 STRENGTH_TIP = (
     "How much the selected area may change. Strength s skips the first (1 - s) x steps of the diffusion "
     "(skip_timesteps): 1.0 starts from pure noise, 0.75 with 100 steps skips 25 (the paper's default), "
     "lower values keep more of the original colours and layout."
 )
+
+
+class SteadyArea(QScrollArea):
+    """Holds the docker's contents with size hints fixed when the docker is built.
+
+    Nothing the docker shows later (live preview, candidate list, messages, expanded sections) can then
+    change the dock's size, so the plugin never resizes Krita's canvas. A canvas resized while Krita 5.1's
+    status-bar progress bar appears deadlocks Krita (docs/troubleshooting.md, "Krita freezes")."""
+
+    def __init__(self, content: QWidget, sections: "tuple[QWidget, ...]" = ()) -> None:
+        super().__init__()
+        self.setFrameShape(QFrame.NoFrame)
+        self.setWidgetResizable(True)
+        bar = self.verticalScrollBar().sizeHint().width()
+        for section in sections:  # wide enough for every section expanded, tall enough for none
+            section.setVisible(False)
+        collapsed = content.minimumSizeHint()
+        for section in sections:
+            section.setVisible(True)
+        width = content.minimumSizeHint().width() + bar
+        for section in sections:
+            section.setVisible(False)
+        self.setWidget(content)
+        self._minimum = QSize(width, collapsed.height())
+        self._hint = QSize(max(width, content.sizeHint().width() + bar), content.sizeHint().height())
+
+    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self._hint)
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
+        return QSize(self._minimum)
 
 
 def rgba_qimage(rgba: bytes, width: int, height: int) -> QImage:
@@ -197,11 +231,19 @@ class BlendedDiffusionDocker(DockWidget):
         self.port.setRange(1, 65535)
         self.token = QLineEdit()
         self.token.setEchoMode(QLineEdit.Password)
+        self.fingerprint = QLineEdit()
+        self.fingerprint.setPlaceholderText("TLS: SHA-256 printed by 'engine serve --tls'")
+        self.fingerprint.setToolTip(
+            "The fingerprint 'python -m engine serve --tls' prints. Set, the connection is encrypted and "
+            "the plugin refuses an engine whose certificate does not match, before sending the token. "
+            "Empty: no encryption (use it on loopback or through an SSH tunnel only)."
+        )
         eng.addRow("Mode", self.engine_mode)
         eng.addRow("Device", self.device)
         eng.addRow("Host", self.host)
         eng.addRow("Port", self.port)
         eng.addRow("Token", self.token)
+        eng.addRow("Fingerprint", self.fingerprint)
         self.check_button = QPushButton("Check engine")
         self.check_button.setToolTip(
             "Report the engine's Python and versions, device and memory, preset and weight files, the "
@@ -214,15 +256,12 @@ class BlendedDiffusionDocker(DockWidget):
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
         layout.addStretch(1)
-        self.setWidget(root)
 
         self.load_settings()
         self.advanced.setChecked(False)
         self.engine_box.setChecked(False)
         self.extend_box.setChecked(False)
-        self.extend_body.setVisible(False)
-        self.advanced_body.setVisible(False)
-        self.engine_body.setVisible(False)
+        self.setWidget(SteadyArea(root, (self.extend_body, self.advanced_body, self.engine_body)))
         self._connect()
         self.refresh()
 
@@ -255,6 +294,7 @@ class BlendedDiffusionDocker(DockWidget):
             ("remote_host", self.host, "text", "setText", self.host.textChanged),
             ("remote_port", self.port, "value", "setValue", self.port.valueChanged),
             ("remote_token", self.token, "text", "setText", self.token.textChanged),
+            ("remote_fingerprint", self.fingerprint, "text", "setText", self.fingerprint.textChanged),
             *self._extend_bindings(),
         )
 
@@ -285,7 +325,7 @@ class BlendedDiffusionDocker(DockWidget):
             self.ctl.settings.save()
         except (ValueError, OSError) as exc:
             self.status.setText(f"Setting not saved: {exc}")
-        if key in ("engine_mode", "device", "remote_host", "remote_port", "remote_token"):
+        if key in ENGINE_KEYS:
             self.ctl.apply_engine_settings()
         self._update_enabled()
 
@@ -314,7 +354,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.prompt.setEnabled(not self.removal.isChecked())
         self.seed.setEnabled(self.seed_mode.currentText() == "fixed")
         remote = self.engine_mode.currentText() == "remote"
-        for widget in (self.host, self.port, self.token):
+        for widget in (self.host, self.port, self.token, self.fingerprint):
             widget.setEnabled(remote)
         self.device.setEnabled(not remote)
 

@@ -20,6 +20,7 @@ class EngineSettings:
     host: str = "127.0.0.1"
     port: int = 7860
     token: str = ""
+    fingerprint: str = ""  # remote: SHA-256 of the engine's TLS certificate; set, the connection is TLS
     device: str = ""  # empty: the engine picks
     models: str = ""  # empty: the preset install.py recorded
     config_path: Optional[str] = None
@@ -64,6 +65,7 @@ class EngineManager:
         self.start_timeout = start_timeout
         self._lock = threading.RLock()
         self._process: Any = None
+        self._starting: Any = None  # the process being started (under the lock, for seconds to minutes)
         self._address: Optional[tuple] = None  # host, port, token
         self.device: Optional[str] = None
         self.status: Dict[str, Any] = {}  # the engine's last status reply (device, models, versions)
@@ -109,6 +111,7 @@ class EngineManager:
             log_path=self.log_path,
         )
         self._say(notice)
+        self._starting = process
         try:
             self._address = process.start(timeout=self.start_timeout)
         except bridge_errors.BridgeError as exc:
@@ -129,14 +132,18 @@ class EngineManager:
                 detail = "\n".join(dict.fromkeys(lines[first:]))  # the tail may repeat the message
                 raise errors.WeightsMissingError(re.split(r"ERROR engine\.\w+: ", detail)[-1]) from exc
             raise errors.EngineStartError(str(exc), "" if tail.strip() in str(exc) else tail) from exc
+        finally:
+            self._starting = None
         self._process = process
 
     def connect(self) -> Any:
         """A connected EngineClient; starts (or restarts) the local engine when needed."""
         client_mod, bridge_errors = _bridge()
         with self._lock:
+            fingerprint = None
             if self.settings.mode == "remote":
                 host, port, token = self.settings.host, int(self.settings.port), self.settings.token
+                fingerprint = self.settings.fingerprint.strip() or None
             else:
                 if self._process is not None and not self._process.alive():
                     tail = self.log_tail()
@@ -151,7 +158,7 @@ class EngineManager:
                     self._start_local()
                 host, port, token = self._address
         try:
-            client = client_mod.EngineClient(host, port, token)
+            client = client_mod.EngineClient(host, port, token, fingerprint=fingerprint)
             status = client.status()
         except bridge_errors.BridgeError as exc:
             if self.settings.mode == "remote":
@@ -166,6 +173,13 @@ class EngineManager:
         return client
 
     def stop(self) -> None:
+        starting = self._starting
+        if starting is not None:
+            # Quitting while an engine starts: end it now rather than wait for the start-up to finish.
+            try:
+                starting.stop(timeout=2.0)
+            except Exception:  # noqa: BLE001 - stopping at exit must never raise
+                pass
         with self._lock:
             process, self._process, self._address = self._process, None, None
         if process is not None:

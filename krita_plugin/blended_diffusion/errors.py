@@ -107,3 +107,10 @@ class StaleResultError(PluginError):
         super().__init__(
             "The candidate layers are gone (deleted or undone)" + (f": {detail}" if detail else "") + "."
         )
+
+
+class DocumentClosedError(PluginError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The document was closed while the engine worked: its result was dropped (nothing was changed)."
+        )

@@ -112,6 +112,14 @@ def node_above(node: Any) -> Optional[Any]:
     return siblings[index + 1] if index + 1 < len(siblings) else None
 
 
+def document_open(doc: Any) -> bool:
+    """Whether ``doc`` is still open in Krita: a closed document's wrapper has no root node."""
+    try:
+        return doc is not None and doc.rootNode() is not None
+    except Exception:  # noqa: BLE001 - a closed document's wrapper may fail instead
+        return False
+
+
 def node_alive(doc: Any, node: Any) -> bool:
     """Whether ``node`` is still in the document (the user may have deleted or undone it)."""
     try:
@@ -201,6 +209,21 @@ def register(extension_cls: Any, docker_id: str, docker_cls: Any) -> None:
 
 
 def on_application_closing(callback: Any) -> None:
-    """Run ``callback`` when Krita quits (to stop the engine)."""
-    notifier = Krita.instance().notifier()
-    notifier.applicationClosing.connect(callback)
+    """Run ``callback`` once when Krita quits (to end a job and stop the engine): on Krita's
+    applicationClosing, on Qt's aboutToQuit, or at the latest when Python shuts down (kritarunner)."""
+    import atexit
+
+    from PyQt5.QtCore import QCoreApplication
+
+    done = []
+
+    def once() -> None:
+        if not done:
+            done.append(True)
+            callback()
+
+    Krita.instance().notifier().applicationClosing.connect(once)
+    app = QCoreApplication.instance()
+    if app is not None:
+        app.aboutToQuit.connect(once)
+    atexit.register(once)

@@ -73,6 +73,7 @@ SETTINGS = (
     Setting("remote_host", str, "127.0.0.1"),
     Setting("remote_port", int, 7860, 1, 65535),
     Setting("remote_token", str, ""),
+    Setting("remote_fingerprint", str, "", doc="SHA-256 of the engine TLS certificate; empty: no TLS"),
     # Extend Canvas with Text: pixels to add per side and each side's own prompt (empty: the main prompt)
     Setting("extend_left", int, 0, 0, 16384),
     Setting("extend_right", int, 256, 0, 16384),

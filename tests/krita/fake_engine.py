@@ -4,14 +4,21 @@ It has the EngineManager / EngineClient surface the plugin uses; its candidates 
 inverted colours, alpha = the mask sent, so results are predictable."""
 
 import threading
+import time
 from typing import Any, Dict, Optional
 
 from blended_diffusion import errors, pixels
 
 
 class FakeClient:
-    def __init__(self, fail_with: Optional[BaseException] = None, status: Optional[dict] = None) -> None:
+    def __init__(
+        self,
+        fail_with: Optional[BaseException] = None,
+        status: Optional[dict] = None,
+        step_delay: float = 0.0,
+    ) -> None:
         self.fail_with = fail_with
+        self.step_delay = step_delay  # seconds per step: a job slow enough to act on while it runs
         self.requests: list = []
         self.reply_status = status or {"device": "fake"}
 
@@ -41,6 +48,8 @@ class FakeClient:
                 raise JobCancelled()
             if on_progress is not None:
                 on_progress({"step": step, "total": total}, None)
+            if self.step_delay:
+                time.sleep(self.step_delay)
         count = int(params["batch_size"]) * int(params["iterations_num"])
         candidates = []
         for rank in range(1, count + 1):
@@ -99,9 +108,13 @@ class FakeManager:
     """EngineManager look-alike; ``crash_log`` makes every job fail like a dead engine."""
 
     def __init__(
-        self, fail_with: Optional[BaseException] = None, crash_log: str = "", status: Optional[dict] = None
+        self,
+        fail_with: Optional[BaseException] = None,
+        crash_log: str = "",
+        status: Optional[dict] = None,
+        step_delay: float = 0.0,
     ) -> None:
-        self.client = FakeClient(fail_with, status)
+        self.client = FakeClient(fail_with, status, step_delay)
         self.crash_log = crash_log
         self.running = not crash_log
         self.device = "fake"
@@ -120,4 +133,13 @@ class FakeManager:
         self.settings = settings
 
 
-__all__ = ["FakeClient", "FakeManager", "errors"]
+def dock_size(dock: Any) -> list:
+    """The dock's size hint and minimum size hint, after pending layout events."""
+    from PyQt5.QtWidgets import QApplication
+
+    QApplication.processEvents()
+    hint, minimum = dock.sizeHint(), dock.minimumSizeHint()
+    return [hint.width(), hint.height(), minimum.width(), minimum.height()]
+
+
+__all__ = ["FakeClient", "FakeManager", "dock_size", "errors"]

@@ -296,8 +296,8 @@ def scenario_docker(engine) -> Dict[str, Any]:
     on a worker thread and fills the candidate list, choosing and Accept work from the buttons."""
     import time
 
-    from blended_diffusion import config, docker, krita_api
-    from fake_engine import FakeManager
+    from blended_diffusion import config, docker, krita_api, pixels
+    from fake_engine import FakeManager, dock_size
     from PyQt5.QtWidgets import QApplication, QMessageBox
 
     messages: List[str] = []
@@ -307,6 +307,7 @@ def scenario_docker(engine) -> Dict[str, Any]:
     krita_api.active_document = lambda: doc  # no view in kritarunner, so no active document
     dock = docker.BlendedDiffusionDocker()
     ctl = dock.ctl
+    sizes = [dock_size(dock)]  # must never change (docs/troubleshooting.md, "Krita freezes")
     ctl.manager = FakeManager()
     dock.prompt.setText(PROMPT)
     dock.candidates.setValue(3)
@@ -321,6 +322,8 @@ def scenario_docker(engine) -> Dict[str, Any]:
     dock.removal.setChecked(False)
     dock.engine_box.setChecked(True)  # a collapsed (unchecked) group box disables its children
     result["engine_section_shown"] = dock.engine_body.isVisibleTo(dock)
+    dock.advanced.setChecked(True)
+    sizes.append(dock_size(dock))
     dock.engine_mode.setCurrentText("remote")
     result["host_enabled_remote"] = dock.host.isEnabled()
     result["device_enabled_remote"] = dock.device.isEnabled()
@@ -333,6 +336,10 @@ def scenario_docker(engine) -> Dict[str, Any]:
     select(doc, soft_ellipse(doc.width(), doc.height(), 300, 150, 70, 55))
     result["started"] = ctl.start_edit(ctl.options_from_settings())
     result["cancel_enabled_while_busy"] = dock.cancel_button.isEnabled()
+    dock._on_progress(1, 3, pixels.encode_png(256, 256, b"\x80" * (256 * 256 * 3), 3))  # a live preview
+    ctl.last_message = "a long message that would widen a docker that followed its contents " * 4
+    ctl.changed.emit()
+    sizes.append(dock_size(dock))
     deadline = time.time() + 60
     while ctl.worker is not None and time.time() < deadline:
         QApplication.processEvents()
@@ -344,12 +351,15 @@ def scenario_docker(engine) -> Dict[str, Any]:
     result["tooltips"] = [dock.list.item(i).toolTip() for i in range(dock.list.count())]
     result["thumbnails"] = [not dock.list.item(i).icon().isNull() for i in range(dock.list.count())]
     result["progress"] = [dock.progress.value(), dock.progress.maximum()]
+    sizes.append(dock_size(dock))
     dock.list.setCurrentRow(2)
     result["visible_after_click"] = [n.visible() for n in ctl.outcome.layers]
     dock.accept_button.click()
     result["stack_after_accept"] = stack(doc.rootNode())
     result["list_after_accept"] = dock.list.count()
     result["state_after_accept"] = ctl.flow.state
+    sizes.append(dock_size(dock))
+    result["sizes"] = sizes
     result["messages"] = messages
     doc.setModified(False)
     doc.close()

@@ -227,6 +227,15 @@ def test_docker_settings_edit_and_review(fake_runs):
     assert len(r["messages"]) == 1, "no error message during the edit"
 
 
+def test_docker_size_never_changes(fake_runs):
+    """Settings, an expanded section, a live preview, a long message, the candidate list and Accept leave
+    the dock's size hints as they were: the plugin never resizes Krita's canvas (a canvas resized as the
+    status bar's progress bar appears deadlocks Krita 5.1; docs/troubleshooting.md)."""
+    sizes = fake_runs["docker"]["sizes"]
+    assert len(sizes) == 5
+    assert all(s == sizes[0] for s in sizes), sizes
+
+
 @pytest.fixture(scope="session")
 def extended(krita_env):
     """Extend Canvas with Text through the real engine (tiny models)."""
