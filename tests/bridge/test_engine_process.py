@@ -389,7 +389,8 @@ def test_extend_job_with_progress_cancel_and_bad_sides(engine):
         result = client.extend(params, IMAGE, on_progress=lambda info, p: reports.append(info))
         assert result["canvas_size"] == [110, 60] and result["offset"] == [9, 0]
         steps = [info["step"] for info in reports if info["state"] == "running" and info["step"]]
-        assert steps[-1] == result["windows"] * 2 and steps == sorted(steps)
+        # progress counts candidate-steps: steps x windows x candidates (batch_size 2, one iteration)
+        assert steps[-1] == result["windows"] * 2 * 2 and steps == sorted(steps)
         source = Image.open(io.BytesIO(IMAGE)).convert("RGB")
         for candidate in result["candidates"]:
             patch = Image.open(io.BytesIO(candidate["png"]))
