@@ -244,17 +244,21 @@ class BlendedDiffusionDocker(DockWidget):
         eng.addRow("Port", self.port)
         eng.addRow("Token", self.token)
         eng.addRow("Fingerprint", self.fingerprint)
-        self.check_button = QPushButton("Check engine")
-        self.check_button.setToolTip(
-            "Report the engine's Python and versions, device and memory, preset and weight files, the "
-            "estimated time of an edit and where its log is"
-        )
-        eng.addRow(self.check_button)
         layout.addWidget(self.engine_box)
 
         self.status = QLabel()
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        # Outside the collapsible Engine section: it is most needed when nothing works yet.
+        self.check_button = QPushButton("Check engine")
+        self.check_button.setToolTip(
+            "Report the engine's Python and versions, device and memory, preset and weight files, the "
+            "estimated time of an edit and where its log is"
+        )
+        check_row = QHBoxLayout()
+        check_row.addStretch(1)
+        check_row.addWidget(self.check_button)
+        layout.addLayout(check_row)
         layout.addStretch(1)
 
         self.load_settings()

@@ -117,8 +117,9 @@ def scenario_restart() -> Dict[str, Any]:
     result["after_status"] = values(dock)
     result["note_after_status"] = dock.defaults_note.text()
     result["saved_after_status"] = saved()
+    result["check_enabled"] = dock.check_button.isEnabled()
     dock.check_button.click()  # "Check engine" on the running engine
-    result["check_busy"] = not dock.check_button.isEnabled()
+    result["check_busy"] = not dock.check_button.isEnabled() and ctl.status_worker is not None
     wait_idle(ctl)
     result["report"] = ctl.last_report
     result["messages"] = messages
