@@ -12,6 +12,10 @@ from __future__ import annotations
 from toyworld.evaluate import DEFAULT_MODELS, evaluate, preset_edit_defaults
 
 SCENES = 30
+# Measured on these 30 scenes with the shipped files (docs/toyworld.md), less a margin: a regression fails.
+# They are below the issue-12 targets (colour >= 0.9, colour and shape >= 0.6), which these models miss.
+GUIDED_COLOUR = 0.8
+GUIDED_BOTH = 0.2
 
 
 def test_guided_edits_hit_the_prompted_colour_and_shape(toy_models, capsys):
