@@ -1,11 +1,15 @@
-"""Semantic evaluation: do Blended Diffusion edits with the toy models follow the prompt's colour?
+"""Semantic evaluation: do Blended Diffusion edits with the toy models follow the prompt's colour and shape?
 
 For each held-out scene (``scenes.edit_case``: an empty square region and a target "a {colour} {shape}"),
 run ``engine.editing.editor.edit`` (Algorithm 2, the engine's code unchanged) twice with the same seeds: once
-with the prompt, once with an empty prompt (no guidance: plain blended inpainting). Each candidate's
-edited region is judged by the fixed pixel rule ``scenes.classify_colour``, never by CLIP.
+with the prompt, once with an empty prompt (no guidance: plain blended inpainting). Each candidate's edited
+region is judged without CLIP: its colour by the fixed pixel rule ``scenes.classify_colour``, its shape by
+fitting the outline of the pixels of that colour (``judge.judge_shape``).
 
-    python -m toyworld.evaluate --models resources/models/toy --scenes 30
+Three conditions: "guided" (every candidate, i.e. one picked at random), "top-ranked" (the engine's rank-1
+candidate of each scene) and "empty prompt" (every candidate of the unguided run).
+
+    python -m toyworld.evaluate --scenes 120 [--empty-scenes 30] [--json result.json]
 """
 
 from __future__ import annotations
@@ -20,31 +24,101 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from toyworld.scenes import EditCase, edit_case, region_colour
+from toyworld.judge import region_shape
+from toyworld.scenes import COLOURS, SHAPES, EditCase, edit_case, region_colour
 
 DEFAULT_MODELS = str(Path(__file__).resolve().parent.parent / "resources" / "models" / "toy")
 
 
 @dataclass
-class ConditionResult:
-    """Hit counts of one condition (guided or unguided) over all scenes."""
+class Trial:
+    """One judged candidate: what was prompted and what the judges saw in the region."""
 
-    candidates: int = 0
-    hits: int = 0
-    top_hits: int = 0  # the rank-1 candidate of each scene
+    scene: int
+    colour: str  # prompted
+    kind: str  # prompted
+    rank: int  # 1 = the engine's best
+    got_colour: Optional[str]
+    got_shape: Optional[str]
+
+    @property
+    def colour_hit(self) -> bool:
+        return self.got_colour == self.colour
+
+    @property
+    def shape_hit(self) -> bool:
+        return self.got_shape == self.kind
+
+    @property
+    def both_hit(self) -> bool:
+        return self.colour_hit and self.shape_hit
+
+
+@dataclass
+class Rates:
+    trials: int
+    colour: int
+    shape: int
+    both: int
+
+    @classmethod
+    def of(cls, trials: list[Trial]) -> Rates:
+        return cls(
+            len(trials),
+            sum(t.colour_hit for t in trials),
+            sum(t.shape_hit for t in trials),
+            sum(t.both_hit for t in trials),
+        )
+
+    def rate(self, what: str) -> float:
+        return getattr(self, what) / self.trials if self.trials else 0.0
+
+
+@dataclass
+class ConditionResult:
+    """The judged candidates of one condition (guided or unguided) over all its scenes."""
+
+    trials: list[Trial] = field(default_factory=list)
     scenes: int = 0
     background_exact: bool = True
-    colours: list = field(default_factory=list)  # per scene: the classified colour of every candidate
     scores: list = field(default_factory=list)  # per scene: the engine's ranking scores, rank order
 
     @property
+    def candidates(self) -> int:
+        return len(self.trials)
+
+    @property
+    def hits(self) -> int:
+        return sum(t.colour_hit for t in self.trials)
+
+    @property
+    def top_hits(self) -> int:
+        return sum(t.colour_hit for t in self.top)
+
+    @property
+    def top(self) -> list[Trial]:
+        return [t for t in self.trials if t.rank == 1]
+
+    @property
     def hit_rate(self) -> float:
-        """Hit rate of a candidate picked at random (all candidates counted)."""
+        """Colour hit rate of a candidate picked at random (all candidates counted)."""
         return self.hits / self.candidates if self.candidates else 0.0
 
     @property
     def top_hit_rate(self) -> float:
         return self.top_hits / self.scenes if self.scenes else 0.0
+
+    def rates(self, top: bool = False) -> Rates:
+        return Rates.of(self.top if top else self.trials)
+
+    def table(self, top: bool = False) -> dict:
+        """Rates overall, per prompted colour and per prompted shape."""
+        trials = self.top if top else self.trials
+        return {
+            "all": asdict(Rates.of(trials)),
+            "per_colour": {c: asdict(Rates.of([t for t in trials if t.colour == c])) for c in COLOURS},
+            "per_shape": {k: asdict(Rates.of([t for t in trials if t.kind == k])) for k in SHAPES},
+        }
 
 
 @dataclass
@@ -56,33 +130,63 @@ class Evaluation:
     params: dict
     seconds: float
 
+    def conditions(self) -> dict[str, Rates]:
+        return {
+            "guided": self.guided.rates(),
+            "top-ranked": self.guided.rates(top=True),
+            "empty prompt": self.unguided.rates(),
+        }
+
     def summary(self) -> str:
-        g, u = self.guided, self.unguided
-        return "\n".join(
-            [
-                f"toy semantic evaluation: {self.scenes} held-out scenes x "
-                f"{self.candidates_per_scene} candidates "
-                f"= {g.candidates} trials per condition ({self.seconds:.0f}s)",
-                f"  guided   hit rate {g.hit_rate:6.1%} ({g.hits}/{g.candidates}); "
-                f"top-ranked {g.top_hit_rate:6.1%} ({g.top_hits}/{g.scenes}); "
-                f"background exact: {g.background_exact}",
-                f"  unguided hit rate {u.hit_rate:6.1%} ({u.hits}/{u.candidates}); "
-                f"background exact: {u.background_exact}  (chance 1/6 = 16.7%)",
-            ]
+        lines = [
+            f"toy semantic evaluation: {self.scenes} held-out scenes x {self.candidates_per_scene} "
+            f"candidates ({self.seconds:.0f}s); colour by the pixel rule, shape by outline fit (no CLIP)"
+        ]
+        for name, r in self.conditions().items():
+            lines.append(
+                f"  {name:13s} {r.trials:4d} trials: colour {r.rate('colour'):6.1%} ({r.colour}), "
+                f"shape {r.rate('shape'):6.1%} ({r.shape}), colour+shape {r.rate('both'):6.1%} ({r.both})"
+            )
+        lines.append(
+            f"  background exact: guided {self.guided.background_exact}, "
+            f"empty prompt {self.unguided.background_exact}"
         )
+        for name, condition, top in (("guided", self.guided, False), ("top-ranked", self.guided, True)):
+            table = condition.table(top)
+            colours = ", ".join(
+                f"{c} {_pct(v['colour'], v['trials'])}/{_pct(v['both'], v['trials'])}"
+                for c, v in table["per_colour"].items()
+            )
+            shapes = ", ".join(
+                f"{k} {_pct(v['shape'], v['trials'])}/{_pct(v['both'], v['trials'])}"
+                for k, v in table["per_shape"].items()
+            )
+            lines.append(f"  {name} per colour (colour/both): {colours}")
+            lines.append(f"  {name} per shape (shape/both): {shapes}")
+        return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        def condition(c: ConditionResult) -> dict:
-            return {**asdict(c), "hit_rate": c.hit_rate, "top_hit_rate": c.top_hit_rate}
+        def condition(c: ConditionResult, top: bool = False) -> dict:
+            return {"scenes": c.scenes, "background_exact": c.background_exact, **c.table(top)}
 
         return {
             "scenes": self.scenes,
             "candidates_per_scene": self.candidates_per_scene,
             "guided": condition(self.guided),
-            "unguided": condition(self.unguided),
+            "top_ranked": condition(self.guided, top=True),
+            "empty_prompt": condition(self.unguided),
+            "trials": {
+                "guided": [asdict(t) for t in self.guided.trials],
+                "empty_prompt": [asdict(t) for t in self.unguided.trials],
+            },
+            "scores": self.guided.scores,
             "params": self.params,
             "seconds": self.seconds,
         }
+
+
+def _pct(hits: int, trials: int) -> str:
+    return f"{hits / trials:.0%}" if trials else "-"
 
 
 def preset_edit_defaults(models_dir: str) -> dict:
@@ -101,22 +205,24 @@ def background_unchanged(source, edited, mask) -> bool:
 
 def run_condition(
     case: EditCase, models, base: dict, prompt: str, seed: int, result: ConditionResult
-) -> list[Optional[str]]:
+) -> list[tuple[Optional[str], Optional[str]]]:
+    """Edit one scene, judge every candidate (rank order) and add them to ``result``."""
     from engine.editing.editor import EditParams, edit
 
     params = EditParams(**{**base, "prompt": prompt, "seed": seed})
     outcome = edit(case.image, case.mask, models, params)
-    colours = [region_colour(c.image, case.box) for c in outcome.candidates]  # rank order
-    result.candidates += len(colours)
-    result.hits += sum(colour == case.colour for colour in colours)
-    result.top_hits += colours[0] == case.colour
+    judged = []
+    for candidate in outcome.candidates:
+        colour = region_colour(candidate.image, case.box)
+        shape = region_shape(candidate.image, case.box, colour) if colour else None
+        judged.append((colour, shape))
+        result.trials.append(Trial(case.seed, case.colour, case.kind, candidate.rank, colour, shape))
     result.scenes += 1
     result.background_exact &= all(
         background_unchanged(case.image, c.image, case.mask) for c in outcome.candidates
     )
-    result.colours.append(colours)
     result.scores.append([c.scores for c in outcome.candidates])
-    return colours
+    return judged
 
 
 def evaluate(
@@ -125,8 +231,12 @@ def evaluate(
     first_seed: int = 0,
     params: Optional[dict] = None,
     log: Callable[[str], None] = print,
+    empty_scenes: Optional[int] = None,
 ) -> Evaluation:
-    """Guided vs unguided hit rates on ``scene_count`` held-out scenes (same seeds for both)."""
+    """Guided and empty-prompt edits of ``scene_count`` held-out scenes (same seeds for both).
+
+    ``empty_scenes`` limits the empty-prompt runs to the first that many scenes (default: all).
+    """
     if scene_count < 1:
         raise ValueError("scene_count must be at least 1")
     base = dict(params or {})
@@ -135,12 +245,15 @@ def evaluate(
     guided, unguided = ConditionResult(), ConditionResult()
     start = time.time()
     size = int(models.image_size)
+    empty_scenes = scene_count if empty_scenes is None else empty_scenes
     for index in range(first_seed, first_seed + scene_count):
         case = edit_case(index, size)
         seed = 10_000 + 100 * index
         got = run_condition(case, models, base, case.prompt, seed, guided)
-        plain = run_condition(case, models, base, "", seed, unguided)
-        log(f"scene {index}: '{case.prompt}' guided {got} unguided {plain}")
+        plain = []
+        if index - first_seed < empty_scenes:
+            plain = run_condition(case, models, base, "", seed, unguided)
+        log(f"scene {index}: '{case.prompt}' guided {got} empty prompt {plain}")
     per_scene = guided.candidates // max(1, guided.scenes)
     return Evaluation(guided, unguided, scene_count, per_scene, base, time.time() - start)
 
@@ -149,6 +262,9 @@ def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.evaluate", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=DEFAULT_MODELS, help="preset name or folder with preset.json")
     parser.add_argument("--scenes", type=int, default=30)
+    parser.add_argument(
+        "--empty-scenes", type=int, help="empty-prompt runs on the first N scenes only (default: all)"
+    )
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument(
         "--set",
@@ -162,6 +278,8 @@ def main(argv: Optional[list] = None) -> int:
     args = parser.parse_args(argv)
     if args.scenes < 1:
         parser.error("--scenes must be at least 1")
+    if args.empty_scenes is not None and not 0 <= args.empty_scenes <= args.scenes:
+        parser.error("--empty-scenes must be between 0 and --scenes")
 
     import torch
 
@@ -180,7 +298,7 @@ def main(argv: Optional[list] = None) -> int:
         # timestep_respacing is a string option ("25", "ddim10") even when it looks like a number
         params[name] = value if name == "timestep_respacing" else parsed
     models = load_models(args.models, device="cpu")
-    result = evaluate(models, args.scenes, args.first_seed, params)
+    result = evaluate(models, args.scenes, args.first_seed, params, empty_scenes=args.empty_scenes)
     print(result.summary())
     if args.json:
         Path(args.json).write_text(json.dumps(result.to_dict(), indent=2) + "\n")

@@ -2,8 +2,8 @@
 
     python -m toyworld.make_grid    # writes resources/examples/toy_scene*.{png,txt} and docs/toy_grid.png
 
-The grid has one row per prompt: source, mask, then the four candidates in rank order, all made by
-``engine.editing.editor.edit`` with the toy preset's recommended settings.
+The grid has one row per prompt (each shape in two colours): source, mask, then the four candidates in rank
+order, all made by ``engine.editing.editor.edit`` with the toy preset's recommended settings.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from toyworld.scenes import ShapeSpec, render
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "resources" / "examples"
 GRID_PATH = REPO_ROOT / "docs" / "toy_grid.png"
-PROMPTS = ("a red circle", "a blue square", "a yellow triangle")
+# Every shape twice and every colour once, so the grid shows whether shape as well as colour follows the text.
+PROMPTS = (
+    "a red circle",
+    "a cyan circle",
+    "a blue square",
+    "a magenta square",
+    "a yellow triangle",
+    "a green triangle",
+)
 EXAMPLE_SIZE = 128
 EXAMPLE_HOLE = (64, 36, 120, 92)  # x0, y0, x1, y1: the empty region the example edits
 CELL = 128

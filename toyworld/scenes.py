@@ -91,7 +91,13 @@ def _background(size: int, rng: random.Random) -> tuple[np.ndarray, str | None]:
 
 
 def _shape_alpha(size: int, kind: str, box: tuple[int, int, int, int], rng: random.Random) -> np.ndarray:
-    """Anti-aliased coverage (0..1, HxW) of one shape filling ``box``."""
+    """Anti-aliased coverage (0..1, HxW) of one shape filling ``box``; a triangle is upright or inverted."""
+    inverted = kind == "triangle" and rng.random() >= 0.5
+    return shape_alpha(size, kind, box, inverted)
+
+
+def shape_alpha(size: int, kind: str, box: tuple[int, int, int, int], inverted: bool = False) -> np.ndarray:
+    """Anti-aliased coverage (0..1, size x size) of one shape filling ``box``; inverted: pointing down."""
     big = size * SUPERSAMPLE
     layer = Image.new("L", (big, big), 0)
     draw = ImageDraw.Draw(layer)
@@ -101,8 +107,7 @@ def _shape_alpha(size: int, kind: str, box: tuple[int, int, int, int], rng: rand
     elif kind == "square":
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=255)
     elif kind == "triangle":
-        # Upright or inverted triangle filling the box.
-        if rng.random() < 0.5:
+        if not inverted:
             points = [((x0 + x1) / 2, y0), (x1 - 1, y1 - 1), (x0, y1 - 1)]
         else:
             points = [(x0, y0), (x1 - 1, y0), ((x0 + x1) / 2, y1 - 1)]

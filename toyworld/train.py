@@ -83,7 +83,7 @@ def preset_data(
             "sha256": sha256_of(clip_path),
             "size_bytes": clip_path.stat().st_size,
             "config": clip_config,
-            "description": "toy CLIP (open_clip.CLIP, ViT 32 px / 4 px patches), standard tokenizer",
+            "description": "toy CLIP (open_clip.CLIP, ModifiedResNet 32 px), standard tokenizer",
         },
         "edit_defaults": TOY_EDIT_DEFAULTS,
         "training": training,
@@ -103,13 +103,29 @@ def write_presets(out: Path, data: dict) -> list[Path]:
     return written
 
 
+def clip_figures(clip) -> dict:
+    """Zero-shot colour and shape accuracy of the trained CLIP on clean held-out shapes (both views)."""
+    import torch
+
+    from engine.models.clip import ClipModel
+    from toyworld.clip_check import zero_shot
+    from toyworld.train_clip import TOY_CLIP_CONFIG
+
+    wrapped = ClipModel(clip, TOY_CLIP_CONFIG, torch.device("cpu"))
+    figures = {}
+    for masked in (True, False):
+        result = zero_shot(wrapped, 360, masked=masked)
+        figures[result["view"]] = {k: round(result[k], 3) for k in ("colour", "shape", "both")}
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toyworld.train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--out", default="resources/models/toy", help="folder for the artifacts and preset.json"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clip-steps", type=int, default=400)
+    parser.add_argument("--clip-steps", type=int, default=600)
     parser.add_argument("--adm-steps", type=int, default=500)
     parser.add_argument("--adm-batch", type=int, default=16)
     parser.add_argument(
@@ -169,21 +185,33 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "torch": torch.__version__,
     }
+    clip_keys = ("clip_steps", "clip_seconds", "clip_cpu_seconds", "clip_zero_shot")
     if "clip" in stages:
+        cpu_started = time.process_time()
         clip = train_clip(args.clip_steps, seed=args.seed, log=log)
         _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
-        training.update(clip_steps=args.clip_steps, clip_seconds=round(time.time() - started))
-        log(f"clip done in {training['clip_seconds']}s")
+        training.update(
+            clip_steps=args.clip_steps,
+            clip_seconds=round(time.time() - started),
+            clip_cpu_seconds=round(time.process_time() - cpu_started),
+            clip_zero_shot=clip_figures(clip),
+        )
+        log(f"clip done in {training['clip_seconds']}s ({training['clip_cpu_seconds']}s CPU)")
+        log(f"clip zero-shot on held-out shapes: {training['clip_zero_shot']}")
     else:
-        training.update({k: previous[k] for k in ("clip_steps", "clip_seconds") if k in previous})
+        training.update({k: previous[k] for k in clip_keys if k in previous})
 
     if "adm" in stages:
-        adm_started = time.time()
+        adm_started, cpu_started = time.time(), time.process_time()
         unet = train_adm(args.adm_steps, batch_size=args.adm_batch, seed=args.seed, log=log)
         _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
-        seconds = round(time.time() - adm_started)
-        training.update(adm_steps=args.adm_steps, adm_batch=args.adm_batch, adm_seconds=seconds)
-        log(f"adm done in {training['adm_seconds']}s")
+        training.update(
+            adm_steps=args.adm_steps,
+            adm_batch=args.adm_batch,
+            adm_seconds=round(time.time() - adm_started),
+            adm_cpu_seconds=round(time.process_time() - cpu_started),
+        )
+        log(f"adm done in {training['adm_seconds']}s ({training['adm_cpu_seconds']}s CPU)")
     else:
         from engine.models.loading import read_state_dict
         from engine.models.unet import unet_from_flags
@@ -191,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         unet = unet_from_flags(TOY_MODEL_FLAGS)
         unet.load_state_dict(read_state_dict(out / UNET_FILE))
         unet.eval()
-        training.update({k: previous[k] for k in ("adm_steps", "adm_batch", "adm_seconds") if k in previous})
+        adm_keys = ("adm_steps", "adm_batch", "adm_seconds", "adm_cpu_seconds")
+        training.update({k: previous[k] for k in adm_keys if k in previous})
 
     samples = sample(unet, 16, respacing="25", seed=args.seed)
     grid = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

@@ -1,8 +1,10 @@
-"""The edits follow the text: Algorithm 2 with the toy models on held-out scenes, judged by a pixel rule.
+"""The edits follow the text: Algorithm 2 with the toy models on held-out scenes, judged without CLIP.
 
 Each of 30 held-out scenes has an empty square region and a target "a {colour} {shape}". The engine's
-``edit`` (unchanged) runs with the prompt and, with the same seeds, with an empty prompt; the edited
-region's colour is classified by ``toyworld.scenes.classify_colour`` (never by CLIP).
+``edit`` (unchanged) runs with the prompt and, with the same seeds, with an empty prompt. The edited region's
+colour is classified by the pixel rule ``toyworld.scenes.classify_colour`` and its shape by fitting the
+outline of that colour's pixels (``toyworld.judge``); neither uses the toy CLIP. The full report (120
+trials per condition, per colour and per shape) is ``python -m toyworld.evaluate``, in docs/toyworld.md.
 """
 
 from __future__ import annotations
@@ -10,17 +12,23 @@ from __future__ import annotations
 from toyworld.evaluate import DEFAULT_MODELS, evaluate, preset_edit_defaults
 
 SCENES = 30
+# Measured on these 30 scenes with the shipped files (docs/toyworld.md), less a margin: a regression fails.
+# They are below the issue-12 targets (colour >= 0.9, colour and shape >= 0.6), which these models miss.
+GUIDED_COLOUR = 0.8
+GUIDED_BOTH = 0.2
 
 
-def test_guided_edits_hit_the_prompted_colour(toy_models, capsys):
+def test_guided_edits_hit_the_prompted_colour_and_shape(toy_models, capsys):
     params = preset_edit_defaults(DEFAULT_MODELS)
     result = evaluate(toy_models, SCENES, params=params, log=lambda _: None)
     with capsys.disabled():
         print("\n" + result.summary())
-    guided, unguided = result.guided, result.unguided
-    assert result.scenes == SCENES and guided.candidates == unguided.candidates >= SCENES * 4
-    assert guided.background_exact and unguided.background_exact
-    assert guided.hit_rate >= 0.8, result.summary()
-    assert unguided.hit_rate <= 0.4, result.summary()
-    # ranking by the masked CLIP score picks a hit at least as often as a random candidate does
-    assert guided.top_hit_rate >= guided.hit_rate, result.summary()
+    guided, unguided = result.guided.rates(), result.unguided.rates()
+    assert result.scenes == SCENES and guided.trials == unguided.trials >= SCENES * 4
+    assert result.guided.background_exact and result.unguided.background_exact
+    assert guided.rate("colour") >= GUIDED_COLOUR, result.summary()
+    assert guided.rate("both") >= GUIDED_BOTH, result.summary()
+    assert unguided.rate("colour") <= 0.4, result.summary()
+    assert unguided.rate("both") <= 0.15, result.summary()
+    # ranking picks a hit at least as often as a random candidate does (colour; both within one scene)
+    assert result.guided.top_hit_rate >= guided.rate("colour"), result.summary()
