@@ -146,6 +146,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="do not paste the exact background back at the end",
     )
 
+    quality = parser.add_argument_group("quality modes (issue 16; docs/performance.md)")
+    quality.add_argument(
+        "--quality",
+        choices=("paper", "balanced", "fast"),
+        default="paper",
+        help="paper: the paper's settings (or the preset's recommended ones); balanced / fast: fewer steps "
+        "at the same strength, guidance on fewer steps, fewer augmentations (options given explicitly win)",
+    )
+    quality.add_argument(
+        "--guidance_every",
+        type=int,
+        action=_Store,
+        default=1,
+        help="guide every k-th step only (the others: one UNet forward without gradient)",
+    )
+    quality.add_argument(
+        "--prune_factor",
+        type=int,
+        action=_Store,
+        default=1,
+        help="start this many times the candidates and keep the best 1/prune_factor of them",
+    )
+    quality.add_argument(
+        "--prune_at",
+        type=float,
+        action=_Store,
+        default=0.25,
+        help="fraction of the steps after which the started candidates are ranked and pruned",
+    )
+
     misc = parser.add_argument_group("candidates and output")
     misc.add_argument(
         "--seed",
@@ -219,6 +249,9 @@ def _edit_params(args: argparse.Namespace):
         iterations_num=args.iterations_num,
         precision=args.precision,
         compile=args.compile,
+        guidance_every=args.guidance_every,
+        prune_factor=args.prune_factor,
+        prune_at=args.prune_at,
     )
 
 
@@ -374,11 +407,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
+        from engine.editing.modes import apply_mode
         from engine.editing.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
 
         preset = get_preset(args.models)  # an unknown preset fails here, before torch is imported
         params, changed = apply_preset_defaults(_edit_params(args), args, preset_edit_defaults(preset))
+        params = apply_mode(params, getattr(args, "quality", "paper"), _explicit_options(args))
 
         validate_params(params)
         _check_output_path(args.output_path)
@@ -390,10 +425,13 @@ def run(args: argparse.Namespace) -> int:
         from engine.models.loading import load_models
 
         models = load_models(preset, args.weights_dir, args.device)
+        timer, estimate = _timing(models, params)
+        if params.quality != "paper" or estimate is not None:
+            print(_plan_line(params, estimate, models), file=sys.stderr)
         bar = _progress_bar(args)
         try:
             on_progress = bar.update if bar else None
-            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress)
+            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress, timer=timer)
         finally:
             if bar is not None:
                 bar.close()
@@ -418,6 +456,30 @@ def run(args: argparse.Namespace) -> int:
         f"(best: {names[0]}, scores {best.scores})"
     )
     return 0
+
+
+def _timing(models, params):
+    """(StepTimer recording this device's step times, the estimate in seconds or None before any)."""
+    from engine.editing.timing import StepTimer, StepTimes, device_key, estimate_seconds
+
+    store = StepTimes()
+    key = f"{device_key(models.device)}|{getattr(models, 'preset', '?')}"
+    estimate = estimate_seconds(params, store.get(key), guided=bool(params.prompt.strip()))
+    return StepTimer(store, key), estimate
+
+
+def _plan_line(params, estimate: Optional[float], models) -> str:
+    from engine.editing.timing import describe_seconds
+
+    mode = (
+        f"quality {params.quality}: timestep_respacing={params.timestep_respacing}, "
+        f"skip_timesteps={params.skip_timesteps}, aug_num={params.aug_num}, "
+        f"guidance_every={params.guidance_every}, prune_factor={params.prune_factor}"
+    )
+    where = "this CPU" if str(models.device) == "cpu" else str(models.device)
+    if estimate is None:
+        return f"{mode}; first edit of this preset on {where}: measuring its speed"
+    return f"{mode}; {describe_seconds(estimate)} on {where}"
 
 
 class _TqdmProgress:

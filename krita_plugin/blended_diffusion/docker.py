@@ -24,7 +24,9 @@ from PyQt5.QtWidgets import (
 
 from . import naming, workflow
 from .controller import controller
+from .estimate import Remaining
 from .krita_api import DockWidget
+from .params import guided_steps
 
 DOCKER_ID = "blended_diffusion_docker"
 THUMB = 72
@@ -76,7 +78,17 @@ class BlendedDiffusionDocker(DockWidget):
         form.addRow("Candidates", self.candidates)
         form.addRow("Strength", self.strength)
         form.addRow("Seed", seed_row)
+        self.quality = QComboBox()
+        self.quality.addItems(["paper", "balanced", "fast"])
+        self.quality.setToolTip(
+            "paper: the paper's settings. balanced / fast: fewer diffusion steps at the same strength and "
+            "guidance on fewer of them, for far less time per candidate (measured in docs/performance.md)."
+        )
+        form.addRow("Quality", self.quality)
         layout.addLayout(form)
+        self.time_estimate = QLabel()
+        layout.addWidget(self.time_estimate)
+        self.remaining = Remaining()
         self.scribble = QCheckBox("Scribble guide (strokes on the paint layer above)")
         self.scribble.setToolTip(
             "Paint rough shapes and colours on a paint layer directly above the edited layer: the visible "
@@ -194,6 +206,7 @@ class BlendedDiffusionDocker(DockWidget):
             ("baseline", self.baseline, "isChecked", "setChecked", self.baseline.toggled),
             ("ddim", self.ddim, "isChecked", "setChecked", self.ddim.toggled),
             ("live_preview", self.live_preview, "isChecked", "setChecked", self.live_preview.toggled),
+            ("quality", self.quality, "currentText", "setCurrentText", self.quality.currentTextChanged),
             (
                 "engine_mode",
                 self.engine_mode,
@@ -247,6 +260,7 @@ class BlendedDiffusionDocker(DockWidget):
         for widget in (self.host, self.port, self.token):
             widget.setEnabled(remote)
         self.device.setEnabled(not remote)
+        self._update_estimate()
 
     # ---------------------------------------------------------- state -> widgets
 
@@ -254,10 +268,17 @@ class BlendedDiffusionDocker(DockWidget):
         if row >= 0 and self.ctl.outcome is not None and row != self.ctl.outcome.chosen:
             self.ctl.choose(row)
 
+    def _update_estimate(self) -> None:
+        options = self.ctl.options_from_settings()
+        steps = guided_steps(options) if options.prompt else None
+        self.time_estimate.setText(self.ctl.estimates.text(options.quality, options.candidates, steps))
+
     def _on_progress(self, step: int, total: int, preview: Optional[bytes]) -> None:
         if total > 0:
             self.progress.setRange(0, total)
             self.progress.setValue(step)
+            left = self.remaining.text(step, total)
+            self.progress.setFormat("step %v / %m" + (f", {left}" if left else ""))
         if preview:
             pixmap = QPixmap()
             if pixmap.loadFromData(preview):
@@ -278,6 +299,10 @@ class BlendedDiffusionDocker(DockWidget):
     def refresh(self) -> None:
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
+        if not busy:
+            self.remaining.reset()
+            self.progress.setFormat("step %v / %m")
+        self._update_estimate()
         self.edit_button.setEnabled(not busy)
         self.cancel_button.setEnabled(busy)
         candidates = self.ctl.candidates()

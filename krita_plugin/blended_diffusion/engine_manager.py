@@ -8,7 +8,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from . import errors
 from .config import EngineConfig, load_engine_config, user_config_dir
@@ -66,6 +66,7 @@ class EngineManager:
         self._process: Any = None
         self._address: Optional[tuple] = None  # host, port, token
         self.device: Optional[str] = None
+        self.status: Dict[str, Any] = {}  # the engine's last status reply (device, models, estimates)
         self.restarts = 0
         self.last_notice = ""
 
@@ -161,6 +162,7 @@ class EngineManager:
         except OSError as exc:
             raise errors.EngineStartError(f"cannot connect to the engine at {host}:{port}: {exc}") from exc
         self.device = str(status.get("device") or "unknown device")
+        self.status = dict(status)
         return client
 
     def stop(self) -> None:
