@@ -201,6 +201,43 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
     return result
 
 
+def run_estimate(args: argparse.Namespace) -> Dict[str, Any]:
+    """Two toy edits on this device: the first measures and stores its step times (in a temporary store),
+    the second is estimated from them before it runs; the estimate's error against its wall time."""
+    import os
+    import tempfile
+
+    import torch
+
+    from engine.editing.editor import edit
+    from engine.editing.timing import StepTimer, StepTimes, device_key, estimate_seconds
+    from engine.models.loading import load_models
+    from toyworld.evaluate import preset_edit_defaults
+    from toyworld.scenes import edit_case
+
+    torch.set_num_threads(args.threads)
+    defaults = preset_edit_defaults(args.models)
+    models = load_models(args.models, device="cpu")
+    store = StepTimes(Path(tempfile.mkdtemp()) / "step_times.json")
+    key = f"{device_key(models.device)}|{models.preset}"
+    rows = []
+    for quality in args.configs.split(",") if args.configs != "all" else list(MODES):
+        for number, index in enumerate((0, 1)):
+            case = edit_case(args.first_scene + index, int(models.image_size))
+            params = resolve_params(quality, {"prompt": case.prompt, "seed": 5}, defaults)
+            estimate = estimate_seconds(params, store.get(key))
+            start = time.perf_counter()
+            edit(case.image, case.mask, models, params, timer=StepTimer(store, key))
+            wall = time.perf_counter() - start
+            row = {"quality": quality, "edit": number + 1, "estimate_s": estimate, "wall_s": wall}
+            if estimate is not None:
+                row["error"] = estimate / wall - 1
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    os.unlink(store.path)
+    return {"rows": rows, "load_average": os.getloadavg()}
+
+
 def _cpu_seconds(work: Callable[[], Any]) -> float:
     start = time.process_time()
     work()
@@ -319,7 +356,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=("toy", "full"))
+    parser.add_argument("what", choices=("toy", "full", "estimate"))
     parser.add_argument("--models", default=str(ROOT / "resources" / "models" / "toy"))
     parser.add_argument("--scenes", type=int, default=30)
     parser.add_argument("--first-scene", type=int, default=0)
@@ -336,7 +373,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     start = time.time()
-    result = run_toy(args) if args.what == "toy" else run_full(args)
+    result = {"toy": run_toy, "full": run_full, "estimate": run_estimate}[args.what](args)
     result["wall_s"] = time.time() - start
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
