@@ -253,6 +253,10 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
     from engine.editing.ranking import score_candidates
 
     torch.set_num_threads(args.threads)
+    if args.times:  # the step times of an earlier run: recompute the plan (e.g. after changing a mode)
+        return _full_rows(
+            json.loads(Path(args.times).read_text())["times"], "full (step times from a file)", args
+        )
     device = torch.device("cpu")
     # --dry-run: the tiny architectures stand in, to check the script in seconds
     unet, clip, diffusion_for, size, _flags, _clip_config = (build_tiny if args.dry_run else build_full)(
@@ -315,6 +319,10 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
         times[precision] = measured
         print(f"{precision}: {json.dumps({k: round(v, 2) for k, v in measured.items()})}", flush=True)
 
+    return _full_rows(times, "tiny (dry run)" if args.dry_run else "full", args)
+
+
+def _full_rows(times: Dict[str, Dict[str, float]], size: str, args: argparse.Namespace) -> Dict[str, Any]:
     rows = []
     for precision, measured in times.items():
         for name in MODES:
@@ -347,7 +355,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
             f"{row['cpu_s_per_candidate']:.0f} | {row['ratio_to_paper_fp32']:.3f} |"
         )
     return {
-        "size": "tiny (dry run)" if args.dry_run else "full",
+        "size": size,
         "threads": args.threads,
         "times": times,
         "rows": rows,
@@ -370,6 +378,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true", help="full: use the tiny architectures (seconds)")
+    parser.add_argument("--times", help="full: reuse the step times of an earlier --json result")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
     start = time.time()

@@ -51,17 +51,17 @@ MODES: Dict[str, Mode] = {
         Mode("paper", 1.0, 1, 1.0, summary="the paper's settings (or the preset's recommended ones)"),
         Mode(
             "balanced",
-            0.5,
+            1.0,
             2,
             1.0,
-            summary="half the steps, guidance on every other step",
+            summary="guidance on every other step (the others: one forward without gradient)",
         ),
         Mode(
             "fast",
-            0.25,
+            1 / 6,
             2,
             0.5,
-            summary="a quarter of the steps, guidance on every other step, half the augmentations",
+            summary="a sixth of the steps, guidance on every other step, half the augmentations",
         ),
     )
 }

@@ -27,12 +27,13 @@ def test_paper_is_the_base_unchanged():
 
 def test_modes_scale_the_reference_and_the_preset_settings():
     fast = modes.resolve_params("fast", {})
-    assert (fast.timestep_respacing, fast.skip_timesteps) == ("25", 6)  # a quarter, same strength
+    assert (fast.timestep_respacing, fast.skip_timesteps) == ("17", 4)  # a sixth, same strength
     assert (fast.aug_num, fast.guidance_every, fast.quality) == (4, 2, "fast")
     balanced = modes.resolve_params("balanced", {})
-    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("50", 12, 8)
+    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("100", 25, 8)
+    assert balanced.guidance_every == 2
     toy_fast = modes.resolve_params("fast", {}, TOY_DEFAULTS)
-    assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("6", 1)  # from the preset's 25/5
+    assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("4", 1)  # from the preset's 25/5
     assert toy_fast.clip_guidance_lambda == 500  # not a lever: the preset's value stays
     # fractions scale the strength's skip with the schedule; the respaced step count never drops below 4
     assert modes.scale_schedule("ddim100", 25, 0.1) == ("10", 2)
@@ -42,12 +43,12 @@ def test_modes_scale_the_reference_and_the_preset_settings():
 
 def test_explicit_options_override_the_mode():
     fast = modes.resolve_params("fast", {"aug_num": 8, "guidance_every": 1}, TOY_DEFAULTS)
-    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "6")
+    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "4")
     # an explicit schedule stays; the skip still comes from the mode only if given neither
     kept = modes.resolve_params("fast", {"timestep_respacing": "40"}, TOY_DEFAULTS)
     assert (kept.timestep_respacing, kept.skip_timesteps) == ("40", 5)
-    skip = modes.resolve_params("balanced", {"skip_timesteps": 3})
-    assert (skip.timestep_respacing, skip.skip_timesteps) == ("50", 3)
+    skip = modes.resolve_params("fast", {"skip_timesteps": 3})
+    assert (skip.timestep_respacing, skip.skip_timesteps) == ("17", 3)
     with pytest.raises(InputError, match="quality must be one of"):
         modes.resolve_params("turbo", {})
     with pytest.raises(InputError, match="guidance_every"):
@@ -92,7 +93,7 @@ def test_estimate_comes_from_the_stored_step_times(tmp_path):
     # 20 guided steps per candidate, 6 candidates
     assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)
     fast = modes.resolve_params("fast", {"batch_size": 1, "iterations_num": 1}, TOY_DEFAULTS)
-    plan = modes.plan(fast, 6)
+    plan = modes.plan(fast, modes.respaced_steps(fast.timestep_respacing))
     expected = plan.guided_steps * 0.25 + plan.unguided_steps * 0.5
     assert timing.mode_estimates(times, TOY_DEFAULTS)["fast"] == pytest.approx(expected)
     assert timing.describe_seconds(360) == "about 6 min"
@@ -184,6 +185,6 @@ def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
 
     params, err = _toy_edit(tmp_path, capsys, "--quality", "fast", "--batch_size", "1", "--aug_num", "3")
     assert params["quality"] == "fast"
-    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("6", 1)  # scaled from the preset
+    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("4", 1)  # scaled from the preset
     assert params["guidance_every"] == 2 and params["aug_num"] == 3  # the explicit option wins
     assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
