@@ -927,6 +927,9 @@ def run_first_edit(
 # ------------------------------------------------------------------------------------------------ uninstall
 
 
+ENGINE_STEP_TIMES = "step_times.json"  # engine/editing/timing.py FILE_NAME, in the per-user data folder
+
+
 def uninstall(layout: Layout, keep_weights: bool = False) -> int:
     manifest = Manifest.load(layout.manifest)
     if not manifest.exists:
@@ -949,6 +952,11 @@ def uninstall(layout: Layout, keep_weights: bool = False) -> int:
     if record and record.get("backup"):
         remove_path(Path(record["backup"]))
     remove_path(layout.manifest)
+    # written by the engine at run time, not by the installer: its measured step times (time estimates)
+    step_times = layout.data_dir / ENGINE_STEP_TIMES
+    if step_times.exists():
+        remove_path(step_times)
+        print(f"  removed {step_times}")
     for folder in sorted(manifest.created_dirs, key=lambda p: len(Path(p).parts), reverse=True):
         path = Path(folder)
         if path.is_dir() and not any(path.iterdir()):

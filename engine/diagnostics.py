@@ -161,9 +161,37 @@ def report(
     }
 
 
-def stored_estimate(preset_name: str, device: Any = None) -> Optional[Dict[str, Any]]:
-    """The estimated time of a default edit from the step times measured on this device, if any."""
-    return None
+def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -> Optional[Dict[str, Any]]:
+    """The estimated time of a default edit (``candidates`` at the preset's recommended settings) from the
+    step times earlier edits measured on this device (engine/editing/timing.py); None before the first."""
+    try:
+        from engine.editing.params import preset_edit_defaults
+        from engine.editing.timing import StepTimes, describe_seconds, device_key, mode_estimates
+        from engine.models.devices import pick_device
+        from engine.models.registry import get_preset
+
+        preset = get_preset(preset_name)
+        device = pick_device(str(device) if device is not None else None)
+        times = StepTimes().get(f"{device_key(device)}|{preset.name}")
+        if not times:
+            return None
+        per_candidate = mode_estimates(times, preset_edit_defaults(preset))
+    except Exception:  # noqa: BLE001 - no estimate is a finding, never a failure of the report
+        return None
+    paper = per_candidate.get("paper")
+    if paper is None:
+        return None
+    modes = ", ".join(
+        f"{name} {describe_seconds(seconds)}"
+        for name, seconds in per_candidate.items()
+        if seconds is not None
+    )
+    return {
+        "seconds": candidates * paper,
+        "per_candidate": per_candidate,
+        "text": f"{describe_seconds(candidates * paper)} for {candidates} candidates "
+        f"(per candidate: {modes})",
+    }
 
 
 def _size(value: Optional[int]) -> str:

@@ -131,12 +131,37 @@ class EditRunner(JobRunner):
             checked[name] = value
         try:
             edit_params = self._editor.EditParams(**checked)
+            quality = checked.get("quality", "paper")
+            if quality != "paper":
+                # the mode sets the levers the request did not name (engine/editing/modes.py)
+                from engine.editing.modes import apply_mode
+
+                edit_params = apply_mode(edit_params, quality, set(params) - {"quality"})
+                checked = edit_params.to_dict()
             check = getattr(self._editor, "validate_params", None)
             if check is not None:
                 check(edit_params)
         except Exception as exc:
             raise errors.JobFailed(errors.INVALID_INPUT, str(exc)) from None
         return checked
+
+    def _timing_key(self) -> str:
+        from engine.editing.timing import device_key
+
+        return f"{device_key(getattr(self.models, 'device', 'cpu'))}|{getattr(self.models, 'preset', '?')}"
+
+    def timing(self) -> Dict[str, Any]:
+        """What the plugin shows before an edit: ``estimates``, seconds per candidate of each quality mode
+        at the preset's settings on this device, and ``step_times``, seconds per candidate-step, both from
+        the step times earlier edits stored (empty before the first edit measured them)."""
+        from engine.editing.timing import StepTimes, mode_estimates
+
+        try:
+            times = StepTimes().get(self._timing_key())
+            return {"estimates": mode_estimates(times, self.edit_defaults), "step_times": times}
+        except Exception:  # noqa: BLE001 - an estimate must never fail a status or a job
+            log.warning("no time estimate:\n%s", traceback.format_exc())
+            return {}
 
     def status(self) -> Dict[str, Any]:
         import torch
@@ -159,6 +184,7 @@ class EditRunner(JobRunner):
                 "class_cond": getattr(models, "class_cond", None),
                 "edit_defaults": dict(self.edit_defaults),
             },
+            **self.timing(),
             "versions": versions,
             "doctor": self.doctor(),
         }
@@ -204,12 +230,26 @@ class EditRunner(JobRunner):
         mask = self._decode("mask", job.images["mask"])
         init = self._decode("init", job.images["init"]) if "init" in job.images else None
         params = self._editor.EditParams(**job.params)
+        from engine.editing.timing import StepTimer, StepTimes
 
+        timer = StepTimer(StepTimes(), self._timing_key())
         result = self._editor.edit(
-            image, mask, self.models, params, init_image=init, progress=_reporter(job), cancel=job.cancel
+            image,
+            mask,
+            self.models,
+            params,
+            init_image=init,
+            progress=_reporter(job),
+            cancel=job.cancel,
+            timer=timer,
         )
         candidates, attachments = _candidates_out(result.candidates)
-        fields = {"candidates": candidates, "box": list(result.box), "notes": list(result.notes)}
+        fields = {
+            "candidates": candidates,
+            "box": list(result.box),
+            "notes": list(result.notes),
+            **self.timing(),  # updated by this job's step times
+        }
         return fields, attachments
 
     def run(self, job: Job) -> RunnerOutput:

@@ -22,192 +22,16 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
+from engine.cli.options import add_input_arguments, add_shared_arguments, explicit_options
+
 SCORES_FILE = "scores.json"
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
-EXPLICIT = "explicit_options"  # Namespace attribute: the dests of the edit options given on the command line
-
-
-def _record_explicit(namespace: argparse.Namespace, dest: str) -> None:
-    # A new frozenset each time: the parser's default (an empty frozenset) is shared between parses.
-    setattr(namespace, EXPLICIT, frozenset(getattr(namespace, EXPLICIT, frozenset())) | {dest})
-
-
-class _Store(argparse.Action):
-    """Like ``store``, and records that the option was given."""
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, values)
-        _record_explicit(namespace, self.dest)
-
-
-class _Flag(argparse.Action):
-    """Like ``store_true`` / ``store_false`` (``const`` is the value stored), and records the option."""
-
-    def __init__(self, option_strings, dest, const=True, default=None, help=None) -> None:
-        default = (not const) if default is None else default
-        super().__init__(option_strings, dest, nargs=0, const=const, default=default, help=help)
-
-    def __call__(self, parser, namespace, values, option_string=None) -> None:
-        setattr(namespace, self.dest, self.const)
-        _record_explicit(namespace, self.dest)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     add_shared_arguments(parser)
-
-
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The edit's own inputs: prompt, image, mask, scribble."""
-    inputs = parser.add_argument_group("inputs")
-    inputs.add_argument(
-        "-p",
-        "--prompt",
-        type=str,
-        required=True,
-        help='the prompt for the desired edit; "" removes (plain blended inpainting)',
-    )
-    inputs.add_argument("-i", "--init_image", type=str, required=True, help="the source image (any size)")
-    inputs.add_argument(
-        "--mask",
-        type=str,
-        default=None,
-        help="mask, same size as the image: white = edit, soft edges allowed (default: the whole image)",
-    )
-    inputs.add_argument(
-        "--scribble_image",
-        type=str,
-        default=None,
-        help="scribble-guided editing: this image (same size) is the start inside the mask",
-    )
-
-
-
-def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = True) -> None:
-    """The options every diffusion command shares (edit, extend): diffusion, guidance, candidates, engine."""
-    diffusion = parser.add_argument_group("diffusion")
-    diffusion.add_argument(
-        "--skip_timesteps",
-        type=int,
-        action=_Store,
-        default=25,
-        help="how many of the respaced steps to skip (more keeps more of the input)",
-    )
-    diffusion.add_argument(
-        "--local_clip_guided_diffusion",
-        action=_Flag,
-        help="the paper's Algorithm 1 baseline (no blending, background losses)",
-    )
-    diffusion.add_argument(
-        "--timestep_respacing",
-        type=str,
-        action=_Store,
-        default="100",
-        help='respaced step count, e.g. "100", "50", "ddim25"',
-    )
-    diffusion.add_argument("--ddim", action=_Flag, help="DDIM (eta 0) steps instead of DDPM")
-
-    guidance = parser.add_argument_group("guidance")
-    guidance.add_argument(
-        "--aug_num", type=int, action=_Store, default=8, help="number of CLIP views (first one clean)"
-    )
-    guidance.add_argument(
-        "--clip_guidance_lambda",
-        type=float,
-        action=_Store,
-        default=1000,
-        help="how strongly the region should look like the prompt",
-    )
-    guidance.add_argument(
-        "--range_lambda",
-        type=float,
-        action=_Store,
-        default=50,
-        help="penalty on colours outside the valid range",
-    )
-    guidance.add_argument(
-        "--lpips_sim_lambda",
-        type=float,
-        action=_Store,
-        default=1000,
-        help="LPIPS similarity to the input background (Algorithm 1)",
-    )
-    guidance.add_argument(
-        "--l2_sim_lambda",
-        type=float,
-        action=_Store,
-        default=10000,
-        help="L2 similarity to the input background (Algorithm 1)",
-    )
-    guidance.add_argument(
-        "--background_preservation_loss",
-        action=_Flag,
-        help="add the background losses (on by itself with --local_clip_guided_diffusion)",
-    )
-
-    if mask_options:
-        mask = parser.add_argument_group("mask")
-        mask.add_argument("--invert_mask", action=_Flag, help="edit outside the mask (new background)")
-        mask.add_argument(
-            "--no_enforce_background",
-            action=_Flag,
-            const=False,
-            dest="enforce_background",
-            help="do not paste the exact background back at the end",
-        )
-    else:
-        parser.set_defaults(invert_mask=False, enforce_background=True)
-
-    misc = parser.add_argument_group("candidates and output")
-    misc.add_argument(
-        "--seed",
-        type=int,
-        action=_Store,
-        default=404,
-        help="seed of the first candidate (the others: +1, +2...)",
-    )
-    misc.add_argument("--batch_size", type=int, action=_Store, default=4, help="candidates made at once")
-    misc.add_argument("--iterations_num", type=int, action=_Store, default=8, help="batches to make")
-    misc.add_argument(
-        "--output_path",
-        type=str,
-        default="output",
-        help="folder for the ranked PNGs and scores.json (created; must hold no PNG yet)",
-    )
-
-    engine = parser.add_argument_group("engine")
-    engine.add_argument(
-        "--models",
-        type=str,
-        default="default",
-        help="models preset name (default, tiny, toy, adm512) or a folder with preset.json",
-    )
-    engine.add_argument("--device", type=str, default=None, help="auto (default), cpu, cuda, cuda:N or mps")
-    engine.add_argument(
-        "--weights-dir",
-        dest="weights_dir",
-        type=str,
-        default=None,
-        help="folder holding the weight files (default: $BLENDED_DIFFUSION_WEIGHTS or the "
-        "per-user data folder)",
-    )
-    engine.add_argument(
-        "--precision",
-        action=_Store,
-        choices=("auto", "fp32", "bf16", "fp16"),
-        default="auto",
-        help="auto: bf16 on CUDA (fp16 below compute capability 8), fp32 elsewhere",
-    )
-    engine.add_argument("--compile", action=_Flag, help="torch.compile the UNet (slow first step)")
-    engine.add_argument(
-        "--no_preset_defaults",
-        action="store_true",
-        help="ignore the settings the models preset recommends (its edit_defaults) and use the "
-        "reference defaults for every option not given",
-    )
-    engine.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-    parser.set_defaults(**{EXPLICIT: frozenset()})
 
 
 def _edit_params(args: argparse.Namespace):
@@ -232,22 +56,9 @@ def _edit_params(args: argparse.Namespace):
         iterations_num=args.iterations_num,
         precision=args.precision,
         compile=args.compile,
-    )
-
-
-def _explicit_options(args: argparse.Namespace) -> frozenset:
-    """The edit options given on the command line (recorded by their actions)."""
-    recorded = getattr(args, EXPLICIT, None)
-    if recorded is not None:
-        return frozenset(recorded)
-    # A Namespace not made by add_arguments' parser: take a value that differs from the reference's as set.
-    from engine.editing.params import EditParams
-
-    reference = EditParams()
-    return frozenset(
-        name
-        for name, value in vars(args).items()
-        if hasattr(reference, name) and value != getattr(reference, name)
+        guidance_every=args.guidance_every,
+        prune_factor=args.prune_factor,
+        prune_at=args.prune_at,
     )
 
 
@@ -260,7 +71,7 @@ def apply_preset_defaults(params, args: argparse.Namespace, edit_defaults: Dict[
 
     if getattr(args, "no_preset_defaults", False) or not edit_defaults:
         return params, {}
-    explicit = _explicit_options(args)
+    explicit = explicit_options(args)
     # Field types (strings under postponed annotations), to widen JSON numbers as the options' types
     # would parse them: 500 -> 500.0 for a float, 25 -> "25" for timestep_respacing. Nothing narrows.
     kinds = {f.name: getattr(f.type, "__name__", f.type) for f in dataclasses.fields(params)}
@@ -392,11 +203,13 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
+        from engine.editing.modes import apply_mode
         from engine.editing.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
 
         preset = get_preset(args.models)  # an unknown preset fails here, before torch is imported
         params, changed = apply_preset_defaults(_edit_params(args), args, preset_edit_defaults(preset))
+        params = apply_mode(params, getattr(args, "quality", "paper"), explicit_options(args))
 
         validate_params(params)
         _check_output_path(args.output_path)
@@ -408,10 +221,13 @@ def run(args: argparse.Namespace) -> int:
         from engine.models.loading import load_models
 
         models = load_models(preset, args.weights_dir, args.device)
+        timer, estimate = _timing(models, params)
+        if params.quality != "paper" or estimate is not None:
+            print(_plan_line(params, estimate, models), file=sys.stderr)
         bar = _progress_bar(args)
         try:
             on_progress = bar.update if bar else None
-            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress)
+            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress, timer=timer)
         finally:
             if bar is not None:
                 bar.close()
@@ -436,6 +252,30 @@ def run(args: argparse.Namespace) -> int:
         f"(best: {names[0]}, scores {best.scores})"
     )
     return 0
+
+
+def _timing(models, params):
+    """(StepTimer recording this device's step times, the estimate in seconds or None before any)."""
+    from engine.editing.timing import StepTimer, StepTimes, device_key, estimate_seconds
+
+    store = StepTimes()
+    key = f"{device_key(models.device)}|{getattr(models, 'preset', '?')}"
+    estimate = estimate_seconds(params, store.get(key), guided=bool(params.prompt.strip()))
+    return StepTimer(store, key), estimate
+
+
+def _plan_line(params, estimate: Optional[float], models) -> str:
+    from engine.editing.timing import describe_seconds
+
+    mode = (
+        f"quality {params.quality}: timestep_respacing={params.timestep_respacing}, "
+        f"skip_timesteps={params.skip_timesteps}, aug_num={params.aug_num}, "
+        f"guidance_every={params.guidance_every}, prune_factor={params.prune_factor}"
+    )
+    where = "this CPU" if str(models.device) == "cpu" else str(models.device)
+    if estimate is None:
+        return f"{mode}; first edit of this preset on {where}: measuring its speed"
+    return f"{mode}; {describe_seconds(estimate)} on {where}"
 
 
 class _TqdmProgress:

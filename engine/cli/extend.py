@@ -24,10 +24,10 @@ from engine.cli.edit import (
     _edit_params,
     _preset_line,
     _progress_bar,
-    add_shared_arguments,
     apply_preset_defaults,
     write_ranked,
 )
+from engine.cli.options import add_shared_arguments, explicit_options
 
 SIDES = ("left", "right", "top", "bottom")  # engine.editing.extend.SIDES (not imported: it loads numpy)
 
@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
             args.prompt = ""  # every extended side has its own prompt (checked by _spec)
         preset = get_preset(args.models)
         params, changed = apply_preset_defaults(_edit_params(args), args, preset_edit_defaults(preset))
+        from engine.editing.modes import apply_mode
+
+        params = apply_mode(params, getattr(args, "quality", "paper"), explicit_options(args))
         validate_params(params)
         _check_output_path(args.output_path)
         image = imaging.open_image(args.init_image, "image")

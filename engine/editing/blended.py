@@ -24,6 +24,10 @@ background enforcement is then optional.
 An empty prompt (``text_embed=None``) turns guidance off entirely: no gradient, no CLIP call, i.e. plain
 blended inpainting (object removal).
 
+Two cheaper variants for the quality modes (engine/editing/modes.py), both off by default (the paper's loop):
+``guidance_every=k`` guides only every k-th step (the others are the same step with g = 0, one UNet forward
+without gradient); ``prune`` ranks the candidates' pred_x0 after one step and continues with the best only.
+
 Randomness: candidate b draws everything (start noise, step noise, background noise, augmentation
 parameters) from its own generator seeded with ``seeds[b]``, so a candidate is reproduced by its seed alone.
 (The reference shares one background noise draw across the batch; each candidate's result has the same
@@ -39,6 +43,7 @@ from typing import Callable, List, Optional, Sequence
 import torch
 
 from engine.editing.augment import ExtendingAugmentations, clip_distances
+from engine.editing.modes import is_guided_step
 
 
 @dataclass
@@ -63,6 +68,16 @@ class StepInfo:
     total: int
     t: int  # respaced timestep index of this step
     pred_x0: torch.Tensor
+    guided: bool = True  # this step computed the guidance gradient
+    batch: int = 1  # candidates this step ran for
+
+
+@dataclass
+class Prune:
+    """After step ``after_step``, continue with the candidates ``choose(pred_x0)`` returns (indices)."""
+
+    after_step: int
+    choose: Callable[[torch.Tensor], Sequence[int]]
 
 
 StepCallback = Callable[[StepInfo], None]
@@ -113,6 +128,8 @@ def blended_diffusion(
     class_labels: Optional[torch.Tensor] = None,
     on_step: Optional[StepCallback] = None,
     amp_dtype: Optional[torch.dtype] = None,
+    guidance_every: int = 1,
+    prune: Optional[Prune] = None,
 ) -> torch.Tensor:
     """Edit ``init`` inside ``mask`` for each seed; returns the results [len(seeds), 3, H, W] in [-1, 1].
 
@@ -121,6 +138,8 @@ def blended_diffusion(
     mask: [1, 1, H, W] binary, 1 = edit.
     text_embed: [1, D] L2-normalised prompt embedding, or None for no guidance (empty prompt).
     on_step: called after every step; raising from it (e.g. engine.errors.Cancelled) ends the run there.
+    guidance_every: guide step 1 and every guidance_every-th step after it (1: every step, the paper).
+    prune: drop candidates after one step (the result then has fewer rows than ``seeds``).
     """
     if background is None:
         background = init
@@ -151,13 +170,14 @@ def blended_diffusion(
 
     for step_number, index in enumerate(steps, start=1):
         t = torch.full((batch,), index, device=device, dtype=torch.long)
-        x = x.detach().requires_grad_(guided)
-        with torch.set_grad_enabled(guided):
+        guide = guided and is_guided_step(step_number, guidance_every)
+        x = x.detach().requires_grad_(guide)
+        with torch.set_grad_enabled(guide):
             with autocast_context(device, amp_dtype):
                 model_output = unet(x, diffusion.model_timesteps(t), class_labels)
             out = diffusion.p_mean_variance(None, x, t, model_output=model_output.float())
             gradient = None
-            if guided:
+            if guide:
                 loss = _guidance_loss(
                     out["pred_xstart"],
                     x,
@@ -189,7 +209,13 @@ def blended_diffusion(
             x_bg = diffusion.q_sample(background.expand(batch, -1, -1, -1), t, noise=_noise(x, generators))
             x = x * mask + x_bg * keep
         if on_step is not None:
-            on_step(StepInfo(step_number, num_steps, index, pred_x0))
+            on_step(StepInfo(step_number, num_steps, index, pred_x0, guide, batch))
+        if prune is not None and step_number == prune.after_step:
+            kept = list(prune.choose(pred_x0))
+            x, pred_x0 = x[kept], pred_x0[kept]
+            generators = [generators[i] for i in kept]
+            class_labels = None if class_labels is None else class_labels[kept]
+            batch = len(kept)
 
     if settings.enforce_background:
         return background * keep + pred_x0 * mask

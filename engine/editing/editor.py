@@ -128,9 +128,27 @@ class UNetChoice:
         return result
 
 
-def _candidate_seeds(params: EditParams) -> List[int]:
+def _candidate_seeds(params: EditParams, prune_factor: int = 1) -> List[int]:
+    """Seeds of every candidate started: batch_size x prune_factor per iteration."""
     base = int(params.seed) if params.seed is not None else secrets.randbelow(2**31)
-    return [base + index for index in range(int(params.batch_size) * int(params.iterations_num))]
+    count = int(params.batch_size) * int(params.iterations_num) * prune_factor
+    return [base + index for index in range(count)]
+
+
+def _pruner(models, background, model_mask, text_embed, keep: int, chosen: List[int]):
+    """choose(pred_x0) for blended.Prune: the ``keep`` best by the final ranking's score of the composite.
+
+    The chosen indices (in generation order) also replace the contents of ``chosen``.
+    """
+    from engine.editing.ranking import rank_order, score_candidates
+
+    def choose(pred_x0):
+        composed = background * (1 - model_mask) + pred_x0 * model_mask
+        best = sorted(rank_order(score_candidates(models.clip, composed, model_mask, text_embed))[:keep])
+        chosen[:] = best
+        return best
+
+    return choose
 
 
 @dataclass
@@ -258,12 +276,18 @@ def edit(
     init_image: Optional[Image.Image] = None,
     progress: Optional[Callable[[Progress], None]] = None,
     cancel: Optional[threading.Event] = None,
+    timer: Optional[Any] = None,
 ) -> EditResult:
-    """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set."""
+    """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set.
+
+    ``params`` are used as they are: a quality mode is resolved into them before (modes.resolve_params).
+    ``timer``: an engine.editing.timing.StepTimer that records this device's step times.
+    """
     import torch
 
     from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import StepInfo, blended_diffusion
+    from engine.editing.blended import Prune, StepInfo, blended_diffusion
+    from engine.editing.modes import prune_step
     from engine.editing.ranking import rank_order, score_candidates
 
     validate_params(params)
@@ -321,12 +345,23 @@ def edit(
     settings = guidance_settings(params)
 
     unet_choice = UNetChoice(models, params, notes)
-    seeds = _candidate_seeds(params)
-    batch_size = int(params.batch_size)
     num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
-    # progress counts candidate-steps, so it only grows however the batches are split
+    prune_factor = int(params.prune_factor) if prompt else 1  # nothing to rank by without a prompt
+    prune_after = prune_step(num_steps, prune_factor, float(params.prune_at))
+    if not prune_after:
+        prune_factor = 1
+    seeds = _candidate_seeds(params, prune_factor)
+    batch_size = int(params.batch_size) * prune_factor  # candidates started per batch
+    # progress counts candidate-steps (a pruned candidate's as if it ran on), so it only grows however
+    # the batches are split
     total = num_steps * len(seeds)
     reported = [0]
+    kept_seeds: List[int] = []  # the candidates' seeds in result order (pruning drops some)
+    if prune_factor > 1:
+        notes.append(
+            f"started {len(seeds)} candidates and kept the best {len(seeds) // prune_factor} after step "
+            f"{prune_after} of {num_steps} (ranked on their predicted result)"
+        )
 
     def run(unet, batch_seeds: Sequence[int], offset: int):
         labels = None
@@ -335,6 +370,8 @@ def edit(
             labels = torch.zeros(len(batch_seeds), dtype=torch.long, device=device)
 
         def on_step(info: StepInfo) -> None:
+            if timer is not None:
+                timer.step(info.guided, info.batch)
             if cancel is not None and cancel.is_set():
                 raise Cancelled()
             step = offset * num_steps + info.step * len(batch_seeds)
@@ -348,7 +385,14 @@ def edit(
                 preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
             progress(Progress(step=step, total=total, candidate_offset=offset, preview=preview))
 
-        return blended_diffusion(
+        chosen: List[int] = list(range(len(batch_seeds)))
+        prune = None
+        if prune_factor > 1:
+            keep = max(1, len(batch_seeds) // prune_factor)
+            prune = Prune(prune_after, _pruner(models, background, model_mask, text_embed, keep, chosen))
+        if timer is not None:
+            timer.start()
+        result = blended_diffusion(
             unet,
             diffusion,
             init,
@@ -364,7 +408,11 @@ def edit(
             class_labels=labels,
             on_step=on_step,
             amp_dtype=amp_dtype,
+            guidance_every=int(params.guidance_every),
+            prune=prune,
         ).detach()
+        kept_seeds.extend(batch_seeds[i] for i in chosen)
+        return result
 
     outputs = []
     cancelled = False
@@ -387,6 +435,8 @@ def edit(
         free_memory()
         raise Cancelled()
 
+    if timer is not None:
+        timer.save()
     scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
     order = rank_order(scores)
     full_source = source.full()
@@ -397,7 +447,7 @@ def edit(
         candidates.append(
             Candidate(
                 rank=rank,
-                seed=seeds[index],
+                seed=kept_seeds[index],
                 scores=scores[index],
                 image=full,
                 patch=imaging.patch(full, soft_mask, box),

@@ -276,6 +276,8 @@ def extend(
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
     settings = guidance_settings(params)
     unet_choice = UNetChoice(models, params, notes)
+    if int(params.prune_factor) > 1:
+        notes.append("candidate pruning is not used when extending: every candidate ran to the end")
     seeds = _candidate_seeds(params)
     batch_size = int(params.batch_size)
     num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
@@ -342,6 +344,7 @@ def extend(
                 class_labels=labels,
                 on_step=on_step,
                 amp_dtype=amp_dtype,
+                guidance_every=int(params.guidance_every),
             ).detach()
             alpha = soft.astype(np.float32)[..., None] / 255.0
             touched = soft > 0

@@ -13,6 +13,7 @@ from typing import Any, Dict, Mapping
 from engine.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+QUALITIES = ("paper", "balanced", "fast")  # defined in engine/editing/modes.py
 
 
 @dataclass
@@ -40,6 +41,12 @@ class EditParams:
     # elsewhere; "bf16"/"fp16" on any device; "fp32" is fp32 throughout. Weights are converted once a job.
     precision: str = "auto"
     compile: bool = False  # torch.compile the UNet (off: not measured to pay yet)
+    # Quality modes (issue 16, engine/editing/modes.py): the mode's name is recorded here; the levers it
+    # sets are the fields themselves, resolved before the edit (modes.resolve_params).
+    quality: str = "paper"
+    guidance_every: int = 1  # guide every k-th step; the others run one UNet forward without gradient
+    prune_factor: int = 1  # start prune_factor x the candidates, keep the best 1/prune_factor of them
+    prune_at: float = 0.25  # ... ranked on their pred_x0 after this fraction of the steps
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
@@ -68,6 +75,10 @@ def validate_params(params: EditParams) -> None:
     need(int(params.iterations_num) >= 1, f"iterations_num must be >= 1, got {params.iterations_num}")
     need(int(params.preview_every) >= 0, f"preview_every must be >= 0, got {params.preview_every}")
     need(params.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
+    need(params.quality in QUALITIES, f"quality must be one of {', '.join(QUALITIES)}: {params.quality!r}")
+    need(int(params.guidance_every) >= 1, f"guidance_every must be >= 1, got {params.guidance_every}")
+    need(int(params.prune_factor) >= 1, f"prune_factor must be >= 1, got {params.prune_factor}")
+    need(0.0 < float(params.prune_at) < 1.0, f"prune_at must be between 0 and 1, got {params.prune_at}")
     for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
         value = float(getattr(params, name))
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")

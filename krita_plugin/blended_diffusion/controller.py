@@ -11,6 +11,7 @@ from PyQt5.QtWidgets import QMessageBox
 from . import api, doctor, errors, extending, krita_api, recommended, workflow
 from .editing import EditRequest, EditResponse, execute
 from .engine_manager import EngineManager, EngineSettings, job_error
+from .estimate import Estimates
 from .params import EditOptions
 from .settings import SettingsStore
 
@@ -135,6 +136,7 @@ class Controller(QObject):
         self.docker: Any = None
         self._pending: Any = None
         self._closing_connected = False
+        self.estimates = Estimates()  # the engine's measured speed, for the docker's time estimate
 
     # ---------------------------------------------------------- settings and engine
 
@@ -270,6 +272,7 @@ class Controller(QObject):
             baseline=s.get("baseline"),
             ddim=s.get("ddim"),
             preview_every=5 if s.get("live_preview") else 0,
+            quality=s.get("quality"),
         )
 
     # ---------------------------------------------------------- messages
@@ -387,6 +390,7 @@ class Controller(QObject):
         return True
 
     def _on_engine_ready(self, device: str) -> None:
+        self.estimates.update(getattr(self.manager, "status", {}) or {}, device)
         if self.last_message.startswith("Starting the engine"):
             self.last_message = ""  # started as expected; a restart notice stays visible
         if self.flow.state == workflow.STARTING:
@@ -395,6 +399,7 @@ class Controller(QObject):
         self.changed.emit()
 
     def _on_succeeded(self, response: EditResponse) -> None:
+        self.estimates.update(getattr(response, "timing", {}) or {})
         try:
             if callable(self._pending):  # an extension: grows the canvas, then adds the candidates
                 self.outcome = self._pending(response)

@@ -26,7 +26,9 @@ from PyQt5.QtWidgets import (
 
 from . import extending, naming, recommended, workflow
 from .controller import controller
+from .estimate import Remaining
 from .krita_api import DockWidget
+from .params import guided_steps
 
 DOCKER_ID = "blended_diffusion_docker"
 THUMB = 72
@@ -112,6 +114,13 @@ class BlendedDiffusionDocker(DockWidget):
         form.addRow("Candidates", self.candidates)
         form.addRow("Strength", self.strength)
         form.addRow("Seed", seed_row)
+        self.quality = QComboBox()
+        self.quality.addItems(["paper", "balanced", "fast"])
+        self.quality.setToolTip(
+            "paper: the paper's settings. balanced / fast: fewer diffusion steps at the same strength and "
+            "guidance on fewer of them, for far less time per candidate (measured in docs/performance.md)."
+        )
+        form.addRow("Quality", self.quality)
         layout.addLayout(form)
         # Where steps, guidance, candidates and strength come from (the engine preset's recommendation or
         # the reference's), which of them are the user's, and a button that takes the preset's again.
@@ -126,6 +135,9 @@ class BlendedDiffusionDocker(DockWidget):
         defaults_row.addWidget(self.defaults_note, 1)
         defaults_row.addWidget(self.reset_button)
         layout.addLayout(defaults_row)
+        self.time_estimate = QLabel()
+        layout.addWidget(self.time_estimate)
+        self.remaining = Remaining()
         self.scribble = QCheckBox("Scribble guide (strokes on the paint layer above)")
         self.scribble.setToolTip(
             "Paint rough shapes and colours on a paint layer directly above the edited layer: the visible "
@@ -287,6 +299,7 @@ class BlendedDiffusionDocker(DockWidget):
             ("baseline", self.baseline, "isChecked", "setChecked", self.baseline.toggled),
             ("ddim", self.ddim, "isChecked", "setChecked", self.ddim.toggled),
             ("live_preview", self.live_preview, "isChecked", "setChecked", self.live_preview.toggled),
+            ("quality", self.quality, "currentText", "setCurrentText", self.quality.currentTextChanged),
             (
                 "engine_mode",
                 self.engine_mode,
@@ -361,6 +374,7 @@ class BlendedDiffusionDocker(DockWidget):
         for widget in (self.host, self.port, self.token, self.fingerprint):
             widget.setEnabled(remote)
         self.device.setEnabled(not remote)
+        self._update_estimate()
 
     # ---------------------------------------------------------- state -> widgets
 
@@ -368,10 +382,17 @@ class BlendedDiffusionDocker(DockWidget):
         if row >= 0 and self.ctl.outcome is not None and row != self.ctl.outcome.chosen:
             self.ctl.choose(row)
 
+    def _update_estimate(self) -> None:
+        options = self.ctl.options_from_settings()
+        steps = guided_steps(options) if options.prompt else None
+        self.time_estimate.setText(self.ctl.estimates.text(options.quality, options.candidates, steps))
+
     def _on_progress(self, step: int, total: int, preview: Optional[bytes]) -> None:
         if total > 0:
             self.progress.setRange(0, total)
             self.progress.setValue(step)
+            left = self.remaining.text(step, total)
+            self.progress.setFormat("step %v / %m" + (f", {left}" if left else ""))
         if preview:
             pixmap = QPixmap()
             if pixmap.loadFromData(preview):
@@ -400,6 +421,10 @@ class BlendedDiffusionDocker(DockWidget):
     def refresh(self) -> None:
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
+        if not busy:
+            self.remaining.reset()
+            self.progress.setFormat("step %v / %m")
+        self._update_estimate()
         idle = not busy and self.ctl.status_worker is None
         self.edit_button.setEnabled(idle)
         self.extend_button.setEnabled(idle)

@@ -71,6 +71,7 @@ class CandidatePatch:
 class EditResponse:
     candidates: List[CandidatePatch]
     notes: List[str] = field(default_factory=list)
+    timing: Dict[str, Any] = field(default_factory=dict)  # the engine's updated estimates and step times
 
 
 def place_candidates(request: EditRequest, reply: Dict[str, Any]) -> EditResponse:
@@ -97,7 +98,8 @@ def place_candidates(request: EditRequest, reply: Dict[str, Any]) -> EditRespons
     if not placed:
         raise errors.EngineJobFailed("bad_reply", "the engine returned no candidates")
     placed.sort(key=lambda c: c.rank)
-    return EditResponse(placed, [str(n) for n in reply.get("notes", [])])
+    timing = {key: reply[key] for key in ("estimates", "step_times") if isinstance(reply.get(key), dict)}
+    return EditResponse(placed, [str(n) for n in reply.get("notes", [])], timing)
 
 
 ProgressCallback = Callable[[int, int, Optional[bytes]], None]

@@ -6,6 +6,7 @@ from typing import Any, Dict, Optional, Tuple
 
 MAX_CANDIDATES = 16
 MAX_BATCH = 4  # the reference's default batch size: larger batches only cost memory
+QUALITIES = ("paper", "balanced", "fast")
 
 
 @dataclass
@@ -25,6 +26,7 @@ class EditOptions:
     baseline: bool = False  # Algorithm 1 (local CLIP-guided diffusion + background preservation loss)
     ddim: bool = False
     preview_every: int = 0
+    quality: str = "paper"  # paper | balanced | fast: the engine's quality modes (engine/editing/modes.py)
 
     def validate(self) -> None:
         if not 1 <= int(self.candidates) <= MAX_CANDIDATES:
@@ -41,6 +43,8 @@ class EditOptions:
             raise ValueError(f"guidance scale must be >= 0, got {self.guidance_scale}")
         if self.seed is not None and not 0 <= int(self.seed) < 2**31:
             raise ValueError(f"seed must be in [0, 2^31), got {self.seed}")
+        if self.quality not in QUALITIES:
+            raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
 
 
 def strength_to_skip(strength: float, steps: int) -> int:
@@ -90,4 +94,30 @@ def engine_params(options: EditOptions, rng: Optional[random.Random] = None) -> 
         "iterations_num": iterations,
         "preview_every": int(options.preview_every),
     }
+    if options.quality != "paper":
+        # The mode picks the schedule and the augmentations from the engine's preset: leave out the levers
+        # still at their defaults (an option sent is an explicit one and would override the mode).
+        params["quality"] = options.quality
+        defaults = EditOptions()
+        schedule_default = options.skip_timesteps is None and (options.steps, options.strength) == (
+            defaults.steps,
+            defaults.strength,
+        )
+        if schedule_default:
+            del params["skip_timesteps"], params["timestep_respacing"]
+        if options.aug_num == defaults.aug_num:
+            del params["aug_num"]
+        if not options.ddim:
+            del params["ddim"]
     return params
+
+
+def guided_steps(options: EditOptions) -> int:
+    """Guided steps per candidate of the schedule ``options`` send in paper mode (for the time estimate)."""
+    steps = int(options.steps)
+    skip = (
+        int(options.skip_timesteps)
+        if options.skip_timesteps is not None
+        else strength_to_skip(float(options.strength), steps)
+    )
+    return steps - skip

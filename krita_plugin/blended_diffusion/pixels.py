@@ -179,8 +179,11 @@ def limit_alpha(rgba: bytes, mask: bytes) -> bytes:
     """Clamp each pixel's alpha to the mask, so a candidate can never touch pixels outside the edit mask."""
     if len(rgba) != 4 * len(mask):
         raise ValueError(f"RGBA patch has {len(rgba)} bytes for a {len(mask)}-pixel mask")
+    alpha = rgba[3::4]
+    if alpha == mask:  # the engine's patches carry the mask as alpha: nothing to clamp (a C compare, not
+        return bytes(rgba)  # a Python min() per pixel: 0.5 s for a 2250x2250 patch)
     out = bytearray(rgba)
-    out[3::4] = bytes(map(min, rgba[3::4], mask))
+    out[3::4] = bytes(map(min, alpha, mask))
     return bytes(out)
 
 

@@ -68,6 +68,7 @@ SETTINGS = (
     Setting("baseline", bool, False),
     Setting("ddim", bool, False),
     Setting("live_preview", bool, True),
+    Setting("quality", str, "paper", choices=("paper", "balanced", "fast"), doc="engine quality mode"),
     Setting("engine_mode", str, "local", choices=("local", "remote")),
     Setting("device", str, "", doc="empty: the engine picks cuda / mps / cpu"),
     Setting("remote_host", str, "127.0.0.1"),

@@ -81,7 +81,7 @@ def test_engine_failures_become_coded_errors_and_memory_is_released(runner, monk
 def test_a_successful_edit_becomes_ranked_rgba_pngs_and_progress(runner, monkeypatch):
     seen = {}
 
-    def fake_edit(image, mask, models, params, init_image=None, progress=None, cancel=None):
+    def fake_edit(image, mask, models, params, init_image=None, progress=None, cancel=None, timer=None):
         seen.update(
             size=image.size, mask_mode=mask.mode, prompt=params.prompt, cancel=cancel, init=init_image
         )
@@ -212,3 +212,18 @@ def test_extend_runner_checks_sides_and_passes_them_to_the_job(monkeypatch):
     assert fields["candidates"][0]["attachment"] == "candidate0" and [n for n, _ in attachments] == [
         "candidate0"
     ]
+
+
+def test_quality_mode_sets_the_levers_the_request_leaves_out_and_status_has_estimates():
+    recommended = {"timestep_respacing": "25", "skip_timesteps": 5, "clip_guidance_lambda": 500, "aug_num": 8}
+    runner = EditRunner(MODELS, Limits(), recommended)
+    paper = runner.validate({"prompt": "x"}, {})
+    assert paper == {"prompt": "x", **recommended, "clip_guidance_lambda": 500.0}
+    fast = runner.validate({"prompt": "x", "quality": "fast", "aug_num": 6}, {})
+    assert fast["quality"] == "fast" and fast["aug_num"] == 6  # the request's option wins
+    assert (fast["timestep_respacing"], fast["skip_timesteps"], fast["guidance_every"]) == ("4", 1, 2)
+    with pytest.raises(errors.JobFailed, match="quality must be one of"):
+        runner.validate({"prompt": "x", "quality": "turbo"}, {})
+    status = runner.status()
+    assert status["estimates"] == {"paper": None, "balanced": None, "fast": None}  # nothing measured yet
+    assert status["step_times"] == {}

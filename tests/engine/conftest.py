@@ -35,3 +35,10 @@ def weights_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder.mkdir()
     monkeypatch.setenv("BLENDED_DIFFUSION_WEIGHTS", str(folder))
     return folder
+
+
+@pytest.fixture(autouse=True)
+def _step_times_file(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edits record their step times (engine.editing.timing): into a temporary file, never the user's."""
+    path = tmp_path_factory.mktemp("step-times") / "step_times.json"
+    monkeypatch.setenv("BLENDED_DIFFUSION_STEP_TIMES", str(path))

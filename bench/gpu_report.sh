@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 16's GPU report in one run that fits 8 minutes: per quality mode and precision (fp32, bf16, fp16),
+# 4 candidates at full size, torch.compile off and on (bf16): seconds per candidate, peak memory, achieved
+# fraction of peak, max difference of bf16/fp16 results against fp32. Writes into ${OUT:-bench/out}.
+#
+#   bash bench/gpu_report.sh            # on the GPU machine, from the repository root
+#   bash bench/gpu_report.sh --dry-run  # anywhere: tiny models on the CPU, checks the script in seconds
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-.venv/bin/python}"
+OUT="${OUT:-bench/out}"
+mkdir -p "$OUT"
+LIMIT=470  # the hard stop, under 8 minutes; the script's own budget (420 s) stops starting new rows first
+{
+  date -u
+  if [ "${1:-}" != "--dry-run" ]; then nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; fi
+  "$PYTHON" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
+} > "$OUT/gpu_env.txt" 2>&1 || true
+PYTHONPATH=. timeout "$LIMIT" "$PYTHON" bench/gpu_report.py --json "$OUT/gpu_report.json" "$@" \
+  | tee "$OUT/gpu_report.md"

@@ -1,0 +1,190 @@
+"""Quality modes (issue 16): resolution against explicit options and a preset, the step plan, the time
+estimate from stored step times, candidate pruning, ``--quality`` on the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from engine.editing import modes, timing
+from engine.editing.params import EditParams, validate_params
+from engine.errors import InputError
+
+TOY_DEFAULTS = {"timestep_respacing": "25", "skip_timesteps": 5, "clip_guidance_lambda": 500, "aug_num": 8}
+
+
+def test_paper_is_the_base_unchanged():
+    assert modes.resolve_params("paper", {}) == EditParams()
+    with_preset = modes.resolve_params("paper", {"seed": 3}, TOY_DEFAULTS)
+    assert with_preset == EditParams(**{**TOY_DEFAULTS, "seed": 3})
+    base = EditParams(timestep_respacing="50", aug_num=3)
+    assert modes.apply_mode(base, "paper") == base
+
+
+def test_modes_scale_the_reference_and_the_preset_settings():
+    fast = modes.resolve_params("fast", {})
+    assert (fast.timestep_respacing, fast.skip_timesteps) == ("17", 4)  # a sixth, same strength
+    assert (fast.aug_num, fast.guidance_every, fast.quality) == (4, 2, "fast")
+    balanced = modes.resolve_params("balanced", {})
+    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("100", 25, 8)
+    assert balanced.guidance_every == 2
+    toy_fast = modes.resolve_params("fast", {}, TOY_DEFAULTS)
+    assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("4", 1)  # from the preset's 25/5
+    assert toy_fast.clip_guidance_lambda == 500  # not a lever: the preset's value stays
+    # fractions scale the strength's skip with the schedule; the respaced step count never drops below 4
+    assert modes.scale_schedule("ddim100", 25, 0.1) == ("10", 2)
+    assert modes.scale_schedule("8", 2, 0.25) == ("4", 1)
+    assert modes.scale_schedule("10,20", 3, 0.5) == ("10,20", 3)  # sectioned: left as it is
+
+
+def test_explicit_options_override_the_mode():
+    fast = modes.resolve_params("fast", {"aug_num": 8, "guidance_every": 1}, TOY_DEFAULTS)
+    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "4")
+    # an explicit schedule stays; the skip still comes from the mode only if given neither
+    kept = modes.resolve_params("fast", {"timestep_respacing": "40"}, TOY_DEFAULTS)
+    assert (kept.timestep_respacing, kept.skip_timesteps) == ("40", 5)
+    skip = modes.resolve_params("fast", {"skip_timesteps": 3})
+    assert (skip.timestep_respacing, skip.skip_timesteps) == ("17", 3)
+    with pytest.raises(InputError, match="quality must be one of"):
+        modes.resolve_params("turbo", {})
+    with pytest.raises(InputError, match="guidance_every"):
+        validate_params(EditParams(guidance_every=0))
+
+
+def test_plan_and_cost_in_unet_forward_equivalents():
+    paper = modes.resolve_params("paper", {})
+    plan = modes.plan(paper, 100)
+    assert (plan.steps, plan.guided_steps, plan.unguided_steps, plan.prune_step) == (75, 75, 0, 0)
+    per_guided = 3 + 8 * modes.CLIP_VIEW_GUIDED
+    assert modes.unet_equivalents(paper, 100) == pytest.approx(75 * per_guided)
+    every2 = modes.plan(EditParams(guidance_every=2), 100)
+    assert (every2.guided_steps, every2.unguided_steps) == (38, 37)
+    pruned = EditParams(prune_factor=2, prune_at=0.2)
+    plan = modes.plan(pruned, 100)
+    assert plan.prune_step == 15 and plan.candidate_steps(True) == 75 + 15  # the dropped one's 15 steps
+    assert modes.unet_equivalents(pruned, 100) < 2 * modes.unet_equivalents(paper, 100)
+    assert modes.plan(pruned, 100, guided=False).prune_step == 0  # nothing to rank without a prompt
+
+
+def test_estimate_comes_from_the_stored_step_times(tmp_path):
+    store = timing.StepTimes(tmp_path / "times.json")
+    key = "cpu:test|toy"
+    params = modes.resolve_params("paper", {"batch_size": 2, "iterations_num": 3}, TOY_DEFAULTS)
+    assert timing.estimate_seconds(params, store.get(key)) is None  # nothing measured yet
+    assert timing.mode_estimates(store.get(key), TOY_DEFAULTS) == {m: None for m in modes.MODES}
+
+    clock = iter([0.0, 1.0, 1.5, 2.5, 2.7, 3.9])
+    timer = timing.StepTimer(store, key, clock=lambda: next(clock))
+    timer.start()  # 0.0
+    timer.step(True, 2)  # 1.0: the first step of a run is warm-up, not recorded
+    timer.step(True, 2)  # 1.5: 0.25 s per candidate
+    timer.step(False, 2)  # 2.5: 0.5
+    timer.step(True, 2)  # 2.7: 0.1
+    timer.step(True, 2)  # 3.9: 0.6
+    assert timer.save() == {"guided": pytest.approx(0.25), "unguided": pytest.approx(0.5)}
+    stored = json.loads((tmp_path / "times.json").read_text())
+    assert stored[key] == {"guided": 0.25, "unguided": 0.5}
+
+    times = store.get(key)
+    # 20 guided steps per candidate, 6 candidates
+    assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)
+    fast = modes.resolve_params("fast", {"batch_size": 1, "iterations_num": 1}, TOY_DEFAULTS)
+    plan = modes.plan(fast, modes.respaced_steps(fast.timestep_respacing))
+    expected = plan.guided_steps * 0.25 + plan.unguided_steps * 0.5
+    assert timing.mode_estimates(times, TOY_DEFAULTS)["fast"] == pytest.approx(expected)
+    assert timing.describe_seconds(360) == "about 6 min"
+
+
+def _square_case(size: int = 32):
+    rng = np.random.default_rng(1)
+    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    mask = np.zeros((size, size), np.uint8)
+    mask[8:24, 8:24] = 255
+    return image, Image.fromarray(mask)
+
+
+def test_pruning_keeps_the_best_by_the_ranking_and_their_results_are_their_seeds(tiny_models):
+    from engine.editing import editor
+    from engine.editing.blended import StepInfo
+    from engine.editing.ranking import rank_order, score_candidates
+
+    image, mask = _square_case()
+    base = dict(
+        prompt="a red square", timestep_respacing="10", skip_timesteps=4, aug_num=2, seed=20, iterations_num=1
+    )
+    pruned = editor.edit(
+        image, mask, tiny_models, EditParams(**base, batch_size=2, prune_factor=2, prune_at=0.5)
+    )
+    kept = sorted(c.seed for c in pruned.candidates)
+    assert len(kept) == 2 and set(kept) <= {20, 21, 22, 23}
+    assert any("kept the best 2" in note for note in pruned.notes)
+
+    # the same four candidates unpruned: pred_x0 after the prune step (3 of 6) decides, by the ranking
+    seen = {}
+    import engine.editing.blended as blended
+
+    original = blended.blended_diffusion
+
+    def spy(*args, on_step=None, **kwargs):
+        def record(info: StepInfo):
+            if info.step == 3:
+                seen["pred_x0"] = info.pred_x0.clone()
+            if on_step is not None:
+                on_step(info)
+
+        return original(*args, on_step=record, **kwargs)
+
+    blended.blended_diffusion = spy
+    try:
+        full = editor.edit(image, mask, tiny_models, EditParams(**base, batch_size=4))
+    finally:
+        blended.blended_diffusion = original
+    background, model_mask = _model_inputs(image, mask, tiny_models)
+    composed = background * (1 - model_mask) + seen["pred_x0"] * model_mask
+    text = tiny_models.clip.encode_text(["a red square"])
+    order = rank_order(score_candidates(tiny_models.clip, composed, model_mask, text))
+    assert kept == sorted(20 + i for i in order[:2])
+    # each kept candidate is exactly what its seed makes without pruning
+    by_seed = {c.seed: np.asarray(c.image) for c in full.candidates}
+    for candidate in pruned.candidates:
+        assert np.array_equal(np.asarray(candidate.image), by_seed[candidate.seed])
+
+
+def _model_inputs(image, mask, models):
+    from engine.editing import editor, imaging
+
+    soft = imaging.mask_array(mask, image.size)
+    box = imaging.choose_box(soft, models.image_size)
+    background = editor._to_model_tensor(imaging.crop(image, box), models.image_size, models.device)
+    binary = imaging.binary_model_mask(imaging.crop_array(soft, box), models.image_size)
+    return background, torch.from_numpy(binary)[None, None]
+
+
+def test_guidance_every_k_runs_unguided_steps_without_gradient(tiny_models):
+    from engine.editing import editor
+
+    image, mask = _square_case()
+    guided_flags = []
+    timer = type(
+        "T",
+        (),
+        {"start": lambda s: None, "step": lambda s, g, b: guided_flags.append(g), "save": lambda s: {}},
+    )()
+    params = EditParams(prompt="a cat", timestep_respacing="10", skip_timesteps=3, aug_num=2, batch_size=1,
+                        iterations_num=1, guidance_every=3)  # fmt: skip
+    editor.edit(image, mask, tiny_models, params, timer=timer)
+    assert guided_flags == [True, False, False, True, False, False, True]
+
+
+def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
+    from tests.engine.test_cli_edit import _toy_edit
+
+    params, err = _toy_edit(tmp_path, capsys, "--quality", "fast", "--batch_size", "1", "--aug_num", "3")
+    assert params["quality"] == "fast"
+    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("4", 1)  # scaled from the preset
+    assert params["guidance_every"] == 2 and params["aug_num"] == 3  # the explicit option wins
+    assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
