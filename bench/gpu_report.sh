@@ -7,7 +7,11 @@
 #   bash bench/gpu_report.sh --dry-run  # anywhere: tiny models on the CPU, checks the script in seconds
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-.venv/bin/python}"
+# The project's .venv where it exists; on a lent GPU machine (no .venv) its own python3, with the engine's
+# packages it lacks carried as wheels (see the device tool's notes).
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 OUT="${OUT:-bench/out}"
 mkdir -p "$OUT"
 LIMIT=470  # the hard stop, under 8 minutes; the script's own budget (420 s) stops starting new rows first
