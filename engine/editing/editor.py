@@ -232,6 +232,20 @@ def _to_pil(tensor) -> Image.Image:
     return imaging.from_float_array(tensor.detach().float().clamp(-1, 1).permute(1, 2, 0).cpu().numpy())
 
 
+def diffusion_for(models, params: EditParams):
+    """The respaced diffusion of these parameters, with clear errors for a bad schedule or strength."""
+    try:
+        diffusion = models.diffusion(params.timestep_respacing)
+    except ValueError as exc:
+        raise InputError(f"timestep_respacing {params.timestep_respacing!r}: {exc}") from None
+    if not 0 <= params.skip_timesteps < diffusion.num_timesteps:
+        raise InputError(
+            f"skip_timesteps must be between 0 and {diffusion.num_timesteps - 1} for timestep_respacing "
+            f"{params.timestep_respacing!r}, got {params.skip_timesteps}"
+        )
+    return diffusion
+
+
 def guidance_settings(params: EditParams):
     """The blended.GuidanceSettings of these parameters (shared by edit() and the extend job)."""
     from engine.editing.blended import GuidanceSettings
@@ -314,15 +328,7 @@ def edit(
         notes.extend(scribble_prepared.notes)
         scribble = imaging.crop(scribble_prepared.rgb, box)
 
-    try:
-        diffusion = models.diffusion(params.timestep_respacing)
-    except ValueError as exc:
-        raise InputError(f"timestep_respacing {params.timestep_respacing!r}: {exc}") from None
-    if not 0 <= params.skip_timesteps < diffusion.num_timesteps:
-        raise InputError(
-            f"skip_timesteps must be between 0 and {diffusion.num_timesteps - 1} for timestep_respacing "
-            f"{params.timestep_respacing!r}, got {params.skip_timesteps}"
-        )
+    diffusion = diffusion_for(models, params)
 
     device = models.device
     prompt = params.prompt.strip()

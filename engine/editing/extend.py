@@ -38,6 +38,7 @@ from engine.editing.editor import (
     _set_precision,
     _to_model_tensor,
     _to_pil,
+    diffusion_for,
     guidance_settings,
     lpips_for,
     run_splitting_on_oom,
@@ -252,15 +253,7 @@ def extend(
     canvas_w, canvas_h = the_plan.canvas_size
     if canvas_w * canvas_h > imaging.MAX_PIXELS:
         raise InputError(f"the extended canvas would be too large: {canvas_w}x{canvas_h}")
-    try:
-        diffusion = models.diffusion(params.timestep_respacing)
-    except ValueError as exc:
-        raise InputError(f"timestep_respacing {params.timestep_respacing!r}: {exc}") from None
-    if not 0 <= params.skip_timesteps < diffusion.num_timesteps:
-        raise InputError(
-            f"skip_timesteps must be between 0 and {diffusion.num_timesteps - 1} for timestep_respacing "
-            f"{params.timestep_respacing!r}, got {params.skip_timesteps}"
-        )
+    diffusion = diffusion_for(models, params)
     prompts = _prompted_sides(spec, params.prompt)
     device = models.device
     lpips_model = lpips_for(models, params, any(prompts.values()), notes)

@@ -185,30 +185,24 @@ class Controller(QObject):
         self.changed.emit()
 
     def read_engine_status(self) -> bool:
-        """Start (or reach) the engine in the background just to read its status; a "Check engine" button
-        can call this. False when an edit or another check is running."""
-        if self.worker is not None or self.status_worker is not None:
-            return False
-        self._status_engine = recommended.engine_key(self.settings)
+        """Start (or reach) the engine in the background just to read its status. False when an edit or
+        another check is running."""
         worker = StatusWorker(self.manager)
-        worker.engine_status.connect(self._on_worker_status)
         worker.failed.connect(self.show_error)
-        worker.finished.connect(self._on_status_finished)
-        self.status_worker = worker
-        self.last_message = "Reading the engine's status…"
-        worker.start()
-        self.changed.emit()
-        return True
+        return self._start_status_worker(worker)
 
     def check_engine(self) -> bool:
         """The docker's "Check engine": the report in a dialog, read on a worker thread (starting the
         engine or running its doctor takes seconds). False when an edit or another check is running."""
+        worker = CheckWorker(self.manager)
+        worker.reported.connect(self.show_report)
+        return self._start_status_worker(worker)
+
+    def _start_status_worker(self, worker: StatusWorker) -> bool:
         if self.worker is not None or self.status_worker is not None:
             return False
         self._status_engine = recommended.engine_key(self.settings)
-        worker = CheckWorker(self.manager)
         worker.engine_status.connect(self._on_worker_status)
-        worker.reported.connect(self.show_report)
         worker.finished.connect(self._on_status_finished)
         self.status_worker = worker
         self.last_message = "Reading the engine's status…"
