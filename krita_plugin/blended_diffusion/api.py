@@ -151,8 +151,7 @@ def run_edit_and_wait(
     manager = engine or default_engine()
 
     def work() -> EditResponse:
-        client = manager.connect()
-        try:
+        def run(client: Any) -> EditResponse:
             # Options left out take the engine preset's recommended values, as in the docker.
             status = getattr(manager, "status", None) or {}
             if isinstance(status.get("models"), dict):
@@ -161,18 +160,27 @@ def run_edit_and_wait(
                     edit_options, edit_defaults, set(options), request.params["seed"]
                 )
             return execute(request, client, on_progress, cancel)
-        except errors.PluginError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a message for the user
-            raise job_error(exc, manager.log_tail() if not manager.running else "") from exc
-        finally:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001
-                pass
+
+        return _on_engine(manager, run)
 
     response = wait_for(work)
     return apply(doc, source, above, request, response, prompt)
+
+
+def _on_engine(manager: EngineManager, run: Callable[[Any], EditResponse]) -> EditResponse:
+    """``run(client)`` on a connection to the engine (started if needed); failures become messages."""
+    client = manager.connect()
+    try:
+        return run(client)
+    except errors.PluginError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a message for the user
+        raise job_error(exc, manager.log_tail() if not manager.running else "") from exc
+    finally:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _check_open(outcome: EditOutcome) -> None:
@@ -299,18 +307,7 @@ def run_extend_and_wait(
     manager = engine or default_engine()
 
     def work() -> EditResponse:
-        client = manager.connect()
-        try:
-            return extending.execute(request, client, on_progress, cancel)
-        except errors.PluginError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - mapped to a message for the user
-            raise job_error(exc, manager.log_tail() if not manager.running else "") from exc
-        finally:
-            try:
-                client.close()
-            except Exception:  # noqa: BLE001
-                pass
+        return _on_engine(manager, lambda client: extending.execute(request, client, on_progress, cancel))
 
     response = wait_for(work)
     return apply_extend(doc, request, response, prompt)
