@@ -12,28 +12,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.overrides import TorchFunctionMode
 
 from engine.editing import editor
-from engine.editing.editor import EditParams, edit
+from engine.editing.editor import edit
 from engine.models import devices
 from engine.models.diffusion import diffusion_from_flags
-
-FAST = dict(timestep_respacing="10", skip_timesteps=6, aug_num=3, batch_size=2, iterations_num=1)
-
-
-def _params(**overrides) -> EditParams:
-    return EditParams(**{"prompt": "a red ball", **FAST, **overrides})
-
-
-def _scene(size: int = 36, seed: int = 5):
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    mask = np.zeros((size, size), np.uint8)
-    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
-    return image, Image.fromarray(mask)
-
+from tests.engine.edit_scenes import quick_params as _params
+from tests.engine.edit_scenes import random_scene as _scene
 
 # --- 1. no float64 tensor on a device (Apple MPS has none) -----------------------------------------------
 

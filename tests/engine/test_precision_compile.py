@@ -12,25 +12,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from engine.editing import editor
-from engine.editing.editor import EditParams, edit
-
-FAST = dict(timestep_respacing="10", skip_timesteps=6, aug_num=3, batch_size=2, iterations_num=1)
-
-
-def _params(**overrides) -> EditParams:
-    return EditParams(**{"prompt": "a red ball", **FAST, **overrides})
-
-
-def _scene(size: int = 36, seed: int = 5):
-    rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
-    mask = np.zeros((size, size), np.uint8)
-    mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
-    return image, Image.fromarray(mask)
-
+from engine.editing.editor import edit
+from tests.engine.edit_scenes import quick_params as _params
+from tests.engine.edit_scenes import random_scene as _scene
 
 # --- 6. precision: fp32 is fp32; half precision keeps the reference's fp32 layers; weights converted once ---
 
