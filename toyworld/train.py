@@ -103,6 +103,16 @@ def write_presets(out: Path, data: dict) -> list[Path]:
     return written
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (else autocast would emulate it, slowly)."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def clip_figures(clip) -> dict:
     """Zero-shot colour and shape accuracy of the trained CLIP on clean held-out shapes (both views)."""
     import torch
@@ -126,8 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip-steps", type=int, default=600)
-    parser.add_argument("--adm-steps", type=int, default=500)
-    parser.add_argument("--adm-batch", type=int, default=16)
+    parser.add_argument("--adm-steps", type=int, default=2000)
+    parser.add_argument("--adm-batch", type=int, default=64)
+    parser.add_argument(
+        "--adm-precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="ADM training under CPU bf16 autocast; auto: bf16 where the CPU has native bf16 (AMX, AVX-512 BF16)",
+    )
     parser.add_argument(
         "--stages",
         default="clip,adm",
@@ -203,11 +219,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if "adm" in stages:
         adm_started, cpu_started = time.time(), time.process_time()
-        unet = train_adm(args.adm_steps, batch_size=args.adm_batch, seed=args.seed, log=log)
+        bf16 = args.adm_precision == "bf16" or (
+            args.adm_precision == "auto" and torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
+        )
+        unet = train_adm(args.adm_steps, batch_size=args.adm_batch, seed=args.seed, bf16=bf16, log=log)
         _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
         training.update(
             adm_steps=args.adm_steps,
             adm_batch=args.adm_batch,
+            adm_precision="bf16" if bf16 else "fp32",
             adm_seconds=round(time.time() - adm_started),
             adm_cpu_seconds=round(time.process_time() - cpu_started),
         )
@@ -219,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         unet = unet_from_flags(TOY_MODEL_FLAGS)
         unet.load_state_dict(read_state_dict(out / UNET_FILE))
         unet.eval()
-        adm_keys = ("adm_steps", "adm_batch", "adm_seconds", "adm_cpu_seconds")
+        adm_keys = ("adm_steps", "adm_batch", "adm_precision", "adm_seconds", "adm_cpu_seconds")
         training.update({k: previous[k] for k in adm_keys if k in previous})
 
     samples = sample(unet, 16, respacing="25", seed=args.seed)

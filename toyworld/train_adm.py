@@ -80,7 +80,7 @@ def hybrid_loss(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Mean over the batch of eps MSE + VLB term (bits/dim); returns (loss, mse, vb)."""
     x_t = diffusion.q_sample(x_start, t, noise)
-    output = model(x_t, diffusion.model_timesteps(t))
+    output = model(x_t, diffusion.model_timesteps(t)).float()  # the losses in fp32 under autocast too
     eps, var_values = torch.split(output, 3, dim=1)
     mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
     # The VLB term trains only the variance head: the mean comes from a detached epsilon.
@@ -103,10 +103,15 @@ def train_adm(
     seed: int = 0,
     bank_size: int = 20000,
     lr: float = 2e-3,
-    ema_decay: float = 0.99,
+    ema_decay: float = 0.995,
+    bf16: bool = False,
     log: Callable[[str], None] = print,
 ) -> torch.nn.Module:
-    """Train and return the EMA copy of the UNet (what sampling uses)."""
+    """Train and return the EMA copy of the UNet (what sampling uses).
+
+    bf16: run the UNet under CPU bf16 autocast (1.4-1.6x faster where the CPU has native bf16: AMX or
+    AVX-512 BF16); the weights, the optimiser and the loss stay in fp32.
+    """
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed + 1)
     size = int(TOY_MODEL_FLAGS["image_size"])
@@ -131,7 +136,8 @@ def train_adm(
         x_start = torch.where(flip.view(-1, 1, 1, 1), x_start.flip(3), x_start)
         t = torch.randint(0, diffusion.num_timesteps, (batch_size,), generator=generator)
         noise = torch.randn(x_start.shape, generator=generator)
-        loss, mse, vb = hybrid_loss(model, diffusion, x_start, t, noise)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss, mse, vb = hybrid_loss(model, diffusion, x_start, t, noise)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
