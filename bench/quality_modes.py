@@ -69,6 +69,10 @@ def lever_configs(base: Dict[str, Any]) -> Dict[str, Tuple[str, Dict[str, Any]]]
             "steps/6 guide every 2": ("paper", steps(1 / 6, guidance_every=2)),
             "prune2 fast": ("fast", {"prune_factor": 2, "prune_at": 0.25}),
             "guide every 3": ("paper", {"guidance_every": 3}),
+            "guide every 2 reuse": ("paper", {"guidance_every": 2, "reuse_guidance": True}),
+            "guide every 3 reuse": ("paper", {"guidance_every": 3, "reuse_guidance": True}),
+            "steps/2 guide every 2 reuse": ("paper", steps(0.5, guidance_every=2, reuse_guidance=True)),
+            "steps/2 guide every 3 reuse": ("paper", steps(0.5, guidance_every=3, reuse_guidance=True)),
             f"aug {max(1, aug // 4)}": ("paper", {"aug_num": max(1, aug // 4)}),
             "ddim steps/2": ("paper", steps(0.5, ddim=True)),
         }
@@ -120,6 +124,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
     from engine.editing.editor import edit
     from engine.models.loading import load_models
     from toyworld.evaluate import preset_edit_defaults
+    from toyworld.judge import region_shape
     from toyworld.scenes import edit_case, region_colour
 
     torch.set_num_threads(args.threads)
@@ -143,7 +148,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
     size = int(models.image_size)
     for label in chosen:
         quality, explicit = configs[label]
-        hits = top_hits = candidates = 0
+        hits = top_hits = candidates = both = top_both = 0
         counter.unet_grad = counter.unet_plain = counter.clip_grad = counter.clip_plain = 0
         cpu = time.process_time()
         params_shown: Optional[EditParams] = None
@@ -154,9 +159,14 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
             params_shown = params
             outcome = edit(case.image, case.mask, models, params)
             colours = [region_colour(c.image, case.box) for c in outcome.candidates]
+            # colour and shape, both judged without CLIP (issue 12's instrument)
+            shapes = [region_shape(c.image, case.box, c_) for c, c_ in zip(outcome.candidates, colours)]
+            right = [c_ == case.colour and s_ == case.kind for c_, s_ in zip(colours, shapes)]
             candidates += len(colours)
             hits += sum(colour == case.colour for colour in colours)
             top_hits += colours[0] == case.colour
+            both += sum(right)
+            top_both += right[0]
         cpu = time.process_time() - cpu
         assert params_shown is not None
         full_params = resolve_params(quality, explicit)  # the same mode / lever on the reference settings
@@ -170,6 +180,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
                     "ddim",
                     "aug_num",
                     "guidance_every",
+                    "reuse_guidance",
                     "prune_factor",
                     "prune_at",
                     "precision",
@@ -179,6 +190,8 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
             "trials": candidates,
             "guided_hit_rate": hits / candidates,
             "top_hit_rate": top_hits / args.scenes,
+            "guided_both_rate": both / candidates,
+            "top_both_rate": top_both / args.scenes,
             "toy_unet_equivalents_per_candidate": counter.equivalents() / candidates,
             "toy_unet_equivalents_formula": unet_equivalents(
                 params_shown, respaced_steps(params_shown.timestep_respacing)
@@ -190,7 +203,8 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
         }
         rows.append(row)
         print(
-            f"| {label} | {row['guided_hit_rate']:.1%} | {row['top_hit_rate']:.1%} | {candidates} / "
+            f"| {label} | {row['guided_hit_rate']:.1%} | {row['top_hit_rate']:.1%} | "
+            f"{row['guided_both_rate']:.1%} | {row['top_both_rate']:.1%} | {candidates} / "
             f"{args.scenes} | {row['toy_unet_equivalents_per_candidate']:.1f} | "
             f"{row['toy_cpu_s_per_candidate']:.3f} | {row['full_unet_equivalents_per_candidate']:.1f} | "
             f"{json.dumps(row['params'])} |",

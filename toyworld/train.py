@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "--adm-precision",
         choices=("auto", "bf16", "fp32"),
         default="auto",
-        help="ADM training under CPU bf16 autocast; auto: bf16 where the CPU has native bf16 (AMX, AVX-512 BF16)",
+        help="the ADM under CPU bf16 autocast; auto: bf16 where the CPU has it natively (AMX, AVX-512 BF16)",
     )
     parser.add_argument(
         "--stages",

@@ -57,6 +57,7 @@ def _edit_params(args: argparse.Namespace):
         precision=args.precision,
         compile=args.compile,
         guidance_every=args.guidance_every,
+        reuse_guidance=args.reuse_guidance,
         prune_factor=args.prune_factor,
         prune_at=args.prune_at,
     )

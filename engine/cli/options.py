@@ -154,6 +154,11 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         help="guide every k-th step only (the others: one UNet forward without gradient)",
     )
     quality.add_argument(
+        "--reuse_guidance",
+        action=_Flag,
+        help="with --guidance_every > 1: the unguided steps reuse the last guided step's gradient",
+    )
+    quality.add_argument(
         "--prune_factor",
         type=int,
         action=_Store,

@@ -25,8 +25,10 @@ An empty prompt (``text_embed=None``) turns guidance off entirely: no gradient, 
 blended inpainting (object removal).
 
 Two cheaper variants for the quality modes (engine/editing/modes.py), both off by default (the paper's loop):
-``guidance_every=k`` guides only every k-th step (the others are the same step with g = 0, one UNet forward
-without gradient); ``prune`` ranks the candidates' pred_x0 after one step and continues with the best only.
+``guidance_every=k`` guides only every k-th step (the others run one UNet forward without gradient, and
+step with g = 0, or with ``reuse_guidance`` with the last guided step's g, so the total push towards the
+text stays about the same at no extra cost); ``prune`` ranks the candidates' pred_x0 after one step and
+continues with the best only.
 
 Randomness: candidate b draws everything (start noise, step noise, background noise, augmentation
 parameters) from its own generator seeded with ``seeds[b]``, so a candidate is reproduced by its seed alone.
@@ -130,6 +132,7 @@ def blended_diffusion(
     amp_dtype: Optional[torch.dtype] = None,
     guidance_every: int = 1,
     prune: Optional[Prune] = None,
+    reuse_guidance: bool = False,
 ) -> torch.Tensor:
     """Edit ``init`` inside ``mask`` for each seed; returns the results [len(seeds), 3, H, W] in [-1, 1].
 
@@ -140,6 +143,7 @@ def blended_diffusion(
     on_step: called after every step; raising from it (e.g. engine.errors.Cancelled) ends the run there.
     guidance_every: guide step 1 and every guidance_every-th step after it (1: every step, the paper).
     prune: drop candidates after one step (the result then has fewer rows than ``seeds``).
+    reuse_guidance: an unguided step shifts its mean by the last guided step's gradient instead of none.
     """
     if background is None:
         background = init
@@ -167,6 +171,7 @@ def blended_diffusion(
     t_first = torch.full((batch,), steps[0], device=device, dtype=torch.long)
     x = diffusion.q_sample(init_batch, t_first, noise=_noise(init_batch, generators))
     pred_x0 = init_batch
+    last_gradient: Optional[torch.Tensor] = None
 
     for step_number, index in enumerate(steps, start=1):
         t = torch.full((batch,), index, device=device, dtype=torch.long)
@@ -195,6 +200,9 @@ def blended_diffusion(
                     amp_dtype,
                 )
                 gradient = -torch.autograd.grad(loss, x)[0]
+                last_gradient = gradient
+            elif reuse_guidance:
+                gradient = last_gradient
         out = {key: value.detach() for key, value in out.items()}
         x = x.detach()
         noise = _noise(x, generators)
@@ -214,6 +222,7 @@ def blended_diffusion(
             kept = list(prune.choose(pred_x0))
             x, pred_x0 = x[kept], pred_x0[kept]
             generators = [generators[i] for i in kept]
+            last_gradient = None if last_gradient is None else last_gradient[kept]
             class_labels = None if class_labels is None else class_labels[kept]
             batch = len(kept)
 

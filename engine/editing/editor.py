@@ -416,6 +416,7 @@ def edit(
             amp_dtype=amp_dtype,
             guidance_every=int(params.guidance_every),
             prune=prune,
+            reuse_guidance=bool(params.reuse_guidance),
         ).detach()
         kept_seeds.extend(batch_seeds[i] for i in chosen)
         return result

@@ -338,6 +338,7 @@ def extend(
                 on_step=on_step,
                 amp_dtype=amp_dtype,
                 guidance_every=int(params.guidance_every),
+                reuse_guidance=bool(params.reuse_guidance),
             ).detach()
             alpha = soft.astype(np.float32)[..., None] / 255.0
             touched = soft > 0

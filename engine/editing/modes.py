@@ -42,6 +42,7 @@ class Mode:
     aug_fraction: float  # augmentations relative to the base
     prune_factor: int = 1  # start this many times the candidates, keep the best 1/prune_factor
     prune_at: float = 0.25  # ... ranked after this fraction of the steps
+    reuse_guidance: bool = False  # unguided steps step with the last guided step's gradient
     summary: str = ""
 
 
@@ -123,6 +124,7 @@ def apply_mode(base: EditParams, quality: str, explicit: Collection[str] = ()) -
             "aug_num": max(1, int(round(int(values["aug_num"]) * mode.aug_fraction))),
             "prune_factor": mode.prune_factor,
             "prune_at": mode.prune_at,
+            "reuse_guidance": mode.reuse_guidance,
         }
         values.update({k: v for k, v in changes.items() if k not in explicit})
     return EditParams(**values)

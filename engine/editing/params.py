@@ -45,6 +45,7 @@ class EditParams:
     # sets are the fields themselves, resolved before the edit (modes.resolve_params).
     quality: str = "paper"
     guidance_every: int = 1  # guide every k-th step; the others run one UNet forward without gradient
+    reuse_guidance: bool = False  # ... and step with the last guided step's gradient instead of none
     prune_factor: int = 1  # start prune_factor x the candidates, keep the best 1/prune_factor of them
     prune_at: float = 0.25  # ... ranked on their pred_x0 after this fraction of the steps
 

@@ -188,3 +188,36 @@ def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
     assert (params["timestep_respacing"], params["skip_timesteps"]) == ("4", 1)  # scaled from the preset
     assert params["guidance_every"] == 2 and params["aug_num"] == 3  # the explicit option wins
     assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
+
+
+def test_reuse_guidance_steps_the_unguided_steps_with_the_last_gradient(tiny_models, monkeypatch):
+    from engine.editing import editor
+    from engine.models.diffusion import GaussianDiffusion
+
+    image, mask = _square_case()
+    passed = []
+    original = GaussianDiffusion.ddpm_step
+
+    def spy(self, out, x, t, gradient=None, noise=None):
+        passed.append(None if gradient is None else gradient.clone())
+        return original(self, out, x, t, gradient=gradient, noise=noise)
+
+    monkeypatch.setattr(GaussianDiffusion, "ddpm_step", spy)
+    base = dict(prompt="a cat", timestep_respacing="10", skip_timesteps=3, aug_num=2, batch_size=1,
+                iterations_num=1, seed=3, guidance_every=3)  # fmt: skip
+    plain = editor.edit(image, mask, tiny_models, EditParams(**base))
+    without, passed[:] = list(passed), []
+    reused = editor.edit(image, mask, tiny_models, EditParams(**base, reuse_guidance=True))
+    assert [g is None for g in without] == [False, True, True, False, True, True, False]
+    assert all(g is not None for g in passed)
+    # steps 2-3 and 5-6 step with the gradient of steps 1 and 4; the guided steps' own gradients agree
+    assert torch.equal(passed[1], passed[0]) and torch.equal(passed[2], passed[0])
+    assert torch.equal(passed[4], passed[3]) and torch.equal(passed[5], passed[3])
+    assert torch.equal(passed[0], without[0])
+    assert not np.array_equal(np.asarray(plain.candidates[0].image), np.asarray(reused.candidates[0].image))
+
+    # guiding every step, there is nothing to reuse: the same bytes
+    every = {**base, "guidance_every": 1}
+    a = editor.edit(image, mask, tiny_models, EditParams(**every))
+    b = editor.edit(image, mask, tiny_models, EditParams(**every, reuse_guidance=True))
+    assert np.array_equal(np.asarray(a.candidates[0].image), np.asarray(b.candidates[0].image))
