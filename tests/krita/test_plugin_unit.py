@@ -309,6 +309,31 @@ def test_remote_engine_unreachable_is_a_clear_error():
     assert not manager.running
 
 
+def test_the_engine_the_plugin_started_is_asked_for_uncompressed_results(monkeypatch):
+    from types import SimpleNamespace
+
+    from blended_diffusion.engine_manager import EngineManager, EngineSettings
+
+    from bridge import client as client_mod
+
+    levels = []
+
+    class Recorder:
+        def __init__(self, host, port, token, fingerprint=None, png_level=None):
+            levels.append(png_level)
+
+        def status(self):
+            return {"device": "cpu"}
+
+    monkeypatch.setattr(client_mod, "EngineClient", Recorder)
+    EngineManager(EngineSettings(mode="remote", token="x" * 20)).connect()
+    local = EngineManager(EngineSettings())
+    local._process = SimpleNamespace(alive=lambda: True)  # as if started: connect() only connects
+    local._address = ("127.0.0.1", 7860, "t" * 20)
+    local.connect()
+    assert levels == [None, 0]  # a remote engine keeps its own default (compressed)
+
+
 def test_local_engine_not_installed_names_the_config(tmp_path):
     from blended_diffusion.engine_manager import EngineManager, EngineSettings
 
