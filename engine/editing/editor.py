@@ -39,7 +39,8 @@ class Progress:
 class Candidate:
     """One result: ``image`` (full size, the converted source's mode, RGB or RGBA) and ``patch`` (RGBA over
     ``box``, alpha = soft mask). edit() gives ``pixels`` instead, which makes each when first asked for: a
-    bridge job sends only the patch, and on a big document the full image would cost more than the rest."""
+    bridge job sends only the patch, and on a big document the full image would cost more than the rest.
+    Both are then made from the source edit() was given: modifying it before reading them changes them."""
 
     def __init__(
         self,
