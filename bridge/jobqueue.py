@@ -32,9 +32,13 @@ class Job:
         params: Dict[str, Any],
         images: Dict[str, bytes],
         kind: str = "edit",
+        png_level: Optional[int] = None,
     ) -> None:
         self.id = job_id
         self.kind = kind
+        # zlib level the client asked for its result PNGs (0: it is on this machine, bytes are free);
+        # None: the runner's default
+        self.png_level = png_level
         self.owner = owner
         self.params = params
         self.images = images

@@ -254,9 +254,12 @@ class Connection:
         params = message.get("params", {})
         if not isinstance(params, dict):
             raise errors.JobFailed(errors.INVALID_INPUT, f"'params' must be an object of {kind} parameters")
+        png_level = message.get("png_level")
+        if png_level is not None and (type(png_level) is not int or not 0 <= png_level <= 9):
+            raise errors.JobFailed(errors.INVALID_INPUT, f"'png_level' must be 0..9, not {png_level!r}")
         images = self.server.check_images(message.attachments, runner, kind)
         params = runner.validate(params, images)
-        job = Job(self.server.next_job_id(), self, params, images, kind)
+        job = Job(self.server.next_job_id(), self, params, images, kind, png_level)
 
         def accepted(position: int) -> None:
             self.send("accepted", {"re": request_id, "job": job.id, "position": position})

@@ -59,13 +59,28 @@ def _reporter(job: Job):
     return on_progress
 
 
-def _candidates_out(result_candidates: Any) -> RunnerOutput:
+# zlib level of result patches when the client does not say (bridge.jobqueue.Job.png_level): level 1
+# compresses photos well for a remote engine; the plugin asks for 0 from the engine it started itself.
+DEFAULT_PATCH_PNG_LEVEL = 1
+
+
+def _patch_png(candidate: Any, level: int) -> bytes:
+    """The candidate's RGBA patch as PNG, from its pixel array when it has one (no PIL copy)."""
+    pixels = getattr(candidate, "patch_rgba", None)
+    if pixels is None:
+        return _png_bytes(candidate.patch.convert("RGBA"), level)
+    rgba = pixels()
+    return encode_png(rgba.shape[1], rgba.shape[0], "RGBA", rgba, level)
+
+
+def _candidates_out(result_candidates: Any, level: Optional[int] = None) -> RunnerOutput:
     """(candidate entries, attachments): each candidate's patch as the PNG attachment it names."""
+    level = DEFAULT_PATCH_PNG_LEVEL if level is None else level
     candidates = []
     attachments = []
     for index, candidate in enumerate(result_candidates):
         name = f"candidate{index}"
-        attachments.append((name, _png_bytes(candidate.patch.convert("RGBA"))))
+        attachments.append((name, _patch_png(candidate, level)))
         candidates.append(
             {
                 "rank": candidate.rank,
@@ -243,7 +258,7 @@ class EditRunner(JobRunner):
             cancel=job.cancel,
             timer=timer,
         )
-        candidates, attachments = _candidates_out(result.candidates)
+        candidates, attachments = _candidates_out(result.candidates, job.png_level)
         fields = {
             "candidates": candidates,
             "box": list(result.box),
@@ -337,7 +352,7 @@ class ExtendRunner(EditRunner):
         spec = ExtendSpec(**{key: params.pop(key) for key in self.EXTENSION_KEYS if key in params})
         edit_params = self._editor.EditParams(**params)
         result = extend(image, spec, self.models, edit_params, progress=_reporter(job), cancel=job.cancel)
-        candidates, attachments = _candidates_out(result.candidates)
+        candidates, attachments = _candidates_out(result.candidates, job.png_level)
         width, height = result.canvas_size
         fields = {
             "candidates": candidates,

@@ -6,7 +6,8 @@ source + soft mask (any size)
   -> batch_size x iterations_num candidates (blended.py), each from its own seed
   -> scores and rank (ranking.py)
   -> each result resized back and composited with the SOFT mask: where the mask is 0 the output is
-     the source, byte for byte; plus an RGBA patch of the region (alpha = mask) for the plugin.
+     the source, byte for byte; plus an RGBA patch (alpha = mask) for the plugin over the part of the
+     region the mask touches (no other pixel can change).
 """
 
 from __future__ import annotations
@@ -35,14 +36,46 @@ class Progress:
     preview: Optional[Image.Image] = None
 
 
-@dataclass
 class Candidate:
-    rank: int
-    seed: int
-    scores: Dict[str, Optional[float]]  # masked_clip, full_clip, combined (None without a prompt)
-    image: Image.Image  # full size, mode of the (converted) source: RGB or RGBA
-    patch: Image.Image  # RGBA, box size, alpha = soft mask
-    box: Tuple[int, int, int, int]
+    """One result: ``image`` (full size, the converted source's mode, RGB or RGBA) and ``patch`` (RGBA over
+    ``box``, alpha = soft mask). edit() gives ``pixels`` instead, which makes each when first asked for: a
+    bridge job sends only the patch, and on a big document the full image would cost more than the rest.
+    Both are then made from the source edit() was given: modifying it before reading them changes them."""
+
+    def __init__(
+        self,
+        rank: int,
+        seed: int,
+        scores: Dict[str, Optional[float]],  # masked_clip, full_clip, combined (None without a prompt)
+        image: Optional[Image.Image] = None,
+        patch: Optional[Image.Image] = None,
+        box: Tuple[int, int, int, int] = (0, 0, 0, 0),
+        pixels: Optional[imaging.CandidatePixels] = None,
+    ) -> None:
+        self.rank, self.seed, self.scores = rank, seed, scores
+        self._image, self._patch, self._pixels = image, patch, pixels
+        self.box = tuple(pixels.box) if pixels is not None else box
+
+    @property
+    def image(self) -> Image.Image:
+        if self._image is None and self._pixels is not None:
+            self._image = self._pixels.image()
+        return self._image
+
+    @property
+    def patch(self) -> Image.Image:
+        if self._patch is None and self._pixels is not None:
+            self._patch = self._pixels.patch()
+        return self._patch
+
+    def patch_rgba(self):
+        """The patch as a C-ordered uint8 (h, w, 4) array (no PIL copy when edit() made it)."""
+        import numpy as np
+
+        if self._pixels is not None:
+            return self._pixels.patch_rgba()
+        patch = self.patch if self.patch.mode == "RGBA" else self.patch.convert("RGBA")
+        return np.ascontiguousarray(np.asarray(patch))
 
 
 @dataclass
@@ -447,20 +480,12 @@ def edit(
     scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
     order = rank_order(scores)
     full_source = source.full()
+    plan = imaging.plan_blend(full_source, soft_mask, box)  # not None: choose_box refused empty masks
     candidates = []
     for rank, index in enumerate(order, start=1):
         edited = imaging.resize_image(_to_pil(results[index]), (w, h))
-        full = imaging.composite(full_source, edited, soft_mask, box)
-        candidates.append(
-            Candidate(
-                rank=rank,
-                seed=kept_seeds[index],
-                scores=scores[index],
-                image=full,
-                patch=imaging.patch(full, soft_mask, box),
-                box=box,
-            )
-        )
+        pixels = imaging.CandidatePixels(plan, full_source, edited)
+        candidates.append(Candidate(rank, kept_seeds[index], scores[index], pixels=pixels))
     del results, outputs
     free_memory()
     return EditResult(candidates=candidates, box=box, notes=notes)

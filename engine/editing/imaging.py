@@ -190,7 +190,10 @@ def choose_box(mask: np.ndarray, model_size: int) -> Box:
 
 
 def crop(image: Image.Image, box: Box) -> Image.Image:
+    """The box of an image; the image itself when the box is all of it (callers only read a crop)."""
     x, y, w, h = box
+    if (x, y) == (0, 0) and image.size == (w, h):
+        return image  # a big document's region sent whole: no copy of every pixel
     return image.crop((x, y, x + w, y + h))
 
 
@@ -228,37 +231,123 @@ def composite(source: Image.Image, edited_crop: Image.Image, mask: np.ndarray, b
     it is 255 they are the edit. An alpha channel is kept where the mask is 0 and made opaque in proportion
     to the mask inside (the generated content is opaque).
     """
+    plan = plan_blend(source, mask, box)
+    if plan is None:
+        if edited_crop.size != tuple(box[2:]):
+            raise ValueError(f"edited crop is {edited_crop.size}, box is {box[2]}x{box[3]}")
+        return source.copy()
+    return full_image(plan, source, blend_patch(plan, edited_crop))
+
+
+@dataclass
+class BlendPlan:
+    """What the composites of one job's candidates share, made once: the context box, the part of it the
+    mask touches (``inner``, image coordinates: no pixel outside it can change), and there the soft mask,
+    which pixels are fully and which partly masked, and the source's pixels."""
+
+    box: Box
+    inner: Box
+    soft: np.ndarray  # uint8 (h, w) over inner
+    opaque: np.ndarray  # bool (h, w, 1): mask == 255, where the composite is the edit itself
+    rows: np.ndarray  # indices of the partly masked pixels (0 < mask < 255), the only ones blended
+    cols: np.ndarray
+    weight: np.ndarray  # float32 (n, 1): their mask / 255
+    source: np.ndarray  # uint8 (h, w, 3 or 4): the source over inner, in its mode
+
+
+def plan_blend(source: Image.Image, mask: np.ndarray, box: Box) -> Optional[BlendPlan]:
+    """The BlendPlan of a source, its soft mask and the context box; None when the mask is 0 in the box."""
     x, y, w, h = box
-    if edited_crop.size != (w, h):
-        raise ValueError(f"edited crop is {edited_crop.size}, box is {w}x{h}")
-    # Only the box is computed; the rest is Pillow's memcpy of the source (fast on 4000x3000 and more).
-    region = np.array(crop(source, box))
-    soft = crop_array(mask, box)
-    # Issue 16: full-box float temporaries cost 1.3 CPU-s per candidate on a 2250x2250 box. Where the mask
-    # is 255 the float formula below gives the edit itself (alpha 1.0 exactly), so those pixels are copied;
-    # the float arithmetic runs on the soft pixels only, per pixel the same as before: the same bytes.
-    inner = bbox_of(soft)
-    if inner is not None:
-        left, top, right, bottom = inner
-        sub = region[top:bottom, left:right]
-        sub_soft = soft[top:bottom, left:right]
-        edit = np.asarray(edited_crop.convert("RGB"))[top:bottom, left:right]
-        opaque = sub_soft == 255
-        sub[..., :3][opaque] = edit[opaque]
-        if sub.shape[2] == 4:
-            sub[..., 3][opaque] = 255
-        partial = (sub_soft > 0) & ~opaque
-        if partial.any():
-            alpha = sub_soft[partial].astype(np.float32)[:, None] / 255.0
-            blended = sub[..., :3][partial].astype(np.float32) * (1.0 - alpha) + edit[partial] * alpha
-            sub[..., :3][partial] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
-            if sub.shape[2] == 4:
-                src_alpha = sub[..., 3][partial].astype(np.float32)
-                new_alpha = src_alpha * (1.0 - alpha[:, 0]) + 255.0 * alpha[:, 0]
-                sub[..., 3][partial] = np.clip(np.round(new_alpha), 0, 255).astype(np.uint8)
+    inner = bbox_of(crop_array(mask, box))
+    if inner is None:
+        return None
+    left, top, right, bottom = inner
+    absolute = (x + left, y + top, right - left, bottom - top)
+    soft = np.ascontiguousarray(crop_array(mask, absolute))
+    rows, cols = np.nonzero((soft > 0) & (soft < 255))
+    return BlendPlan(
+        box=box,
+        inner=absolute,
+        soft=soft,
+        opaque=(soft == 255)[..., None],
+        rows=rows,
+        cols=cols,
+        # the same float32 arithmetic as a whole-box blend would do per pixel: the same bytes
+        weight=soft[rows, cols].astype(np.float32)[:, None] / 255.0,
+        source=np.asarray(crop(source, absolute)),
+    )
+
+
+def blend_patch(plan: BlendPlan, edited_crop: Image.Image) -> np.ndarray:
+    """The composite's RGB over ``plan.inner`` with the soft mask as alpha: uint8 (h, w, 4), C order.
+
+    Issue 16: only the masked part of the box is touched, fully masked pixels are a masked copy of the
+    edit and only the partly masked ones go through float32: a 2250x2250 box's float temporaries cost 1.3
+    CPU-s per candidate.
+    """
+    bx, by, bw, bh = plan.box
+    if edited_crop.size != (bw, bh):
+        raise ValueError(f"edited crop is {edited_crop.size}, box is {bw}x{bh}")
+    x, y, w, h = plan.inner
+    piece = crop(edited_crop, (x - bx, y - by, w, h))
+    edit = np.asarray(piece if piece.mode == "RGB" else piece.convert("RGB"))
+    rgba = np.empty((h, w, 4), np.uint8)
+    rgb = rgba[..., :3]
+    rgb[...] = plan.source[..., :3]
+    np.copyto(rgb, edit, where=plan.opaque)
+    if plan.rows.size:
+        rows, cols, alpha = plan.rows, plan.cols, plan.weight
+        blended = rgb[rows, cols].astype(np.float32) * (1.0 - alpha) + edit[rows, cols] * alpha
+        rgb[rows, cols] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    rgba[..., 3] = plan.soft
+    return rgba
+
+
+def full_image(plan: BlendPlan, source: Image.Image, patch_rgba: np.ndarray) -> Image.Image:
+    """The whole composited image (the source's mode) from ``blend_patch``'s result.
+
+    An alpha channel stays the source's where the mask is 0, is 255 where it is 255 and in between goes
+    towards opaque in proportion to the mask.
+    """
+    region = plan.source.copy()
+    region[..., :3] = patch_rgba[..., :3]
+    if region.shape[2] == 4:
+        alpha = region[..., 3]
+        np.copyto(alpha, 255, where=plan.opaque[..., 0])
+        if plan.rows.size:
+            weight = plan.weight[:, 0]
+            new_alpha = alpha[plan.rows, plan.cols].astype(np.float32) * (1.0 - weight) + 255.0 * weight
+            alpha[plan.rows, plan.cols] = np.clip(np.round(new_alpha), 0, 255).astype(np.uint8)
     out = source.copy()
-    out.paste(Image.fromarray(region), (x, y))
+    out.paste(Image.fromarray(region), plan.inner[:2])
     return out
+
+
+class CandidatePixels:
+    """One candidate's pixels, each made when first asked for: the RGBA patch over the masked part (what
+    the bridge sends) and the whole composited image (what the CLI saves; a bridge job never needs it)."""
+
+    def __init__(self, plan: BlendPlan, source: Image.Image, edited_crop: Image.Image) -> None:
+        self.plan, self._source, self._edited = plan, source, edited_crop
+        self._patch: Optional[np.ndarray] = None
+        self._image: Optional[Image.Image] = None
+
+    @property
+    def box(self) -> Box:
+        return self.plan.inner
+
+    def patch_rgba(self) -> np.ndarray:
+        if self._patch is None:
+            self._patch = blend_patch(self.plan, self._edited)
+        return self._patch
+
+    def patch(self) -> Image.Image:
+        return Image.fromarray(self.patch_rgba())
+
+    def image(self) -> Image.Image:
+        if self._image is None:
+            self._image = full_image(self.plan, self._source, self.patch_rgba())
+        return self._image
 
 
 def patch(full_result: Image.Image, mask: np.ndarray, box: Box) -> Image.Image:

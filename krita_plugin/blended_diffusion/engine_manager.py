@@ -158,7 +158,10 @@ class EngineManager:
                     self._start_local()
                 host, port, token = self._address
         try:
-            client = client_mod.EngineClient(host, port, token, fingerprint=fingerprint)
+            # the engine this plugin started shares the machine: uncompressed result PNGs cost nothing to
+            # send and are far cheaper to write and read (a big document's patches: seconds at level 1)
+            level = None if self.settings.mode == "remote" else 0
+            client = client_mod.EngineClient(host, port, token, fingerprint=fingerprint, png_level=level)
             status = client.status()
         except bridge_errors.BridgeError as exc:
             if self.settings.mode == "remote":

@@ -55,6 +55,7 @@ class FakeRunner(JobRunner):
         self.hold = threading.Event()  # while clear, jobs with params["hold"] wait after their first step
         self.hold.set()
         self.at_first_step = threading.Event()
+        self.png_levels: List[Any] = []  # each job's png_level, as the client asked
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         steps = params.get("steps", 3)
@@ -67,6 +68,7 @@ class FakeRunner(JobRunner):
 
     def run(self, job: Job) -> Any:
         self.started.append(job.id)
+        self.png_levels.append(job.png_level)
         steps = job.params.get("steps", 3)
         delay = job.params.get("delay", 0.0)
         fail = job.params.get("fail")

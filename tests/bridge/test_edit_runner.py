@@ -227,3 +227,33 @@ def test_quality_mode_sets_the_levers_the_request_leaves_out_and_status_has_esti
     status = runner.status()
     assert status["estimates"] == {"paper": None, "balanced": None, "fast": None}  # nothing measured yet
     assert status["step_times"] == {}
+
+
+def test_patch_pngs_use_the_level_the_client_asked_for(runner, monkeypatch):
+    import numpy as np
+
+    from bridge.png import decode_png
+    from engine.editing import imaging
+
+    source = Image.new("RGB", (16, 12), (30, 60, 90))  # flat: compresses well
+    mask = np.zeros((12, 16), np.uint8)
+    mask[3:9, 4:10] = 200
+    plan = imaging.plan_blend(source, mask, (0, 0, 16, 12))
+    pixels = imaging.CandidatePixels(plan, source, Image.new("RGB", (16, 12), (250, 0, 0)))
+    candidate = editor.Candidate(rank=1, seed=3, scores={}, pixels=pixels)
+
+    def fake_edit(*args: Any, **kwargs: Any) -> Any:
+        return editor.EditResult(candidates=[candidate], box=(0, 0, 16, 12))
+
+    monkeypatch.setattr(editor, "edit", fake_edit)
+    sizes = {}
+    for level in (None, 0, 9):
+        the_job = job({"prompt": "x"})
+        the_job.png_level = level
+        fields, attachments = runner.run(the_job)
+        assert fields["candidates"][0]["box"] == [4, 3, 6, 6]  # only what the mask touches
+        width, height, mode, rgba = decode_png(attachments[0][1])
+        assert (width, height, mode, bytes(rgba)) == (6, 6, "RGBA", pixels.patch_rgba().tobytes())
+        sizes[level] = len(attachments[0][1])
+    assert sizes[0] > 6 * (6 * 4 + 1) > sizes[9]  # level 0 is stored: every row, uncompressed
+    assert sizes[0] > sizes[None]  # no level asked: the default compresses (a remote engine)

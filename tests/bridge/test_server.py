@@ -89,6 +89,17 @@ def test_full_job_reports_progress_and_result(fake_server):
     assert runner.finished == [result["job"]]
 
 
+def test_a_client_png_level_reaches_the_job_and_none_is_sent_by_default(fake_server):
+    server, runner = fake_server
+    with EngineClient(server.host, server.port, TOKEN, timeout=10.0, png_level=0) as client:
+        client.edit({"steps": 1}, IMAGE, MASK)
+    with client_for(server) as client:
+        client.edit({"steps": 1}, IMAGE, MASK)
+    assert runner.png_levels == [0, None]
+    with pytest.raises(ValueError, match="png_level"):
+        EngineClient(server.host, server.port, TOKEN, png_level=12)
+
+
 def test_status_answers_while_a_job_runs(fake_server):
     server, runner = fake_server
     runner.hold.clear()
@@ -297,6 +308,8 @@ def test_invalid_requests_get_errors_and_keep_the_connection(fake_server):
         ("ping", {"id": 9}, [("image", IMAGE)], errors.BAD_MESSAGE),
         ("launch_missiles", {"id": 10}, [], errors.UNKNOWN_TYPE),
         ("hello", {"id": 11, "token": TOKEN, "protocol": 1}, [], errors.BAD_MESSAGE),
+        ("edit", {"id": 12, "png_level": 10}, [("image", IMAGE), ("mask", MASK)], errors.INVALID_INPUT),
+        ("edit", {"id": 13, "png_level": True}, [("image", IMAGE), ("mask", MASK)], errors.INVALID_INPUT),
     ]
     for msg_type, fields, attachments, code in bad_requests:
         raw.send(msg_type, fields, attachments)

@@ -243,7 +243,12 @@ def test_large_image_only_the_context_region_is_processed(tiny_models):
     out = np.asarray(result.candidates[0].image)
     assert out.shape == (height, width, 3)
     assert np.array_equal(out[mask == 0], np.asarray(source)[mask == 0])
-    assert result.candidates[0].patch.size == (w, h)
+    # the patch covers what the mask touches (not the whole context box): the image there, alpha = mask
+    candidate = result.candidates[0]
+    assert candidate.box == (3200, 2399, 300, 201)
+    patch = np.asarray(candidate.patch)
+    assert np.array_equal(patch[..., :3], out[2399:2600, 3200:3500])
+    assert np.array_equal(patch[..., 3], mask[2399:2600, 3200:3500])
 
 
 def test_class_conditional_models_get_class_zero(tiny_models):

@@ -160,3 +160,61 @@ def test_float_round_trip():
     assert np.array_equal(
         np.asarray(imaging.from_float_array(imaging.to_float_array(image))), np.asarray(image)
     )
+
+
+def _whole_box_blend(source, edit, mask, box):
+    """The composite as the engine first computed it: the float32 formula over every pixel of the box."""
+    x, y, w, h = box
+    out = np.array(source)
+    region = out[y : y + h, x : x + w]
+    alpha = mask[y : y + h, x : x + w].astype(np.float32)[..., None] / 255.0
+    blended = region[..., :3].astype(np.float32) * (1.0 - alpha) + np.asarray(edit).astype(np.float32) * alpha
+    new = region.copy()
+    new[..., :3] = np.clip(np.round(blended), 0, 255).astype(np.uint8)
+    if region.shape[2] == 4:
+        new_alpha = region[..., 3].astype(np.float32) * (1.0 - alpha[..., 0]) + 255.0 * alpha[..., 0]
+        new[..., 3] = np.clip(np.round(new_alpha), 0, 255).astype(np.uint8)
+    touched = mask[y : y + h, x : x + w] > 0
+    region[touched] = new[touched]
+    return out
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+@pytest.mark.parametrize("seed", [3, 4, 5])
+def test_composite_and_patch_are_the_whole_box_formula_byte_for_byte(mode, seed):
+    rng = np.random.default_rng(seed)
+    width, height = 181, 143
+    source = _rng_image(width, height, mode, seed=seed)
+    mask = np.zeros((height, width), np.uint8)
+    top, left = int(rng.integers(20, 60)), int(rng.integers(20, 80))
+    area = rng.integers(0, 256, (50, 60)).astype(np.uint8)
+    area[rng.random((50, 60)) < 0.3] = 255  # fully masked, partly masked and unmasked pixels mixed
+    area[rng.random((50, 60)) < 0.2] = 0
+    mask[top : top + 50, left : left + 60] = area
+    box = imaging.choose_box(mask, 48)
+    edit = _rng_image(box[2], box[3], seed=seed + 10)
+    expected = _whole_box_blend(source, edit, mask, box)
+    assert np.array_equal(np.asarray(imaging.composite(source, edit, mask, box)), expected)
+
+    pixels = imaging.CandidatePixels(imaging.plan_blend(source, mask, box), source, edit)
+    x, y, w, h = pixels.box
+    assert (x, y, x + w, y + h) == imaging.bbox_of(mask)  # the patch covers only what the mask touches
+    rgba = pixels.patch_rgba()
+    assert rgba.flags["C_CONTIGUOUS"] and rgba.shape == (h, w, 4)
+    assert np.array_equal(rgba[..., :3], expected[y : y + h, x : x + w, :3])
+    assert np.array_equal(rgba[..., 3], mask[y : y + h, x : x + w])
+    assert np.array_equal(np.asarray(pixels.image()), expected)
+    outside = np.ones(mask.shape, bool)
+    outside[y : y + h, x : x + w] = False
+    assert np.array_equal(np.asarray(pixels.image())[outside], np.asarray(source)[outside])
+
+
+def test_a_box_the_mask_does_not_touch_leaves_the_source():
+    source = _rng_image(40, 30)
+    mask = np.zeros((30, 40), np.uint8)
+    mask[0, 0] = 255
+    out = imaging.composite(source, _rng_image(20, 20), mask, (15, 5, 20, 20))
+    assert imaging.plan_blend(source, mask, (15, 5, 20, 20)) is None
+    assert np.array_equal(np.asarray(out), np.asarray(source))
+    with pytest.raises(ValueError, match="edited crop"):
+        imaging.composite(source, _rng_image(21, 20), mask, (15, 5, 20, 20))

@@ -309,6 +309,52 @@ def test_remote_engine_unreachable_is_a_clear_error():
     assert not manager.running
 
 
+def test_a_patch_over_part_of_the_region_is_placed_by_its_box_and_clamped_to_the_mask():
+    # engines since issue 16 send patches over the mask's bounding box, not the whole region
+    width, height = 8, 6
+    mask = bytearray(width * height)
+    for y in range(1, 4):
+        for x in range(2, 6):
+            mask[y * width + x] = 255 if x < 5 else 100
+    request = editing.EditRequest((10, 20, width, height), bytes(4 * width * height), bytes(mask), {})
+    patch = bytes([9, 8, 7, 255]) * 12  # 4x3, opaque: the plugin clamps alpha to its own mask
+    for level in (0, 1):
+        png = pixels.encode_png(4, 3, patch, 4, level)
+        reply = {"candidates": [{"rank": 1, "box": [2, 1, 4, 3], "png": png}]}
+        placed = editing.place_candidates(request, reply).candidates[0]
+        assert placed.box == (12, 21, 4, 3)
+        assert placed.rgba[3::4] == bytes([255, 255, 255, 100]) * 3
+        assert placed.rgba[0::4] == bytes([9]) * 12
+    outside = {"candidates": [{"box": [6, 1, 4, 3], "png": pixels.encode_png(4, 3, patch, 4)}]}
+    with pytest.raises(errors.EngineJobFailed, match="does not fit"):
+        editing.place_candidates(request, outside)
+
+
+def test_the_engine_the_plugin_started_is_asked_for_uncompressed_results(monkeypatch):
+    from types import SimpleNamespace
+
+    from blended_diffusion.engine_manager import EngineManager, EngineSettings
+
+    from bridge import client as client_mod
+
+    levels = []
+
+    class Recorder:
+        def __init__(self, host, port, token, fingerprint=None, png_level=None):
+            levels.append(png_level)
+
+        def status(self):
+            return {"device": "cpu"}
+
+    monkeypatch.setattr(client_mod, "EngineClient", Recorder)
+    EngineManager(EngineSettings(mode="remote", token="x" * 20)).connect()
+    local = EngineManager(EngineSettings())
+    local._process = SimpleNamespace(alive=lambda: True)  # as if started: connect() only connects
+    local._address = ("127.0.0.1", 7860, "t" * 20)
+    local.connect()
+    assert levels == [None, 0]  # a remote engine keeps its own default (compressed)
+
+
 def test_local_engine_not_installed_names_the_config(tmp_path):
     from blended_diffusion.engine_manager import EngineManager, EngineSettings
 
