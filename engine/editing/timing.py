@@ -6,7 +6,7 @@ step rate, in three parts (FIXED): ``edit``, once per edit before the first run 
 prompt's text encoding, loading LPIPS); ``run``, per run (batch of candidates): what the run's steps took
 beyond their medians (the first step's warm-up, the pruning's ranking); ``candidate``, per kept candidate
 after the steps (ranking, compositing, and the caller's PNG encoding when it saves after it). A short toy
-edit spends half its time there, so an estimate from the steps alone was 51 % short
+edit spends about half its time there: an estimate from the steps alone was 41-51 % short
 (docs/perf-quality-modes.md). The latest values are kept in ``step_times.json`` in the per-user data folder,
 keyed by device and preset, so the next edit's estimate ("about 6 min on this CPU") comes from this
 machine's own speed. A file written before the fixed parts were recorded still gives an estimate (from the
