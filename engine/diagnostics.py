@@ -163,10 +163,17 @@ def report(
 
 def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -> Optional[Dict[str, Any]]:
     """The estimated time of a default edit (``candidates`` at the preset's recommended settings) from the
-    step times earlier edits measured on this device (engine/editing/timing.py); None before the first."""
+    step times earlier edits measured on this device and the time outside the steps they stored
+    (engine/editing/timing.py; one run: the plugin's batch of up to 4); None before the first."""
     try:
         from engine.editing.params import preset_edit_defaults
-        from engine.editing.timing import StepTimes, describe_seconds, device_key, mode_estimates
+        from engine.editing.timing import (
+            StepTimes,
+            describe_seconds,
+            device_key,
+            edit_seconds,
+            mode_estimates,
+        )
         from engine.models.devices import pick_device
         from engine.models.registry import get_preset
 
@@ -176,6 +183,7 @@ def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -
         if not times:
             return None
         per_candidate = mode_estimates(times, preset_edit_defaults(preset))
+        fixed = edit_seconds(times)
     except Exception:  # noqa: BLE001 - no estimate is a finding, never a failure of the report
         return None
     paper = per_candidate.get("paper")
@@ -186,11 +194,13 @@ def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -
         for name, seconds in per_candidate.items()
         if seconds is not None
     )
+    seconds = candidates * paper + fixed
     return {
-        "seconds": candidates * paper,
+        "seconds": seconds,
         "per_candidate": per_candidate,
-        "text": f"{describe_seconds(candidates * paper)} for {candidates} candidates "
-        f"(per candidate: {modes})",
+        "per_edit": fixed,
+        "text": f"{describe_seconds(seconds)} for {candidates} candidates "
+        f"(per candidate: {modes}; {fixed:.1f} s per edit besides)",
     }
 
 

@@ -167,8 +167,10 @@ class EditRunner(JobRunner):
 
     def timing(self) -> Dict[str, Any]:
         """What the plugin shows before an edit: ``estimates``, seconds per candidate of each quality mode
-        at the preset's settings on this device, and ``step_times``, seconds per candidate-step, both from
-        the step times earlier edits stored (empty before the first edit measured them)."""
+        at the preset's settings on this device, and ``step_times``, seconds per candidate-step (guided,
+        unguided) and the fixed parts (edit, run, candidate; engine/editing/timing.py), both from what
+        earlier edits stored (empty before the first edit measured them). The plugin adds the ``edit``
+        and ``run`` parts once to its count times the per-candidate estimate."""
         from engine.editing.timing import StepTimes, mode_estimates
 
         try:
@@ -241,13 +243,14 @@ class EditRunner(JobRunner):
 
     def _work(self, job: Job) -> RunnerOutput:
         """The job itself; run() maps its errors to the bridge's codes."""
+        from engine.editing.timing import StepTimer, StepTimes
+
+        timer = StepTimer(StepTimes(), self._timing_key())
+        timer.begin()  # the decoding and the PNG encoding below are part of the time the user waits
         image = self._decode("image", job.images["image"])
         mask = self._decode("mask", job.images["mask"])
         init = self._decode("init", job.images["init"]) if "init" in job.images else None
         params = self._editor.EditParams(**job.params)
-        from engine.editing.timing import StepTimer, StepTimes
-
-        timer = StepTimer(StepTimes(), self._timing_key())
         result = self._editor.edit(
             image,
             mask,
@@ -259,6 +262,7 @@ class EditRunner(JobRunner):
             timer=timer,
         )
         candidates, attachments = _candidates_out(result.candidates, job.png_level)
+        _save_times(timer)
         fields = {
             "candidates": candidates,
             "box": list(result.box),
@@ -301,6 +305,13 @@ class EditRunner(JobRunner):
         # Outside the except blocks, so the traceback (holding tensors) is gone before memory is released.
         release_memory()
         raise errors.JobFailed(*failure)
+
+
+def _save_times(timer: Any) -> None:
+    try:
+        timer.save()
+    except Exception:  # noqa: BLE001 - a step-times file that cannot be written must not fail the edit
+        log.warning("step times not saved:\n%s", traceback.format_exc())
 
 
 def release_memory() -> None:

@@ -233,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
         names = _write_results(result, params, args)
+        _save_times(timer)  # after the writing: the estimate counts it too
     except Cancelled as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CANCELLED
@@ -263,6 +264,13 @@ def _timing(models, params):
     key = f"{device_key(models.device)}|{getattr(models, 'preset', '?')}"
     estimate = estimate_seconds(params, store.get(key), guided=bool(params.prompt.strip()))
     return StepTimer(store, key), estimate
+
+
+def _save_times(timer) -> None:
+    try:
+        timer.save()
+    except OSError as exc:  # the results are written: a step-times file we cannot write is only a note
+        print(f"note: step times not saved: {exc}", file=sys.stderr)
 
 
 def _plan_line(params, estimate: Optional[float], models) -> str:

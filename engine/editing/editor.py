@@ -328,8 +328,11 @@ def edit(
     """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set.
 
     ``params`` are used as they are: a quality mode is resolved into them before (modes.resolve_params).
-    ``timer``: an engine.editing.timing.StepTimer that records this device's step times.
+    ``timer``: an engine.editing.timing.StepTimer that records this device's step times and the time around
+    them; the caller saves it once the result is out (so its own PNG encoding is counted too).
     """
+    if timer is not None:
+        timer.begin()
     import torch
 
     from engine.editing.augment import ExtendingAugmentations
@@ -476,7 +479,7 @@ def edit(
         raise Cancelled()
 
     if timer is not None:
-        timer.save()
+        timer.end_steps(len(kept_seeds))
     scores = score_candidates(models.clip if prompt else None, results, model_mask, text_embed)
     order = rank_order(scores)
     full_source = source.full()

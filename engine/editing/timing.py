@@ -1,10 +1,17 @@
 """Step times measured on this device, stored per device and preset, and the time estimates made from them.
 
 Each edit records how long its steps took per candidate (guided steps and unguided ones apart: an unguided
-step is one UNet forward, a guided one a forward, a backward and CLIP). The medians are kept in
-``step_times.json`` in the per-user data folder, keyed by device and preset, so the next edit's estimate
-("about 6 min on this CPU") comes from this machine's own speed. Before the first edit there is nothing to
-estimate from: the estimate is None and the first edit measures.
+step is one UNet forward, a guided one a forward, a backward and CLIP), and the time it spent outside the
+step rate, in three parts (FIXED): ``edit``, once per edit before the first run (input preparation, the
+prompt's text encoding, loading LPIPS); ``run``, per run (batch of candidates): what the run's steps took
+beyond their medians (the first step's warm-up, the pruning's ranking); ``candidate``, per kept candidate
+after the steps (ranking, compositing, and the caller's PNG encoding when it saves after it). A short toy
+edit spends about half its time there: an estimate from the steps alone was 41-51 % short
+(docs/perf-quality-modes.md). The latest values are kept in ``step_times.json`` in the per-user data folder,
+keyed by device and preset, so the next edit's estimate ("about 6 min on this CPU") comes from this
+machine's own speed. A file written before the fixed parts were recorded still gives an estimate (from the
+steps alone). Before the first edit there is nothing to estimate from: the estimate is None and the first
+edit measures.
 
 Standard library only; torch is asked for the device's name only when a caller passes a device.
 """
@@ -26,6 +33,7 @@ from engine.editing.params import EditParams
 FILE_NAME = "step_times.json"
 PATH_ENV = "BLENDED_DIFFUSION_STEP_TIMES"  # another file than the per-user one (tests, benches)
 KINDS = ("guided", "unguided")
+FIXED = ("edit", "run", "candidate")  # seconds per edit, per run, per kept candidate outside the step rate
 # The unguided step costs about a third of a guided one (one forward against forward + backward + CLIP):
 # the estimate's stand-in until an unguided step was measured.
 UNGUIDED_SHARE = 1 / 3.4
@@ -65,7 +73,8 @@ def _cpu_model() -> str:
 
 
 class StepTimes:
-    """The stored seconds per candidate-step, {key: {"guided": s, "unguided": s}}, in one JSON file."""
+    """The stored seconds, {key: {"guided": s, "unguided": s, "edit": s, "run": s, "candidate": s}}, in one
+    JSON file (per candidate-step of each kind, then the FIXED parts; any of them may be missing)."""
 
     def __init__(self, path: Optional[os.PathLike] = None) -> None:
         self.path = Path(path) if path is not None else default_store_path()
@@ -79,13 +88,18 @@ class StepTimes:
 
     def get(self, key: str) -> Dict[str, float]:
         entry = self.load().get(key, {})
-        return {k: float(v) for k, v in entry.items() if k in KINDS and isinstance(v, (int, float)) and v > 0}
+        if not isinstance(entry, dict):
+            return {}
+        times = {k: float(v) for k, v in entry.items() if k in KINDS and _number(v) and v > 0}
+        if times:  # the fixed parts only beside step times (0 is a measurement: nothing outside the steps)
+            times.update({k: float(v) for k, v in entry.items() if k in FIXED and _number(v) and v >= 0})
+        return times
 
     def put(self, key: str, measured: Dict[str, float]) -> None:
-        """Store the new medians (replacing older ones of the same kind), atomically."""
+        """Store the new values (replacing older ones of the same name), atomically."""
         data = self.load()
-        entry = dict(data.get(key, {}))
-        entry.update({k: round(float(v), 6) for k, v in measured.items() if k in KINDS})
+        entry = dict(data.get(key, {})) if isinstance(data.get(key), dict) else {}
+        entry.update({k: round(float(v), 6) for k, v in measured.items() if k in KINDS + FIXED})
         data[key] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".step-times-", dir=str(self.path.parent))
@@ -99,43 +113,12 @@ class StepTimes:
             raise
 
 
-class StepTimer:
-    """Collects one edit's step times (the editor calls ``step`` after each step) and stores the medians.
-
-    The first step of each run is left out: it pays for warm-up (allocations, a compiled graph).
-    """
-
-    def __init__(self, store: StepTimes, key: str, clock: Callable[[], float] = time.perf_counter) -> None:
-        self.store = store
-        self.key = key
-        self.clock = clock
-        self.samples: Dict[str, List[float]] = {kind: [] for kind in KINDS}
-        self._last: Optional[float] = None
-        self._first = True
-
-    def start(self) -> None:
-        """A run (one batch of candidates) begins now."""
-        self._last = self.clock()
-        self._first = True
-
-    def step(self, guided: bool, batch: int) -> None:
-        now = self.clock()
-        if self._last is not None and not self._first:
-            self.samples["guided" if guided else "unguided"].append((now - self._last) / max(1, batch))
-        self._first = False
-        self._last = now
-
-    def save(self) -> Dict[str, float]:
-        measured = {kind: statistics.median(v) for kind, v in self.samples.items() if v}
-        if measured:
-            self.store.put(self.key, measured)
-        return measured
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def estimate_seconds(
-    params: EditParams, times: Dict[str, float], diffusion_steps: int = 1000, guided: bool = True
-) -> Optional[float]:
-    """Seconds for the whole edit (all candidates) from stored step times; None before any was measured."""
+def _both_kinds(times: Dict[str, float]) -> Optional[Dict[str, float]]:
+    """Seconds per guided and unguided candidate-step, one standing in for the other; None without either."""
     seconds_guided = times.get("guided")
     seconds_unguided = times.get("unguided")
     if seconds_guided is None and seconds_unguided is None:
@@ -144,22 +127,129 @@ def estimate_seconds(
         seconds_unguided = seconds_guided * UNGUIDED_SHARE
     if seconds_guided is None:
         seconds_guided = seconds_unguided / UNGUIDED_SHARE
+    return {"guided": seconds_guided, "unguided": seconds_unguided}
+
+
+class StepTimer:
+    """Collects one edit's times and stores them: one timer per edit.
+
+    The editor calls ``begin`` when the edit starts (a no-op when the caller began earlier, to count its own
+    input decoding), ``start`` at each run, ``step`` after each step and ``end_steps`` after the last run; the
+    caller calls ``save`` when the user has the result (after its PNG encoding). The step medians leave out
+    the first step of each run (warm-up: allocations, a compiled graph); the FIXED parts are what the median
+    rate does not explain. Without ``begin`` and ``end_steps`` only the step medians are stored.
+    """
+
+    def __init__(self, store: StepTimes, key: str, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.store = store
+        self.key = key
+        self.clock = clock
+        self.samples: Dict[str, List[float]] = {kind: [] for kind in KINDS}
+        self.counted: Dict[str, int] = {kind: 0 for kind in KINDS}  # candidate-steps, first ones included
+        self.runs = 0
+        self.candidates = 0
+        self._last: Optional[float] = None
+        self._first = True
+        self._begin: Optional[float] = None
+        self._first_run: Optional[float] = None
+        self._steps_end: Optional[float] = None
+
+    def begin(self) -> None:
+        """The edit begins now (the first call counts)."""
+        if self._begin is None:
+            self._begin = self.clock()
+
+    def start(self) -> None:
+        """A run (one batch of candidates) begins now."""
+        self._last = self.clock()
+        self._first = True
+        self.runs += 1
+        if self._first_run is None:
+            self._first_run = self._last
+
+    def step(self, guided: bool, batch: int) -> None:
+        now = self.clock()
+        kind = "guided" if guided else "unguided"
+        if self._last is not None and not self._first:
+            self.samples[kind].append((now - self._last) / max(1, batch))
+        self.counted[kind] += max(1, batch)
+        self._first = False
+        self._last = now
+
+    def end_steps(self, candidates: int) -> None:
+        """The last run ended; ``candidates`` kept ones follow (ranking, compositing, encoding)."""
+        self._steps_end = self.clock()
+        self.candidates = int(candidates)
+
+    def fixed(self, medians: Dict[str, float], now: float) -> Dict[str, float]:
+        """The FIXED parts from the marks, given the step medians; {} unless the whole edit was timed."""
+        both = _both_kinds(medians)
+        marks = (self._begin, self._first_run, self._steps_end)
+        if both is None or None in marks or self.runs < 1 or self.candidates < 1:
+            return {}
+        begin, first_run, steps_end = marks
+        explained = sum(self.counted[kind] * both[kind] for kind in KINDS)
+        return {
+            "edit": max(0.0, first_run - begin),
+            "run": max(0.0, steps_end - first_run - explained) / self.runs,
+            "candidate": max(0.0, now - steps_end) / self.candidates,
+        }
+
+    def save(self) -> Dict[str, float]:
+        measured = {kind: statistics.median(v) for kind, v in self.samples.items() if v}
+        if measured and self._steps_end is not None:
+            measured.update(self.fixed(measured, self.clock()))
+        if measured:
+            self.store.put(self.key, measured)
+        return measured
+
+
+def estimate_seconds(
+    params: EditParams, times: Dict[str, float], diffusion_steps: int = 1000, guided: bool = True
+) -> Optional[float]:
+    """Seconds for the whole edit (all candidates) from stored times; None before any step was measured.
+
+    The candidates' steps at the stored rates, plus the stored FIXED parts: once per edit, once per run
+    (``iterations_num`` runs), once per kept candidate (a file without them: the steps alone).
+    """
+    per_candidate = candidate_seconds(params, times, diffusion_steps, guided)
+    if per_candidate is None:
+        return None
+    runs = int(params.iterations_num)
+    return per_candidate * int(params.batch_size) * runs + edit_seconds(times, runs)
+
+
+def candidate_seconds(
+    params: EditParams, times: Dict[str, float], diffusion_steps: int = 1000, guided: bool = True
+) -> Optional[float]:
+    """Seconds per kept candidate: its steps (a pruned mode's dropped candidates' too) and its ``candidate``
+    part (ranking, compositing, encoding); None before any step was measured."""
+    both = _both_kinds(times)
+    if both is None:
+        return None
     steps = respaced_steps(params.timestep_respacing, diffusion_steps)
     work = plan(params, steps, guided)
-    per_candidate = (
-        work.candidate_steps(True) * seconds_guided + work.candidate_steps(False) * seconds_unguided
+    return (
+        work.candidate_steps(True) * both["guided"]
+        + work.candidate_steps(False) * both["unguided"]
+        + times.get("candidate", 0.0)
     )
-    return per_candidate * int(params.batch_size) * int(params.iterations_num)
+
+
+def edit_seconds(times: Dict[str, float], runs: int = 1) -> float:
+    """The seconds an edit of ``runs`` runs costs besides its candidates (0 for a file without them)."""
+    return times.get("edit", 0.0) + times.get("run", 0.0) * max(1, int(runs))
 
 
 def mode_estimates(
     times: Dict[str, float], preset_defaults: Dict[str, Any], diffusion_steps: int = 1000
 ) -> Dict[str, Optional[float]]:
-    """Seconds per candidate for each mode at the preset's settings (the docker multiplies by its count)."""
+    """Seconds per candidate for each mode at the preset's settings, its ``candidate`` part included (the
+    docker multiplies by its count and adds ``edit_seconds``, the ``edit`` and ``run`` parts, once)."""
     estimates: Dict[str, Optional[float]] = {}
     for name in MODES:
         params = resolve_params(name, {"batch_size": 1, "iterations_num": 1}, preset_defaults)
-        estimates[name] = estimate_seconds(params, times, diffusion_steps)
+        estimates[name] = candidate_seconds(params, times, diffusion_steps)
     return estimates
 
 

@@ -1,12 +1,16 @@
 """Time the user can see (issue 16): the estimate before an edit and the remaining time during one.
 
 The engine measures its step times per device and preset and reports, in its status and after each edit,
-``estimates`` (seconds per candidate of each quality mode at the preset's settings) and ``step_times``
-(seconds per candidate-step, guided and unguided). Plain Python: tested outside Krita.
+``estimates`` (seconds per candidate of each quality mode at the preset's settings, ranking and compositing
+included) and ``step_times`` (seconds per candidate-step, guided and unguided, and the time outside the
+steps: ``edit`` once per edit, ``run`` once per batch, ``candidate`` per candidate; an older engine sends
+the steps only, and the estimate is then the steps alone). Plain Python: tested outside Krita.
 """
 
 import time
 from typing import Any, Dict, Optional
+
+from .params import split_candidates
 
 QUALITIES = ("paper", "balanced", "fast")
 
@@ -50,13 +54,18 @@ class Estimates:
     def seconds(self, quality: str, candidates: int, guided_steps: Optional[int] = None) -> Optional[float]:
         """Seconds for ``candidates`` in ``quality``; None before the engine measured this device.
 
-        ``guided_steps``: in ``paper`` mode the docker sends its own schedule, so the estimate is its
+        ``guided_steps``: in ``paper`` mode the docker sends its own schedule, so the candidates' part is its
         guided step count times the measured guided step time when the engine reported one.
         """
-        if quality == "paper" and guided_steps is not None and "guided" in self.step_times:
-            return self.step_times["guided"] * guided_steps * candidates
-        per = self.per_candidate.get(quality)
-        return None if per is None else per * candidates
+        times = self.step_times
+        if quality == "paper" and guided_steps is not None and "guided" in times:
+            per: Optional[float] = times["guided"] * guided_steps + times.get("candidate", 0.0)
+        else:
+            per = self.per_candidate.get(quality)
+        if per is None:
+            return None
+        runs = split_candidates(int(candidates))[1]  # the batches engine_params sends
+        return per * candidates + times.get("edit", 0.0) + times.get("run", 0.0) * runs
 
     def text(self, quality: str, candidates: int, guided_steps: Optional[int] = None) -> str:
         seconds = self.seconds(quality, candidates, guided_steps)

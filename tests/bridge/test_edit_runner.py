@@ -257,3 +257,25 @@ def test_patch_pngs_use_the_level_the_client_asked_for(runner, monkeypatch):
         sizes[level] = len(attachments[0][1])
     assert sizes[0] > 6 * (6 * 4 + 1) > sizes[9]  # level 0 is stored: every row, uncompressed
     assert sizes[0] > sizes[None]  # no level asked: the default compresses (a remote engine)
+
+
+def test_an_edit_job_stores_its_step_times_and_the_time_around_them(runner, monkeypatch):
+    def timed_edit(image, mask, models, params, init_image=None, progress=None, cancel=None, timer=None):
+        timer.begin()
+        timer.start()
+        for _ in range(3):
+            timer.step(True, 1)
+        timer.end_steps(1)
+        patch = Image.new("RGBA", (6, 4), (10, 20, 30, 255))
+        candidate = editor.Candidate(rank=1, seed=11, scores={}, image=image, patch=patch, box=(1, 2, 6, 4))
+        return editor.EditResult(candidates=[candidate], box=(1, 2, 6, 4), notes=[])
+
+    monkeypatch.setattr(editor, "edit", timed_edit)
+    fields, _ = runner.run(job({"prompt": "a red ball"}))
+    times = fields["step_times"]  # the reply carries what this job stored, for the docker's next estimate
+    assert set(times) == {"guided", "edit", "run", "candidate"}
+    assert runner.status()["step_times"] == times
+    from engine.editing.timing import candidate_seconds
+
+    one = EditRunner(MODELS, Limits()).validate({"prompt": "x", "batch_size": 1, "iterations_num": 1}, {})
+    assert fields["estimates"]["paper"] == pytest.approx(candidate_seconds(editor.EditParams(**one), times))

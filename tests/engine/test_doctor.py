@@ -67,3 +67,19 @@ def test_the_status_reply_carries_the_report_for_the_plugin(tiny_models, tmp_pat
     assert report["device"]["device"] == "cpu" and report["log"] == str(tmp_path / "serve.log")
     assert report["text"] == diagnostics.format_report(report)
     json.dumps(status)  # it travels as JSON
+
+
+def test_the_default_edit_estimate_adds_the_stored_time_outside_the_steps():
+    import torch
+
+    from engine.editing.params import preset_edit_defaults
+    from engine.editing.timing import StepTimes, device_key, mode_estimates
+    from engine.models.registry import get_preset
+
+    assert diagnostics.stored_estimate("toy", "cpu") is None  # nothing measured on this device yet
+    times = {"guided": 0.02, "unguided": 0.007, "edit": 0.5, "run": 0.25, "candidate": 0.04}
+    StepTimes().put(f"{device_key(torch.device('cpu'))}|toy", times)  # the test's own file (conftest)
+    estimate = diagnostics.stored_estimate("toy", "cpu", candidates=4)
+    paper = mode_estimates(times, preset_edit_defaults(get_preset("toy")))["paper"]
+    assert estimate["seconds"] == 4 * paper + 0.5 + 0.25  # one run of 4, as the plugin sends them
+    assert estimate["per_edit"] == 0.75 and "0.8 s per edit besides" in estimate["text"]

@@ -99,6 +99,74 @@ def test_estimate_comes_from_the_stored_step_times(tmp_path):
     assert timing.describe_seconds(360) == "about 6 min"
 
 
+def test_a_timed_edit_stores_the_time_outside_its_steps_from_a_fake_clock(tmp_path):
+    store = timing.StepTimes(tmp_path / "times.json")
+    clock = iter([10.0, 12.0, 13.0, 13.5, 14.0, 14.6, 15.0, 16.2, 16.8, 17.3, 17.8, 20.0, 29.0])
+    timer = timing.StepTimer(store, "cpu:test|toy", clock=lambda: next(clock))
+    timer.begin()  # 10.0
+    timer.begin()  # a second begin (the editor's, after the caller's) keeps the first: no clock read
+    timer.start()  # 12.0: 2 s before the first run (text encoding, ...): the edit part
+    for _ in range(4):  # 13.0 (warm-up: 0.5 s per candidate), 13.5, 14.0, 14.6
+        timer.step(True, 2)
+    timer.start()  # 15.0: the gap between the runs is the run part's too
+    for _ in range(4):  # 16.2 (warm-up), 16.8, 17.3, 17.8
+        timer.step(True, 2)
+    timer.end_steps(4)  # 20.0: 4 kept candidates (the second run's last step ran 2.2 s: pruning, say)
+    saved = timer.save()  # 29.0: ranking, compositing and encoding, 9 s for 4 candidates
+    # medians of 0.25, 0.25, 0.3, 0.3, 0.25, 0.25 per candidate; 16 candidate-steps counted, first ones too
+    assert saved["guided"] == pytest.approx(0.25)
+    assert saved["edit"] == pytest.approx(2.0)
+    assert saved["run"] == pytest.approx((20.0 - 12.0 - 16 * 0.25) / 2)
+    assert saved["candidate"] == pytest.approx(9.0 / 4)
+    assert store.get("cpu:test|toy") == pytest.approx(saved, abs=1e-6)  # stored rounded to a microsecond
+
+    params = modes.resolve_params("paper", {"batch_size": 2, "iterations_num": 3}, TOY_DEFAULTS)
+    steps = 20 * 0.25 + 2.25  # per candidate: 20 guided steps, then its ranking/compositing/encoding
+    assert timing.estimate_seconds(params, saved) == pytest.approx(steps * 6 + 2.0 + 2.0 * 3)
+    assert timing.mode_estimates(saved, TOY_DEFAULTS)["paper"] == pytest.approx(steps)
+    assert timing.edit_seconds(saved, runs=3) == pytest.approx(2.0 + 2.0 * 3)
+
+
+def test_a_step_times_file_without_the_fixed_parts_still_gives_the_steps_estimate(tmp_path):
+    path = tmp_path / "step_times.json"
+    path.write_text(json.dumps({"cpu:test|toy": {"guided": 0.25, "unguided": 0.1}, "broken": 3}))
+    store = timing.StepTimes(path)
+    times = store.get("cpu:test|toy")
+    assert times == {"guided": 0.25, "unguided": 0.1}
+    assert store.get("broken") == {}
+    params = modes.resolve_params("paper", {"batch_size": 2, "iterations_num": 3}, TOY_DEFAULTS)
+    assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)  # as before
+    store.put("cpu:test|toy", {"edit": 1.5, "run": 0.0, "candidate": 0.5})  # added beside the old fields
+    assert json.loads(path.read_text())["cpu:test|toy"] == {
+        "guided": 0.25,
+        "unguided": 0.1,
+        "edit": 1.5,
+        "run": 0.0,
+        "candidate": 0.5,
+    }
+    assert timing.estimate_seconds(params, store.get("cpu:test|toy")) == pytest.approx(
+        (20 * 0.25 + 0.5) * 6 + 1.5
+    )
+
+
+def test_an_edit_marks_its_runs_and_its_kept_candidates_for_the_timer(tiny_models, tmp_path):
+    from engine.editing import editor
+
+    image, mask = _square_case()
+    store = timing.StepTimes(tmp_path / "times.json")
+    timer = timing.StepTimer(store, "cpu:test|tiny")
+    params = EditParams(prompt="a cat", timestep_respacing="6", skip_timesteps=2, aug_num=2, batch_size=1,
+                        iterations_num=2, prune_factor=2, prune_at=0.5)  # fmt: skip
+    editor.edit(image, mask, tiny_models, params, timer=timer)
+    assert (timer.runs, timer.candidates) == (2, 2)  # 2 runs of 2 started, 1 kept each
+    # all steps, the first of each run too: the ones the estimate counts (the dropped candidate's included)
+    plan = modes.plan(params, modes.respaced_steps(params.timestep_respacing))
+    assert timer.counted == {"guided": plan.candidate_steps(True) * 2, "unguided": 0}
+    saved = timer.save()
+    assert set(saved) == {"guided", "edit", "run", "candidate"} and min(saved.values()) >= 0
+    assert store.get("cpu:test|tiny") == pytest.approx(saved, abs=1e-6)  # stored rounded to a microsecond
+
+
 def _square_case(size: int = 32):
     rng = np.random.default_rng(1)
     image = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
@@ -172,7 +240,12 @@ def test_guidance_every_k_runs_unguided_steps_without_gradient(tiny_models):
     timer = type(
         "T",
         (),
-        {"start": lambda s: None, "step": lambda s, g, b: guided_flags.append(g), "save": lambda s: {}},
+        {
+            "begin": lambda s: None,
+            "start": lambda s: None,
+            "step": lambda s, g, b: guided_flags.append(g),
+            "end_steps": lambda s, n: None,
+        },
     )()
     params = EditParams(prompt="a cat", timestep_respacing="10", skip_timesteps=3, aug_num=2, batch_size=1,
                         iterations_num=1, guidance_every=3)  # fmt: skip

@@ -31,6 +31,21 @@ def test_estimate_text_from_the_engine_reply():
     assert describe_seconds(5400) == "about 1.5 h"
 
 
+def test_estimate_adds_the_engine_s_time_outside_the_steps():
+    estimates = Estimates()
+    estimates.update(
+        {
+            "estimates": {"paper": 10.5, "balanced": 6.5, "fast": 2.5},  # per candidate, its own part in
+            "step_times": {"guided": 0.5, "unguided": 0.2, "edit": 3.0, "run": 1.0, "candidate": 0.5},
+        },
+        "cpu",
+    )
+    assert estimates.seconds("fast", 4) == pytest.approx(2.5 * 4 + 3.0 + 1.0)  # 4 candidates: one batch
+    assert estimates.seconds("fast", 8) == pytest.approx(2.5 * 8 + 3.0 + 1.0 * 2)  # two batches of 4
+    # paper with the docker's schedule: its guided steps, each candidate's own part, the edit's
+    assert estimates.seconds("paper", 2, guided_steps=20) == pytest.approx((0.5 * 20 + 0.5) * 2 + 3.0 + 1.0)
+
+
 def test_remaining_time_from_the_rate_so_far():
     now = iter([100.0, 110.0, 130.0])
     remaining = Remaining(clock=lambda: next(now))
