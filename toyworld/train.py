@@ -136,12 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--clip-steps", type=int, default=600)
-    parser.add_argument("--adm-steps", type=int, default=2000)
-    parser.add_argument("--adm-batch", type=int, default=64)
+    parser.add_argument("--adm-steps", type=int, default=500)
+    parser.add_argument("--adm-batch", type=int, default=16)
+    parser.add_argument("--adm-ema", type=float, default=0.99, help="EMA decay of the ADM's weights")
     parser.add_argument(
         "--adm-precision",
         choices=("auto", "bf16", "fp32"),
-        default="auto",
+        default="fp32",
         help="the ADM under CPU bf16 autocast; auto: bf16 where the CPU has it natively (AMX, AVX-512 BF16)",
     )
     parser.add_argument(
@@ -222,12 +223,20 @@ def main(argv: list[str] | None = None) -> int:
         bf16 = args.adm_precision == "bf16" or (
             args.adm_precision == "auto" and torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
         )
-        unet = train_adm(args.adm_steps, batch_size=args.adm_batch, seed=args.seed, bf16=bf16, log=log)
+        unet = train_adm(
+            args.adm_steps,
+            batch_size=args.adm_batch,
+            seed=args.seed,
+            bf16=bf16,
+            ema_decay=args.adm_ema,
+            log=log,
+        )
         _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
         training.update(
             adm_steps=args.adm_steps,
             adm_batch=args.adm_batch,
             adm_precision="bf16" if bf16 else "fp32",
+            adm_ema=args.adm_ema,
             adm_seconds=round(time.time() - adm_started),
             adm_cpu_seconds=round(time.process_time() - cpu_started),
         )

@@ -103,7 +103,7 @@ def train_adm(
     seed: int = 0,
     bank_size: int = 20000,
     lr: float = 2e-3,
-    ema_decay: float = 0.995,
+    ema_decay: float = 0.99,
     bf16: bool = False,
     log: Callable[[str], None] = print,
 ) -> torch.nn.Module:
