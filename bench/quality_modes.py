@@ -225,7 +225,7 @@ def run_estimate(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from engine.editing.editor import edit
-    from engine.editing.timing import KINDS, StepTimer, StepTimes, device_key, estimate_seconds
+    from engine.editing.timing import KINDS, StepTimer, StepTimes, estimate_seconds, store_key
     from engine.models.loading import load_models
     from toyworld.evaluate import preset_edit_defaults
     from toyworld.scenes import edit_case
@@ -234,7 +234,7 @@ def run_estimate(args: argparse.Namespace) -> Dict[str, Any]:
     defaults = preset_edit_defaults(args.models)
     models = load_models(args.models, device="cpu")
     store = StepTimes(Path(tempfile.mkdtemp()) / "step_times.json")
-    key = f"{device_key(models.device)}|{models.preset}"
+    key = store_key(models.device, models.preset)
     rows = []
     for quality in args.configs.split(",") if args.configs != "all" else list(MODES):
         for number, index in enumerate((0, 1)):

@@ -170,16 +170,16 @@ def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -
         from engine.editing.timing import (
             StepTimes,
             describe_seconds,
-            device_key,
             edit_seconds,
             mode_estimates,
+            store_key,
         )
         from engine.models.devices import pick_device
         from engine.models.registry import get_preset
 
         preset = get_preset(preset_name)
         device = pick_device(str(device) if device is not None else None)
-        times = StepTimes().get(f"{device_key(device)}|{preset.name}")
+        times = StepTimes().get(store_key(device, preset.name))
         if not times:
             return None
         per_candidate = mode_estimates(times, preset_edit_defaults(preset))

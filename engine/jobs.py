@@ -161,9 +161,9 @@ class EditRunner(JobRunner):
         return checked
 
     def _timing_key(self) -> str:
-        from engine.editing.timing import device_key
+        from engine.editing.timing import store_key
 
-        return f"{device_key(getattr(self.models, 'device', 'cpu'))}|{getattr(self.models, 'preset', '?')}"
+        return store_key(getattr(self.models, "device", "cpu"), getattr(self.models, "preset", "?"))
 
     def timing(self) -> Dict[str, Any]:
         """What the plugin shows before an edit: ``estimates``, seconds per candidate of each quality mode

@@ -107,6 +107,8 @@ def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (else autocast would emulate it, slowly)."""
     import torch
 
+    if not torch.backends.mkldnn.is_available():
+        return False
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
@@ -220,9 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if "adm" in stages:
         adm_started, cpu_started = time.time(), time.process_time()
-        bf16 = args.adm_precision == "bf16" or (
-            args.adm_precision == "auto" and torch.backends.mkldnn.is_available() and cpu_has_native_bf16()
-        )
+        bf16 = args.adm_precision == "bf16" or (args.adm_precision == "auto" and cpu_has_native_bf16())
         unet = train_adm(
             args.adm_steps,
             batch_size=args.adm_batch,

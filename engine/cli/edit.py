@@ -258,10 +258,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _timing(models, params):
     """(StepTimer recording this device's step times, the estimate in seconds or None before any)."""
-    from engine.editing.timing import StepTimer, StepTimes, device_key, estimate_seconds
+    from engine.editing.timing import StepTimer, StepTimes, estimate_seconds, store_key
 
     store = StepTimes()
-    key = f"{device_key(models.device)}|{getattr(models, 'preset', '?')}"
+    key = store_key(models.device, getattr(models, "preset", "?"))
     estimate = estimate_seconds(params, store.get(key), guided=bool(params.prompt.strip()))
     return StepTimer(store, key), estimate
 

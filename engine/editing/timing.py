@@ -61,6 +61,11 @@ def device_key(device: Any) -> str:
     return name
 
 
+def store_key(device: Any, preset: str) -> str:
+    """The store's key of an edit's times: the device's name and the preset's."""
+    return f"{device_key(device)}|{preset}"
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
