@@ -59,14 +59,11 @@ def _washed_out(
     return out, "white" if region.mean() > 170 else "grey"
 
 
-def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Single shapes inside a square region with everything outside it mid-grey, as guidance CLIP sees them.
-
-    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}" (a few washed-out ones "a white/grey
-    {shape}").
-    """
+def region_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Single shapes with an edit-like square region around each: uint8 [N, 3, H, W] whole pictures, bool
+    [N, 1, H, W] regions and captions "a {colour} {shape}" (a few washed-out ones "a white/grey {shape}")."""
     rng = random.Random(f"toyworld-masked-{seed}")
-    images, captions = [], []
+    images, masks, captions = [], [], []
     for _ in range(count):
         scene = single_shape_scene(rng, size)
         shape = scene.shapes[0]
@@ -75,7 +72,19 @@ def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, l
         colour = shape.colour
         if rng.random() < PALE_FRACTION:
             pixels, colour = _washed_out(pixels, shape.box, rng)
-        pixels[~mask] = round(MASK_GREY * 255)
         images.append(pixels)
+        masks.append(mask)
         captions.append(f"a {colour} {shape.kind}")
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
+    pictures = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return pictures, torch.from_numpy(np.stack(masks))[:, None], captions
+
+
+def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Single shapes inside a square region with everything outside it mid-grey, as guidance CLIP sees them.
+
+    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}" (a few washed-out ones "a white/grey
+    {shape}").
+    """
+    pictures, masks, captions = region_shape_bank(count, size, seed)
+    grey = torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8)
+    return torch.where(masks, pictures, grey), captions

@@ -21,9 +21,9 @@ from pathlib import Path
 # overshoots the toy CLIP towards washed-out colours (measured with toyworld.evaluate). evaluate.py and
 # make_grid.py use these.
 TOY_EDIT_DEFAULTS: dict = {
-    "timestep_respacing": "25",
-    "skip_timesteps": 5,
-    "clip_guidance_lambda": 500,
+    "timestep_respacing": "50",
+    "skip_timesteps": 10,
+    "clip_guidance_lambda": 70,
     "range_lambda": 50,
     "aug_num": 8,
     "batch_size": 4,
@@ -137,20 +137,23 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default="resources/models/toy", help="folder for the artifacts and preset.json"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--clip-steps", type=int, default=600)
-    parser.add_argument("--adm-steps", type=int, default=500)
-    parser.add_argument("--adm-batch", type=int, default=16)
-    parser.add_argument("--adm-ema", type=float, default=0.99, help="EMA decay of the ADM's weights")
+    parser.add_argument("--clip-steps", type=int, default=1200)
+    parser.add_argument("--adm-steps", type=int, default=2000)
+    parser.add_argument("--adm-batch", type=int, default=64)
+    parser.add_argument("--adm-ema", type=float, default=0.995, help="EMA decay of the ADM's weights")
     parser.add_argument(
         "--adm-precision",
         choices=("auto", "bf16", "fp32"),
-        default="fp32",
+        default="auto",
         help="the ADM under CPU bf16 autocast; auto: bf16 where the CPU has it natively (AMX, AVX-512 BF16)",
     )
     parser.add_argument(
         "--stages",
         default="clip,adm",
-        help="which models to train; 'adm' alone reuses the CLIP file already in --out",
+        help=(
+            "which models to train (the ADM first: the CLIP learns from its views); 'clip' alone uses the"
+            " ADM file already in --out, 'adm' alone keeps the CLIP file there (retrain it after)"
+        ),
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget is 2 cores)")
     parser.add_argument(
@@ -204,22 +207,6 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "torch": torch.__version__,
     }
-    clip_keys = ("clip_steps", "clip_seconds", "clip_cpu_seconds", "clip_zero_shot")
-    if "clip" in stages:
-        cpu_started = time.process_time()
-        clip = train_clip(args.clip_steps, seed=args.seed, log=log)
-        _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
-        training.update(
-            clip_steps=args.clip_steps,
-            clip_seconds=round(time.time() - started),
-            clip_cpu_seconds=round(time.process_time() - cpu_started),
-            clip_zero_shot=clip_figures(clip),
-        )
-        log(f"clip done in {training['clip_seconds']}s ({training['clip_cpu_seconds']}s CPU)")
-        log(f"clip zero-shot on held-out shapes: {training['clip_zero_shot']}")
-    else:
-        training.update({k: previous[k] for k in clip_keys if k in previous})
-
     if "adm" in stages:
         adm_started, cpu_started = time.time(), time.process_time()
         bf16 = args.adm_precision == "bf16" or (args.adm_precision == "auto" and cpu_has_native_bf16())
@@ -248,8 +235,24 @@ def main(argv: list[str] | None = None) -> int:
         unet = unet_from_flags(TOY_MODEL_FLAGS)
         unet.load_state_dict(read_state_dict(out / UNET_FILE))
         unet.eval()
-        adm_keys = ("adm_steps", "adm_batch", "adm_precision", "adm_seconds", "adm_cpu_seconds")
+        adm_keys = ("adm_steps", "adm_batch", "adm_precision", "adm_ema", "adm_seconds", "adm_cpu_seconds")
         training.update({k: previous[k] for k in adm_keys if k in previous})
+
+    clip_keys = ("clip_steps", "clip_seconds", "clip_cpu_seconds", "clip_zero_shot")
+    if "clip" in stages:
+        clip_started, cpu_started = time.time(), time.process_time()
+        clip = train_clip(args.clip_steps, seed=args.seed, log=log, unet=unet)
+        _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
+        training.update(
+            clip_steps=args.clip_steps,
+            clip_seconds=round(time.time() - clip_started),
+            clip_cpu_seconds=round(time.process_time() - cpu_started),
+            clip_zero_shot=clip_figures(clip),
+        )
+        log(f"clip done in {training['clip_seconds']}s ({training['clip_cpu_seconds']}s CPU)")
+        log(f"clip zero-shot on held-out shapes: {training['clip_zero_shot']}")
+    else:
+        training.update({k: previous[k] for k in clip_keys if k in previous})
 
     samples = sample(unet, 16, respacing="25", seed=args.seed)
     grid = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

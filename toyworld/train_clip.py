@@ -1,8 +1,11 @@
 """Train the toy CLIP: open_clip's CLIP class with small towers and the standard tokenizer.
 
-A third of every batch is whole scenes with their full captions; two thirds are single shapes seen the way
-the editor's guidance sees them (outside a square region mid-grey, extending augmentations, some noise and
-blur like the blended x_in of early steps) with captions "a {colour} {shape}".
+A quarter of every batch is whole scenes with their full captions; three quarters are single shapes seen the
+way the editor's guidance sees them (outside a square region mid-grey, extending augmentations, some noise
+and blur) with captions "a {colour} {shape}". Given the trained toy ADM, half of those are the guidance's own
+input at a random step of an edit (``GuidanceViews``: x_in from the ADM's pred_x0, under the editor's own
+warps), so that, like a noise-aware classifier, the CLIP reads which shape a blurry early estimate is
+heading for and its gradient can steer the outline, not only the colour.
 
 The masked shapes are scored against every single-shape caption at once (24: six colours and the washed-out
 white/grey, three shapes each), so each image always meets its hard negatives: the same colour as another
@@ -20,7 +23,9 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from toyworld.data import MASK_GREY, masked_shape_bank, scene_bank
+from engine.editing.augment import AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE_DISTORTION
+from engine.editing.augment import AUGMENT_P as EDITOR_AUGMENT_P
+from toyworld.data import MASK_GREY, region_shape_bank, scene_bank
 from toyworld.scenes import COLOURS, SHAPES
 
 # open_clip.CLIP(**TOY_CLIP_CONFIG) builds the model; the preset file carries this dict.
@@ -54,12 +59,63 @@ SHAPE_TERM_WEIGHT = 2.0  # weight of the same-colour (shape only) term
 AUGMENT_P = 0.35
 PERSPECTIVE = 0.4
 NOISE_SIGMA = 0.15
+# Share of the masked shapes shown as the guidance's own input at a random step of a toy edit (x_in from the
+# ADM's pred_x0, see GuidanceViews) instead of the clean picture: the CLIP's gradient is taken on those.
+GUIDANCE_VIEW_SHARE = 0.5
+# The noise levels an edit visits: indices 0-19 of a 25-step respacing reach t = 791 of 1000, the same range
+# as the preset's 50 steps with skip_timesteps 10 (t <= 795). A view from a level no edit visits (pure
+# noise) teaches nothing, and an edit that starts there (skip_timesteps 0) gets a CLIP that never saw it.
+EDIT_RESPACING = "25"
+EDIT_STEPS = 20
+
+
+class GuidanceViews:
+    """What the guidance's CLIP call sees at step t of a toy edit, for pictures whose region holds a shape.
+
+    x_t is the picture noised to level t (inside the region the edit's own sample, outside it the noised
+    background), pred_x0 the ADM's estimate from it and x_in = pred_x0 * fac + x_t * (1 - fac), masked to the
+    region: the same formula as engine.editing.blended. Like a noise-aware classifier, a CLIP trained on these
+    reads the shape a blurry early estimate is heading for, so its gradient can steer the outline too.
+    """
+
+    def __init__(
+        self, unet: torch.nn.Module, respacing: str = EDIT_RESPACING, steps: int = EDIT_STEPS
+    ) -> None:
+        from engine.models.diffusion import diffusion_from_flags
+        from toyworld.train_adm import TOY_DIFFUSION_FLAGS
+
+        self.unet = unet.eval()
+        self.diffusion = diffusion_from_flags({**TOY_DIFFUSION_FLAGS, "timestep_respacing": respacing})
+        self.steps = steps
+
+    @torch.no_grad()
+    def __call__(
+        self, pictures: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
+    ) -> torch.Tensor:
+        """pictures [B, 3, H, W] in [0, 1], masks [B, 1, H, W] in {0, 1} -> views in [0, 1], grey outside."""
+        d = self.diffusion
+        x0 = pictures * 2 - 1
+        t = torch.randint(0, self.steps, (x0.shape[0],), generator=generator)
+        x_t = d.q_sample(x0, t, noise=torch.randn(x0.shape, generator=generator))
+        out = d.p_mean_variance(None, x_t, t, model_output=self.unet(x_t, d.model_timesteps(t)))
+        fac = d.table("sqrt_one_minus_alphas_cumprod", x0.device)[t].view(-1, 1, 1, 1).float()
+        x_in = out["pred_xstart"] * fac + x_t * (1 - fac)
+        return ((x_in * masks + 1) / 2).clamp(0, 1)
 
 
 def build_clip() -> torch.nn.Module:
     from engine.models.clip import build_open_clip
 
     return build_open_clip(TOY_CLIP_CONFIG)
+
+
+def _warps(degrees: float, translate: float, perspective: float, p: float) -> torch.nn.Module:
+    import kornia.augmentation as K
+
+    return torch.nn.Sequential(
+        K.RandomAffine(degrees=degrees, translate=translate, p=p, padding_mode="border"),
+        K.RandomPerspective(perspective, p=p),
+    )
 
 
 def _noise_and_blur(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -90,8 +146,9 @@ def train_clip(
     size: int = 32,
     lr: float = 1e-3,
     log: Callable[[str], None] = print,
+    unet: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
-    import kornia.augmentation as K
+    """``unet``: the trained toy ADM; with it, GUIDANCE_VIEW_SHARE of the masked shapes are guidance views."""
     import open_clip
 
     torch.manual_seed(seed)
@@ -99,7 +156,12 @@ def train_clip(
     n_scenes = batch_size // SCENE_SHARE
     n_crops = batch_size - n_scenes
     scenes, scene_caps = scene_bank(max(2048, steps * n_scenes // 8), size, seed)
-    crops, crop_caps = masked_shape_bank(max(4096, steps * n_crops // 8), size, seed)
+    pictures, regions, crop_caps = region_shape_bank(max(4096, steps * n_crops // 8), size, seed)
+    crops = torch.where(regions, pictures, torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8))
+    views = None if unet is None else GuidanceViews(unet)
+    n_views = 0 if views is None else round(n_crops * GUIDANCE_VIEW_SHARE)
+    # The guidance views get the editor's own warps: the gradient is taken through exactly those.
+    view_augment = _warps(AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE_DISTORTION, EDITOR_AUGMENT_P)
     scene_captions = sorted(set(scene_caps))
     scene_index = {c: i for i, c in enumerate(scene_captions)}
     tokenizer = open_clip.get_tokenizer(TOKENIZER_NAME)
@@ -112,10 +174,7 @@ def train_clip(
 
     model = build_clip()
     model.train()
-    augment = torch.nn.Sequential(
-        K.RandomAffine(degrees=15, translate=0.1, p=AUGMENT_P, padding_mode="border"),
-        K.RandomPerspective(PERSPECTIVE, p=AUGMENT_P),
-    )
+    augment = _warps(AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE, AUGMENT_P)
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
@@ -134,8 +193,15 @@ def train_clip(
         pick_s = torch.randint(0, scenes.shape[0], (n_scenes,), generator=generator)
         pick_c = torch.randint(0, crops.shape[0], (n_crops,), generator=generator)
         images = torch.cat([scenes[pick_s], crops[pick_c]]).float() / 255.0
+        if views is not None:
+            picked = pick_c[:n_views]
+            images[n_scenes : n_scenes + n_views] = views(
+                pictures[picked].float() / 255.0, regions[picked].float(), generator
+            )
         # Augment the masked crops like the editor does; the border padding keeps their surround grey.
         masked = augment(images[n_scenes:] - MASK_GREY) + MASK_GREY
+        if n_views:
+            masked[:n_views] = view_augment(images[n_scenes : n_scenes + n_views] - MASK_GREY) + MASK_GREY
         images = _noise_and_blur(torch.cat([images[:n_scenes], masked]), generator)
         image_features = F.normalize(model.encode_image((images - mean) / std), dim=-1)
         unique_ids, inverse = torch.unique(scene_ids[pick_s], return_inverse=True)

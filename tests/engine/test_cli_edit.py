@@ -173,13 +173,13 @@ def _toy_edit(tmp_path, capsys, *options: str) -> tuple:
 
 def test_toy_preset_defaults_fill_the_options_left_out(tmp_path, capsys):
     params, err = _toy_edit(tmp_path, capsys, "--batch_size", "1")
-    assert params["timestep_respacing"] == "25" and params["skip_timesteps"] == 5
-    assert params["clip_guidance_lambda"] == 500.0 and params["iterations_num"] == 1
+    assert params["timestep_respacing"] == "50" and params["skip_timesteps"] == 10
+    assert params["clip_guidance_lambda"] == 70.0 and params["iterations_num"] == 1
     assert params["batch_size"] == 1  # given: the preset's 4 does not replace it
     assert params["lpips_sim_lambda"] == 1000 and params["seed"] == 404  # not in the preset: the reference's
     said = [line for line in err if line.startswith("preset 'toy' recommends:")]
     assert len(said) == 1, err
-    assert "timestep_respacing=25" in said[0] and "clip_guidance_lambda=500" in said[0]
+    assert "timestep_respacing=50" in said[0] and "clip_guidance_lambda=70" in said[0]
     assert "batch_size" not in said[0] and "--no_preset_defaults" in said[0]
     assert "range_lambda" not in said[0]  # the preset's 50 is the reference's: nothing to say
 

@@ -105,7 +105,7 @@ def test_folder_preset_with_inline_models_and_directory(tmp_path):
 def test_preset_edit_defaults_are_read_and_checked(tmp_path):
     toy = get_preset("toy")
     assert (
-        toy.edit_defaults["timestep_respacing"] == "25" and toy.edit_defaults["clip_guidance_lambda"] == 500
+        toy.edit_defaults["timestep_respacing"] == "50" and toy.edit_defaults["clip_guidance_lambda"] == 70
     )
     assert get_preset("tiny").edit_defaults == {} and get_preset("default").edit_defaults == {}
     from toyworld.evaluate import preset_edit_defaults  # toyworld reads them through the registry

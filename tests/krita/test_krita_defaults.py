@@ -1,5 +1,5 @@
 """The docker's defaults follow the engine preset's recommended settings, in real Krita with the real
-engine: the toy preset (25 steps, skip 5, guidance 500, 4 candidates) in a first session, a user's value
+engine: the toy preset (50 steps, skip 10, guidance 70, 4 candidates) in a first session, a user's value
 kept across a restart, Reset, and another preset (tiny, which recommends nothing) after the engine changed.
 kritarunner runs krita_defaults_scenarios.py once per session in a throw-away HOME."""
 
@@ -18,7 +18,7 @@ from tests.krita_env import krita_environment
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 KRITARUNNER = shutil.which("kritarunner")
-TOY = {"candidates": 4, "strength": 0.8, "steps": 25, "guidance": 500.0, "aug_num": 8}
+TOY = {"candidates": 4, "strength": 0.8, "steps": 50, "guidance": 70.0, "aug_num": 8}
 REFERENCE = {"candidates": 4, "strength": 0.75, "steps": 100, "guidance": 1000.0, "aug_num": 8}
 
 pytestmark = pytest.mark.skipif(
@@ -78,9 +78,9 @@ def test_first_session_takes_the_toy_presets_values(sessions):
     assert first["started"] and first["state"] == "review", first["messages"]
     # The first edit already used the preset's values, although the docker did not know them yet.
     assert first["sent"] == {
-        "timestep_respacing": "25",
-        "skip_timesteps": 5,
-        "clip_guidance_lambda": 500.0,
+        "timestep_respacing": "50",
+        "skip_timesteps": 10,
+        "clip_guidance_lambda": 70.0,
         "aug_num": 8,
         "batch_size": 4,
         "iterations_num": 1,
@@ -88,7 +88,7 @@ def test_first_session_takes_the_toy_presets_values(sessions):
     assert first["after"] == TOY
     assert first["status_on_gui_thread"] == [True], "the engine's reply is handled on the GUI thread"
     assert first["note_after"] == (
-        "Defaults from preset 'toy': 4 candidates, strength 0.80, 25 steps, guidance 500, 8 augmentations."
+        "Defaults from preset 'toy': 4 candidates, strength 0.80, 50 steps, guidance 70, 8 augmentations."
     )
     assert first["note_user"].endswith("Yours: steps.")
     assert first["saved"]["steps"] == 30 and first["saved"]["user_changed"] == ["steps"]
@@ -111,7 +111,7 @@ def test_user_value_survives_a_restart_and_reset_restores_the_preset(sessions):
     assert restart["restored"] == dict(TOY, steps=30)
     assert "preset 'toy'" in restart["note_restored"] and "Yours: steps." in restart["note_restored"]
     assert restart["after_reset"] == TOY
-    assert restart["saved_after_reset"]["steps"] == 25 and restart["saved_after_reset"]["user_changed"] == []
+    assert restart["saved_after_reset"]["steps"] == 50 and restart["saved_after_reset"]["user_changed"] == []
 
 
 def test_another_preset_updates_the_defaults_and_keeps_the_users(sessions):

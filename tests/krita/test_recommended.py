@@ -5,7 +5,7 @@ import json
 from blended_diffusion import recommended, settings
 from blended_diffusion.params import EditOptions
 
-TOY = {  # engine/models/presets/toy.json's edit_defaults
+TOY = {  # a preset's edit_defaults (the toy preset's before issue 12 retrained it)
     "timestep_respacing": "25",
     "skip_timesteps": 5,
     "clip_guidance_lambda": 500,
