@@ -200,7 +200,7 @@ def train_clip(
             )
         # Augment the masked crops like the editor does; the border padding keeps their surround grey.
         masked = augment(images[n_scenes:] - MASK_GREY) + MASK_GREY
-        if n_views:
+        if n_views:  # the mild warps above ran over these rows too (their draws are part of the seeded run)
             masked[:n_views] = view_augment(images[n_scenes : n_scenes + n_views] - MASK_GREY) + MASK_GREY
         images = _noise_and_blur(torch.cat([images[:n_scenes], masked]), generator)
         image_features = F.normalize(model.encode_image((images - mean) / std), dim=-1)
