@@ -157,13 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget is 2 cores)")
     parser.add_argument(
+        "--clip-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads of the CLIP stage: float sums depend on the thread count, and the shipped"
+        " CLIP was trained on 1 (with it this command reproduces the file bit for bit)",
+    )
+    parser.add_argument(
         "--presets-only",
         action="store_true",
         help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
     )
     args = parser.parse_args(argv)
-    if min(args.clip_steps, args.adm_steps, args.adm_batch) < 1:
-        parser.error("--clip-steps, --adm-steps and --adm-batch must be at least 1")
+    if min(args.clip_steps, args.adm_steps, args.adm_batch, args.threads, args.clip_threads) < 1:
+        parser.error("--clip-steps, --adm-steps, --adm-batch and the thread counts must be at least 1")
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     if not stages or stages - {"clip", "adm"}:
         parser.error(f"--stages takes clip, adm or both, got {args.stages!r}")
@@ -205,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m toyworld.train " + " ".join(sys.argv[1:] if argv is None else argv),
         "seed": args.seed,
         "threads": args.threads,
+        "clip_threads": args.clip_threads,
         "torch": torch.__version__,
     }
     if "adm" in stages:
@@ -241,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     clip_keys = ("clip_steps", "clip_seconds", "clip_cpu_seconds", "clip_zero_shot")
     if "clip" in stages:
         clip_started, cpu_started = time.time(), time.process_time()
+        torch.set_num_threads(args.clip_threads)
         clip = train_clip(args.clip_steps, seed=args.seed, log=log, unet=unet)
         _save_atomic(lambda p: torch.save(clip.state_dict(), p), out / CLIP_FILE)
         training.update(
@@ -253,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"clip zero-shot on held-out shapes: {training['clip_zero_shot']}")
     else:
         training.update({k: previous[k] for k in clip_keys if k in previous})
+    torch.set_num_threads(args.threads)
 
     samples = sample(unet, 16, respacing="25", seed=args.seed)
     grid = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
