@@ -258,7 +258,7 @@ def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
 
     params, err = _toy_edit(tmp_path, capsys, "--quality", "fast", "--batch_size", "1", "--aug_num", "3")
     assert params["quality"] == "fast"
-    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("4", 1)  # scaled from the preset
+    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("8", 2)  # preset 50 / 10 scaled
     assert params["guidance_every"] == 2 and params["aug_num"] == 3  # the explicit option wins
     assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
 
