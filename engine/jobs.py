@@ -65,11 +65,8 @@ DEFAULT_PATCH_PNG_LEVEL = 1
 
 
 def _patch_png(candidate: Any, level: int) -> bytes:
-    """The candidate's RGBA patch as PNG, from its pixel array when it has one (no PIL copy)."""
-    pixels = getattr(candidate, "patch_rgba", None)
-    if pixels is None:
-        return _png_bytes(candidate.patch.convert("RGBA"), level)
-    rgba = pixels()
+    """The candidate's RGBA patch as PNG, from its pixel array (Candidate.patch_rgba: no PIL copy)."""
+    rgba = candidate.patch_rgba()
     return encode_png(rgba.shape[1], rgba.shape[0], "RGBA", rgba, level)
 
 

@@ -79,12 +79,6 @@ def region_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, t
     return pictures, torch.from_numpy(np.stack(masks))[:, None], captions
 
 
-def masked_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
-    """Single shapes inside a square region with everything outside it mid-grey, as guidance CLIP sees them.
-
-    Returns uint8 [N, 3, H, W] and captions "a {colour} {shape}" (a few washed-out ones "a white/grey
-    {shape}").
-    """
-    pictures, masks, captions = region_shape_bank(count, size, seed)
-    grey = torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8)
-    return torch.where(masks, pictures, grey), captions
+def grey_outside(pictures: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """uint8 pictures with everything outside their regions mid-grey, as the guidance's CLIP sees them."""
+    return torch.where(regions, pictures, torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8))

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from engine.editing.augment import AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE_DISTORTION
 from engine.editing.augment import AUGMENT_P as EDITOR_AUGMENT_P
-from toyworld.data import MASK_GREY, region_shape_bank, scene_bank
+from toyworld.data import MASK_GREY, grey_outside, region_shape_bank, scene_bank
 from toyworld.scenes import COLOURS, SHAPES
 
 # open_clip.CLIP(**TOY_CLIP_CONFIG) builds the model; the preset file carries this dict.
@@ -157,7 +157,7 @@ def train_clip(
     n_crops = batch_size - n_scenes
     scenes, scene_caps = scene_bank(max(2048, steps * n_scenes // 8), size, seed)
     pictures, regions, crop_caps = region_shape_bank(max(4096, steps * n_crops // 8), size, seed)
-    crops = torch.where(regions, pictures, torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8))
+    crops = grey_outside(pictures, regions)
     views = None if unet is None else GuidanceViews(unet)
     n_views = 0 if views is None else round(n_crops * GUIDANCE_VIEW_SHARE)
     # The guidance views get the editor's own warps: the gradient is taken through exactly those.

@@ -350,14 +350,6 @@ class CandidatePixels:
         return self._image
 
 
-def patch(full_result: Image.Image, mask: np.ndarray, box: Box) -> Image.Image:
-    """RGBA patch of the box: the edited pixels, alpha = soft mask (0 where nothing changed)."""
-    rgb = crop(full_result, box).convert("RGB")
-    rgba = rgb.copy()
-    rgba.putalpha(Image.fromarray(np.ascontiguousarray(crop_array(mask, box))))
-    return rgba
-
-
 def to_float_array(image: Image.Image) -> np.ndarray:
     """RGB PIL image -> float32 HxWx3 in [-1, 1] (the diffusion model's range)."""
     return np.asarray(image.convert("RGB"), dtype=np.float32) / 127.5 - 1.0

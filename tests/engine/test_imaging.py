@@ -140,9 +140,10 @@ def test_patch_alpha_is_the_mask():
     source = _rng_image(50, 30)
     mask = _soft_mask(50, 30)
     box = imaging.choose_box(mask, 16)
-    patch = imaging.patch(source, mask, box)
-    assert patch.mode == "RGBA" and patch.size == box[2:]
-    assert np.array_equal(np.asarray(patch)[..., 3], imaging.crop_array(mask, box))
+    pixels = imaging.CandidatePixels(imaging.plan_blend(source, mask, box), source, imaging.crop(source, box))
+    patch = pixels.patch()
+    assert patch.mode == "RGBA" and patch.size == pixels.box[2:]
+    assert np.array_equal(np.asarray(patch)[..., 3], imaging.crop_array(mask, pixels.box))
 
 
 def test_binary_model_mask_keeps_thin_strokes_when_shrinking():
