@@ -6,6 +6,8 @@ when there is no view. Example::
     from blended_diffusion import api
     outcome = api.run_edit_and_wait(doc, "a red hat", candidates=2, steps=10, skip_timesteps=5)
     api.choose(outcome, 1)        # show the second candidate
+    api.more(outcome)             # the same edit with the next seeds, into the same group, re-ranked
+    api.vary(outcome, 0)          # variations of the best one (its pixels start a lower-strength round)
     layer = api.accept(outcome)   # keep it as a normal layer named after the prompt
 """
 
@@ -14,7 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from . import errors, extending, krita_api, naming, recommended
+from . import errors, extending, iterating, krita_api, naming, recommended, rounds, settings
 from .editing import EditRequest, EditResponse, execute, plan_region
 from .engine_manager import EngineManager, EngineSettings, job_error
 from .params import EditOptions, engine_params
@@ -49,6 +51,14 @@ class EditOutcome:
     notes: List[str] = field(default_factory=list)
     # An extension grew the canvas: Krita's resizeImage arguments that take it back on Discard.
     canvas_restore: Optional[Tuple[int, int, int, int]] = None
+    rounds: List[Any] = field(default_factory=list)  # rounds.Round of each Edit, More, Vary
+    doc_size: Tuple[int, int] = (0, 0)  # the image size the group's selection belongs to
+    busy: bool = False  # a More or Vary round is running for this group
+
+    def round_of(self, index: int) -> str:
+        """What made candidate ``index``: its round's prompt, seed, strength, mode (and Vary's source)."""
+        candidate = self.response.candidates[index]
+        return rounds.round_summary(self.rounds, candidate.round, candidate.seed)
 
     @property
     def names(self) -> List[str]:
@@ -98,7 +108,10 @@ def apply(
         raise errors.StaleResultError("the edited layer was deleted while the engine worked")
     layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in response.candidates]
     group, nodes = krita_api.add_candidate_group(doc, above, naming.group_name(prompt), layers)
-    return EditOutcome(doc, source, group, nodes, response, request, prompt, notes=list(response.notes))
+    outcome = EditOutcome(doc, source, group, nodes, response, request, prompt, notes=list(response.notes))
+    outcome.rounds.append(rounds.Round.from_params(1, rounds.EDIT, request.params))
+    outcome.doc_size = (doc.width(), doc.height())
+    return outcome
 
 
 def wait_for(work: Callable[[], Any], poll: float = 0.05) -> Any:
@@ -163,8 +176,87 @@ def run_edit_and_wait(
 
         return _on_engine(manager, run)
 
+    remember_prompt(prompt)
     response = wait_for(work)
     return apply(doc, source, above, request, response, prompt)
+
+
+def _run_round(
+    outcome: EditOutcome,
+    request: EditRequest,
+    kind: str,
+    source: str,
+    engine: Optional[EngineManager],
+    on_progress: Optional[Callable[[int, int, Optional[bytes]], None]],
+    cancel: Optional[threading.Event],
+) -> int:
+    manager = engine or default_engine()
+    outcome.busy = True
+    try:
+        response = wait_for(lambda: _on_engine(manager, lambda c: execute(request, c, on_progress, cancel)))
+    finally:
+        outcome.busy = False
+    return iterating.add_round(outcome, request, response, kind, source)
+
+
+def more(
+    outcome: EditOutcome,
+    count: Optional[int] = None,
+    *,
+    seed: Optional[int] = None,
+    engine: Optional[EngineManager] = None,
+    on_progress: Optional[Callable[[int, int, Optional[bytes]], None]] = None,
+    cancel: Optional[threading.Event] = None,
+) -> int:
+    """The same edit with the next seeds: ``count`` more candidates (default: as many as the first round)
+    into the same group, the whole group re-ranked (names ``#rank match %``); the candidate shown stays
+    shown. Uses the group's own selection and source pixels. Returns how many were added. Raises a
+    PluginError and changes nothing when the group, its document or its source layer is gone."""
+    request = iterating.prepare_more(outcome, count, seed)
+    return _run_round(outcome, request, rounds.MORE, "", engine, on_progress, cancel)
+
+
+def vary(
+    outcome: EditOutcome,
+    index: Optional[int] = None,
+    strength: float = rounds.VARY_STRENGTH,
+    *,
+    prompt: Optional[str] = None,
+    count: Optional[int] = None,
+    seed: Optional[int] = None,
+    engine: Optional[EngineManager] = None,
+    on_progress: Optional[Callable[[int, int, Optional[bytes]], None]] = None,
+    cancel: Optional[threading.Event] = None,
+) -> int:
+    """Variations of candidate ``index`` (default: the one shown): a round that starts from its pixels
+    inside the group's selection at ``strength`` (lower keeps more of it), with the group's prompt or
+    ``prompt``, into the same group, re-ranked; the best new candidate is shown, and each new candidate
+    names its source (``outcome.round_of(i)``). Returns how many were added."""
+    request, source = iterating.prepare_vary(outcome, index, strength, prompt, count, seed)
+    if prompt is not None:
+        remember_prompt(prompt)
+    return _run_round(outcome, request, rounds.VARY, source, engine, on_progress, cancel)
+
+
+def prompt_history() -> List[str]:
+    """The prompts remembered for the docker's prompt field, newest first (kept with the settings)."""
+    return list(settings.shared_store().prompt_history)
+
+
+def remember_prompt(prompt: str) -> None:
+    store = settings.shared_store()
+    store.remember_prompt(prompt)
+    try:
+        store.save()
+    except OSError:
+        pass  # a history not saved loses nothing of the edit
+
+
+def clear_prompt_history() -> None:
+    """Forget the remembered prompts (the docker's Clear)."""
+    store = settings.shared_store()
+    store.prompt_history = []
+    store.save()
 
 
 def _on_engine(manager: EngineManager, run: Callable[[Any], EditResponse]) -> EditResponse:

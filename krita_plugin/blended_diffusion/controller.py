@@ -3,122 +3,30 @@
 PyQt5 only (Krita objects go through krita_api/api), shared by the docker and the actions."""
 
 import threading
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from PyQt5.QtCore import QObject, Qt, QThread, pyqtSignal
-from PyQt5.QtWidgets import QMessageBox
+from PyQt5.QtCore import QObject, pyqtSignal
 
-from . import api, doctor, errors, extending, krita_api, recommended, workflow
-from .editing import EditRequest, EditResponse, execute
-from .engine_manager import EngineManager, EngineSettings, job_error
+from . import api, errors, extending, krita_api, notices, recommended, workflow
+from .editing import EditResponse
+from .engine_manager import EngineManager, EngineSettings
 from .estimate import Estimates
+from .group_actions import GroupActions
 from .params import EditOptions
-from .settings import SettingsStore
-
-Resolver = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
-
-
-def engine_status(manager: Any) -> Dict[str, Any]:
-    """The connected engine's status reply, or {} (an engine without one reports no preset)."""
-    status = getattr(manager, "status", None)
-    return dict(status) if isinstance(status, dict) else {}
+from .settings import shared_store
+from .workers import CheckWorker, EditWorker, StatusWorker, engine_status  # noqa: F401 - engine_status: API
 
 
-class StatusWorker(QThread):
-    """Connects to (or starts) the engine only to read its status: device, preset, recommended settings.
-    The edit worker reports the same reply, so both land in Controller.on_engine_status."""
+class Controller(GroupActions, QObject):
+    """Nothing here is modal: errors and questions go to the docker (or, when it is closed, to windows
+    that do not block Krita, see notices.py), so no nested event loop ever runs on Krita's GUI thread."""
 
-    engine_status = pyqtSignal(object)  # the status dict
-    failed = pyqtSignal(object)  # PluginError
-
-    def __init__(self, manager: EngineManager) -> None:
-        super().__init__()
-        self.manager = manager
-
-    def run(self) -> None:
-        try:
-            self.manager.connect().close()
-            self.engine_status.emit(engine_status(self.manager))
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            self.failed.emit(job_error(exc, "" if self.manager.running else self.manager.log_tail()))
-
-
-class CheckWorker(StatusWorker):
-    """"Check engine": the engine's report from its status reply; when a local engine cannot start, the
-    report of ``python -m engine doctor`` instead (it names missing weights, the device, the log)."""
-
-    reported = pyqtSignal(str)
-
-    def run(self) -> None:
-        settings, log_path = self.manager.settings, self.manager.log_path
-        try:
-            self.manager.connect().close()
-        except Exception as exc:  # noqa: BLE001 - the failure is part of the report
-            problem = str(job_error(exc, ""))
-            text = doctor.compose(settings, log_path, None, problem)
-            if settings.mode != "remote":
-                text += "\n\n" + doctor.run_local_doctor(settings, log_path)
-            self.reported.emit(text)
-            return
-        status = engine_status(self.manager)
-        self.engine_status.emit(status)
-        self.reported.emit(doctor.compose(settings, log_path, status))
-
-
-class EditWorker(QThread):
-    """Connects to (or starts) the engine and runs one job; never touches Krita objects."""
-
-    progressed = pyqtSignal(int, int, object)  # step, total, preview PNG bytes or None
-    notice = pyqtSignal(str)
-    engine_ready = pyqtSignal(str)  # device
-    engine_status = pyqtSignal(object)  # the engine's status dict, once connected
-    succeeded = pyqtSignal(object)  # EditResponse
-    failed = pyqtSignal(object)  # PluginError
-
-    def __init__(
-        self,
-        request: Union[EditRequest, extending.ExtendRequest],
-        manager: EngineManager,
-        cancel: threading.Event,
-        run_job: Any = execute,
-        resolve: Optional[Resolver] = None,
-    ) -> None:
-        super().__init__()
-        self.request, self.manager, self.cancel = request, manager, cancel
-        self.run_job = run_job  # editing.execute, or extending.execute for an extension
-        # Plain Python, no Qt: the parameters with the engine's recommended values, once it answered.
-        self.resolve = resolve
-
-    def run(self) -> None:
-        try:
-            client = self.manager.connect()
-            self.engine_ready.emit(self.manager.device or "")
-            status = engine_status(self.manager)
-            self.engine_status.emit(status)
-            params = self.resolve(status) if self.resolve is not None else None
-            if params is not None:
-                self.request.params = params
-            try:
-                response = self.run_job(
-                    self.request, client, lambda s, t, p: self.progressed.emit(s, t, p), self.cancel
-                )
-            finally:
-                client.close()
-            self.succeeded.emit(response)
-        except Exception as exc:  # noqa: BLE001 - every failure becomes a message
-            if self.cancel.is_set():
-                self.failed.emit(errors.CancelledError())
-            else:
-                self.failed.emit(job_error(exc, "" if self.manager.running else self.manager.log_tail()))
-
-
-class Controller(QObject):
     changed = pyqtSignal()  # state, status line or candidates changed
     progressed = pyqtSignal(int, int, object)
 
     def __init__(self) -> None:
         super().__init__()
-        self.settings = SettingsStore()
+        self.settings = shared_store()
         recommended.apply(self.settings)  # the last known preset's defaults for the engine in use
         self.flow = workflow.Workflow()
         # One engine for the session, shared with scripts using blended_diffusion.api.
@@ -133,6 +41,9 @@ class Controller(QObject):
         self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
         self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
+        self.message_is_error = False
+        self.message_log: List[str] = []  # every message and question shown (scripts and tests read it)
+        self.question: Optional[Tuple[str, Callable[[], Any]]] = None  # asked in the docker: text, on Yes
         self.docker: Any = None
         self._pending: Any = None
         self._closing_connected = False
@@ -213,12 +124,7 @@ class Controller(QObject):
     def show_report(self, text: str) -> None:
         """The report in a window that does not block Krita (no nested event loop): selectable text."""
         self.last_report = text
-        box = QMessageBox(QMessageBox.Information, "Blended Diffusion: engine check", text)
-        box.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        box.setAttribute(Qt.WA_DeleteOnClose)
-        box.setModal(False)
-        box.show()
-        self._report_box = box  # kept referenced while it is open
+        self._report_box = notices.message(text, "Blended Diffusion: engine check", selectable=True)
 
     def _on_worker_status(self, status: Dict[str, Any]) -> None:
         # A bound method of this QObject, so the reply from a worker thread is handled on the GUI thread.
@@ -271,11 +177,47 @@ class Controller(QObject):
 
     # ---------------------------------------------------------- messages
 
-    def show_error(self, error: BaseException) -> None:
-        self.last_message = str(error)
-        parent = self.docker if self.docker is not None else None
-        QMessageBox.warning(parent, "Blended Diffusion", str(error))
+    def _docker_shown(self) -> bool:
+        return self.docker is not None and self.docker.isVisible()
+
+    def say(self, text: str, error: bool = False) -> None:
+        """A message in the docker's status area; in a non-modal window when the docker is not shown."""
+        self.last_message, self.message_is_error = text, error
+        self.message_log.append(text)
+        if error and not self._docker_shown():
+            notices.message(text)
         self.changed.emit()
+
+    def show_error(self, error: BaseException) -> None:
+        self.say(str(error), error=True)
+
+    def ask(self, text: str, on_yes: Callable[[], Any]) -> None:
+        """A Yes / No question in the docker (non-modal window when it is not shown); ``on_yes`` on Yes."""
+        self.question = (text, on_yes)
+        self.message_log.append(text)
+        if not self._docker_shown():
+            notices.question(text, lambda: self.answer(True))
+        self.changed.emit()
+
+    def answer(self, yes: bool) -> None:
+        question, self.question = self.question, None
+        self.changed.emit()
+        if yes and question is not None:
+            question[1]()
+
+    def remember_prompt(self, prompt: str) -> None:
+        """The prompt joins the history of the prompt field (saved with the settings)."""
+        self.settings.remember_prompt(prompt)
+        try:
+            self.settings.save()
+        except OSError as exc:
+            self.last_message = f"Settings not saved: {exc}"
+        if self.docker is not None:
+            self.docker.load_history()
+
+    def clear_prompt_history(self) -> None:
+        self.settings.prompt_history = []
+        self.remember_prompt("")
 
     # ---------------------------------------------------------- edit
 
@@ -283,19 +225,23 @@ class Controller(QObject):
         """The "Edit with text" action: run with the docker's settings (asking for a prompt if empty)."""
         options = self.options_from_settings()
         if not options.prompt and not self.settings.get("removal"):
-            from PyQt5.QtWidgets import QInputDialog
-
-            text, ok = QInputDialog.getText(
-                None, "Edit with text", "Describe what the selection should show:"
+            notices.ask_text(
+                "Describe what the selection should show:",
+                lambda text: (
+                    bool(text.strip())
+                    and self._prompt_given(text)
+                    and self.start_edit(self.options_from_settings())
+                ),
             )
-            if not ok or not text.strip():
-                return
-            self.settings.set("prompt", text.strip())
-            self.settings.save()
-            options = self.options_from_settings()
-            if self.docker is not None:
-                self.docker.load_settings()
+            return
         self.start_edit(options)
+
+    def _prompt_given(self, text: str) -> bool:
+        self.settings.set("prompt", text.strip())
+        self.settings.save()
+        if self.docker is not None:
+            self.docker.load_settings()
+        return True
 
     def extend_settings(self) -> "tuple[dict, dict]":
         """(pixels per side, the sides' own prompts) from the docker's Extend section."""
@@ -314,23 +260,20 @@ class Controller(QObject):
         sides, prompts = self.extend_settings()
         options = self.options_from_settings()
         if not options.prompt and any(sides[s] and s not in prompts for s in extending.SIDES):
-            from PyQt5.QtWidgets import QInputDialog
-
-            text, ok = QInputDialog.getText(
-                None, "Extend Canvas with Text", "Describe what the new area should show:"
+            notices.ask_text(
+                "Describe what the new area should show:",
+                lambda text: (
+                    self._prompt_given(text)
+                    and self.start_extend(self.options_from_settings(), sides, prompts)
+                ),
+                title="Extend Canvas with Text",
             )
-            if not ok:
-                return
-            self.settings.set("prompt", text.strip())
-            self.settings.save()
-            options = self.options_from_settings()
-            if self.docker is not None:
-                self.docker.load_settings()
+            return
         self.start_extend(options, sides, prompts)
 
     def start_extend(self, options: EditOptions, sides: dict, side_prompts: dict) -> bool:
         """Grow the canvas from text: the job on a worker thread, the canvas and candidates on apply."""
-        if self.worker is not None or self.status_worker is not None:
+        if self._refuse_when_busy():
             return False
         try:
             doc = krita_api.active_document()
@@ -342,19 +285,20 @@ class Controller(QObject):
         return self._start_worker(EditWorker(request, self.manager, threading.Event(), extending.execute))
 
     def start_edit(self, options: EditOptions, whole_layer: bool = False) -> bool:
-        if self.worker is not None or self.status_worker is not None:
+        if self._refuse_when_busy():
             return False
         try:
             doc = krita_api.active_document()
             request, source, above = api.prepare(doc, options, whole_layer=whole_layer)
         except errors.NoSelectionError as exc:
-            answer = QMessageBox.question(
-                self.docker, "Blended Diffusion", f"{exc}\n\nEdit the whole layer instead?"
-            )
-            return answer == QMessageBox.Yes and self.start_edit(options, whole_layer=True)
+            # Asked in the docker, never in a modal dialog: Krita stays usable while the question is open.
+            self.ask(f"{exc}\n\nEdit the whole layer instead?", lambda: self.start_edit(options, True))
+            return False
         except (errors.PluginError, ValueError) as exc:
             self.show_error(exc)
             return False
+        self.question = None
+        self.remember_prompt(options.prompt)
         self._pending = (doc, source, above, request, options.prompt)
         mine = set(self.settings.user_changed)
         seed = int(request.params["seed"])
@@ -378,7 +322,7 @@ class Controller(QObject):
         self.worker.failed.connect(self._on_failed)
         self.worker.finished.connect(self._on_thread_finished)
         self.flow.move(workflow.BUSY if self.manager.running else workflow.STARTING)
-        self.last_message = ""
+        self.last_message, self.message_is_error = "", False
         self.worker.start()
         self.changed.emit()
         return True
@@ -395,7 +339,7 @@ class Controller(QObject):
     def _on_succeeded(self, response: EditResponse) -> None:
         self.estimates.update(getattr(response, "timing", {}) or {})
         try:
-            if callable(self._pending):  # an extension: grows the canvas, then adds the candidates
+            if callable(self._pending):  # an extension (grows the canvas first) or a More / Vary round
                 self.outcome = self._pending(response)
             else:
                 doc, source, above, request, prompt = self._pending
@@ -424,44 +368,12 @@ class Controller(QObject):
             self.worker.wait()  # let the thread end before its QThread object is released
         self.worker = None
         self._pending = None
+        self._round_done()
         self.changed.emit()
 
     def cancel(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-
-    # ---------------------------------------------------------- candidates
-
-    def candidates(self) -> List[Any]:
-        if self.outcome is None or self.outcome.finished:
-            return []
-        return self.outcome.response.candidates
-
-    def _review(self, action: Any) -> None:
-        if self.outcome is None or self.outcome.finished:
-            return
-        try:
-            action(self.outcome)
-        except errors.StaleResultError as exc:
-            self.outcome = None
-            self.last_message = str(exc)
-        if self.outcome is not None and self.outcome.finished:
-            self.outcome = None
-            self.flow.move(workflow.READY if self.manager.running else workflow.IDLE)
-        self.changed.emit()
-
-    def choose(self, index: int) -> None:
-        self._review(lambda outcome: api.choose(outcome, index))
-
-    def next_candidate(self) -> None:
-        if self.outcome is not None and not self.outcome.finished:
-            self.choose((self.outcome.chosen + 1) % len(self.outcome.layers))
-
-    def accept(self) -> None:
-        self._review(api.accept)
-
-    def discard(self) -> None:
-        self._review(api.discard)
 
 
 _controller: Optional[Controller] = None

@@ -1,9 +1,14 @@
-"""The "Blended Diffusion" docker: prompt and options, progress with Cancel, live preview, candidates."""
+"""The "Blended Diffusion" docker: prompt (with its history) and options, progress with Cancel, live
+preview, messages and questions, the candidate group (review_panel.py).
+
+Top to bottom: prompt, the edit's options form (new options of an edit go in that form), defaults line,
+mode checkboxes, Advanced, Extend canvas, Edit / Cancel, progress, preview, the candidate group (list,
+round line, Accept / Discard, More / Vary), Engine, status and question, Check engine."""
 
 from typing import Any, Iterable, Optional
 
 from PyQt5.QtCore import QSize, Qt
-from PyQt5.QtGui import QIcon, QImage, QPainter, QPixmap
+from PyQt5.QtGui import QPixmap
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -14,8 +19,6 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
-    QListWidget,
-    QListWidgetItem,
     QProgressBar,
     QPushButton,
     QScrollArea,
@@ -24,14 +27,14 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from . import extending, naming, recommended, workflow
+from . import extending, recommended
 from .controller import controller
 from .estimate import Remaining
 from .krita_api import DockWidget
 from .params import guided_steps
+from .review_panel import THUMB, ReviewPanel
 
 DOCKER_ID = "blended_diffusion_docker"
-THUMB = 72
 ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
 
 STRENGTH_TIP = (
@@ -72,10 +75,6 @@ class SteadyArea(QScrollArea):
         return QSize(self._minimum)
 
 
-def rgba_qimage(rgba: bytes, width: int, height: int) -> QImage:
-    return QImage(rgba, width, height, 4 * width, QImage.Format_RGBA8888).copy()
-
-
 class BlendedDiffusionDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
@@ -86,14 +85,25 @@ class BlendedDiffusionDocker(DockWidget):
         root = QWidget(self)
         layout = QVBoxLayout(root)
 
-        self.prompt = QLineEdit()
+        # The prompt: an editable drop-down of the recent prompts (kept with the settings), and Clear.
+        self.prompt_box = QComboBox()
+        self.prompt_box.setEditable(True)
+        self.prompt_box.setInsertPolicy(QComboBox.NoInsert)
+        self.prompt_box.setToolTip("The prompt; the arrow lists recent prompts")
+        self.prompt = self.prompt_box.lineEdit()
         self.prompt.setPlaceholderText(
             "Describe what the selection should show, e.g. 'a red hot air balloon'"
         )
+        self.clear_history = QPushButton("Clear")
+        self.clear_history.setToolTip("Forget the recent prompts")
+        prompt_row = QHBoxLayout()
+        prompt_row.addWidget(self.prompt_box, 1)
+        prompt_row.addWidget(self.clear_history)
         self.removal = QCheckBox("Removal (empty prompt: fill the selection from its surroundings)")
-        layout.addWidget(self.prompt)
+        layout.addLayout(prompt_row)
         layout.addWidget(self.removal)
 
+        # The edit's options. New options of an edit go into this form, one row each.
         form = QFormLayout()
         self.candidates = QSpinBox()
         self.candidates.setRange(1, 16)
@@ -217,16 +227,11 @@ class BlendedDiffusionDocker(DockWidget):
         self.preview.setMinimumHeight(THUMB)
         layout.addWidget(self.preview)
 
-        self.list = QListWidget()
-        self.list.setIconSize(QSize(THUMB, THUMB))
-        self.list.setMinimumHeight(THUMB + 16)
-        layout.addWidget(self.list)
-        review = QHBoxLayout()
-        self.accept_button = QPushButton("Accept")
-        self.discard_button = QPushButton("Discard")
-        review.addWidget(self.accept_button)
-        review.addWidget(self.discard_button)
-        layout.addLayout(review)
+        self.review = ReviewPanel(self.ctl)
+        self.list = self.review.list  # the names scripts and tests use
+        self.accept_button, self.discard_button = self.review.accept_button, self.review.discard_button
+        self.more_button, self.vary_button = self.review.more_button, self.review.vary_button
+        layout.addWidget(self.review)
 
         self.engine_box = QGroupBox("Engine")
         self.engine_box.setCheckable(True)
@@ -261,6 +266,17 @@ class BlendedDiffusionDocker(DockWidget):
         self.status = QLabel()
         self.status.setWordWrap(True)
         layout.addWidget(self.status)
+        # A question in the docker (never a modal dialog): its text is in the status line above.
+        self.question_row = QWidget()
+        question = QHBoxLayout(self.question_row)
+        question.setContentsMargins(0, 0, 0, 0)
+        self.yes_button = QPushButton("Yes")
+        self.no_button = QPushButton("No")
+        question.addStretch(1)
+        question.addWidget(self.yes_button)
+        question.addWidget(self.no_button)
+        self.question_row.setVisible(False)
+        layout.addWidget(self.question_row)
         # Outside the collapsible Engine section: it is most needed when nothing works yet.
         self.check_button = QPushButton("Check engine")
         self.check_button.setToolTip(
@@ -273,6 +289,7 @@ class BlendedDiffusionDocker(DockWidget):
         layout.addLayout(check_row)
         layout.addStretch(1)
 
+        self.load_history()
         self.load_settings()
         self.advanced.setChecked(False)
         self.engine_box.setChecked(False)
@@ -299,6 +316,13 @@ class BlendedDiffusionDocker(DockWidget):
             ("baseline", self.baseline, "isChecked", "setChecked", self.baseline.toggled),
             ("ddim", self.ddim, "isChecked", "setChecked", self.ddim.toggled),
             ("live_preview", self.live_preview, "isChecked", "setChecked", self.live_preview.toggled),
+            (
+                "vary_strength",
+                self.review.vary_strength,
+                "value",
+                "setValue",
+                self.review.vary_strength.valueChanged,
+            ),
             ("quality", self.quality, "currentText", "setCurrentText", self.quality.currentTextChanged),
             (
                 "engine_mode",
@@ -333,6 +357,17 @@ class BlendedDiffusionDocker(DockWidget):
         self._loading = False
         self._update_enabled()
 
+    def load_history(self) -> None:
+        """The prompt field's drop-down from the remembered prompts (the text being typed stays)."""
+        self._loading = True
+        text = self.prompt.text()
+        self.prompt_box.clear()
+        self.prompt_box.addItems(self.ctl.settings.prompt_history)
+        self.prompt_box.setCurrentIndex(-1)
+        self.prompt.setText(text)
+        self.clear_history.setEnabled(bool(self.ctl.settings.prompt_history))
+        self._loading = False
+
     def _store(self, key: str, widget: Any, getter: str) -> None:
         if self._loading:
             return
@@ -360,9 +395,9 @@ class BlendedDiffusionDocker(DockWidget):
         self.reset_button.clicked.connect(self.ctl.reset_to_recommended)
         self.check_button.clicked.connect(self.ctl.check_engine)
         self.cancel_button.clicked.connect(self.ctl.cancel)
-        self.accept_button.clicked.connect(self.ctl.accept)
-        self.discard_button.clicked.connect(self.ctl.discard)
-        self.list.currentRowChanged.connect(self._choose)
+        self.clear_history.clicked.connect(self.ctl.clear_prompt_history)
+        self.yes_button.clicked.connect(lambda: self.ctl.answer(True))
+        self.no_button.clicked.connect(lambda: self.ctl.answer(False))
         self.ctl.changed.connect(self.refresh)
         self.ctl.progressed.connect(self._on_progress)
 
@@ -377,10 +412,6 @@ class BlendedDiffusionDocker(DockWidget):
         self._update_estimate()
 
     # ---------------------------------------------------------- state -> widgets
-
-    def _choose(self, row: int) -> None:
-        if row >= 0 and self.ctl.outcome is not None and row != self.ctl.outcome.chosen:
-            self.ctl.choose(row)
 
     def _update_estimate(self) -> None:
         options = self.ctl.options_from_settings()
@@ -398,26 +429,6 @@ class BlendedDiffusionDocker(DockWidget):
             if pixmap.loadFromData(preview):
                 self.preview.setPixmap(pixmap.scaled(THUMB * 3, THUMB * 3, Qt.KeepAspectRatio))
 
-    def _thumbnail(self, candidate: Any) -> QIcon:
-        request = self.ctl.outcome.request
-        x, y, w, h = candidate.box
-        if isinstance(request, extending.ExtendRequest):  # the old image at its offset on the new canvas
-            canvas = QImage(w, h, QImage.Format_RGBA8888)
-            canvas.fill(Qt.transparent)
-            painter = QPainter(canvas)
-            left, top = request.offset
-            painter.drawImage(left, top, rgba_qimage(request.image_rgba, *request.size))
-            rx = ry = 0
-        else:
-            rx, ry, rw, rh = request.region
-            canvas = rgba_qimage(request.image_rgba, rw, rh)
-            painter = QPainter(canvas)
-        painter.drawImage(x - rx, y - ry, rgba_qimage(candidate.rgba, w, h))
-        painter.end()
-        return QIcon(
-            QPixmap.fromImage(canvas.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
-        )
-
     def refresh(self) -> None:
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
@@ -431,24 +442,16 @@ class BlendedDiffusionDocker(DockWidget):
         self.check_button.setEnabled(idle)
         self.defaults_note.setText(recommended.summary(self.ctl.settings))
         self.cancel_button.setEnabled(busy)
-        candidates = self.ctl.candidates()
-        self.list.blockSignals(True)
-        self.list.clear()
-        for candidate in candidates:
-            item = QListWidgetItem(
-                self._thumbnail(candidate), naming.candidate_name(candidate.rank, candidate.scores)
-            )
-            item.setToolTip(naming.candidate_tooltip(candidate.rank, candidate.scores))
-            self.list.addItem(item)
-        if candidates:
-            self.list.setCurrentRow(self.ctl.outcome.chosen)
-        self.list.blockSignals(False)
-        self.accept_button.setEnabled(bool(candidates) and flow.state == workflow.REVIEW)
-        self.discard_button.setEnabled(bool(candidates) and flow.state == workflow.REVIEW)
+        self.review.refresh(idle)
         text = flow.status_text()
-        if self.ctl.last_message:
-            text += "\n" + self.ctl.last_message
+        question = self.ctl.question
+        message = question[0] if question is not None else self.ctl.last_message
+        if message:
+            text += "\n" + message
         self.status.setText(text)
+        # Errors stand out; they stay until the next job or message (no dialog to dismiss).
+        self.status.setStyleSheet("color: #d04040;" if self.ctl.message_is_error and not question else "")
+        self.question_row.setVisible(question is not None)
 
     def canvasChanged(self, canvas: Any) -> None:  # noqa: N802 - Krita's API name
         pass

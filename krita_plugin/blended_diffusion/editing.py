@@ -65,6 +65,7 @@ class CandidatePatch:
     scores: Dict[str, float]
     box: Box  # document coordinates
     rgba: bytes  # 8-bit RGBA, alpha <= edit mask
+    round: int = 1  # the group's round that made it (rounds.Round.number)
 
 
 @dataclass

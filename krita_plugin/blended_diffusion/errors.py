@@ -114,3 +114,23 @@ class DocumentClosedError(PluginError):
         super().__init__(
             "The document was closed while the engine worked: its result was dropped (nothing was changed)."
         )
+
+
+class NoGroupError(PluginError):
+    """More or Vary without a candidate group to work on."""
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(
+            "There is no candidate group for More or Vary"
+            + (f" ({detail})" if detail else "")
+            + ": press Edit with text first."
+        )
+
+
+class BusyError(PluginError):
+    def __init__(self) -> None:
+        super().__init__("A job is running: wait for its candidates or press Cancel, then try again.")
+
+
+class GroupSourceError(PluginError):
+    """The group's document, size or source layer changed so that another round cannot be placed."""

@@ -1,5 +1,5 @@
-"""Krita actions: Edit with text (Ctrl+Alt+E by default), Extend Canvas with Text, accept / discard / next
-candidate."""
+"""Krita actions: Edit with text (Ctrl+Alt+E by default), Extend Canvas with Text, accept / discard, next
+and previous candidate (Ctrl+Alt+. and Ctrl+Alt+, by default), More and Vary."""
 
 from typing import Any
 
@@ -13,6 +13,9 @@ ACTIONS = (
     ("blended_diffusion_accept", "Accept Candidate", "accept"),
     ("blended_diffusion_discard", "Discard Candidates", "discard"),
     ("blended_diffusion_next", "Next Candidate", "next_candidate"),
+    ("blended_diffusion_previous", "Previous Candidate", "previous_candidate"),
+    ("blended_diffusion_more", "More Candidates", "more"),
+    ("blended_diffusion_vary", "Vary Candidate", "vary"),
     ("blended_diffusion_cancel", "Cancel Edit", "cancel"),
 )
 

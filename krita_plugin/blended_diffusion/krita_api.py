@@ -152,6 +152,29 @@ def add_candidate_group(
     return group, nodes
 
 
+def add_to_group(doc: Any, group: Any, layers: Sequence[Tuple[str, Box, bytes]]) -> List[Any]:
+    """New hidden paint layers (name, box, RGBA8 data) on top of ``group``'s children, in that order."""
+    fmt = document_format(doc)
+    nodes: List[Any] = []
+    for layer_name, (x, y, w, h), rgba in layers:
+        node = doc.createNode(layer_name, "paintlayer")
+        node.setVisible(False)
+        group.addChildNode(node, group.childNodes()[-1] if group.childNodes() else None)
+        node.setPixelData(pixels.from_rgba8(rgba, fmt), x, y, w, h)
+        nodes.append(node)
+    return nodes
+
+
+def order_group(group: Any, nodes: Sequence[Any], names: Sequence[str]) -> None:
+    """Restack ``group``'s candidate layers so ``nodes[0]`` is on top, renaming each (ranks moved)."""
+    for node, name in zip(nodes, names):
+        if node.name() != name:
+            node.setName(name)
+    wanted = [n.uniqueId() for n in reversed(nodes)]  # childNodes lists bottom to top
+    if [n.uniqueId() for n in group.childNodes()] != wanted:
+        group.setChildNodes(list(reversed(nodes)))
+
+
 def add_paint_layer(doc: Any, above: Any, name: str, box: Box, rgba: bytes) -> Any:
     node = doc.createNode(name, "paintlayer")
     above.parentNode().addChildNode(node, above)

@@ -187,6 +187,38 @@ def limit_alpha(rgba: bytes, mask: bytes) -> bytes:
     return bytes(out)
 
 
+def composite_over(
+    base: bytes, width: int, height: int, patch: bytes, box: Tuple[int, int, int, int]
+) -> bytes:
+    """8-bit RGBA ``patch`` (placed at ``box`` in base coordinates) over the ``width`` x ``height`` RGBA
+    ``base``, straight alpha: what Krita shows for a candidate over its source, as Vary's init image."""
+    bx, by, bw, bh = box
+    if len(patch) != 4 * bw * bh or len(base) != 4 * width * height:
+        raise ValueError("patch or base size does not match its box")
+    if bx < 0 or by < 0 or bx + bw > width or by + bh > height:
+        raise ValueError(f"patch box {box} is outside the {width}x{height} image")
+    out = bytearray(base)
+    for row in range(bh):
+        src = patch[4 * row * bw : 4 * (row + 1) * bw]
+        start = 4 * ((by + row) * width + bx)
+        alpha = src[3::4]
+        if alpha.count(255) == bw:  # fully covered row: a slice copy
+            out[start : start + 4 * bw] = src
+            continue
+        for i, a in enumerate(alpha):
+            if a == 0:
+                continue
+            o = start + 4 * i
+            p = 4 * i
+            under = out[o + 3]
+            top = a * 255
+            total = top + under * (255 - a)  # result alpha x 255
+            for c in range(3):
+                out[o + c] = (src[p + c] * top + out[o + c] * under * (255 - a) + total // 2) // total
+            out[o + 3] = (total + 127) // 255
+    return bytes(out)
+
+
 def scale_nearest(data: bytes, width: int, height: int, bpp: int, new_w: int, new_h: int) -> bytes:
     """Nearest-neighbour resize, for thumbnails."""
     rows: List[bytes] = []

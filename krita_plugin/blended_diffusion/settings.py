@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import plugin_settings_path
+from .rounds import HISTORY_LIMIT, clean_history, remember_prompt
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ SETTINGS = (
     Setting("baseline", bool, False),
     Setting("ddim", bool, False),
     Setting("live_preview", bool, True),
+    Setting("vary_strength", float, 0.5, 0.01, 1.0, doc="Vary: strength of a variation of a candidate"),
     Setting("quality", str, "paper", choices=("paper", "balanced", "fast"), doc="engine quality mode"),
     Setting("engine_mode", str, "local", choices=("local", "remote")),
     Setting("device", str, "", doc="empty: the engine picks cuda / mps / cpu"),
@@ -100,6 +102,7 @@ class SettingsStore:
         self.user_changed: List[str] = []
         # What each engine last reported: {engine: {"preset": name, "edit_defaults": {...}}}.
         self.engine_presets: Dict[str, Dict[str, Any]] = {}
+        self.prompt_history: List[str] = []  # recent prompts, newest first (the prompt field's drop-down)
         self.load()
 
     def load(self) -> None:
@@ -119,6 +122,7 @@ class SettingsStore:
             self.user_changed = [
                 key for key in PRESET_KEYS if key in stored and stored[key] != BY_KEY[key].default
             ]
+        self.prompt_history = clean_history(stored.get("prompt_history"))
         presets = stored.get("engine_presets")
         if isinstance(presets, dict):
             self.engine_presets = {
@@ -148,6 +152,10 @@ class SettingsStore:
         if key in PRESET_KEYS and key not in self.user_changed:
             self.user_changed.append(key)
 
+    def remember_prompt(self, prompt: str) -> None:
+        """Put ``prompt`` first in the history (at most HISTORY_LIMIT kept); empty prompts are not kept."""
+        self.prompt_history = remember_prompt(self.prompt_history, prompt, HISTORY_LIMIT)
+
     def save(self) -> None:
         """Write atomically: a crash mid-write never leaves a half-written settings file."""
         folder = os.path.dirname(self.path) or "."
@@ -155,10 +163,27 @@ class SettingsStore:
         fd, tmp = tempfile.mkstemp(prefix=".settings-", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                data = dict(self.values, user_changed=self.user_changed, engine_presets=self.engine_presets)
+                data = dict(
+                    self.values,
+                    user_changed=self.user_changed,
+                    engine_presets=self.engine_presets,
+                    prompt_history=self.prompt_history,
+                )
                 json.dump(data, handle, indent=1, sort_keys=True)
             os.replace(tmp, self.path)
         except BaseException:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+_shared: Optional[SettingsStore] = None
+
+
+def shared_store() -> SettingsStore:
+    """The settings of this Krita session, one object for the docker and the scripting API (so a prompt
+    history written by one is the other's, and neither overwrites the other's file)."""
+    global _shared
+    if _shared is None:
+        _shared = SettingsStore()
+    return _shared

@@ -12,7 +12,7 @@ ERROR = "error"
 _TRANSITIONS: Dict[str, FrozenSet[str]] = {
     IDLE: frozenset({STARTING, BUSY, ERROR}),
     STARTING: frozenset({READY, ERROR}),
-    READY: frozenset({BUSY, STARTING, ERROR, IDLE}),
+    READY: frozenset({BUSY, STARTING, ERROR, IDLE, REVIEW}),  # REVIEW: a More / Vary round ended
     BUSY: frozenset({READY, REVIEW, ERROR, STARTING}),
     REVIEW: frozenset({READY, BUSY, STARTING, ERROR, IDLE}),
     ERROR: frozenset({STARTING, BUSY, READY, IDLE, REVIEW}),

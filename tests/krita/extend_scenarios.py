@@ -142,15 +142,16 @@ def scenario_docker_extend(engine) -> Dict[str, Any]:
     import time
 
     from blended_diffusion import config, docker, krita_api
-    from fake_engine import FakeManager
-    from PyQt5.QtWidgets import QApplication, QMessageBox
+    from fake_engine import FakeManager, forbid_modal
+    from PyQt5.QtWidgets import QApplication
 
-    messages: List[str] = []
-    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
+    modal = forbid_modal()
     doc = photo_doc()
     krita_api.active_document = lambda: doc
     dock = docker.BlendedDiffusionDocker()
     ctl = dock.ctl
+    messages = ctl.message_log
+    messages.clear()
     ctl.manager = FakeManager()
     dock.prompt.setText("a meadow")
     dock.candidates.setValue(2)
@@ -184,7 +185,7 @@ def scenario_docker_extend(engine) -> Dict[str, Any]:
     dock.discard_button.click()
     result["size_after_discard"] = [doc.width(), doc.height()]
     result["list_after_discard"] = dock.list.count()
-    result["messages"] = messages
+    result["messages"] = list(messages) + modal
     doc.setModified(False)
     doc.close()
     return result

@@ -143,3 +143,29 @@ def dock_size(dock: Any) -> list:
 
 
 __all__ = ["FakeClient", "FakeManager", "dock_size", "errors"]
+
+
+def forbid_modal(calls: Optional[list] = None) -> list:
+    """Record every modal call instead of blocking: the static QMessageBox functions, QInputDialog's
+    getters and any dialog's exec_()/exec(). The plugin must make none (the returned list stays empty);
+    each returns at once as if dismissed, so a regression fails the test instead of hanging Krita."""
+    from PyQt5.QtWidgets import QDialog, QInputDialog, QMessageBox
+
+    calls = [] if calls is None else calls
+
+    def record(name: str, result: Any) -> Any:
+        def modal(*args: Any, **kwargs: Any) -> Any:
+            text = next((a for a in args if isinstance(a, str) and a), "")
+            calls.append(f"{name}: {text}")
+            return result
+
+        return modal
+
+    for name in ("warning", "question", "information", "critical", "about"):
+        setattr(QMessageBox, name, staticmethod(record(f"QMessageBox.{name}", QMessageBox.No)))
+    for name in ("getText", "getItem", "getInt", "getDouble", "getMultiLineText"):
+        setattr(QInputDialog, name, staticmethod(record(f"QInputDialog.{name}", ("", False))))
+    for cls in (QDialog, QMessageBox, QInputDialog):
+        cls.exec_ = record(f"{cls.__name__}.exec_", 0)
+        cls.exec = record(f"{cls.__name__}.exec", 0)
+    return calls

@@ -25,16 +25,20 @@ SENT = (
 )
 
 
+MODAL: List[str] = []  # modal calls the plugin made (forbid_modal): reported with the messages
+
+
 def setup() -> Any:
     """The docker, without a window; message boxes are recorded instead of shown."""
     from blended_diffusion import docker
-    from PyQt5.QtWidgets import QMessageBox
+    from fake_engine import forbid_modal
 
-    messages: List[str] = []
-    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
-    QMessageBox.question = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.No)
+    MODAL.clear()
+    forbid_modal(MODAL)  # a modal call is listed with the messages, which the tests expect empty
     dock = docker.BlendedDiffusionDocker()
     ctl = dock.ctl
+    ctl.message_log.clear()
+    messages = ctl.message_log
     ctl.status_threads = []
     handle = ctl.on_engine_status
 
@@ -96,7 +100,7 @@ def scenario_first() -> Dict[str, Any]:
     dock.steps.setValue(30)  # the user's own value
     result["note_user"] = dock.defaults_note.text()
     result["saved"] = saved()
-    result["messages"] = messages
+    result["messages"] = list(messages) + MODAL
     result["status_on_gui_thread"] = ctl.status_threads
     ctl.shutdown()
     doc.setModified(False)
@@ -122,7 +126,7 @@ def scenario_restart() -> Dict[str, Any]:
     result["check_busy"] = not dock.check_button.isEnabled() and ctl.status_worker is not None
     wait_idle(ctl)
     result["report"] = ctl.last_report
-    result["messages"] = messages
+    result["messages"] = list(messages) + MODAL
     result["status_on_gui_thread"] = ctl.status_threads
     ctl.shutdown()
     return result
@@ -134,7 +138,7 @@ def scenario_check_missing() -> Dict[str, Any]:
     ctl = dock.ctl
     started = ctl.check_engine()
     wait_idle(ctl)
-    result = {"started": started, "report": ctl.last_report, "messages": messages}
+    result = {"started": started, "report": ctl.last_report, "messages": list(messages) + MODAL}
     ctl.shutdown()
     return result
 

@@ -297,16 +297,16 @@ def scenario_docker(engine) -> Dict[str, Any]:
     import time
 
     from blended_diffusion import config, docker, krita_api, pixels
-    from fake_engine import FakeManager, dock_size
-    from PyQt5.QtWidgets import QApplication, QMessageBox
+    from fake_engine import FakeManager, dock_size, forbid_modal
+    from PyQt5.QtWidgets import QApplication
 
-    messages: List[str] = []
-    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
-    QMessageBox.question = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.No)
+    modal = forbid_modal()
     doc = photo_doc()
     krita_api.active_document = lambda: doc  # no view in kritarunner, so no active document
     dock = docker.BlendedDiffusionDocker()
     ctl = dock.ctl
+    messages = ctl.message_log  # what the docker showed: messages and questions, never a dialog
+    messages.clear()
     sizes = [dock_size(dock)]  # must never change (docs/troubleshooting.md, "Krita freezes")
     ctl.manager = FakeManager()
     dock.prompt.setText(PROMPT)
@@ -332,6 +332,9 @@ def scenario_docker(engine) -> Dict[str, Any]:
     before, stack_before = digests(doc), stack(doc.rootNode())
     result["started_without_selection"] = ctl.start_edit(ctl.options_from_settings())
     result["no_selection_messages"] = list(messages)
+    result["question_in_docker"] = [dock.question_row.isVisibleTo(dock), dock.status.text()]
+    dock.no_button.click()
+    result["question_after_no"] = dock.question_row.isVisibleTo(dock)
     result["unchanged_without_selection"] = digests(doc) == before and stack(doc.rootNode()) == stack_before
     select(doc, soft_ellipse(doc.width(), doc.height(), 300, 150, 70, 55))
     result["started"] = ctl.start_edit(ctl.options_from_settings())
@@ -360,7 +363,8 @@ def scenario_docker(engine) -> Dict[str, Any]:
     result["state_after_accept"] = ctl.flow.state
     sizes.append(dock_size(dock))
     result["sizes"] = sizes
-    result["messages"] = messages
+    result["messages"] = list(messages)
+    result["modal_calls"] = modal
     doc.setModified(False)
     doc.close()
     return result
