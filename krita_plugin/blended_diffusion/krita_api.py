@@ -171,8 +171,15 @@ def order_group(group: Any, nodes: Sequence[Any], names: Sequence[str]) -> None:
         if node.name() != name:
             node.setName(name)
     wanted = [n.uniqueId() for n in reversed(nodes)]  # childNodes lists bottom to top
-    if [n.uniqueId() for n in group.childNodes()] != wanted:
-        group.setChildNodes(list(reversed(nodes)))
+    if [n.uniqueId() for n in group.childNodes()] == wanted:
+        return
+    # Moved one by one, bottom first (Krita 5.1's Node.setChildNodes crashes Krita; a removed node keeps
+    # its pixels and goes back in with addChildNode).
+    previous = None
+    for node in reversed(nodes):
+        node.remove()
+        group.addChildNode(node, previous)
+        previous = node
 
 
 def add_paint_layer(doc: Any, above: Any, name: str, box: Box, rgba: bytes) -> Any:

@@ -213,6 +213,10 @@ def test_docker_settings_edit_and_review(fake_runs):
     assert r["engine_section_shown"] and r["host_enabled_remote"] and not r["device_enabled_remote"]
     assert r["started_without_selection"] is False
     assert "Edit the whole layer instead?" in r["no_selection_messages"][0]
+    shown, status = r["question_in_docker"]
+    assert shown and "Edit the whole layer instead?" in status, "the question is asked in the docker"
+    assert r["question_after_no"] is False
+    assert r["modal_calls"] == [], "no modal dialog"
     assert r["unchanged_without_selection"]
     assert r["started"] and r["cancel_enabled_while_busy"]
     assert r["state"] == "review" and "ready (fake)" in r["status"]
