@@ -54,6 +54,9 @@ class EditOutcome:
     rounds: List[Any] = field(default_factory=list)  # rounds.Round of each Edit, More, Vary
     doc_size: Tuple[int, int] = (0, 0)  # the image size the group's selection belongs to
     busy: bool = False  # a More or Vary round is running for this group
+    # The groups earlier rounds replaced, for Krita's Undo (iterating.follow_undo): (group, layers,
+    # candidates, chosen, number of rounds) each.
+    previous: List[Any] = field(default_factory=list)
 
     def round_of(self, index: int) -> str:
         """What made candidate ``index``: its round's prompt, seed, strength, mode (and Vary's source)."""
@@ -278,6 +281,7 @@ def _on_engine(manager: EngineManager, run: Callable[[Any], EditResponse]) -> Ed
 def _check_open(outcome: EditOutcome) -> None:
     if outcome.finished:
         raise errors.StaleResultError("this edit was already accepted or discarded")
+    iterating.follow_undo(outcome)  # Undo may have taken a More or Vary round back
     if not krita_api.node_alive(outcome.doc, outcome.group):
         raise errors.StaleResultError()
 

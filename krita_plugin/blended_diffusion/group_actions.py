@@ -21,6 +21,8 @@ class GroupActions:
     def candidates(self) -> List[Any]:
         if self.outcome is None or self.outcome.finished:
             return []
+        if not self.outcome.busy:
+            iterating.follow_undo(self.outcome)  # Krita's Undo may have taken a round back
         return self.outcome.response.candidates
 
     def selected_round(self) -> str:

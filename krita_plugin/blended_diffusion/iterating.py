@@ -8,11 +8,25 @@ whole group is re-ranked. The engine needs nothing new: seeds and the init image
 """
 
 import copy
-from typing import Any, List, Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from . import errors, krita_api, naming, pixels, rounds
 from .editing import EditRequest, EditResponse
 from .params import split_candidates, strength_to_skip
+
+
+def follow_undo(outcome: Any) -> None:
+    """After Krita's Undo took rounds back (their group is gone, an earlier one is back), the outcome
+    follows: the earlier group, its candidates and rounds. Does nothing when the group is there."""
+    if outcome is None or outcome.finished or krita_api.node_alive(outcome.doc, outcome.group):
+        return
+    while outcome.previous:
+        group, layers, candidates, chosen, round_count = outcome.previous.pop()
+        if krita_api.node_alive(outcome.doc, group):
+            outcome.group, outcome.layers, outcome.chosen = group, layers, chosen
+            outcome.response.candidates = candidates
+            del outcome.rounds[round_count:]
+            return
 
 
 def check_group(outcome: Any) -> None:
@@ -24,6 +38,7 @@ def check_group(outcome: Any) -> None:
         raise errors.NoGroupError("the last one was accepted or discarded")
     if outcome.busy:
         raise errors.BusyError()
+    follow_undo(outcome)
     if outcome.source is None:
         raise errors.NoGroupError("More and Vary work on edits of a selection, not on an extended canvas")
     if not krita_api.document_open(outcome.doc):
@@ -108,35 +123,40 @@ def prepare_vary(
 
 def add_round(outcome: Any, request: EditRequest, response: EditResponse, kind: str, source: str = "") -> int:
     """Put a round's candidates into the group and re-rank the whole group (GUI thread). The candidate
-    shown stays shown after More; after Vary the best new one is shown. Returns how many were added."""
+    shown stays shown after More; after Vary the best new one is shown. Returns how many were added.
+
+    The group is rebuilt in rank order (the old candidate layers copied, so paint the user added stays)
+    and swapped for the old one: Krita's Undo then takes the round back in two steps, names and order
+    included."""
     if not krita_api.document_open(outcome.doc):
         raise errors.DocumentClosedError()
     if not krita_api.node_alive(outcome.doc, outcome.group):
         raise errors.StaleResultError("the candidate group was deleted while the engine worked")
     number = max((r.number for r in outcome.rounds), default=0) + 1
-    outcome.rounds.append(rounds.Round.from_params(number, kind, request.params, source))
     new = list(response.candidates)
     for candidate in new:
         candidate.round = number
-    shown = outcome.layers[outcome.chosen] if outcome.layers else None
-    layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in new]
-    nodes = krita_api.add_to_group(outcome.doc, outcome.group, layers)
-    candidates: List[Any] = outcome.response.candidates + new
-    all_nodes: List[Any] = outcome.layers + nodes
+    old = list(outcome.response.candidates)
+    shown = old[outcome.chosen] if old else None
+    # What Krita's Undo brings back: the old group, with the ranks and names it had (see follow_undo).
+    snapshot = (outcome.group, list(outcome.layers), [copy.copy(c) for c in old], outcome.chosen)
+    outcome.previous.append(snapshot + (len(outcome.rounds),))
+    originals = list(outcome.layers) + [None] * len(new)
+    candidates = old + new
     order = rounds.rank_order([c.scores for c in candidates])
-    outcome.response.candidates = [candidates[i] for i in order]
-    outcome.layers = [all_nodes[i] for i in order]
-    for rank, candidate in enumerate(outcome.response.candidates, 1):
+    ranked = [candidates[i] for i in order]
+    for rank, candidate in enumerate(ranked, 1):
         candidate.rank = rank
-    names = [naming.candidate_name(c.rank, c.scores) for c in outcome.response.candidates]
-    krita_api.order_group(outcome.group, outcome.layers, names)
-    outcome.notes.extend(response.notes)
     if kind == rounds.VARY:
-        best_new = min(order.index(len(candidates) - len(new) + i) for i in range(len(new)))
-        outcome.chosen = best_new
+        chosen = min(order.index(len(old) + i) for i in range(len(new)))  # the best variation
     else:
-        ids = [n.uniqueId() for n in outcome.layers]
-        outcome.chosen = ids.index(shown.uniqueId()) if shown is not None else 0
-    krita_api.show_only(outcome.layers, outcome.chosen)
-    krita_api.refresh(outcome.doc)
+        chosen = next((i for i, c in enumerate(ranked) if c is shown), 0)
+    layers = [
+        (naming.candidate_name(c.rank, c.scores), c.box, c.rgba, originals[i]) for i, c in zip(order, ranked)
+    ]
+    outcome.group, outcome.layers = krita_api.replace_group(outcome.doc, outcome.group, layers, chosen)
+    outcome.response.candidates = ranked
+    outcome.chosen = chosen
+    outcome.rounds.append(rounds.Round.from_params(number, kind, request.params, source))
+    outcome.notes.extend(response.notes)
     return len(new)

@@ -133,53 +133,50 @@ def add_candidate_group(
     doc: Any, above: Any, name: str, layers: Sequence[Tuple[str, Box, bytes]], visible_index: int = 0
 ) -> Tuple[Any, List[Any]]:
     """A group named ``name`` directly above ``above`` holding one paint layer per (name, box, RGBA8 data),
-    the first of ``layers`` on top; only ``visible_index`` is visible."""
-    fmt = document_format(doc)
-    group = doc.createGroupLayer(name)
+    the first of ``layers`` on top; only ``visible_index`` is visible. One undo step (see _filled_group)."""
+    entries = [(n, box, rgba, None) for n, box, rgba in layers]
+    group, nodes = _filled_group(doc, name, entries, visible_index)
     above.parentNode().addChildNode(group, above)
-    nodes: List[Any] = []
-    previous = None
-    for layer_name, (x, y, w, h), rgba in reversed(list(layers)):  # bottom first: each goes above the last
-        node = doc.createNode(layer_name, "paintlayer")
-        group.addChildNode(node, previous)
-        node.setPixelData(pixels.from_rgba8(rgba, fmt), x, y, w, h)
-        nodes.append(node)
-        previous = node
-    nodes.reverse()
-    for index, node in enumerate(nodes):
-        node.setVisible(index == visible_index)
     doc.refreshProjection()
     return group, nodes
 
 
-def add_to_group(doc: Any, group: Any, layers: Sequence[Tuple[str, Box, bytes]]) -> List[Any]:
-    """New hidden paint layers (name, box, RGBA8 data) on top of ``group``'s children, in that order."""
+def _filled_group(
+    doc: Any, name: str, layers: Sequence[Tuple[str, Box, bytes, Any]], visible_index: int
+) -> Tuple[Any, List[Any]]:
+    """A group not yet in ``doc``'s layer stack, its layers top first: each entry is (name, box, RGBA8,
+    node to copy or None); a copied node keeps whatever the user painted on it.
+
+    Node.addChildNode is an undo step of its own, even into a group not yet in the stack (Undo would
+    then walk through steps that change nothing visible). setChildNodes on the new, empty group adds
+    its layers without undo steps, so the group joining the stack is the one step (on a group that has
+    children, Krita 5.1's setChildNodes crashes: never used so)."""
     fmt = document_format(doc)
+    group = doc.createGroupLayer(name)
     nodes: List[Any] = []
-    for layer_name, (x, y, w, h), rgba in layers:
-        node = doc.createNode(layer_name, "paintlayer")
-        node.setVisible(False)
-        group.addChildNode(node, group.childNodes()[-1] if group.childNodes() else None)
-        node.setPixelData(pixels.from_rgba8(rgba, fmt), x, y, w, h)
+    for index, (layer_name, _box, _rgba, original) in enumerate(layers):
+        node = original.duplicate() if original is not None else doc.createNode(layer_name, "paintlayer")
+        node.setName(layer_name)
+        node.setVisible(index == visible_index)
         nodes.append(node)
-    return nodes
+    group.setChildNodes(list(reversed(nodes)))  # bottom to top
+    for node, (_name, (x, y, w, h), rgba, original) in zip(nodes, layers):
+        if original is None:
+            node.setPixelData(pixels.from_rgba8(rgba, fmt), x, y, w, h)
+    return group, nodes
 
 
-def order_group(group: Any, nodes: Sequence[Any], names: Sequence[str]) -> None:
-    """Restack ``group``'s candidate layers so ``nodes[0]`` is on top, renaming each (ranks moved)."""
-    for node, name in zip(nodes, names):
-        if node.name() != name:
-            node.setName(name)
-    wanted = [n.uniqueId() for n in reversed(nodes)]  # childNodes lists bottom to top
-    if [n.uniqueId() for n in group.childNodes()] == wanted:
-        return
-    # Moved one by one, bottom first (Krita 5.1's Node.setChildNodes crashes Krita; a removed node keeps
-    # its pixels and goes back in with addChildNode).
-    previous = None
-    for node in reversed(nodes):
-        node.remove()
-        group.addChildNode(node, previous)
-        previous = node
+def replace_group(
+    doc: Any, old: Any, layers: Sequence[Tuple[str, Box, bytes, Any]], visible_index: int
+) -> Tuple[Any, List[Any]]:
+    """The candidate group ``old`` replaced by a new one with the same name holding ``layers`` (as for
+    _filled_group, top first): two undo steps (the new group added, the old one removed), so Krita's
+    Undo takes a round back whole, names included (a rename or restack would be many steps, renames none)."""
+    group, nodes = _filled_group(doc, old.name(), layers, visible_index)
+    old.parentNode().addChildNode(group, old)
+    old.remove()
+    doc.refreshProjection()
+    return group, nodes
 
 
 def add_paint_layer(doc: Any, above: Any, name: str, box: Box, rgba: bytes) -> Any:

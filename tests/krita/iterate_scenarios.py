@@ -86,21 +86,23 @@ def scenario_rounds(engine) -> Dict[str, Any]:
     result: Dict[str, Any] = {"first": group_view(outcome)}
     select(doc, soft_ellipse(w, h, 100, 80, 40, 30))  # the user selects something else: More keeps its own
     api.choose(outcome, 1)
-    shown = outcome.layers[1].uniqueId()
+    shown = outcome.response.candidates[1]
     result["more_added"] = api.more(outcome, engine=engine)
     result["more"] = group_view(outcome)
-    result["more_shown_kept"] = outcome.layers[outcome.chosen].uniqueId() == shown
+    result["more_shown_kept"] = outcome.response.candidates[outcome.chosen] is shown
     result["stack_after_more"] = stack(root)
     result["outside_bad_more"] = [outside_bad(doc, source, n, mask) for n in outcome.layers]
     # Vary from candidate #2 (index 1), against the fresh candidates of the first two rounds.
-    second = outcome.layers[1]
-    second_id = second.uniqueId()
-    reference = shown_rgb(doc, source, second, mask)
-    fresh = [n for n in outcome.layers if n.uniqueId() != second_id]
+    reference = shown_rgb(doc, source, outcome.layers[1], mask)
+    fresh = [n for i, n in enumerate(outcome.layers) if i != 1]
     result["fresh_diffs"] = [mean_abs_diff(shown_rgb(doc, source, n, mask), reference) for n in fresh]
-    old_ids = {n.uniqueId() for n in outcome.layers}
+    old = list(outcome.response.candidates)
     result["vary_added"] = api.vary(outcome, 1, strength=0.3, engine=engine)
-    new = [(i, n) for i, n in enumerate(outcome.layers) if n.uniqueId() not in old_ids]
+    new = [
+        (i, n)
+        for i, (n, c) in enumerate(zip(outcome.layers, outcome.response.candidates))
+        if not any(c is o for o in old)
+    ]
     result["vary_diffs"] = [mean_abs_diff(shown_rgb(doc, source, n, mask), reference) for _, n in new]
     result["vary"] = group_view(outcome)
     result["vary_round_of"] = [outcome.round_of(i) for i, _ in new]
@@ -198,7 +200,7 @@ def scenario_docker(engine) -> Dict[str, Any]:
     result["history_items"] = [dock.prompt_box.itemText(i) for i in range(dock.prompt_box.count())]
     result["list_first"] = dock.list.count()
     dock.list.setCurrentRow(1)
-    shown = ctl.outcome.layers[1].uniqueId()
+    shown = ctl.outcome.response.candidates[1]
     doc.setSelection(None)  # the selection dropped: More and Vary use the group's
     before = stack(doc.rootNode())
     result["more_enabled"] = dock.more_button.isEnabled()
@@ -211,7 +213,7 @@ def scenario_docker(engine) -> Dict[str, Any]:
     result["busy_unchanged"] = stack(doc.rootNode()) == before
     pump(lambda: ctl.worker is None)
     result["list_after_more"] = [dock.list.item(i).text() for i in range(dock.list.count())]
-    result["shown_kept"] = ctl.outcome.layers[ctl.outcome.chosen].uniqueId() == shown
+    result["shown_kept"] = ctl.outcome.response.candidates[ctl.outcome.chosen] is shown
     result["round_line_more"] = dock.review.round_info.text()
     result["more_mask_same"] = fake.client.requests[-1][2] == fake.client.requests[-2][2]
     dock.review.vary_strength.setValue(0.4)

@@ -1,7 +1,9 @@
-"""Krita's own Undo takes an extension's canvas growth back (needs the GUI: undo lives on a view).
+"""Krita's own Undo takes an extension's canvas growth back, an edit's group in one step, a More round in
+two, Accept in two (needs the GUI: undo lives on a view).
 
 A test-only plugin (tests/krita_undo/pykrita/bd_undo_probe) runs inside ``xvfb-run krita``: it grows a
-canvas through ``api.apply_extend`` and triggers Krita's Undo action until the canvas is back."""
+canvas through ``api.apply_extend``, puts an edit's candidates and a More round into a document, and
+triggers Krita's Undo action until the layer stack is as before each."""
 
 import json
 import os
@@ -63,3 +65,13 @@ def test_krita_undo_takes_the_canvas_growth_back(tmp_path):
     assert sizes.count([20, 10]) == 1 and all(size == [25, 13] for size in sizes[:-1])
     assert report["layer_back"], "the layer's pixels are back at their old place"
     assert report["layers_after_undo"] == report["layers_before"]
+
+
+    rounds = report["rounds"]
+    assert rounds["undo_edit_alone"] == 1 and rounds["redo_edit"], "an edit's candidates: one undo step"
+    assert len(rounds["after_more"][0][1]) == 4
+    assert rounds["undo_more_steps"] == 2, "a More round: two steps (its group added, the old removed)"
+    assert rounds["paint_kept"] == ["#3 match 38%"], "paint on a candidate layer survives a round"
+    assert rounds["followed"] == [2, 1, ["#1 match 54%", "#2 match 38%"]], "the outcome follows Undo"
+    assert rounds["undo_accept_steps"] == 2, "Accept: two steps (the layer added, the group removed)"
+    assert rounds["undo_edit_steps"] == 1, "no invisible undo steps are left behind"

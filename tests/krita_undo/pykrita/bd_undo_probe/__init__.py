@@ -46,9 +46,79 @@ def _probe() -> dict:
     return report
 
 
+def _names(node) -> list:
+    """The layer stack, top first: a name, or [group name, its stack]."""
+    return [
+        [c.name(), _names(c)] if c.type() == "grouplayer" else c.name() for c in reversed(node.childNodes())
+    ]
+
+
+def _undo_until(app, doc, stack: list, limit: int = 8) -> int:
+    """Trigger Krita's Undo until the layer stack is ``stack`` again: the number of steps (-1: never)."""
+    undo = app.action("edit_undo")
+    for step in range(1, limit + 1):
+        undo.trigger()
+        QApplication.processEvents()
+        doc.waitForDone()
+        if _names(doc.rootNode()) == stack:
+            return step
+    return -1
+
+
+def _probe_rounds() -> dict:
+    """How many of Krita's undo steps an edit, a More round and Accept take; the outcome follows Undo."""
+    from blended_diffusion import api, editing, iterating, rounds
+
+    app = Krita.instance()
+    doc = app.createDocument(8, 8, "rounds", "RGBA", "U8", "", 72.0)
+    app.activeWindow().addView(doc)
+    source = doc.rootNode().childNodes()[0]
+    params = {"prompt": "cat", "seed": 1, "batch_size": 2, "iterations_num": 1}
+    request = editing.EditRequest((0, 0, 8, 8), bytes(256), b"\xff" * 64, params)
+
+    def response(seed: int, distances) -> editing.EditResponse:
+        patch = bytes([seed * 20, 0, 0, 255]) * 64
+        return editing.EditResponse(
+            [
+                editing.CandidatePatch(i + 1, seed + i, {"combined": d}, (0, 0, 8, 8), patch)
+                for i, d in enumerate(distances)
+            ]
+        )
+
+    empty = _names(doc.rootNode())
+    report = {}
+    outcome = api.apply(doc, source, source, request, response(1, [0.5, 0.7]), "cat")
+    doc.waitForDone()
+    after_edit = _names(doc.rootNode())
+    report["undo_edit_alone"] = _undo_until(app, doc, empty)
+    app.action("edit_redo").trigger()
+    QApplication.processEvents()
+    doc.waitForDone()
+    outcome.group = doc.rootNode().childNodes()[-1]  # the redone group (Redo brings a new wrapper)
+    outcome.layers = list(reversed(outcome.group.childNodes()))
+    report["redo_edit"] = _names(doc.rootNode()) == after_edit
+    outcome.layers[1].setPixelData(bytes([1, 2, 3, 255]) * 4, 0, 0, 2, 2)  # the user paints on #2
+    iterating.add_round(outcome, request, response(3, [0.4, 0.9]), rounds.MORE)
+    doc.waitForDone()
+    report.update(after_edit=after_edit, after_more=_names(doc.rootNode()))
+    painted = [n for n in outcome.layers if bytes(n.pixelData(0, 0, 1, 1)) == bytes([1, 2, 3, 255])]
+    report["paint_kept"] = [n.name() for n in painted]
+    report["undo_more_steps"] = _undo_until(app, doc, after_edit)
+    api.choose(outcome, 1)  # the outcome follows Undo back to the first round's group
+    report["followed"] = [len(outcome.layers), len(outcome.rounds), [n.name() for n in outcome.layers]]
+    api.accept(outcome)
+    doc.waitForDone()
+    report["after_accept"] = _names(doc.rootNode())
+    report["undo_accept_steps"] = _undo_until(app, doc, after_edit)
+    report["undo_edit_steps"] = _undo_until(app, doc, empty)
+    doc.setModified(False)
+    return report
+
+
 def _run_and_exit() -> None:
     try:
         report = _probe()
+        report["rounds"] = _probe_rounds()
     except Exception:
         report = {"error": traceback.format_exc()}
     with open(os.environ["BD_UNDO_OUT"], "w", encoding="utf-8") as handle:
