@@ -3,8 +3,9 @@
 
 Each Krita session arranges its window, opens resources/examples/lakeside.png at Krita's own zoom with the
 status bar shown, selects a soft ellipse and then repeats a cycle through the docker's widgets: type a
-prompt, press "Edit with text", pick another candidate in the list, press Accept; press "Edit with text"
-again and press Discard. During some jobs the window is resized and the docker's Advanced section is
+prompt, press "Edit with text", pick another candidate in the list, press More (the selection dropped
+meanwhile: the group keeps its own), press Vary, press Accept; press "Edit with text" again and press
+Discard. During some jobs the window is resized and the docker's Advanced section is
 toggled. A watchdog takes gdb stacks of all Krita threads when Krita's GUI thread stops for ``--stall``
 seconds (a hang) and the script goes on with the next session. ``--screenshots N`` also runs
 scripts/krita_screenshot.py N times. Standard library only:
@@ -69,10 +70,7 @@ class Stress(Extension):
     def select(self):
         try:
             doc = self.doc
-            sel = Selection()
-            w, h = doc.width(), doc.height()
-            sel.setPixelData(soft_ellipse(w, h, 300, 150, 70, 55), 0, 0, w, h)
-            doc.setSelection(sel)
+            self.select_ellipse()
             from blended_diffusion.controller import controller
 
             self.ctl = controller()
@@ -80,6 +78,13 @@ class Stress(Extension):
             when_idle(doc, self.next_cycle)
         except Exception:
             self.fail()
+
+    def select_ellipse(self):
+        doc = self.doc
+        sel = Selection()
+        w, h = doc.width(), doc.height()
+        sel.setPixelData(soft_ellipse(w, h, 300, 150, 70, 55), 0, 0, w, h)
+        doc.setSelection(sel)
 
     def next_cycle(self):
         if self.cycle >= RUN["cycles"]:
@@ -91,15 +96,35 @@ class Stress(Extension):
 
     def edit(self, phase):
         try:
-            self.phase = phase
             from PyQt5.QtWidgets import QLineEdit
 
             edits = self.dock.findChildren(QLineEdit)
             prompt = [e for e in edits if e.placeholderText().startswith("Describe")][0]
             prompt.setText(PROMPTS[(self.cycle + (phase == "discard")) % len(PROMPTS)] or "a blue boat")
-            button(self.dock, "Edit with text").click()
+            if self.doc.selection() is None:
+                self.select_ellipse()  # More dropped it last cycle
+            self.press("Edit with text", phase)
+        except Exception:
+            self.fail()
+
+    def round(self, name, phase):
+        try:
+            if phase == "more":
+                self.doc.setSelection(None)  # the group remembers its selection
+            self.press(name, phase)
+        except Exception:
+            self.fail()
+
+    def press(self, name, phase):
+        try:
+            self.phase = phase
+            button(self.dock, name).click()
             if self.ctl.worker is None:
-                raise RuntimeError("the edit did not start: " + self.ctl.last_message)
+                raise RuntimeError(
+                    f"{name} did not start: {self.ctl.last_message!r}, question {self.ctl.question}, "
+                    f"enabled {button(self.dock, name).isEnabled()}, state {self.ctl.flow.state}, "
+                    f"status worker {self.ctl.status_worker}"
+                )
             self.job_started = time.time()
             self.polls = 0
             self.timer = QTimer()
@@ -133,11 +158,16 @@ class Stress(Extension):
                 self.record[self.phase + "_error"] = self.ctl.last_message
                 QTimer.singleShot(500, self.after_review)
                 return
-            if self.phase == "accept":
-                from PyQt5.QtWidgets import QListWidget
+            from PyQt5.QtWidgets import QListWidget
 
-                listing = self.dock.findChild(QListWidget)
+            listing = self.dock.findChild(QListWidget)
+            self.record[self.phase + "_list"] = listing.count()
+            if self.phase == "accept":
                 listing.setCurrentRow(min(1, listing.count() - 1))  # a click on the second candidate
+                QTimer.singleShot(300, lambda: self.round("More", "more"))
+            elif self.phase == "more":
+                QTimer.singleShot(300, lambda: self.round("Vary", "vary"))
+            elif self.phase == "vary":
                 QTimer.singleShot(300, lambda: self.review("Accept"))
             else:
                 QTimer.singleShot(300, lambda: self.review("Discard"))
@@ -153,7 +183,7 @@ class Stress(Extension):
             self.fail()
 
     def after_review(self):
-        if self.phase == "accept":
+        if self.phase in ("accept", "more", "vary"):
             self.edit("discard")
         else:
             self.record["layers"] = len(self.doc.rootNode().childNodes())
@@ -220,7 +250,7 @@ def session(args: argparse.Namespace, index: int, out: Path) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=3, help="Krita starts")
-    parser.add_argument("--cycles", type=int, default=10, help="accept + discard cycles per session")
+    parser.add_argument("--cycles", type=int, default=10, help="edit + More + Vary + accept, edit + discard")
     parser.add_argument("--screenshots", type=int, default=0, help="runs of scripts/krita_screenshot.py")
     parser.add_argument("--python", default=str(ROOT / ".venv" / "bin" / "python"), help="engine's Python")
     parser.add_argument("--models", default=str(ROOT / "resources" / "models" / "toy"))
@@ -260,7 +290,7 @@ def main() -> int:
                       "tail": (proc.stdout + proc.stderr)[-500:]})
         print(f"screenshot {index}: rc {proc.returncode} in {shots[-1]['wall_s']} s", flush=True)
     cycles = [c for s in sessions for c in s.get("cycles") or []]
-    edits = [c[k] for c in cycles for k in ("accept_s", "discard_s") if k in c]
+    edits = [c[k] for c in cycles for k in ("accept_s", "more_s", "vary_s", "discard_s") if k in c]
     summary = {
         "sessions": len(sessions),
         "cycles": len(cycles),
