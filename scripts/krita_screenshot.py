@@ -3,9 +3,9 @@
 
 Starts Krita under Xvfb (with the openbox window manager unless --no-wm) with a throw-away profile
 (HOME) where the plugin is installed, opens resources/examples/lakeside.png, selects a soft ellipse,
-presses the docker's "Edit with text" (toy preset from resources/models/toy/, else tiny) and saves the
-main window with the docker showing the candidates. Krita keeps its status bar and its own zoom; a hang
-is reported with gdb stacks of all Krita threads. Standard library only:
+presses the docker's "Edit with text" (toy preset from resources/models/toy/, else tiny), picks the
+second candidate, presses "More" and saves the main window with the docker showing the whole group.
+Krita keeps its status bar and its own zoom; a hang is reported with gdb stacks of all Krita threads. Standard library only:
 
     python3 scripts/krita_screenshot.py [--out docs/screenshot.png] [--python .venv/bin/python]
 """
@@ -93,11 +93,30 @@ class Driver(Extension):
             trace(f"{waited:.0f} s: {self.ctl.flow.state} {self.ctl.last_message!r}")
         if self.ctl.worker is None and self.ctl.flow.state in (workflow.REVIEW, workflow.ERROR):
             self.timer.stop()
-            QTimer.singleShot(2000, self.shoot)
+            if self.ctl.flow.state == workflow.REVIEW and not getattr(self, "more", False):
+                QTimer.singleShot(1000, self.press_more)
+            else:
+                QTimer.singleShot(2000, self.shoot)
         elif waited > SHOT["timeout"]:
             self.timer.stop()
             self.ctl.cancel()
             report(ok=False, error="the edit did not finish in time")
+            QApplication.quit()
+
+    def press_more(self):
+        try:
+            from PyQt5.QtWidgets import QListWidget
+
+            dock = find_docker()
+            dock.findChild(QListWidget).setCurrentRow(1)  # the user looks at #2, then asks for more
+            self.more = True
+            button(dock, "More").click()
+            if self.ctl.worker is None:
+                raise RuntimeError("More did not start: " + self.ctl.last_message)
+            trace("more started")
+            self.timer.start(500)
+        except Exception:
+            report(ok=False, error=traceback.format_exc())
             QApplication.quit()
 
     def shoot(self):
@@ -158,7 +177,7 @@ def main() -> int:
             json.dumps(
                 {
                     "prompt": args.prompt,
-                    "candidates": 4 if toy else 3,
+                    "candidates": 3,
                     "steps": 50 if toy else 10,
                     "strength": 0.6 if toy else 0.5,
                     "aug_num": 4 if toy else 2,
