@@ -5,7 +5,8 @@ Starts Krita under Xvfb (with the openbox window manager unless --no-wm) with a 
 (HOME) where the plugin is installed, opens resources/examples/lakeside.png, selects a soft ellipse,
 presses the docker's "Edit with text" (toy preset from resources/models/toy/, else tiny), picks the
 second candidate, presses "More" and saves the main window with the docker showing the whole group.
-Krita keeps its status bar and its own zoom; a hang is reported with gdb stacks of all Krita threads. Standard library only:
+Krita keeps its status bar and its own zoom; a hang is reported with gdb stacks of all Krita threads.
+Standard library only:
 
     python3 scripts/krita_screenshot.py [--out docs/screenshot.png] [--python .venv/bin/python]
 """

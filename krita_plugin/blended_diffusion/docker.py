@@ -7,21 +7,19 @@ round line, Accept / Discard, More / Vary), Engine, status and question, Check e
 
 from typing import Any, Iterable, Optional
 
-from PyQt5.QtCore import QSize, Qt
+from PyQt5.QtCore import Qt
 from PyQt5.QtGui import QPixmap
 from PyQt5.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
-    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QScrollArea,
     QSpinBox,
     QVBoxLayout,
     QWidget,
@@ -33,6 +31,7 @@ from .estimate import Remaining
 from .krita_api import DockWidget
 from .params import guided_steps
 from .review_panel import THUMB, ReviewPanel
+from .steady_area import SteadyArea
 
 DOCKER_ID = "blended_diffusion_docker"
 ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
@@ -42,37 +41,6 @@ STRENGTH_TIP = (
     "(skip_timesteps): 1.0 starts from pure noise, 0.75 with 100 steps skips 25 (the paper's default), "
     "lower values keep more of the original colours and layout."
 )
-
-
-class SteadyArea(QScrollArea):
-    """Holds the docker's contents with size hints fixed when the docker is built.
-
-    Nothing the docker shows later (live preview, candidate list, messages, expanded sections) can then
-    change the dock's size, so the plugin never resizes Krita's canvas. A canvas resized while Krita 5.1's
-    status-bar progress bar appears deadlocks Krita (docs/troubleshooting.md, "Krita freezes")."""
-
-    def __init__(self, content: QWidget, sections: "tuple[QWidget, ...]" = ()) -> None:
-        super().__init__()
-        self.setFrameShape(QFrame.NoFrame)
-        self.setWidgetResizable(True)
-        bar = self.verticalScrollBar().sizeHint().width()
-        for section in sections:  # wide enough for every section expanded, tall enough for none
-            section.setVisible(False)
-        collapsed = content.minimumSizeHint()
-        for section in sections:
-            section.setVisible(True)
-        width = content.minimumSizeHint().width() + bar
-        for section in sections:
-            section.setVisible(False)
-        self.setWidget(content)
-        self._minimum = QSize(width, collapsed.height())
-        self._hint = QSize(max(width, content.sizeHint().width() + bar), content.sizeHint().height())
-
-    def sizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        return QSize(self._hint)
-
-    def minimumSizeHint(self) -> QSize:  # noqa: N802 - Qt's name
-        return QSize(self._minimum)
 
 
 class BlendedDiffusionDocker(DockWidget):
