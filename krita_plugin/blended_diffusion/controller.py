@@ -196,7 +196,7 @@ class Controller(GroupActions, QObject):
         self.question = (text, on_yes)
         self.message_log.append(text)
         if not self._docker_shown():
-            notices.question(text, lambda: self.answer(True))
+            notices.question(text, self.answer)
         self.changed.emit()
 
     def answer(self, yes: bool) -> None:

@@ -32,11 +32,11 @@ def message(text: str, title: str = TITLE, selectable: bool = False) -> Any:
     return _keep(box)
 
 
-def question(text: str, on_yes: Callable[[], Any], title: str = TITLE) -> Any:
-    """A Yes / No window: ``on_yes`` runs when Yes is pressed."""
+def question(text: str, on_answer: Callable[[bool], Any], title: str = TITLE) -> Any:
+    """A Yes / No window: ``on_answer(True)`` when Yes is pressed, ``on_answer(False)`` otherwise."""
     box = QMessageBox(QMessageBox.Question, title, text, QMessageBox.Yes | QMessageBox.No)
     yes = box.button(QMessageBox.Yes)
-    box.buttonClicked.connect(lambda button: on_yes() if button is yes else None)
+    box.buttonClicked.connect(lambda button: on_answer(button is yes))
     return _keep(box)
 
 
