@@ -86,9 +86,14 @@ class JobRunner:
 class JobQueue:
     """Runs jobs one at a time on a worker thread; the others wait in order and learn their position."""
 
-    def __init__(self, runners: Dict[str, JobRunner], max_queued: int = 32) -> None:
+    def __init__(
+        self, runners: Dict[str, JobRunner], max_queued: int = 32, max_per_owner: Optional[int] = None
+    ) -> None:
         self._runners = runners
         self._max_queued = max_queued
+        # fair under load: one client holds at most this many queued and running jobs, the others keep
+        # their place (None: only the queue's own length limits it)
+        self._max_per_owner = max_per_owner
         self._lock = threading.Condition()
         self._pending: Deque[Job] = collections.deque()
         self._running: Optional[Job] = None
@@ -120,6 +125,15 @@ class JobQueue:
                 raise errors.JobFailed(errors.SHUTTING_DOWN, "the engine is shutting down")
             if len(self._pending) >= self._max_queued:
                 raise errors.JobFailed(errors.QUEUE_FULL, f"{len(self._pending)} jobs are waiting already")
+            if self._max_per_owner is not None:
+                held = sum(1 for queued in self._pending if queued.owner is job.owner)
+                held += 1 if self._running is not None and self._running.owner is job.owner else 0
+                if held >= self._max_per_owner:
+                    raise errors.JobFailed(
+                        errors.QUEUE_FULL,
+                        f"this connection has {held} jobs queued or running, the limit per connection "
+                        f"(max_jobs_per_connection {self._max_per_owner}): wait for one to finish",
+                    )
             job.position = len(self._pending) + (1 if self._running is not None else 0)
             accepted(job.position)
             self._pending.append(job)

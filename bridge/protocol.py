@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from bridge import errors
+from bridge.limits import MAX_IMAGE_PIXELS
 
 PROTOCOL_VERSION = 1
 MAGIC = b"BDKB"
@@ -60,7 +61,7 @@ class Limits:
     max_attachments: int = 256
     max_attachment_bytes: int = 1280 << 20  # worst case of a 16384^2 RGBA PNG is about 1,074 MB
     max_message_bytes: int = 3 << 30  # image + mask + init image of that size
-    max_image_pixels: int = 16384 * 16384
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # the one pixel limit (bridge/limits.py)
 
     def handshake(self) -> Limits:
         """The limits before a peer has authenticated: a small header and no attachments."""

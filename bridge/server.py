@@ -25,6 +25,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Set, Tuple,
 
 from bridge import errors, tls
 from bridge.jobqueue import Job, JobQueue, JobRunner, error_fields
+from bridge.limits import DEFAULT_LIMITS, JobLimits
 from bridge.protocol import PROTOCOL_VERSION, Limits, MessageReader, encode_message, png_info
 
 TOKEN_ENV = "BLENDED_DIFFUSION_TOKEN"
@@ -337,8 +338,11 @@ class BridgeServer:
         max_queued: int = 32,
         versions: Optional[Dict[str, Any]] = None,
         ssl_context: Optional[ssl.SSLContext] = None,
+        job_limits: Optional[JobLimits] = None,
     ) -> None:
-        """``ssl_context`` (:func:`bridge.tls.server_context`): only TLS connections are accepted."""
+        """``ssl_context`` (:func:`bridge.tls.server_context`): only TLS connections are accepted.
+        ``job_limits`` (bridge/limits.py): reported in status replies; its ``max_jobs_per_connection``
+        bounds what one client holds in the queue (the runners check the rest)."""
         if len(token) < MIN_TOKEN_LENGTH:
             raise ValueError(f"the token must have at least {MIN_TOKEN_LENGTH} characters")
         # One runner serves the "edit" kind; a mapping names each job kind (message type) it serves.
@@ -354,7 +358,8 @@ class BridgeServer:
         self.limits = limits or Limits()
         self.handshake_timeout = handshake_timeout
         self.max_connections = max_connections
-        self.jobs = JobQueue(self.runners, max_queued)
+        self.job_limits = job_limits or DEFAULT_LIMITS
+        self.jobs = JobQueue(self.runners, max_queued, self.job_limits.max_jobs_per_connection)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._listener = socket.create_server((host, port), family=family, backlog=64)
         self.host, self.port = self._listener.getsockname()[:2]
@@ -406,6 +411,7 @@ class BridgeServer:
         versions = dict(info.get("versions", {}), protocol=PROTOCOL_VERSION, **self.versions())
         info["versions"] = versions
         info["queue"] = self.jobs.snapshot()
+        info["limits"] = self.job_limits.to_status()
         with self._lock:
             info["connections"] = len(self._connections)
         info["pid"] = os.getpid()

@@ -18,9 +18,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from bridge import errors
 from bridge.jobqueue import Job, JobRunner, RunnerOutput
+from bridge.limits import DEFAULT_LIMITS, SIDES, JobLimits
 from bridge.png import CHANNELS as PNG_CHANNELS
 from bridge.png import encode_png
-from bridge.protocol import Limits
+from bridge.protocol import Limits, png_info
 
 log = logging.getLogger("engine.jobs")
 
@@ -100,11 +101,13 @@ class EditRunner(JobRunner):
         edit_defaults: Optional[Dict[str, Any]] = None,
         log_path: Optional[str] = None,
         preset_ref: Optional[str] = None,
+        job_limits: Optional[JobLimits] = None,
     ) -> None:
         from engine.editing import editor
 
         self.models = models
         self.limits = limits
+        self.job_limits = job_limits or DEFAULT_LIMITS  # bridge/limits.py: what one job may ask for
         # The preset's recommended settings: used for the parameters a request leaves out.
         self.edit_defaults: Dict[str, Any] = dict(edit_defaults or {})
         self.log_path = log_path
@@ -113,6 +116,12 @@ class EditRunner(JobRunner):
         self._param_fields = {f.name: f for f in dataclasses.fields(editor.EditParams)}
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
+        checked = self._check_params(params)
+        width, height = _png_size(images["image"])
+        return self._admit(checked, width * height)
+
+    def _check_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
+        """The request's edit parameters (the preset's for those left out), typed and within the limits."""
         checked: Dict[str, Any] = {}
         for name, value in {**self.edit_defaults, **params}.items():
             spec = self._param_fields.get(name)
@@ -150,11 +159,49 @@ class EditRunner(JobRunner):
 
                 edit_params = apply_mode(edit_params, quality, set(params) - {"quality"})
                 checked = edit_params.to_dict()
-            check = getattr(self._editor, "validate_params", None)
-            if check is not None:
-                check(edit_params)
+            self._editor.validate_params(edit_params, self.job_limits)
+            self._check_prompt(edit_params.prompt, "prompt")
         except Exception as exc:
             raise errors.JobFailed(errors.INVALID_INPUT, str(exc)) from None
+        return checked
+
+    def _check_prompt(self, prompt: str, what: str) -> None:
+        from engine.editing.limits import check_prompt_tokens
+
+        clip = getattr(self.models, "clip", None)
+        check_prompt_tokens(prompt, what, int(getattr(clip, "context_length", 77)), self.job_limits)
+
+    def _admit(
+        self, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int = 0, windows: int = 1
+    ) -> Dict[str, Any]:
+        """Admission by estimate (engine/editing/admission.py): the params to run with (a smaller batch
+        when only that fits), or JobFailed(too_large) with the figures."""
+        from engine.editing.admission import AdmissionError, admit, split_batch
+        from engine.editing.timing import StepTimes, estimate_seconds
+
+        params = self._editor.EditParams(**checked)
+        seconds = None
+        try:
+            times = StepTimes().get(self._timing_key())
+            seconds = estimate_seconds(params, times, guided=bool(params.prompt))
+        except Exception:  # noqa: BLE001 - no estimate: admitted by memory alone
+            log.warning("no time estimate for admission:\n%s", traceback.format_exc())
+        try:
+            cap = self.job_limits.max_job_seconds
+            admission = admit(self.models, params, image_pixels, canvas_pixels, windows, seconds, cap)
+        except AdmissionError as exc:
+            raise errors.JobFailed(errors.TOO_LARGE, str(exc)) from None
+        log.info(
+            "admitted: about %.2f GB at %d candidates at once (free: %s), %s s",
+            admission.need_bytes / 1e9,
+            admission.batch_size,
+            "?" if admission.free_bytes is None else f"{admission.free_bytes / 1e9:.2f} GB",
+            "?" if admission.seconds is None else f"{admission.seconds:.0f}",
+        )
+        if admission.batch_size < int(params.batch_size):
+            smaller = split_batch(params, admission.batch_size)
+            log.info("%d candidates at once instead of %d, to fit", smaller.batch_size, params.batch_size)
+            checked = dict(checked, batch_size=smaller.batch_size, iterations_num=smaller.iterations_num)
         return checked
 
     def _timing_key(self) -> str:
@@ -304,6 +351,15 @@ class EditRunner(JobRunner):
         raise errors.JobFailed(*failure)
 
 
+def _png_size(data: bytes) -> Tuple[int, int]:
+    """(width, height) from a PNG's header (the server checked it is one before validate)."""
+    try:
+        info = png_info(data)
+    except ValueError as exc:
+        raise errors.JobFailed(errors.INVALID_INPUT, f"image: {exc}") from None
+    return info.width, info.height
+
+
 def _save_times(timer: Any) -> None:
     try:
         timer.save()
@@ -333,6 +389,7 @@ class ExtendRunner(EditRunner):
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         from engine.editing.extend import ExtendSpec, validate_spec
+        from engine.editing.limits import check_extend
 
         extension = {key: params[key] for key in self.EXTENSION_KEYS if key in params}
         side_prompts = extension.get("side_prompts", {})
@@ -342,14 +399,27 @@ class ExtendRunner(EditRunner):
             value = extension.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise errors.JobFailed(errors.INVALID_INPUT, f"{key} must be a whole number, not {value!r}")
+        size = _png_size(images["image"])
+        spec = ExtendSpec(**extension)
         try:
-            validate_spec(ExtendSpec(**extension))
+            validate_spec(spec)
+            # before anything is planned: the sides, the canvas and its number of windows
+            sides = {side: spec.amount(side) for side in SIDES}
+            model_size = int(getattr(self.models, "image_size", 256))
+            windows = check_extend(
+                size, sides, model_size, self.job_limits, int(spec.blend_band), int(spec.window)
+            )
+            for side, prompt in spec.side_prompts.items():
+                self._check_prompt(prompt, f"{side} prompt")
         except Exception as exc:
             raise errors.JobFailed(errors.INVALID_INPUT, str(exc)) from None
         rest = {key: value for key, value in params.items() if key not in self.EXTENSION_KEYS}
-        checked = super().validate(rest, images)
+        checked = self._check_params(rest)
         if checked.get("invert_mask"):
             raise errors.JobFailed(errors.INVALID_INPUT, "invert_mask has no meaning when extending")
+        width = size[0] + spec.left + spec.right
+        height = size[1] + spec.top + spec.bottom
+        checked = self._admit(checked, size[0] * size[1], width * height, windows)
         return {**checked, **extension}
 
     def _work(self, job: Job) -> RunnerOutput:
@@ -379,12 +449,13 @@ def job_runners(
     edit_defaults: Optional[Dict[str, Any]] = None,
     log_path: Optional[str] = None,
     preset_ref: Optional[str] = None,
+    job_limits: Optional[JobLimits] = None,
 ) -> Dict[str, JobRunner]:
     """The runners ``python -m engine serve`` hands the bridge server, by job kind (``edit`` first: the
     server reports device and models from the first)."""
     return {
-        "edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref),
-        "extend": ExtendRunner(models, limits, edit_defaults, log_path, preset_ref),
+        "edit": EditRunner(models, limits, edit_defaults, log_path, preset_ref, job_limits),
+        "extend": ExtendRunner(models, limits, edit_defaults, log_path, preset_ref, job_limits),
     }
 
 

@@ -89,10 +89,14 @@ def jobs() -> List[Tuple[str, Callable[[EngineClient, threading.Event], Any]]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default="tiny")
     parser.add_argument("--address-space-gib", type=float, default=8.0)
-    parser.add_argument("--wait", type=float, default=20.0, help="seconds before an accepted job is cancelled")
+    parser.add_argument(
+        "--wait", type=float, default=20.0, help="seconds before an accepted job is cancelled"
+    )
     args = parser.parse_args()
     import tempfile
 
@@ -115,7 +119,9 @@ def main() -> int:
                 outcome: Dict[str, str] = {}
                 started = time.monotonic()
 
-                def target(run: Any = run, cancel: threading.Event = cancel, outcome: Dict = outcome) -> None:
+                def target(
+                    run: Any = run, cancel: threading.Event = cancel, outcome: Dict = outcome, started=started
+                ) -> None:
                     try:
                         with EngineClient(host, port, token, timeout=60.0) as client:
                             run(client, cancel)

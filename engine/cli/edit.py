@@ -204,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
+        from engine.editing.limits import check_prompt_tokens
         from engine.editing.modes import apply_mode
         from engine.editing.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
@@ -213,6 +214,7 @@ def run(args: argparse.Namespace) -> int:
         params = apply_mode(params, getattr(args, "quality", "paper"), explicit_options(args))
 
         validate_params(params)
+        check_prompt_tokens(params.prompt, "prompt", _context_length(preset))
         _check_output_path(args.output_path)
         image, mask, scribble = _load_inputs(args, params.invert_mask)
         if changed:  # after the input checks, so that bad input stays one line
@@ -254,6 +256,12 @@ def run(args: argparse.Namespace) -> int:
         f"(best: {names[0]}, scores {best.scores})"
     )
     return 0
+
+
+def _context_length(preset) -> int:
+    """Tokens the preset's CLIP reads (77 for every shipped one)."""
+    clip = getattr(preset, "clip", None)
+    return int(((getattr(clip, "config", None) or {}).get("text_cfg") or {}).get("context_length", 77))
 
 
 def _timing(models, params):

@@ -21,6 +21,7 @@ from engine.cli.edit import (
     EXIT_CANCELLED,
     SCORES_FILE,
     _check_output_path,
+    _context_length,
     _edit_params,
     _preset_line,
     _progress_bar,
@@ -96,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         from engine.editing import imaging
+        from engine.editing.limits import check_extend, check_prompt_tokens
         from engine.editing.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
 
@@ -108,9 +110,15 @@ def run(args: argparse.Namespace) -> int:
 
         params = apply_mode(params, getattr(args, "quality", "paper"), explicit_options(args))
         validate_params(params)
+        for side in spec.sides():
+            prompt = spec.prompt_for(side, params.prompt)
+            check_prompt_tokens(prompt, f"{side} prompt", _context_length(preset))
         _check_output_path(args.output_path)
         image = imaging.open_image(args.init_image, "image")
         imaging.prepare_source(image, "image")  # unreadable modes fail here, before the models load
+        model_size = int(preset.diffusion.model_flags["image_size"])
+        sides = {side: spec.amount(side) for side in SIDES}
+        check_extend(image.size, sides, model_size, None, spec.blend_band, spec.window)
         if changed:
             print(_preset_line(preset.name, changed), file=sys.stderr)
 

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import Any
 
+from bridge.limits import DEFAULT_LIMITS, JobLimits
 from bridge.protocol import Limits
 from bridge.server import MIN_TOKEN_LENGTH, TOKEN_ENV, BridgeServer, is_loopback
 
@@ -44,6 +45,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="largest image a client may send, in MiB (default: enough for 16384x16384 RGBA)",
+    )
+    parser.add_argument(
+        "--max-candidates",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"most candidates one job may ask for (default and ceiling {DEFAULT_LIMITS.max_candidates})",
+    )
+    parser.add_argument(
+        "--max-megapixels",
+        type=float,
+        default=None,
+        metavar="MPX",
+        help="largest image a client may send, and canvas an extension may make, in megapixels (default "
+        f"and ceiling {DEFAULT_LIMITS.max_image_pixels / 1e6:.1f})",
+    )
+    parser.add_argument(
+        "--max-job-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="refuse jobs estimated (from this device's measured step times) to take longer "
+        "(default: no cap)",
+    )
+    parser.add_argument(
+        "--max-jobs-per-connection",
+        type=int,
+        default=None,
+        metavar="N",
+        help="queued and running jobs one client may hold "
+        f"(default {DEFAULT_LIMITS.max_jobs_per_connection})",
     )
     parser.add_argument(
         "--tls",
@@ -102,6 +134,26 @@ def _tls_setup(args: argparse.Namespace) -> tuple[Any, str]:
     return context, fingerprint
 
 
+def _job_limits(args: argparse.Namespace) -> JobLimits:
+    """The built-in limits (bridge/limits.py) lowered by the --max-* options (ValueError naming one)."""
+    pixels = None if args.max_megapixels is None else int(args.max_megapixels * 1e6)
+    values = {
+        "--max-candidates": ("max_candidates", args.max_candidates),
+        "--max-megapixels": ("max_image_pixels", pixels),
+        "--max-job-seconds": ("max_job_seconds", args.max_job_seconds),
+        "--max-jobs-per-connection": ("max_jobs_per_connection", args.max_jobs_per_connection),
+    }
+    limits = DEFAULT_LIMITS
+    for option, (name, value) in values.items():
+        try:
+            limits = limits.lowered(**{name: value})
+        except ValueError as exc:
+            raise ValueError(f"{option}: {exc}") from None
+    if args.max_candidates is not None:  # a job's batch cannot exceed its candidates
+        limits = dataclasses.replace(limits, max_batch_size=min(limits.max_batch_size, limits.max_candidates))
+    return limits
+
+
 def run(args: argparse.Namespace) -> int:
     token = os.environ.pop(TOKEN_ENV, "")  # popped: processes the engine starts need not see it
     if len(token) < MIN_TOKEN_LENGTH:
@@ -135,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
             return 2
         size = args.max_attachment_mb << 20
         limits = dataclasses.replace(limits, max_attachment_bytes=size, max_message_bytes=3 * size)
+    try:
+        job_limits = _job_limits(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    limits = dataclasses.replace(limits, max_image_pixels=job_limits.max_image_pixels)
 
     # torch's compiler cache folder, which importing kornia/open_clip creates, goes with the engine's data
     # rather than into the system's temporary folder, where it would stay behind.
@@ -158,10 +216,10 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.models)
         edit_defaults = preset_edit_defaults(preset)
         models = load_models(preset, args.weights_dir, args.device)
-        runners = job_runners(models, limits, edit_defaults, log_file, args.models)
+        runners = job_runners(models, limits, edit_defaults, log_file, args.models, job_limits)
         server = BridgeServer(
             runners, token, args.host, args.port, limits, versions={"engine": __version__},
-            ssl_context=ssl_context,
+            ssl_context=ssl_context, job_limits=job_limits,
         )
     except EngineError as exc:
         log.error("%s", exc)

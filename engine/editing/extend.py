@@ -43,6 +43,7 @@ from engine.editing.editor import (
     lpips_for,
     run_splitting_on_oom,
 )
+from engine.editing.limits import check_extend
 from engine.editing.params import EditParams, validate_params
 from engine.errors import Cancelled, InputError
 from engine.models.devices import amp_dtype_for, free_memory
@@ -249,10 +250,11 @@ def extend(
     notes = list(source.notes)
     size = int(models.image_size)
     window = int(spec.window) or size
+    # the sides, the canvas and its windows within the limits before anything is planned (limits.py)
+    sides = {side: spec.amount(side) for side in SIDES}
+    check_extend(source.size, sides, size, None, spec.blend_band, window)
     the_plan = plan(source.size, spec, window)
     canvas_w, canvas_h = the_plan.canvas_size
-    if canvas_w * canvas_h > imaging.MAX_PIXELS:
-        raise InputError(f"the extended canvas would be too large: {canvas_w}x{canvas_h}")
     diffusion = diffusion_for(models, params)
     prompts = _prompted_sides(spec, params.prompt)
     device = models.device

@@ -19,12 +19,14 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from bridge.geometry import context_box
+from bridge.limits import MAX_IMAGE_PIXELS
 from engine.errors import InputError
 
 Box = Tuple[int, int, int, int]  # x, y, width, height
 
-# Refuse absurd inputs before decoding them (Pillow's own bomb check warns at ~89 MP).
-MAX_PIXELS = 20000 * 20000
+# Refuse absurd inputs before decoding them (Pillow's own bomb check warns at ~89 MP): the one pixel limit
+# the bridge enforces too (bridge/limits.py).
+MAX_PIXELS = MAX_IMAGE_PIXELS
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 SIXTEEN_BIT_KEY = "blended_diffusion.16bit"
 
@@ -112,7 +114,10 @@ def prepare_source(image: Image.Image, what: str = "image") -> Prepared:
     if image.width < 1 or image.height < 1:
         raise InputError(f"{what} is empty ({image.width}x{image.height})")
     if image.width * image.height > MAX_PIXELS:
-        raise InputError(f"{what} is too large: {image.width}x{image.height}")
+        raise InputError(
+            f"{what} is too large: {image.width}x{image.height} = "
+            f"{image.width * image.height / 1e6:.1f} Mpx, over the limit of {MAX_PIXELS / 1e6:.1f} Mpx"
+        )
     sixteen = image.info.get(SIXTEEN_BIT_KEY) or _sixteen_bit_rawmode(image)
     if sixteen and mode in ("RGB", "RGBA"):
         notes.append(f"{what}: 16 bits per channel converted to 8 bits")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict, Mapping
+from typing import Any, Dict, Mapping, Optional
 
+from bridge.limits import DEFAULT_LIMITS, JobLimits, LimitError, check_edit_params
 from engine.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -62,8 +63,9 @@ class EditParams:
         return asdict(self)
 
 
-def validate_params(params: EditParams) -> None:
-    """Reject impossible settings before any work, with messages that name the option."""
+def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> None:
+    """Reject impossible settings, and those over ``limits`` (bridge/limits.py; the built-in ones when
+    None), before any work, with messages that name the option."""
 
     def need(condition: bool, message: str) -> None:
         if not condition:
@@ -85,6 +87,10 @@ def validate_params(params: EditParams) -> None:
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")
     if params.seed is not None:
         need(0 <= int(params.seed) < 2**63 - 2**20, f"seed must be a non-negative integer, got {params.seed}")
+    try:
+        check_edit_params(params.to_dict(), limits or DEFAULT_LIMITS)
+    except LimitError as exc:
+        raise InputError(str(exc)) from None
 
 
 def preset_edit_defaults(preset: Any) -> Dict[str, Any]:

@@ -100,7 +100,13 @@ def has_native_bf16(device: torch.device) -> bool:
 
 
 # Allocation failures inside cuDNN / cuBLAS surface as plain RuntimeErrors without "out of memory".
-_OOM_MARKERS = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+# torch's CPU allocator says "can't allocate memory" (e.g. under an address-space limit).
+_OOM_MARKERS = (
+    "out of memory",
+    "cudnn_status_alloc_failed",
+    "cublas_status_alloc_failed",
+    "can't allocate memory",
+)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
