@@ -8,7 +8,7 @@ and CLIP ViT-B/16 specs built with random weights, no checkpoint needed), the pe
 (``/proc/self/clear_refs``) after the editing modules are imported and freed memory is trimmed, one
 edit of a 256x256 image runs with a prompt and one guided step, and the
 peak resident size over the size before it (VmHWM - VmRSS) is the measured job memory. The estimate is
-admission's: candidates at once x per-candidate bytes + the image's host bytes (the weights, loaded before,
+admission's: its fixed step overhead + candidates at once x per-candidate bytes + the image's host bytes (the weights, loaded before,
 are in both baselines). Linux only (clear_refs); one torch thread.
 """
 
@@ -90,7 +90,8 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str) -> dict:
     started = time.process_time()
     fp = admission.footprint(models)
     count_seconds = time.process_time() - started
-    estimate = batch * admission.candidate_bytes(fp, aug_num, True) + admission.host_bytes(256 * 256)
+    estimate = admission.STEP_OVERHEAD + batch * admission.candidate_bytes(fp, aug_num, True)
+    estimate += admission.host_bytes(256 * 256)
     import engine.editing.augment  # noqa: E401, F401
 
     gc.collect()

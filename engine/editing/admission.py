@@ -7,8 +7,8 @@ Peak memory of a guided step = the loaded weights + per candidate run at once (t
 for the backward pass, plus each augmented view's through CLIP's image encoder) + the images on the host.
 The activations are counted, not guessed: one forward of the preset's own architecture runs on fake
 tensors (no memory, milliseconds) and every tensor autograd saves for the backward is summed
-(:func:`footprint`); :data:`OVERHEAD` covers what that count leaves out (the backward's own temporaries,
-allocator rounding), measured by bench/admission.py against this CPU's peak resident memory for the toy,
+(:func:`footprint`); :data:`OVERHEAD` and :data:`STEP_OVERHEAD` cover what that count leaves out (the
+backward's own temporaries, allocator arenas), measured by bench/admission.py against this CPU's peak resident memory for the toy,
 tiny and default presets (docs/limits.md has the figures). The time comes from the step times this device
 measured (engine/editing/timing.py); before the first job there is none, and only memory is checked.
 """
@@ -29,6 +29,9 @@ log = logging.getLogger("engine.admission")
 GB = 1e9
 # Peak over the counted activations in a guided step (bench/admission.py, docs/limits.md).
 OVERHEAD = 1.25
+# What a job's first guided step takes beyond the counted activations whatever the model (autograd's
+# engine, the allocator's arenas): 31-39 MB measured with the toy and tiny presets.
+STEP_OVERHEAD = 40_000_000
 # An unguided step (no prompt) keeps no graph: its peak is a fraction of the guided step's activations.
 UNGUIDED_SHARE = 0.25
 # Host bytes per image pixel an edit keeps (decoded PNGs, RGB + mask + full-size source, the composite's
@@ -225,7 +228,8 @@ def admit(
     host = host_bytes(image_pixels, canvas_pixels, candidates)
     free_bytes, where = free if free is not None else device_free_bytes(models.device)
     on_host = where == "this machine"
-    fixed = host if on_host else 0  # the weights are loaded already: they are not asked of the device
+    # the weights are loaded already: they are not asked of the device
+    fixed = STEP_OVERHEAD + (host if on_host else 0)
     batch = int(params.batch_size)
     if free_bytes is not None:
         while batch > 1 and fixed + batch * per_candidate > free_bytes:
