@@ -6,10 +6,10 @@ on this CPU, for the toy, tiny and default presets (docs/limits.md).
 Each (preset, batch) runs in a fresh subprocess: the models are loaded (``default``: the registry's ADM-256
 and CLIP ViT-B/16 specs built with random weights, no checkpoint needed), the peak resident size is reset
 (``/proc/self/clear_refs``) after the editing modules are imported and freed memory is trimmed, one
-edit of a 256x256 image runs with a prompt and one guided step, and the
-peak resident size over the size before it (VmHWM - VmRSS) is the measured job memory. The estimate is
-admission's: its fixed step overhead + candidates at once x per-candidate bytes + the image's host bytes (the weights, loaded before,
-are in both baselines). Linux only (clear_refs); one torch thread.
+edit of a 256x256 image runs with a prompt and one guided step, and the peak resident size over the size
+before it (VmHWM - VmRSS) is the measured job memory. The estimate is admission's: its fixed step overhead
++ candidates at once x per-candidate bytes + the image's host bytes (the weights, loaded before, are in
+both baselines). Linux only (clear_refs); one torch thread.
 """
 
 from __future__ import annotations

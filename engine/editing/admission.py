@@ -8,9 +8,10 @@ for the backward pass, plus each augmented view's through CLIP's image encoder) 
 The activations are counted, not guessed: one forward of the preset's own architecture runs on fake
 tensors (no memory, milliseconds) and every tensor autograd saves for the backward is summed
 (:func:`footprint`); :data:`OVERHEAD` and :data:`STEP_OVERHEAD` cover what that count leaves out (the
-backward's own temporaries, allocator arenas), measured by bench/admission.py against this CPU's peak resident memory for the toy,
-tiny and default presets (docs/limits.md has the figures). The time comes from the step times this device
-measured (engine/editing/timing.py); before the first job there is none, and only memory is checked.
+backward's own temporaries, allocator arenas), measured by bench/admission.py against this CPU's peak
+resident memory for the toy, tiny and default presets (docs/limits.md has the figures). The time comes
+from the step times this device measured (engine/editing/timing.py); before the first job there is none,
+and only memory is checked.
 """
 
 from __future__ import annotations
