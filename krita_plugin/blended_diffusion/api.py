@@ -339,7 +339,7 @@ def prepare_extend(
         raise errors.NoDocumentError()
     krita_api.document_format(doc)  # refuses CMYK, Lab, grey… before anything else
     size = (doc.width(), doc.height())
-    extending.check_sides(sides, side_prompts)  # bad sides fail before the pixels are read
+    extending.check_sides(sides, side_prompts, image_size=size)  # bad sides fail before the pixels are read
     image = krita_api.read_visible_rgba(doc, (0, 0, size[0], size[1]))
     return extending.make_request(size, image, engine_params(options), sides, side_prompts, blend_band)
 

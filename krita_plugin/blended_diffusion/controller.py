@@ -7,6 +7,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from PyQt5.QtCore import QObject, pyqtSignal
 
+from bridge.limits import DEFAULT_LIMITS, JobLimits
+
 from . import api, errors, extending, krita_api, notices, recommended, workflow
 from .editing import EditResponse
 from .engine_manager import EngineManager, EngineSettings
@@ -41,6 +43,7 @@ class Controller(GroupActions, QObject):
         self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
         self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
+        self.engine_limits: JobLimits = DEFAULT_LIMITS  # the connected engine's (its status reply)
         self.message_is_error = False
         self.message_log: List[str] = []  # every message and question shown (scripts and tests read it)
         self.question: Optional[Tuple[str, Callable[[], Any]]] = None  # asked in the docker: text, on Yes
@@ -82,7 +85,10 @@ class Controller(GroupActions, QObject):
     def on_engine_status(self, status: Dict[str, Any], engine: Optional[str] = None) -> None:
         """An engine's status reply (from an edit, or read_engine_status): its preset's recommended
         settings become the defaults of the settings the user has not changed."""
+        if isinstance(status.get("limits"), dict):  # what this engine accepts: the docker's maxima
+            self.engine_limits = JobLimits.from_status(status["limits"])
         if not isinstance(status.get("models"), dict):
+            self.changed.emit()
             return  # an engine that reports no preset: keep what we have
         self._defaults_moved(
             recommended.remember(self.settings, status, engine or recommended.engine_key(self.settings))

@@ -29,7 +29,7 @@ from . import extending, recommended
 from .controller import controller
 from .estimate import Remaining
 from .krita_api import DockWidget
-from .params import guided_steps
+from .params import MAX_CANDIDATES, guided_steps
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
@@ -397,6 +397,15 @@ class BlendedDiffusionDocker(DockWidget):
             if pixmap.loadFromData(preview):
                 self.preview.setPixmap(pixmap.scaled(THUMB * 3, THUMB * 3, Qt.KeepAspectRatio))
 
+    def _apply_limits(self) -> None:
+        """The connected engine's limits (bridge/limits.py, from its status) as the boxes' maxima."""
+        limits = self.ctl.engine_limits
+        self.candidates.setMaximum(min(MAX_CANDIDATES, limits.max_candidates))
+        self.steps.setMaximum(min(1000, limits.max_steps))
+        self.aug_num.setMaximum(min(64, limits.max_aug_num))
+        for box in self.extend_pixels.values():
+            box.setMaximum(limits.max_extend_side)
+
     def refresh(self) -> None:
         flow = self.ctl.flow
         busy = self.ctl.worker is not None
@@ -404,6 +413,7 @@ class BlendedDiffusionDocker(DockWidget):
             self.remaining.reset()
             self.progress.setFormat("step %v / %m")
         self._update_estimate()
+        self._apply_limits()
         idle = not busy and self.ctl.status_worker is None
         self.edit_button.setEnabled(idle)
         self.extend_button.setEnabled(idle)

@@ -6,11 +6,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from bridge.limits import DEFAULT_LIMITS, JobLimits, LimitError, check_pixels
+
 from . import errors, pixels
 from .editing import CandidatePatch, EditResponse, ProgressCallback
 
 SIDES = ("left", "right", "top", "bottom")
-MAX_SIDE = 16384  # pixels one side may grow by; the engine refuses canvases over its own pixel limit
+MAX_SIDE = DEFAULT_LIMITS.max_extend_side  # pixels one side may grow by (bridge/limits.py)
 
 
 class BadExtensionError(errors.PluginError):
@@ -18,9 +20,15 @@ class BadExtensionError(errors.PluginError):
         super().__init__(f"Cannot extend the canvas: {detail}.")
 
 
-def check_sides(sides: Mapping[str, Any], side_prompts: Optional[Mapping[str, str]] = None) -> Dict[str, int]:
-    """The four side sizes as ints, refusing negative or non-integer sizes, no side at all, and a prompt
-    for a side that does not grow."""
+def check_sides(
+    sides: Mapping[str, Any],
+    side_prompts: Optional[Mapping[str, str]] = None,
+    limits: JobLimits = DEFAULT_LIMITS,
+    image_size: Optional[Tuple[int, int]] = None,
+) -> Dict[str, int]:
+    """The four side sizes as ints, refusing negative or non-integer sizes, sizes over the engine's limit,
+    no side at all, a prompt for a side that does not grow, and (given the image's size) a grown canvas
+    over the engine's pixel limit."""
     unknown = sorted(set(sides) - set(SIDES))
     if unknown:
         raise BadExtensionError(f"unknown side {unknown[0]!r} (sides: {', '.join(SIDES)})")
@@ -29,8 +37,10 @@ def check_sides(sides: Mapping[str, Any], side_prompts: Optional[Mapping[str, st
         value = sides.get(side, 0)
         if isinstance(value, bool) or not isinstance(value, int):
             raise BadExtensionError(f"the {side} size must be a whole number of pixels, not {value!r}")
-        if not 0 <= value <= MAX_SIDE:
-            raise BadExtensionError(f"the {side} size must be between 0 and {MAX_SIDE} pixels, not {value}")
+        if not 0 <= value <= limits.max_extend_side:
+            raise BadExtensionError(
+                f"the {side} size must be between 0 and {limits.max_extend_side} pixels, not {value}"
+            )
         checked[side] = value
     if not any(checked.values()):
         raise BadExtensionError("give at least one side a size in pixels")
@@ -39,6 +49,13 @@ def check_sides(sides: Mapping[str, Any], side_prompts: Optional[Mapping[str, st
             raise BadExtensionError(f"unknown side {side!r} for a prompt (sides: {', '.join(SIDES)})")
         if checked[side] == 0:
             raise BadExtensionError(f"there is a prompt for the {side} side, but it does not grow")
+    if image_size is not None:
+        width = image_size[0] + checked["left"] + checked["right"]
+        height = image_size[1] + checked["top"] + checked["bottom"]
+        try:  # the engine would refuse it: say so before the image is read and sent
+            check_pixels("grown canvas", width, height, limits)
+        except LimitError as exc:
+            raise BadExtensionError(str(exc)) from None
     return checked
 
 
@@ -94,8 +111,9 @@ def make_request(
     sides: Mapping[str, Any],
     side_prompts: Optional[Mapping[str, str]] = None,
     blend_band: int = 0,
+    limits: JobLimits = DEFAULT_LIMITS,
 ) -> ExtendRequest:
-    checked = check_sides(sides, side_prompts)
+    checked = check_sides(sides, side_prompts, limits, size)
     prompts = {side: str(text).strip() for side, text in dict(side_prompts or {}).items()}
     if isinstance(blend_band, bool) or not isinstance(blend_band, int) or blend_band < 0:
         raise BadExtensionError(f"the blend band must be a whole number of pixels >= 0, not {blend_band!r}")
