@@ -117,7 +117,7 @@ class EditRunner(JobRunner):
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         checked = self._check_params(params)
-        width, height = _png_size(images["image"])
+        width, height = _png_size(images.get("image"))
         return self._admit(checked, width * height)
 
     def _check_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
@@ -351,8 +351,11 @@ class EditRunner(JobRunner):
         raise errors.JobFailed(*failure)
 
 
-def _png_size(data: bytes) -> Tuple[int, int]:
-    """(width, height) from a PNG's header (the server checked it is one before validate)."""
+def _png_size(data: Optional[bytes]) -> Tuple[int, int]:
+    """(width, height) from a PNG's header (the server checked it is one before validate); (0, 0)
+    without one (a runner asked directly)."""
+    if data is None:
+        return 0, 0
     try:
         info = png_info(data)
     except ValueError as exc:
@@ -399,7 +402,7 @@ class ExtendRunner(EditRunner):
             value = extension.get(key, 0)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise errors.JobFailed(errors.INVALID_INPUT, f"{key} must be a whole number, not {value!r}")
-        size = _png_size(images["image"])
+        size = _png_size(images.get("image"))
         spec = ExtendSpec(**extension)
         try:
             validate_spec(spec)

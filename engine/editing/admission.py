@@ -105,15 +105,15 @@ def footprint(models: Any) -> Footprint:
     known = getattr(models, "_footprint", None)
     if known is not None:
         return known
+    clip = getattr(models, "clip", None)
+    modules = [getattr(models, "unet", None), getattr(clip, "model", None)]
     weights = sum(
-        p.numel() * p.element_size()
-        for module in (models.unet, models.clip.model)
-        for p in module.parameters()
+        p.numel() * p.element_size() for module in modules if module is not None for p in module.parameters()
     )
     try:
-        unet_bytes, clip_bytes = count_activations(models.model_flags, models.clip.config)
-    except Exception:  # noqa: BLE001 - a model fake tensors cannot run: admit by the weights alone
-        log.warning("activations not counted: memory admission by the weights alone", exc_info=True)
+        unet_bytes, clip_bytes = count_activations(models.model_flags, clip.config)  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - a model fake tensors cannot run: admit by the images alone
+        log.warning("activations not counted: memory admission by the images alone", exc_info=True)
         unet_bytes = clip_bytes = 0
     known = Footprint(weights, unet_bytes, clip_bytes)
     try:
