@@ -42,10 +42,10 @@ def check_prompt_tokens(
     except LimitError as exc:
         raise InputError(str(exc)) from None
     text = str(prompt).strip()
-    if not text:
-        return
-    tokens = len(_tokenizer(int(context_length)).encode(text))
     room = int(context_length) - 2
+    if len(text.encode("utf-8")) <= room:
+        return  # byte-level BPE: never more tokens than bytes (and no tokenizer to load)
+    tokens = len(_tokenizer(int(context_length)).encode(text))
     if tokens > room:
         raise InputError(
             f"the {param} is {tokens} tokens long and CLIP reads only {room}: shorten it (CLIP would "
