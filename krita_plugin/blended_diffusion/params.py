@@ -4,6 +4,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from bridge.limits import DEFAULT_LIMITS, LimitError, check_prompt
+
 MAX_CANDIDATES = 16
 MAX_BATCH = 4  # the reference's default batch size: larger batches only cost memory
 QUALITIES = ("paper", "balanced", "fast")
@@ -45,6 +47,10 @@ class EditOptions:
             raise ValueError(f"seed must be in [0, 2^31), got {self.seed}")
         if self.quality not in QUALITIES:
             raise ValueError(f"quality must be one of {', '.join(QUALITIES)}, got {self.quality!r}")
+        try:  # the engine's own limit (bridge/limits.py): megabytes of prompt are not sent
+            check_prompt("prompt", self.prompt, DEFAULT_LIMITS)
+        except LimitError as exc:
+            raise ValueError(str(exc)) from None
 
 
 def strength_to_skip(strength: float, steps: int) -> int:

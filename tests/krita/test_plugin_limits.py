@@ -42,3 +42,8 @@ def test_a_refusal_reads_as_one_line():
     message = "batch_size x iterations_num = 100 candidates is over the limit of 64 candidates per job"
     text = str(errors.EngineJobFailed("invalid_input", message))
     assert "\n" not in text and message in text
+
+
+def test_a_prompt_over_the_engines_limit_is_not_sent():
+    with pytest.raises(ValueError, match="the prompt has 5000 characters, over the limit of 1000"):
+        params.engine_params(params.EditOptions(prompt="x" * 5000))
