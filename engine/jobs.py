@@ -13,6 +13,7 @@ import io
 import logging
 import platform
 import re
+import threading
 import traceback
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -323,12 +324,21 @@ class EditRunner(JobRunner):
 
         Image.MAX_IMAGE_PIXELS = self.limits.max_image_pixels  # PIL's bomb check, at our own limit
         failure: Optional[Tuple[str, str]] = None
+        # --max-job-seconds also bounds a job whose time could not be estimated (like a statement timeout)
+        cap, overtime = self.job_limits.max_job_seconds, threading.Event()
+        watchdog = threading.Timer(cap, lambda: (overtime.set(), job.cancel.set())) if cap else None
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             return self._work(job)
         except errors.JobFailed:
             raise
         except Cancelled as exc:
             failure = (errors.CANCELLED, str(exc) or "the job was cancelled")
+            if overtime.is_set():
+                failure = (errors.TOO_LARGE, f"the job ran past this engine's limit of {cap:g} s per job "
+                           "(max_job_seconds) and was stopped: ask for fewer candidates or steps")
         except InputError as exc:
             failure = (errors.INVALID_INPUT, str(exc))
         except EngineError as exc:
@@ -346,6 +356,8 @@ class EditRunner(JobRunner):
                 failure = (errors.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")
         finally:
             job.images = {}  # the PNGs are not needed any more
+            if watchdog is not None:
+                watchdog.cancel()
         # Outside the except blocks, so the traceback (holding tensors) is gone before memory is released.
         release_memory()
         raise errors.JobFailed(*failure)

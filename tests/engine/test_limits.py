@@ -146,13 +146,14 @@ def test_admission_refuses_with_figures_and_splits_a_batch_that_fits_only_smalle
     assert fp.weights > 0 and fp.unet_activations > 0 and fp.clip_view_activations > 0
     params = EditParams(prompt="a red ball", batch_size=4, iterations_num=3, aug_num=8, precision="fp32")
     one = admission.candidate_bytes(fp, 8, True)
+    step = admission.STEP_OVERHEAD
     # room for two candidates at once: the batch shrinks to a divisor of the 12 candidates
-    ok = admission.admit(tiny_models, params, 64 * 64, free=(int(2.5 * one + 64 * 64 * 16), "the GPU"))
+    ok = admission.admit(tiny_models, params, 64 * 64, free=(int(step + 2.5 * one), "the GPU"))
     assert ok.batch_size == 2
     smaller = admission.split_batch(params, ok.batch_size)
     assert (smaller.batch_size, smaller.iterations_num) == (2, 6)
     with pytest.raises(admission.AdmissionError, match=r"needs about .* the GPU has .* free"):
-        admission.admit(tiny_models, params, 64 * 64, free=(int(0.5 * one), "the GPU"))
+        admission.admit(tiny_models, params, 64 * 64, free=(int(step + 0.5 * one), "the GPU"))
     # on the host the images count too: a 100 Mpx photograph needs its 1.6 GB
     with pytest.raises(admission.AdmissionError, match=r"GB for the images\), this machine has 1.0 GB free"):
         admission.admit(tiny_models, params, 100_000_000, free=(10**9, "this machine"))
@@ -165,3 +166,37 @@ def test_admission_refuses_with_figures_and_splits_a_batch_that_fits_only_smalle
 def test_free_memory_is_read_within_an_address_space_limit():
     free = admission.host_free_bytes()
     assert free is not None and free > 0
+
+
+class _Owner:
+    id = 1
+
+    def send(self, *args, **kwargs) -> bool:
+        return True
+
+
+def test_max_job_seconds_stops_a_job_that_runs_past_it(tiny_models):
+    """Without measured step times a job is admitted by memory alone: the cap still stops it running."""
+    import time
+
+    from bridge import errors
+    from bridge.jobqueue import Job
+    from bridge.protocol import Limits
+    from engine.jobs import EditRunner
+    from tests.bridge.helpers import make_png
+
+    runner = EditRunner(tiny_models, Limits(), job_limits=DEFAULT_LIMITS.lowered(max_job_seconds=0.5))
+    images = {"image": make_png(16, 12, 3), "mask": make_png(16, 12, 1, fill=255)}
+    params = runner.validate({"timestep_respacing": "1000", "skip_timesteps": 0, "batch_size": 1}, images)
+    started = time.monotonic()
+    with pytest.raises(errors.JobFailed) as caught:
+        runner.run(Job("j1", _Owner(), params, images))  # type: ignore[arg-type]
+    assert caught.value.code == errors.TOO_LARGE and "limit of 0.5 s per job" in caught.value.message
+    assert time.monotonic() - started < 60  # 1000 steps would take minutes here
+
+
+def test_the_cpu_allocators_failure_is_out_of_memory():
+    from engine.models.devices import is_out_of_memory
+
+    message = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried"
+    assert is_out_of_memory(RuntimeError(message))
