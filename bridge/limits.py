@@ -46,7 +46,7 @@ class JobLimits:
     max_prompt_chars: int = 1000  # refused before tokenizing; CLIP itself reads CLIP_CONTEXT - 2 tokens
     max_extend_side: int = 16384  # pixels one side may grow by
     max_image_pixels: int = MAX_IMAGE_PIXELS  # an image sent, and the canvas an extension makes
-    max_windows: int = 4096  # diffusion windows of one extension (about 100 Mpx of new pixels at 256 px)
+    max_windows: int = 16384  # diffusion windows of one extension (a whole canvas of new pixels at 256 px)
     max_window: int = 4096  # the extension's window side in canvas pixels
     max_blend_band: int = 1024  # pixels of the original an extension's transition may reach into
     max_jobs_per_connection: int = 4  # queued and running jobs one client may hold

@@ -49,7 +49,7 @@ CLI_CASES = [
     ("edit", "-p '" + "red ball " * 60 + "'", "tokens long and CLIP reads only 75"),
     ("extend", "--left 1000000", "left 1000000 px is over the limit of 16384 px"),
     ("extend", "--left 16000 --right 16000 --top 16000", "Mpx is over the limit of 268.4 Mpx"),
-    ("extend", "--left 9000 --window 8", "diffusion windows, over the limit of 4096"),
+    ("extend", "--left 16000 --top 16000 --window 8", "diffusion windows, over the limit of 16384"),
     ("extend", "--right 100 --blend_band 100000", "blend_band 100000 px is over the limit of 1024 px"),
 ]
 
