@@ -225,13 +225,14 @@ def test_random_and_extreme_jobs_are_refused_with_a_reason_or_run(engine, kind, 
     assert engine.memory("VmHWM") < RSS_BOUND, engine.memory("VmHWM")
 
 
-def test_random_jobs_included_some_that_ran_and_some_refused_for_memory_or_size():
+def test_random_jobs_included_some_that_ran_and_some_refused_for_memory_or_size(engine):
     """The property above saw both sides (it runs first in this module): jobs that passed and ran, and
     refusals."""
     if not SEEN:
         pytest.skip("run with the property test")  # selected alone: nothing to check
     assert SEEN.get("cancelled", 0) + SEEN.get("ran", 0) > 0 and SEEN.get(errors.INVALID_INPUT, 0) > 0, SEEN
-    print("random job outcomes:", SEEN)
+    peak = engine.memory("VmHWM") / 2**20
+    print("random job outcomes:", SEEN, f"engine peak resident size {peak:.0f} MiB")
 
 
 def test_one_connection_cannot_hold_more_than_its_share_of_the_queue(engine):
@@ -302,3 +303,20 @@ class RawJobs:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def test_serve_refuses_limits_above_the_built_in_ones_before_loading():
+    import os
+    import subprocess
+
+    env = {**os.environ, "BLENDED_DIFFUSION_TOKEN": "x" * 32, "PYTHONPATH": str(REPO_ROOT)}
+    for option, value, message in (
+        ("--max-candidates", "65", "--max-candidates: max_candidates must be between 1 and 64, not 65"),
+        ("--max-megapixels", "0", "--max-megapixels: max_image_pixels must be between 1 and 268435456"),
+        ("--max-job-seconds", "-5", "--max-job-seconds: max_job_seconds must be positive, not -5.0"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "engine", "serve", "--models", "tiny", option, value],
+            cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2 and message in done.stderr and done.stdout == "", done.stderr
