@@ -1,7 +1,7 @@
 """Admission figures: a job's peak memory as engine/editing/admission.py estimates it against what it takes
 on this CPU, for the toy, tiny and default presets (docs/limits.md).
 
-    python bench/admission.py [--presets toy tiny default] [--batches 1 4] [--aug-num 8]
+    python bench/admission.py [--presets toy tiny default] [--batches 1 4] [--aug-num 8] [--unguided]
 
 Each (preset, batch) runs in a fresh subprocess: the models are loaded (``default``: the registry's ADM-256
 and CLIP ViT-B/16 specs built with random weights, no checkpoint needed), the peak resident size is reset
@@ -60,7 +60,7 @@ def _models(preset: str, weights_dir: str):
     )
 
 
-def measure(preset: str, batch: int, aug_num: int, weights_dir: str) -> dict:
+def measure(preset: str, batch: int, aug_num: int, weights_dir: str, guided: bool = True) -> dict:
     """One edit (one guided step) in this process: measured and estimated job memory in bytes."""
     import ctypes
     import gc
@@ -78,7 +78,7 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str) -> dict:
     mask = Image.new("L", (256, 256), 0)
     ImageDraw.Draw(mask).ellipse((64, 64, 192, 192), fill=255)
     params = EditParams(
-        prompt="a red ball",
+        prompt="a red ball" if guided else "",
         timestep_respacing="4",
         skip_timesteps=3,
         batch_size=batch,
@@ -90,7 +90,7 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str) -> dict:
     started = time.process_time()
     fp = admission.footprint(models)
     count_seconds = time.process_time() - started
-    estimate = admission.STEP_OVERHEAD + batch * admission.candidate_bytes(fp, aug_num, True)
+    estimate = admission.STEP_OVERHEAD + batch * admission.candidate_bytes(fp, aug_num, guided)
     estimate += admission.host_bytes(256 * 256)
     import engine.editing.augment  # noqa: E401, F401
 
@@ -106,7 +106,7 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str) -> dict:
     return {
         "preset": preset,
         "batch": batch,
-        "aug_num": aug_num,
+        "aug_num": aug_num if guided else 0,
         "weights": fp.weights,
         "unet_activations": fp.unet_activations,
         "clip_view_activations": fp.clip_view_activations,
@@ -124,13 +124,15 @@ def main() -> int:
     parser.add_argument("--presets", nargs="+", default=["toy", "tiny", "default"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--aug-num", type=int, default=8)
+    parser.add_argument("--unguided", action="store_true", help="no prompt: unguided steps only")
     parser.add_argument(
         "--weights-dir", default=None, help="for tiny's generated weights (default: a temp dir)"
     )
     parser.add_argument("--one", nargs=2, metavar=("PRESET", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.aug_num, args.weights_dir)))
+        guided = not args.unguided
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.aug_num, args.weights_dir, guided)))
         return 0
     import tempfile
 
@@ -149,7 +151,8 @@ def main() -> int:
                         str(args.aug_num),
                         "--weights-dir",
                         args.weights_dir or tmp,
-                    ],
+                    ]
+                    + (["--unguided"] if args.unguided else []),
                     cwd=REPO_ROOT,
                     capture_output=True,
                     text=True,
