@@ -33,8 +33,9 @@ OVERHEAD = 1.25
 # What a job's first guided step takes beyond the counted activations whatever the model (autograd's
 # engine, the allocator's arenas): 31-39 MB measured with the toy and tiny presets.
 STEP_OVERHEAD = 40_000_000
-# An unguided step (no prompt) keeps no graph: its peak is a fraction of the guided step's activations.
-UNGUIDED_SHARE = 0.25
+# An unguided step (no prompt) keeps no graph: its peak is a fraction of the guided step's activations
+# (ADM-256: 0.93 GB measured at batch 1 against 5.16 GB counted, bench/admission.py --unguided).
+UNGUIDED_SHARE = 0.15
 # Host bytes per image pixel an edit keeps (decoded PNGs, RGB + mask + full-size source, the composite's
 # plan) and an extension per canvas pixel (start canvas, masks) and per canvas pixel and candidate (its
 # canvas, its full image and its RGBA patch).
@@ -244,6 +245,12 @@ def admit(
                 + f"), {where} has {_gb(free_bytes)} free: use a smaller image or selection, fewer "
                 "augmentations (aug_num) or a smaller model preset"
             )
+    host_free = None if on_host else host_free_bytes()
+    if host_free is not None and host > host_free:  # a GPU job's images still live on the host
+        raise AdmissionError(
+            f"the images of this job need about {_gb(host)} on the host, this machine has {_gb(host_free)} "
+            "free: use a smaller image or canvas, or fewer candidates"
+        )
     total = None if seconds is None else seconds * max(1, int(windows))
     if max_seconds is not None and total is not None and total > max_seconds:
         from engine.editing.timing import describe_seconds

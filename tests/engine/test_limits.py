@@ -200,3 +200,11 @@ def test_the_cpu_allocators_failure_is_out_of_memory():
 
     message = "[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried"
     assert is_out_of_memory(RuntimeError(message))
+
+
+def test_a_gpu_jobs_images_are_checked_against_the_host(tiny_models, monkeypatch):
+    monkeypatch.setattr(admission, "host_free_bytes", lambda: 10**9)
+    params = EditParams(prompt="", batch_size=1, iterations_num=1)
+    with pytest.raises(admission.AdmissionError, match=r"about 4.3 GB on the host, this machine has 1.0"):
+        admission.admit(tiny_models, params, 16384 * 16384, free=(10**12, "the GPU"))
+    assert admission.admit(tiny_models, params, 1000 * 1000, free=(10**12, "the GPU")).batch_size == 1
