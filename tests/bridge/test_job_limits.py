@@ -209,7 +209,9 @@ IMAGES = st.sampled_from(["small", "wide", "one", "huge"])
 SEEN: Dict[str, int] = {}  # outcomes of the random jobs, by kind (checked by the test after it)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None
+)
 @given(kind=st.sampled_from(["edit", "extend"]), params=PARAMS, extension=EXTENSION, which=IMAGES)
 def test_random_and_extreme_jobs_are_refused_with_a_reason_or_run(engine, kind, params, extension, which):
     image = {"small": IMAGE, "wide": png(3000, 2), "one": png(1, 1), "huge": None}[which]

@@ -73,7 +73,7 @@ def test_cli_refuses_each_too_large_option_in_one_line(
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["image.png", "mask.png"]
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(
     width=st.integers(1, 400),
     height=st.integers(1, 400),
