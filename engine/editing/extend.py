@@ -29,22 +29,17 @@ from PIL import Image
 
 from bridge.geometry import context_box
 from engine.editing import imaging
-from engine.editing.editor import (
-    BatchLimit,
-    Candidate,
-    Progress,
-    UNetChoice,
-    _candidate_seeds,
-    _set_precision,
-    _to_model_tensor,
-    _to_pil,
-    diffusion_for,
-    guidance_settings,
-    lpips_for,
-    run_splitting_on_oom,
-)
+from engine.editing.diffuse import candidate_seeds as _candidate_seeds
+from engine.editing.diffuse import guidance_settings
+from engine.editing.editor import run_splitting_on_oom
 from engine.editing.limits import check_extend
 from engine.editing.params import EditParams, validate_params
+from engine.editing.prepare import diffusion_for, lpips_for
+from engine.editing.prepare import to_model_tensor as _to_model_tensor
+from engine.editing.prepare import to_pil as _to_pil
+from engine.editing.results import Candidate
+from engine.editing.running import BatchLimit, Progress, UNetChoice
+from engine.editing.running import set_precision as _set_precision
 from engine.errors import Cancelled, InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
