@@ -22,7 +22,12 @@ import sys
 import tempfile
 from typing import Any, Dict, List, Optional
 
-from engine.cli.options import add_input_arguments, add_shared_arguments, explicit_options
+from engine.cli.options import (
+    add_detail_arguments,
+    add_input_arguments,
+    add_shared_arguments,
+    explicit_options,
+)
 
 SCORES_FILE = "scores.json"
 EXIT_BAD_INPUT = 2
@@ -32,6 +37,7 @@ EXIT_CANCELLED = 130
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
     add_shared_arguments(parser)
+    add_detail_arguments(parser)
 
 
 def _edit_params(args: argparse.Namespace):
@@ -60,6 +66,12 @@ def _edit_params(args: argparse.Namespace):
         reuse_guidance=args.reuse_guidance,
         prune_factor=args.prune_factor,
         prune_at=args.prune_at,
+        detail=getattr(args, "detail", "off"),
+        detail_strength=(
+            args.detail_strength
+            if getattr(args, "detail_strength", None) is not None
+            else EditParams.detail_strength
+        ),
     )
 
 

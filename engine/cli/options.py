@@ -63,6 +63,28 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 
+def add_detail_arguments(parser: argparse.ArgumentParser) -> None:
+    """The full-resolution detail pass (engine/editing/detail.py; docs/detail.md). Checked by
+    validate_params, so a bad value is one line and exit status 2."""
+    detail = parser.add_argument_group("full-resolution detail (issue 22; docs/detail.md)")
+    detail.add_argument(
+        "--detail",
+        type=str,
+        action=_Store,
+        default="off",
+        help="auto | on | off: re-sample each candidate at the image's resolution over model-size tiles "
+        "fused at every step (auto: only when that costs less than the edit at the model's size)",
+    )
+    detail.add_argument(
+        "--detail_strength",
+        type=float,
+        action=_Store,
+        default=None,
+        help="fraction of the schedule the upscaled candidate is noised to (above 0, at most 1; default: "
+        "the measured one, docs/detail.md)",
+    )
+
+
 def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = True) -> None:
     """The options every diffusion command shares (edit, extend): diffusion, guidance, candidates, engine."""
     diffusion = parser.add_argument_group("diffusion")

@@ -3,6 +3,8 @@
   prepare   (prepare.py)  the context square around the mask at the model's size, the mask binarised
   diffuse   (diffuse.py)  batch_size x iterations_num candidates through Algorithm 2 (blended.py)
   rank      (ranking.py)  CLIP scores of each candidate, best first
+  detail    (detail.py)   each candidate resized into the box and, when asked for and the box is well
+                          above the model's size, re-sampled there over fused tiles (full resolution)
   composite (results.py)  each result resized into the box and blended in with the SOFT mask: where the
                           mask is 0 the output is the source, byte for byte
 
@@ -17,6 +19,7 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from PIL import Image
 
+from engine.editing import detail as detail_stage
 from engine.editing import imaging
 from engine.editing.diffuse import PREVIEW_MAX_SIDE, diffuse, guidance_settings, plan_model_pass
 from engine.editing.params import PRECISIONS, EditParams, validate_params
@@ -112,12 +115,34 @@ def edit(
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
     unet = UNetChoice(models, params, notes)
     model_pass = plan_model_pass(params, prepared.diffusion, bool(prompt), notes)
-    counter = ProgressCounter(progress, model_pass.work)
+    times = timer.store.get(timer.key) if timer is not None else {}
+    diffusion_steps = int(getattr(models, "diffusion_flags", {}).get("diffusion_steps", 1000))
+    first_seconds, tile_seconds = detail_stage.stage_costs(params, times, bool(prompt), diffusion_steps)
+    box, soft_mask = prepared.box, prepared.soft_mask
+    detail_plan = detail_stage.plan_detail(params, prepared, model_pass.kept, first_seconds, tile_seconds)
+    detail_plan.progress_base = model_pass.work
+    if detail_plan.note:
+        notes.append(detail_plan.note)
+    counter = ProgressCounter(progress, model_pass.work + detail_plan.work)
     job = JobRun(models, params, notes, unet, amp_dtype, run_splitting_on_oom, counter, cancel, timer)
 
     cancelled = False
     try:
         results, seeds = diffuse(job, prepared, model_pass, text_embed, augment)
+        if timer is not None:
+            timer.end_steps(len(seeds))
+        scores = score_candidates(models.clip if prompt else None, results, prepared.model_mask, text_embed)
+        order = rank_order(scores)
+        w, h = box[2:]
+        crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
+        del results
+        seeds, scores = [seeds[index] for index in order], [scores[index] for index in order]
+        if detail_plan.on:
+            if timer is not None:
+                timer.begin_detail()
+            crops = detail_stage.detail(job, prepared, detail_plan, crops, seeds)
+            if timer is not None:
+                timer.end_detail()
     except Cancelled:
         cancelled = True
     if cancelled:
@@ -125,24 +150,9 @@ def edit(
         # memory really returns to the device before the caller hears of the cancel.
         free_memory()
         raise Cancelled()
-    if timer is not None:
-        timer.end_steps(len(seeds))
-
-    scores = score_candidates(models.clip if prompt else None, results, prepared.model_mask, text_embed)
-    order = rank_order(scores)
-    w, h = prepared.box[2:]
-    crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
-    candidates = composite(
-        prepared.source,
-        prepared.soft_mask,
-        prepared.box,
-        crops,
-        [seeds[index] for index in order],
-        [scores[index] for index in order],
-    )
-    del results
+    candidates = composite(prepared.source, soft_mask, box, crops, seeds, scores)
     free_memory()
-    return EditResult(candidates=candidates, box=prepared.box, notes=notes)
+    return EditResult(candidates=candidates, box=box, notes=notes)
 
 
 __all__ = [

@@ -15,6 +15,7 @@ from engine.errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUALITIES = ("paper", "balanced", "fast")  # defined in engine/editing/modes.py
+DETAIL_MODES = ("auto", "on", "off")  # engine/editing/detail.py
 
 
 @dataclass
@@ -49,6 +50,10 @@ class EditParams:
     reuse_guidance: bool = False  # ... and step with the last guided step's gradient instead of none
     prune_factor: int = 1  # start prune_factor x the candidates, keep the best 1/prune_factor of them
     prune_at: float = 0.25  # ... ranked on their pred_x0 after this fraction of the steps
+    # Full-resolution detail (issue 22, engine/editing/detail.py): re-sample each candidate at the
+    # document's resolution over fused model-size tiles; "auto" when it costs less than the first pass.
+    detail: str = "off"
+    detail_strength: float = 0.4  # fraction of the schedule the upscaled candidate is noised to
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
@@ -82,6 +87,9 @@ def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> N
     need(int(params.guidance_every) >= 1, f"guidance_every must be >= 1, got {params.guidance_every}")
     need(int(params.prune_factor) >= 1, f"prune_factor must be >= 1, got {params.prune_factor}")
     need(0.0 < float(params.prune_at) < 1.0, f"prune_at must be between 0 and 1, got {params.prune_at}")
+    need(params.detail in DETAIL_MODES, f"detail must be one of {', '.join(DETAIL_MODES)}: {params.detail!r}")
+    strength = float(params.detail_strength)
+    need(0.0 < strength <= 1.0, f"detail_strength must be above 0 and at most 1, got {strength}")
     for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
         value = float(getattr(params, name))
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")

@@ -33,6 +33,7 @@ from engine.editing.params import EditParams
 FILE_NAME = "step_times.json"
 PATH_ENV = "BLENDED_DIFFUSION_STEP_TIMES"  # another file than the per-user one (tests, benches)
 KINDS = ("guided", "unguided")
+DETAIL = "detail"  # seconds per tile-step of the detail stage (engine/editing/detail.py): one forward
 FIXED = ("edit", "run", "candidate")  # seconds per edit, per run, per kept candidate outside the step rate
 # The unguided step costs about a third of a guided one (one forward against forward + backward + CLIP):
 # the estimate's stand-in until an unguided step was measured.
@@ -95,7 +96,8 @@ class StepTimes:
         entry = self.load().get(key, {})
         if not isinstance(entry, dict):
             return {}
-        times = {k: float(v) for k, v in entry.items() if k in KINDS and _number(v) and v > 0}
+        rates = KINDS + (DETAIL,)
+        times = {k: float(v) for k, v in entry.items() if k in rates and _number(v) and v > 0}
         if times:  # the fixed parts only beside step times (0 is a measurement: nothing outside the steps)
             times.update({k: float(v) for k, v in entry.items() if k in FIXED and _number(v) and v >= 0})
         return times
@@ -104,7 +106,7 @@ class StepTimes:
         """Store the new values (replacing older ones of the same name), atomically."""
         data = self.load()
         entry = dict(data.get(key, {})) if isinstance(data.get(key), dict) else {}
-        entry.update({k: round(float(v), 6) for k, v in measured.items() if k in KINDS + FIXED})
+        entry.update({k: round(float(v), 6) for k, v in measured.items() if k in KINDS + FIXED + (DETAIL,)})
         data[key] = entry
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".step-times-", dir=str(self.path.parent))
@@ -158,6 +160,9 @@ class StepTimer:
         self._begin: Optional[float] = None
         self._first_run: Optional[float] = None
         self._steps_end: Optional[float] = None
+        self.detail_samples: List[float] = []  # seconds per tile-step, the stage's first batch left out
+        self.detail_span = 0.0  # the detail stage's whole time, kept out of the ``candidate`` part
+        self._detail_begin: Optional[float] = None
 
     def begin(self) -> None:
         """The edit begins now (the first call counts)."""
@@ -181,6 +186,22 @@ class StepTimer:
         self._first = False
         self._last = now
 
+    def begin_detail(self) -> None:
+        """The detail stage begins (its first tile batch is warm-up: no sample)."""
+        self._detail_begin = self.clock()
+        self._last = None
+
+    def detail_step(self, tiles: int) -> None:
+        now = self.clock()
+        if self._last is not None:
+            self.detail_samples.append((now - self._last) / max(1, tiles))
+        self._last = now
+
+    def end_detail(self) -> None:
+        if self._detail_begin is not None:
+            self.detail_span += self.clock() - self._detail_begin
+            self._detail_begin = None
+
     def end_steps(self, candidates: int) -> None:
         """The last run ended; ``candidates`` kept ones follow (ranking, compositing, encoding)."""
         self._steps_end = self.clock()
@@ -197,11 +218,13 @@ class StepTimer:
         return {
             "edit": max(0.0, first_run - begin),
             "run": max(0.0, steps_end - first_run - explained) / self.runs,
-            "candidate": max(0.0, now - steps_end) / self.candidates,
+            "candidate": max(0.0, now - steps_end - self.detail_span) / self.candidates,
         }
 
     def save(self) -> Dict[str, float]:
         measured = {kind: statistics.median(v) for kind, v in self.samples.items() if v}
+        if measured and self.detail_samples:
+            measured[DETAIL] = statistics.median(self.detail_samples)
         if measured and self._steps_end is not None:
             measured.update(self.fixed(measured, self.clock()))
         if measured:
@@ -239,6 +262,20 @@ def candidate_seconds(
         + work.candidate_steps(False) * both["unguided"]
         + times.get("candidate", 0.0)
     )
+
+
+def has_step_times(times: Dict[str, float]) -> bool:
+    """Whether ``times`` hold a step rate to estimate from."""
+    return _both_kinds(times) is not None
+
+
+def detail_tile_seconds(times: Dict[str, float]) -> Optional[float]:
+    """Seconds per detail tile-step: measured, else an unguided step's (one forward each); None before any
+    step was measured."""
+    if times.get(DETAIL):
+        return float(times[DETAIL])
+    both = _both_kinds(times)
+    return None if both is None else both["unguided"]
 
 
 def edit_seconds(times: Dict[str, float], runs: int = 1) -> float:

@@ -179,6 +179,7 @@ class Controller(GroupActions, QObject):
             ddim=s.get("ddim"),
             preview_every=5 if s.get("live_preview") else 0,
             quality=s.get("quality"),
+            detail=s.get("detail"),
         )
 
     # ---------------------------------------------------------- messages

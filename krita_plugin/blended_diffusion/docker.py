@@ -99,6 +99,15 @@ class BlendedDiffusionDocker(DockWidget):
             "guidance on fewer of them, for far less time per candidate (measured in docs/performance.md)."
         )
         form.addRow("Quality", self.quality)
+        self.detail = QComboBox()
+        self.detail.addItems(["off", "auto", "on"])
+        self.detail.setToolTip(
+            "Full-resolution detail: after the edit at the model's size, re-sample each candidate at the "
+            "document's resolution (sharp edges in a big selection). Its time grows with the selection's "
+            "area; auto runs it only when that costs less than the edit itself (the engine says so in its "
+            "notes). Pixels outside the selection stay exactly as they are."
+        )
+        form.addRow("Full-resolution detail", self.detail)
         layout.addLayout(form)
         # Where steps, guidance, candidates and strength come from (the engine preset's recommendation or
         # the reference's), which of them are the user's, and a button that takes the preset's again.
@@ -292,6 +301,7 @@ class BlendedDiffusionDocker(DockWidget):
                 self.review.vary_strength.valueChanged,
             ),
             ("quality", self.quality, "currentText", "setCurrentText", self.quality.currentTextChanged),
+            ("detail", self.detail, "currentText", "setCurrentText", self.detail.currentTextChanged),
             (
                 "engine_mode",
                 self.engine_mode,

@@ -9,6 +9,7 @@ from bridge.limits import DEFAULT_LIMITS, LimitError, check_prompt
 MAX_CANDIDATES = 16
 MAX_BATCH = 4  # the reference's default batch size: larger batches only cost memory
 QUALITIES = ("paper", "balanced", "fast")
+DETAILS = ("off", "auto", "on")  # the engine's full-resolution detail pass (engine/editing/detail.py)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class EditOptions:
     ddim: bool = False
     preview_every: int = 0
     quality: str = "paper"  # paper | balanced | fast: the engine's quality modes (engine/editing/modes.py)
+    detail: str = "off"  # off | auto | on: re-sample the result at the document's resolution
 
     def validate(self) -> None:
         if not 1 <= int(self.candidates) <= MAX_CANDIDATES:
@@ -51,6 +53,8 @@ class EditOptions:
             check_prompt("prompt", self.prompt, DEFAULT_LIMITS)
         except LimitError as exc:
             raise ValueError(str(exc)) from None
+        if self.detail not in DETAILS:
+            raise ValueError(f"detail must be one of {', '.join(DETAILS)}, got {self.detail!r}")
 
 
 def strength_to_skip(strength: float, steps: int) -> int:
@@ -100,6 +104,8 @@ def engine_params(options: EditOptions, rng: Optional[random.Random] = None) -> 
         "iterations_num": iterations,
         "preview_every": int(options.preview_every),
     }
+    if options.detail != "off":  # sent only when asked for: an older engine refuses a parameter it lacks
+        params["detail"] = options.detail
     if options.quality != "paper":
         # The mode picks the schedule and the augmentations from the engine's preset: leave out the levers
         # still at their defaults (an option sent is an explicit one and would override the mode).

@@ -71,6 +71,7 @@ SETTINGS = (
     Setting("live_preview", bool, True),
     Setting("vary_strength", float, 0.5, 0.01, 1.0, doc="Vary: strength of a variation of a candidate"),
     Setting("quality", str, "paper", choices=("paper", "balanced", "fast"), doc="engine quality mode"),
+    Setting("detail", str, "off", choices=("off", "auto", "on"), doc="full-resolution detail pass"),
     Setting("engine_mode", str, "local", choices=("local", "remote")),
     Setting("device", str, "", doc="empty: the engine picks cuda / mps / cpu"),
     Setting("remote_host", str, "127.0.0.1"),
