@@ -19,7 +19,8 @@ the text was settled by the first pass, and a tile that sees part of the object 
 into each tile. The soft-mask composite afterwards (results.py) keeps every pixel outside the selection
 byte for byte.
 
-Tiles run in batches of the job's batch_size (no gradient: less memory than the first pass's batch), with
+Tiles run in batches of TILES_PER_CANDIDATE x the job's batch_size (no gradient: less memory than the first
+pass's batch), with
 the job's out-of-memory splitting, precision and compiled UNet; progress counts tile-steps after the first
 pass's candidate-steps; a cancel is seen between tile batches.
 """
@@ -41,6 +42,10 @@ from engine.editing.running import BatchLimit, JobRun
 
 MIN_SCALE = 1.25  # below it the resize loses little: no stage (docs/detail.md)
 OVERLAP = 0.25  # of the tile's side
+# Tiles per batch per candidate of the job's batch_size: a tile's forward keeps no activations for a
+# backward pass and runs no CLIP, so 4 tiles weigh less than one guided candidate (bench/gpu_report.py
+# records both peaks); on a CPU fewer, larger forwards also cost less.
+TILES_PER_CANDIDATE = 4
 SEED_OFFSET = 0x5DE7A11  # a candidate's detail noise comes from its seed + this
 
 
@@ -128,7 +133,8 @@ def plan_detail(
         plan.on = False
         plan.note = f"full-resolution detail: off (auto: {what}; --detail on runs it anyway)"
         return plan
-    plan.note = f"full-resolution detail: {what} (strength {params.detail_strength:g})"
+    how = "on (auto: " if mode == "auto" else "on ("
+    plan.note = f"full-resolution detail: {how}{what}; strength {params.detail_strength:g})"
     return plan
 
 
@@ -156,7 +162,7 @@ def detail(
     for x, y in plan.tiles:
         coverage[..., y : y + size, x : x + size] += weight
     coverage = coverage.clamp_min(1e-8)  # 0 only outside every tile: outside the mask, replaced anyway
-    limit = BatchLimit(int(job.params.batch_size))
+    limit = BatchLimit(int(job.params.batch_size) * TILES_PER_CANDIDATE)
     out: List[Image.Image] = []
     for index, (crop, seed) in enumerate(zip(crops, seeds)):
         maps = (background, mask, weight, coverage)

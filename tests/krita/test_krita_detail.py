@@ -1,0 +1,106 @@
+"""Full-resolution detail in real Krita through the installed plugin's API, on the toy engine: a 1024x768
+document with a 600 px soft selection. With detail on the candidate layers hold document-resolution
+pixels, everything outside the selection is unchanged, and the new shape's edges are narrower than with
+detail off; a cancel during the detail stage adds nothing and the engine edits again at once.
+kritarunner runs detail_scenarios.py in a throw-away HOME."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.krita_env import krita_environment
+
+ROOT = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+KRITARUNNER = shutil.which("kritarunner")
+W, H = 1024, 768
+
+pytestmark = pytest.mark.skipif(
+    KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
+)
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory):
+    home = tmp_path_factory.mktemp("krita-detail-home")
+    config = home / "engine.json"
+    record = {"python": sys.executable, "engine_root": str(ROOT), "models": "toy", "weights_dir": None}
+    config.write_text(json.dumps(record))
+    env = krita_environment(os.environ, "kritarunner")
+    env.update(
+        HOME=str(home),
+        XDG_CONFIG_HOME=str(home / ".config"),
+        XDG_DATA_HOME=str(home / ".local" / "share"),
+        QT_QPA_PLATFORM="offscreen",
+        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
+        BLENDED_DIFFUSION_CONFIG=str(config),
+        BD_ENGINE_LOG=str(home / "engine.log"),
+        BLENDED_DIFFUSION_STEP_TIMES=str(home / "step_times.json"),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    out = home / "detail.json"
+    proc = subprocess.run(
+        [KRITARUNNER, "-s", "detail_scenarios", str(out)],
+        env=env, cwd=str(home), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if not out.exists():
+        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
+    result = json.loads(out.read_text())
+    assert "error" not in result, result.get("traceback", result.get("error"))
+    return result, home
+
+
+def _composite(home: Path, name: str) -> np.ndarray:
+    """The candidate layer (RGBA) over the source, as Krita shows it."""
+    source = np.frombuffer((home / "source.rgba").read_bytes(), np.uint8).reshape(H, W, 4)[..., :3]
+    layer = np.frombuffer((home / f"{name}.rgba").read_bytes(), np.uint8).reshape(H, W, 4).astype(np.float64)
+    alpha = layer[..., 3:] / 255.0
+    return np.round(layer[..., :3] * alpha + source * (1 - alpha)).astype(np.uint8)
+
+
+def test_detail_layers_at_document_resolution_background_unchanged(session):
+    result, _ = session
+    for detail in ("off", "on"):
+        steps = [s for s, _ in result[detail]["progress"]]
+        assert steps == sorted(steps) and steps[-1] == result[detail]["progress"][-1][1]
+        assert len(result[detail]["bounds"]) == 2
+    on = result["on"]
+    assert len(on["candidates"]) == 2
+    for candidate in on["candidates"]:
+        assert candidate["outside_bad"] == 0 and candidate["inside_changed"] > 0
+        assert candidate["bytes"] == W * H * 4
+    assert on["projection_outside_bad"] == 0
+    # the patch covers the 600 px selection at the document's resolution, not the model's 32 px
+    assert all(box[2] >= 590 and box[3] >= 590 for box in on["boxes"]), on["boxes"]
+    assert any(note.startswith("full-resolution detail: ") for note in on["notes"]), on["notes"]
+    assert on["progress"][-1][1] > result["off"]["progress"][-1][1]  # the stage's tile-steps counted
+
+
+def test_detail_narrows_the_new_shapes_edges(session):
+    from toyworld.detail_eval import edge_width
+
+    _, home = session
+    mask = np.frombuffer((home / "mask.raw").read_bytes(), np.uint8).reshape(H, W)
+    ys, xs = np.nonzero(mask)
+    box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+    widths = {}
+    for detail in ("off", "on"):
+        found = [edge_width(_composite(home, f"{detail}{i}")[box], "red") for i in range(2)]
+        assert None not in found, (detail, found)
+        widths[detail] = float(np.mean(found))
+    assert widths["on"] < widths["off"], widths
+
+
+def test_cancel_during_detail_adds_nothing_and_the_engine_edits_again(session):
+    result, _ = session
+    assert result["cancelled"][0] == "CancelledError", result["cancelled"]
+    assert max(result["cancel_steps"]) > 8  # the cancel came inside the detail stage
+    assert result["cancel_unchanged"]
+    assert result["after_cancel_candidates"] == 1
