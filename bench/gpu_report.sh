@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 16's GPU report in one run that fits 8 minutes: per quality mode and precision (fp32, bf16, fp16),
+# Issue 16's GPU report (and issue 22's detail rows, 150 s more) in one run that fits 10.5 minutes: per quality mode and precision (fp32, bf16, fp16),
 # 4 candidates at full size, torch.compile off and on (bf16): seconds per candidate, peak memory, achieved
 # fraction of peak, max difference of bf16/fp16 results against fp32. Writes into ${OUT:-bench/out}.
 #
@@ -22,3 +22,7 @@ LIMIT=470  # the hard stop, under 8 minutes; the script's own budget (420 s) sto
 } > "$OUT/gpu_env.txt" 2>&1 || true
 PYTHONPATH=. timeout "$LIMIT" "$PYTHON" bench/gpu_report.py --json "$OUT/gpu_report.json" "$@" \
   | tee "$OUT/gpu_report.md"
+# Issue 22: the full-resolution detail stage on 1024x1024 and 2048x2048 selections (one candidate, the
+# default strength, batch_size 4, bf16): seconds, tile-steps, peak memory (compare the paper rows' peak).
+PYTHONPATH=. timeout 150 "$PYTHON" bench/detail_bench.py --json "$OUT/detail_bench.json" \
+  $( [ "${1:-}" = "--dry-run" ] && echo --dry-run ) | tee -a "$OUT/gpu_report.md" || true
