@@ -115,7 +115,8 @@ def edit(
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
     unet = UNetChoice(models, params, notes)
     model_pass = plan_model_pass(params, prepared.diffusion, bool(prompt), notes)
-    times = timer.store.get(timer.key) if timer is not None else {}
+    store = getattr(timer, "store", None)  # a StepTimer's, for the auto decision
+    times = store.get(timer.key) if store is not None else {}
     diffusion_steps = int(getattr(models, "diffusion_flags", {}).get("diffusion_steps", 1000))
     first_seconds, tile_seconds = detail_stage.stage_costs(params, times, bool(prompt), diffusion_steps)
     box, soft_mask = prepared.box, prepared.soft_mask
