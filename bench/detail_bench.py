@@ -2,7 +2,7 @@
 selections, on ADM-256 with seeded random weights (bench/edit_bench.py builds it; nothing downloaded).
 
 GPU (bench/gpu_report.sh runs it): the whole stage for one candidate at the default strength and schedule
-(paper: 100 respaced steps, strength 0.3 -> 30 steps) on 1024x1024 and 2048x2048 selections, batch_size 4
+(paper: 100 respaced steps, strength 0.15 -> 15 steps) on 1024x1024 and 2048x2048 selections, batch_size 4
 (tiles in batches of 16), bf16; peak memory beside the first pass's (bench/gpu_report.py's paper rows).
 
 CPU (``--cpu-forwards N``): the stage's unit, one tile's UNet forward (no gradient, batch 1, 256 px), timed

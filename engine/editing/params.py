@@ -53,7 +53,7 @@ class EditParams:
     # Full-resolution detail (issue 22, engine/editing/detail.py): re-sample each candidate at the
     # document's resolution over fused model-size tiles; "auto" when it costs less than the first pass.
     detail: str = "off"
-    detail_strength: float = 0.3  # fraction of the schedule the upscaled candidate is noised to
+    detail_strength: float = 0.15  # fraction of the schedule the upscaled candidate is noised to
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:

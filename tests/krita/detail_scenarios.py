@@ -18,8 +18,8 @@ from krita_scenarios import app, candidate_checks, digests, expect_error, rgba_o
 
 W, H = 1024, 768
 PROMPT = "a red circle"
-# 2 candidates, 4 model-size steps each; the detail stage then runs round(0.3 x 6) = 2 steps of its tiles
-QUICK = dict(candidates=2, steps=6, skip_timesteps=2, aug_num=2, guidance_scale=70.0, seed=3)
+# 2 candidates, 4 model-size steps each; the detail stage then runs round(0.15 x 12) = 2 steps of its tiles
+QUICK = dict(candidates=2, steps=12, skip_timesteps=8, aug_num=2, guidance_scale=70.0, seed=3)
 FIRST_PASS = 2 * 4  # progress units of the model-size pass
 
 
