@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         from engine.models.loading import load_models
 
         models = load_models(preset, args.weights_dir, args.device)
-        timer, estimate = _timing(models, params)
+        timer, estimate = _timing(models, params, mask)
         if params.quality != "paper" or estimate is not None:
             print(_plan_line(params, estimate, models), file=sys.stderr)
         bar = _progress_bar(args)
@@ -276,13 +276,22 @@ def _context_length(preset) -> int:
     return int(((getattr(clip, "config", None) or {}).get("text_cfg") or {}).get("context_length", 77))
 
 
-def _timing(models, params):
-    """(StepTimer recording this device's step times, the estimate in seconds or None before any)."""
+def _timing(models, params, mask=None):
+    """(StepTimer recording this device's step times, the estimate in seconds or None before any); the
+    estimate includes the detail stage when it will run (engine/editing/detail.py)."""
     from engine.editing.timing import StepTimer, StepTimes, estimate_seconds, store_key
 
     store = StepTimes()
     key = store_key(models.device, getattr(models, "preset", "?"))
-    estimate = estimate_seconds(params, store.get(key), guided=bool(params.prompt.strip()))
+    times = store.get(key)
+    estimate = estimate_seconds(params, times, guided=bool(params.prompt.strip()))
+    if estimate is not None and mask is not None and params.detail != "off":
+        from engine.editing import detail, imaging
+
+        soft = imaging.mask_array(mask, mask.size)
+        if params.invert_mask:
+            soft = 255 - soft
+        estimate += detail.planned_seconds(params, soft, int(models.image_size), times)
     return StepTimer(store, key), estimate
 
 

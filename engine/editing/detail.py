@@ -138,6 +138,40 @@ def plan_detail(
     return plan
 
 
+def planned_seconds(
+    params: EditParams,
+    soft_mask: np.ndarray,
+    model_size: int,
+    times: Dict[str, float],
+    diffusion_steps: int = 1000,
+) -> float:
+    """Seconds the stage will add to an edit of this mask by the stored times (0 when it will not run, or
+    before this device measured anything): for an estimate made before the edit (the CLI's plan line)."""
+    from engine.editing import timing
+    from engine.editing.modes import respaced_steps
+
+    if params.detail == "off" or not timing.has_step_times(times):
+        return 0.0
+    box = imaging.choose_box(soft_mask, model_size)
+    if max(box[2:]) / model_size <= MIN_SCALE:
+        return 0.0
+    total = respaced_steps(params.timestep_respacing, diffusion_steps)
+    steps = max(1, min(total, round(float(params.detail_strength) * total)))
+    tiles = mask_tiles(imaging.crop_array(soft_mask, box) > 0, model_size)
+    seconds = (
+        steps
+        * len(tiles)
+        * int(params.batch_size)
+        * int(params.iterations_num)
+        * timing.detail_tile_seconds(times)
+    )
+    if params.detail == "auto":
+        first = timing.estimate_seconds(params, times, diffusion_steps, bool(params.prompt.strip()))
+        if first is not None and seconds >= first:
+            return 0.0
+    return seconds
+
+
 def _box_tensor(array: np.ndarray, device):
     import torch
 

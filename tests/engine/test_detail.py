@@ -143,3 +143,18 @@ def test_bad_detail_params_are_input_errors():
         with pytest.raises(InputError):
             validate_params(EditParams(**bad))
     validate_params(EditParams(detail="auto", detail_strength=1.0))
+
+
+def test_planned_seconds_before_the_edit_match_the_stage_plan(toy_models, scene):
+    from engine.editing.prepare import prepare_edit
+
+    params = _params(scene, detail="on")
+    prepared = prepare_edit(scene.image, scene.mask, toy_models, params, None)
+    plan = detail.plan_detail(params, prepared, 2, None, None)
+    soft = np.asarray(scene.mask)
+    times = {"guided": 0.05, "unguided": 0.02, "detail": 0.01}
+    assert detail.planned_seconds(params, soft, 32, times) == pytest.approx(plan.work * 0.01)
+    assert detail.planned_seconds(_params(scene), soft, 32, times) == 0.0  # off
+    dear = {"guided": 1e-6, "detail": 0.01}  # the stage would cost more than the first pass: auto skips it
+    assert detail.planned_seconds(_params(scene, detail="auto"), soft, 32, dear) == 0.0
+    assert detail.planned_seconds(params, soft, 32, {}) == 0.0  # nothing measured yet
