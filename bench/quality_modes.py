@@ -184,6 +184,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
                     "prune_factor",
                     "prune_at",
                     "precision",
+                    "guidance_grad",
                 )
             },
             "scenes": args.scenes,

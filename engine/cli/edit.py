@@ -64,6 +64,7 @@ def _edit_params(args: argparse.Namespace):
         compile=args.compile,
         guidance_every=args.guidance_every,
         reuse_guidance=args.reuse_guidance,
+        guidance_grad=args.guidance_grad,
         prune_factor=args.prune_factor,
         prune_at=args.prune_at,
         detail=getattr(args, "detail", "off"),

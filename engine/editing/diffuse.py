@@ -32,6 +32,7 @@ def guidance_settings(params: EditParams):
         local_clip_guided_diffusion=bool(params.local_clip_guided_diffusion),
         enforce_background=bool(params.enforce_background),
         ddim=bool(params.ddim),
+        guidance_grad=str(params.guidance_grad),
     )
 
 
@@ -116,7 +117,7 @@ def diffuse(job: JobRun, prepared: PreparedEdit, plan: ModelPass, text_embed, au
 
         def on_step(info: blended.StepInfo) -> None:
             if job.timer is not None:
-                job.timer.step(info.guided, info.batch)
+                job.timer.step(info.guided, info.batch, x0=info.x0)
             job.check_cancel()
             step = offset * num_steps + info.step * len(batch_seeds)
             if not job.progress.is_news(step):

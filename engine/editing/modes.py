@@ -28,6 +28,7 @@ MIN_STEPS = 4  # below this the respaced DDPM schedule stops making images at al
 # about 3 forwards; CLIP ViT-B/16 forward + backward is 0.0716 TFLOP per view against the ADM-256 UNet
 # forward's 2.24 TFLOP (bench/model_bench.py FLOP counts), a CLIP forward alone a third of that.
 UNET_GUIDED = 3.0
+UNET_GUIDED_X0 = 1.0  # issue 23: guidance on x0 runs the UNet forward without gradient, CLIP's backward only
 CLIP_VIEW_GUIDED = 0.573 / 8 / 2.240
 CLIP_VIEW_FORWARD = 0.0351 / 2.240
 
@@ -187,7 +188,8 @@ def unet_equivalents(params: EditParams, num_timesteps: int, guided: bool = True
     """Cost of one kept candidate in UNet-forward equivalents (pruned candidates' work and the ranking's
     CLIP passes included)."""
     p = plan(params, num_timesteps, guided)
-    per_guided = UNET_GUIDED + CLIP_VIEW_GUIDED * int(params.aug_num)
+    unet = UNET_GUIDED_X0 if getattr(params, "guidance_grad", "unet") == "x0" else UNET_GUIDED
+    per_guided = unet + CLIP_VIEW_GUIDED * int(params.aug_num)
     cost = p.candidate_steps(True) * per_guided + p.candidate_steps(False) * 1.0
     if p.prune_step:
         cost += p.prune_factor * 2 * CLIP_VIEW_FORWARD  # masked + full view of every started candidate

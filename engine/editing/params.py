@@ -16,6 +16,7 @@ from engine.errors import InputError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUALITIES = ("paper", "balanced", "fast")  # defined in engine/editing/modes.py
 DETAIL_MODES = ("auto", "on", "off")  # engine/editing/detail.py
+GUIDANCE_GRADS = ("unet", "x0")  # engine/editing/blended.py: the gradient through the UNet, or on x0 only
 
 
 @dataclass
@@ -54,6 +55,9 @@ class EditParams:
     # document's resolution over fused model-size tiles; "auto" when it costs less than the first pass.
     detail: str = "off"
     detail_strength: float = 0.15  # fraction of the schedule the upscaled candidate is noised to
+    # Issue 23: "unet" (the paper) differentiates the loss w.r.t. x_t through the UNet; "x0" w.r.t. the clean
+    # estimate only (the UNet forward without gradient; MPGD's step), about 1.3 UNet forwards a step, not 3.
+    guidance_grad: str = "unet"
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
@@ -84,6 +88,10 @@ def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> N
     need(int(params.preview_every) >= 0, f"preview_every must be >= 0, got {params.preview_every}")
     need(params.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}")
     need(params.quality in QUALITIES, f"quality must be one of {', '.join(QUALITIES)}: {params.quality!r}")
+    need(
+        params.guidance_grad in GUIDANCE_GRADS,
+        f"guidance_grad must be one of {', '.join(GUIDANCE_GRADS)}, got {params.guidance_grad!r}",
+    )
     need(int(params.guidance_every) >= 1, f"guidance_every must be >= 1, got {params.guidance_every}")
     need(int(params.prune_factor) >= 1, f"prune_factor must be >= 1, got {params.prune_factor}")
     need(0.0 < float(params.prune_at) < 1.0, f"prune_at must be between 0 and 1, got {params.prune_at}")

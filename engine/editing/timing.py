@@ -1,7 +1,8 @@
 """Step times measured on this device, stored per device and preset, and the time estimates made from them.
 
-Each edit records how long its steps took per candidate (guided steps and unguided ones apart: an unguided
-step is one UNet forward, a guided one a forward, a backward and CLIP), and the time it spent outside the
+Each edit records how long its steps took per candidate (three kinds apart: an unguided step is one UNet
+forward, a guided one a forward, a backward and CLIP, a ``guided_x0`` one (issue 23) a forward without
+gradient and CLIP's forward and backward), and the time it spent outside the
 step rate, in three parts (FIXED): ``edit``, once per edit before the first run (input preparation, the
 prompt's text encoding, loading LPIPS); ``run``, per run (batch of candidates): what the run's steps took
 beyond their medians (the first step's warm-up, the pruning's ranking); ``candidate``, per kept candidate
@@ -32,12 +33,16 @@ from engine.editing.params import EditParams
 
 FILE_NAME = "step_times.json"
 PATH_ENV = "BLENDED_DIFFUSION_STEP_TIMES"  # another file than the per-user one (tests, benches)
-KINDS = ("guided", "unguided")
+KINDS = ("guided", "unguided", "guided_x0")
 DETAIL = "detail"  # seconds per tile-step of the detail stage (engine/editing/detail.py): one forward
 FIXED = ("edit", "run", "candidate")  # seconds per edit, per run, per kept candidate outside the step rate
 # The unguided step costs about a third of a guided one (one forward against forward + backward + CLIP):
 # the estimate's stand-in until an unguided step was measured.
 UNGUIDED_SHARE = 1 / 3.4
+# A step guided on x0 (forward without gradient + CLIP forward and backward, 8 views) against a guided one:
+# (1 + 0.256) / (3 + 0.256) UNet-forward equivalents at full size (modes.py's cost model); the stand-in
+# until one was measured.
+X0_SHARE = 0.386
 
 
 def default_store_path() -> Path:
@@ -125,16 +130,22 @@ def _number(value: Any) -> bool:
 
 
 def _both_kinds(times: Dict[str, float]) -> Optional[Dict[str, float]]:
-    """Seconds per guided and unguided candidate-step, one standing in for the other; None without either."""
+    """Seconds per candidate-step of every kind, a measured one standing in for a missing one (by the
+    cost model's shares); None before any was measured."""
     seconds_guided = times.get("guided")
     seconds_unguided = times.get("unguided")
-    if seconds_guided is None and seconds_unguided is None:
+    seconds_x0 = times.get("guided_x0")
+    if seconds_guided is None and seconds_unguided is None and seconds_x0 is None:
         return None
+    if seconds_guided is None:
+        seconds_guided = (
+            seconds_unguided / UNGUIDED_SHARE if seconds_unguided is not None else seconds_x0 / X0_SHARE
+        )
     if seconds_unguided is None:
         seconds_unguided = seconds_guided * UNGUIDED_SHARE
-    if seconds_guided is None:
-        seconds_guided = seconds_unguided / UNGUIDED_SHARE
-    return {"guided": seconds_guided, "unguided": seconds_unguided}
+    if seconds_x0 is None:
+        seconds_x0 = seconds_guided * X0_SHARE
+    return {"guided": seconds_guided, "unguided": seconds_unguided, "guided_x0": seconds_x0}
 
 
 class StepTimer:
@@ -177,9 +188,10 @@ class StepTimer:
         if self._first_run is None:
             self._first_run = self._last
 
-    def step(self, guided: bool, batch: int) -> None:
+    def step(self, guided: bool, batch: int, x0: bool = False) -> None:
+        """A step ended now: ``guided`` (``x0``: on the clean estimate) or not, for ``batch`` candidates."""
         now = self.clock()
-        kind = "guided" if guided else "unguided"
+        kind = ("guided_x0" if x0 else "guided") if guided else "unguided"
         if self._last is not None and not self._first:
             self.samples[kind].append((now - self._last) / max(1, batch))
         self.counted[kind] += max(1, batch)
@@ -257,8 +269,9 @@ def candidate_seconds(
         return None
     steps = respaced_steps(params.timestep_respacing, diffusion_steps)
     work = plan(params, steps, guided)
+    guided_kind = "guided_x0" if params.guidance_grad == "x0" else "guided"
     return (
-        work.candidate_steps(True) * both["guided"]
+        work.candidate_steps(True) * both[guided_kind]
         + work.candidate_steps(False) * both["unguided"]
         + times.get("candidate", 0.0)
     )

@@ -227,9 +227,9 @@ class GaussianDiffusion:
     def predict_eps_from_xstart(
         self, x_t: torch.Tensor, t: torch.Tensor, pred_xstart: torch.Tensor
     ) -> torch.Tensor:
-        return (
-            self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart
-        ) / self._extract("sqrt_recipm1_alphas_cumprod", t, x_t.shape)
+        return (self._extract("sqrt_recip_alphas_cumprod", t, x_t.shape) * x_t - pred_xstart) / self._extract(
+            "sqrt_recipm1_alphas_cumprod", t, x_t.shape
+        )
 
     # ---- reverse process -------------------------------------------------------------------------------
 
@@ -338,6 +338,45 @@ class GaussianDiffusion:
             nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
             sample = mean_pred + nonzero * sigma * noise
         return {"sample": sample, "pred_xstart": out["pred_xstart"]}
+
+    def x0_guidance_scale(self, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """rho_t = (1 - abar_t) / abar_t: the x0 shift per unit of -dL/dx0 (issue 23).
+
+        Tweedie: pred_x0 = (x_t + (1 - abar) score) / sqrt(abar); shifting the score by a guidance
+        gradient g_xt moves pred_x0 by (1 - abar) / sqrt(abar) * g_xt, and with the UNet's Jacobian left
+        out (the whole point: no backward through it) g_xt = g_x0 / sqrt(abar). This is the same scale the
+        x_t-space DDIM guidance (``condition_score``) gives, so a lambda keeps its meaning.
+        """
+        return self._extract("sqrt_recipm1_alphas_cumprod", t, shape) ** 2
+
+    def x0_guided_step(
+        self,
+        out: dict,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        gradient_x0: Optional[torch.Tensor],
+        ddim: bool = False,
+        noise: Optional[torch.Tensor] = None,
+    ) -> dict:
+        """One step guided in x0 space (MPGD; TFG's mu-term): x0' = pred_x0 + rho_t * gradient_x0
+        (``gradient_x0`` = -dL/dx0), then the ordinary sampler step from x0' and x_t: DDPM's posterior mean
+        q(x_{t-1} | x_t, x0') plus noise, or DDIM (eta 0) with the model's eps, i.e.
+        x_{t-1} = sqrt(abar_{t-1}) x0' + sqrt(1 - abar_{t-1}) eps. Without a gradient: the plain step.
+        Returns dict(sample, pred_xstart) with the corrected x0."""
+        pred_xstart = out["pred_xstart"]
+        if gradient_x0 is not None:
+            pred_xstart = pred_xstart + self.x0_guidance_scale(t, x.shape) * gradient_x0.float()
+        if ddim:
+            eps = self.predict_eps_from_xstart(x, t, out["pred_xstart"])  # the model's eps, unguided
+            alpha_bar_prev = self._extract("alphas_cumprod_prev", t, x.shape)
+            sample = pred_xstart * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev) * eps
+            return {"sample": sample, "pred_xstart": pred_xstart}
+        mean, _, _ = self.q_posterior_mean_variance(pred_xstart, x, t)
+        if noise is None:
+            noise = torch.randn_like(x)
+        nonzero = (t != 0).float().reshape(-1, *([1] * (x.ndim - 1)))
+        sample = mean + nonzero * torch.exp(0.5 * out["log_variance"]) * noise
+        return {"sample": sample, "pred_xstart": pred_xstart, "mean": mean}
 
 
 # the reference's defaults for the diffusion part of the flags
