@@ -45,13 +45,16 @@ from engine.editing.modes import (  # noqa: E402
 )
 from engine.editing.params import EditParams  # noqa: E402
 
+STEP_FRACTION = "_step_fraction"  # in a configuration's options: the schedule's fraction (not an EditParam)
+
 
 def lever_configs(base: Dict[str, Any]) -> Dict[str, Tuple[str, Dict[str, Any]]]:
     """label -> (quality, explicit options): the modes, then paper with one lever changed."""
 
     def steps(fraction: float, **more: Any) -> Dict[str, Any]:
         respacing, skip = scale_schedule(base["timestep_respacing"], base["skip_timesteps"], fraction)
-        return {"timestep_respacing": respacing, "skip_timesteps": skip, **more}
+        # STEP_FRACTION: the full-size cost scales the reference schedule by the same fraction
+        return {"timestep_respacing": respacing, "skip_timesteps": skip, STEP_FRACTION: fraction, **more}
 
     aug = int(base["aug_num"])
     half_aug = max(1, aug // 2)
@@ -141,6 +144,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
         if fraction is not None:
             respacing, skip = scale_schedule(base["timestep_respacing"], base["skip_timesteps"], fraction)
             explicit.update(timestep_respacing=respacing, skip_timesteps=skip)
+            explicit[STEP_FRACTION] = fraction
         configs[label] = (quality, explicit)
     chosen = list(configs) if args.configs == "all" else args.configs.split(",")
     rows: List[Dict[str, Any]] = []
@@ -148,6 +152,8 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
     size = int(models.image_size)
     for label in chosen:
         quality, explicit = configs[label]
+        explicit = dict(explicit)
+        fraction = explicit.pop(STEP_FRACTION, None)
         hits = top_hits = candidates = both = top_both = 0
         counter.unet_grad = counter.unet_plain = counter.clip_grad = counter.clip_plain = 0
         cpu = time.process_time()
@@ -169,7 +175,14 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
             top_both += right[0]
         cpu = time.process_time() - cpu
         assert params_shown is not None
-        full_params = resolve_params(quality, explicit)  # the same mode / lever on the reference settings
+        # the same mode / lever on the reference settings (a schedule fraction applied to 100 / 25)
+        schedule = ("timestep_respacing", "skip_timesteps")
+        full_explicit = {k: v for k, v in explicit.items() if k not in schedule}
+        if fraction is not None:
+            reference = EditParams()
+            respacing, skip = scale_schedule(reference.timestep_respacing, reference.skip_timesteps, fraction)
+            full_explicit.update(timestep_respacing=respacing, skip_timesteps=skip)
+        full_params = resolve_params(quality, full_explicit)
         row = {
             "config": label,
             "params": {

@@ -177,7 +177,8 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
     )
     quality.add_argument(
         "--guidance_grad",
-        choices=("unet", "x0"),
+        type=str,
+        metavar="{unet,x0}",
         action=_Store,
         default="unet",
         help="unet: the paper's gradient through the UNet; x0: the gradient w.r.t. the clean estimate only "

@@ -150,3 +150,52 @@ def test_x0_step_equals_the_formula_on_a_hand_made_case(ddim):
         draw()  # the background's noise draw (blended away: the mask covers everything)
     assert grad.abs().max() > 1e-3  # the guidance did act
     torch.testing.assert_close(got[0].double(), x0, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_and_bridge_take_guidance_grad_and_refuse_a_bad_one(tmp_path, capsys):
+    import argparse
+    from types import SimpleNamespace
+
+    from bridge import errors
+    from bridge.protocol import Limits
+    from engine.cli import edit as cli_edit
+    from engine.jobs import EditRunner
+
+    parser = argparse.ArgumentParser()
+    cli_edit.add_arguments(parser)
+    out = tmp_path / "out"
+    argv = ["-p", "x", "-i", str(tmp_path / "a.png"), "--output_path", str(out), "--guidance_grad"]
+    assert cli_edit._edit_params(parser.parse_args(argv + ["x0"])).guidance_grad == "x0"
+    assert cli_edit.run(parser.parse_args(argv + ["xt"])) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: guidance_grad must be one of unet, x0, got 'xt'"]
+    assert not out.exists()
+    models = SimpleNamespace(device=torch.device("cpu"), preset="tiny", image_size=32, class_cond=False)
+    runner = EditRunner(models, Limits(), {})
+    assert runner.validate({"prompt": "x", "guidance_grad": "x0"}, {})["guidance_grad"] == "x0"
+    with pytest.raises(errors.JobFailed, match="guidance_grad must be one of unet, x0, got 'xt'"):
+        runner.validate({"prompt": "x", "guidance_grad": "xt"}, {})
+
+
+def test_x0_steps_have_their_own_time_and_cost(tmp_path):
+    from engine.editing import modes, timing
+    from engine.editing.params import EditParams
+
+    clock = iter([0.0, 1.0, 3.0, 3.5, 4.0]).__next__
+    store = timing.StepTimes(tmp_path / "times.json")
+    timer = timing.StepTimer(store, "k", clock=clock)
+    timer.start()
+    for guided, x0 in ((True, False), (True, False), (True, True), (False, False)):
+        timer.step(guided, 1, x0=x0)
+    assert timer.save() == {"guided": 2.0, "guided_x0": 0.5, "unguided": 0.5}
+    times = store.get("k")
+    x0 = EditParams(guidance_grad="x0", timestep_respacing="10", skip_timesteps=2, guidance_every=2)
+    assert timing.candidate_seconds(x0, times) == pytest.approx(4 * 0.5 + 4 * 0.5)
+    paper = EditParams(timestep_respacing="10", skip_timesteps=2)
+    assert timing.candidate_seconds(paper, times) == pytest.approx(8 * 2.0)
+    # before an x0 step was measured, the cost model's share of a guided step stands in
+    assert timing.candidate_seconds(x0, {"guided": 2.0}) == pytest.approx(
+        4 * 2.0 * timing.X0_SHARE + 4 * 2.0 * timing.UNGUIDED_SHARE
+    )
+    per_step = modes.unet_equivalents(EditParams(guidance_grad="x0"), 100) / 75
+    assert per_step == pytest.approx(1 + 8 * modes.CLIP_VIEW_GUIDED)  # one forward, CLIP's backward only
+    assert modes.unet_equivalents(EditParams(), 100) / 75 == pytest.approx(3 + 8 * modes.CLIP_VIEW_GUIDED)
