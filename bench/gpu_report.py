@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.edit_bench import KNOWN_PEAKS, build_full, build_tiny  # noqa: E402
 from engine.editing.augment import ExtendingAugmentations  # noqa: E402
-from engine.editing.blended import GuidanceSettings, blended_diffusion  # noqa: E402
+from engine.editing.blended import blended_diffusion  # noqa: E402
+from engine.editing.editor import guidance_settings  # noqa: E402
 from engine.editing.modes import MODES, plan, resolve_params, respaced_steps, unet_equivalents  # noqa: E402
 
 UNET_FORWARD_TFLOP = 2.240  # ADM-256 forward, one image (docs/perf-engine-editing.md)
@@ -76,9 +77,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     seeds = list(range(args.candidates))
     compiled = [p for p in args.compile_precisions.split(",") if p]
 
+    # the modes, and the paper's schedule guided on x0 (issue 23: no backward through the UNet)
+    configs = {name: resolve_params(name, {}) for name in MODES}
+    configs["paper, guidance_grad x0"] = resolve_params("paper", {"guidance_grad": "x0"})
     jobs = []
-    for name in MODES:
-        params = resolve_params(name, {})
+    for name, params in configs.items():
         steps = respaced_steps(params.timestep_respacing)
         cost = unet_equivalents(params, steps)
         for precision in DTYPES:
@@ -95,7 +98,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if time.time() - start > args.budget:
             row["skipped"] = "time budget spent"
             continue
-        params = resolve_params(name, {})
+        params = configs[name]
         diffusion = diffusion_for(params.timestep_respacing)
         skip = int(params.skip_timesteps)
         if args.dry_run:
@@ -107,7 +110,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         began = time.perf_counter()
         try:
             out = blended_diffusion(
-                model, diffusion, init, mask, seeds, skip, GuidanceSettings(),
+                model, diffusion, init, mask, seeds, skip, guidance_settings(params),
                 clip_model=clip, text_embed=text,
                 augment=ExtendingAugmentations(clip.image_size, int(params.aug_num)),
                 amp_dtype=DTYPES[precision], guidance_every=int(params.guidance_every),

@@ -44,6 +44,7 @@ from engine.editing.modes import (  # noqa: E402
     unet_equivalents,
 )
 from engine.editing.params import EditParams  # noqa: E402
+from engine.editing.timing import X0_SHARE  # noqa: E402
 
 STEP_FRACTION = "_step_fraction"  # in a configuration's options: the schedule's fraction (not an EditParam)
 
@@ -314,7 +315,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
     diffusion = diffusion_for("100")
     skip = diffusion.num_timesteps - 1  # one step
 
-    def step(guided: bool, amp: Optional[torch.dtype], aug: int = 8) -> None:
+    def step(guided: bool, amp: Optional[torch.dtype], aug: int = 8, grad: str = "unet") -> None:
         blended_diffusion(
             unet,
             diffusion,
@@ -322,7 +323,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
             mask,
             [0],
             skip,
-            GuidanceSettings(),
+            GuidanceSettings(guidance_grad=grad),
             clip_model=clip if guided else None,
             text_embed=text if guided else None,
             augment=ExtendingAugmentations(clip.image_size, aug) if guided else None,
@@ -349,12 +350,16 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
 
     times: Dict[str, Dict[str, float]] = {}
     step(False, None)  # warm-up (first-touch allocations), untimed
-    for precision, amp in (("fp32", None), ("bf16", torch.bfloat16)):
+    precisions = {"fp32": None, "bf16": torch.bfloat16}
+    for precision in args.precisions.split(","):
+        amp = precisions[precision]
+        # the paper's guided step and the x0-guided one (issue 23) side by side in one run
         measured = {
             "guided_aug8": _cpu_seconds(lambda amp=amp: step(True, amp)),
+            "guided_x0_aug8": _cpu_seconds(lambda amp=amp: step(True, amp, grad="x0")),
             "unguided": _cpu_seconds(lambda amp=amp: step(False, amp)),
         }
-        for aug in sorted({max(1, round(8 * m.aug_fraction)) for m in MODES.values()} | {8}):
+        for aug in sorted({max(1, round(8 * m.aug_fraction)) for m in MODES.values()} | {4, 8}):
             measured[f"clip_aug{aug}"] = _cpu_seconds(lambda aug=aug, amp=amp: clip_work(aug, amp))
         with torch.no_grad():
             measured["score"] = _cpu_seconds(lambda: score_candidates(clip, init, mask, text))
@@ -366,13 +371,18 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
 
 def _full_rows(times: Dict[str, Dict[str, float]], size: str, args: argparse.Namespace) -> Dict[str, Any]:
     rows = []
+    configs = {name: resolve_params(name, {"batch_size": 1, "iterations_num": 1}) for name in MODES}
+    configs["paper, guidance_grad x0"] = resolve_params("paper", {"guidance_grad": "x0"})
     for precision, measured in times.items():
-        for name in MODES:
-            params = resolve_params(name, {"batch_size": 1, "iterations_num": 1})
+        for name, params in configs.items():
             work = plan(params, respaced_steps(params.timestep_respacing))
-            guided_step = (
-                measured["guided_aug8"] - measured["clip_aug8"] + measured[f"clip_aug{params.aug_num}"]
-            )
+            # a step file from before issue 23 has no x0 step: the cost model's share stands in
+            kind = "guided_x0_aug8" if params.guidance_grad == "x0" else "guided_aug8"
+            guided_step = measured.get(kind, measured["guided_aug8"] * X0_SHARE)
+            clip_kept = measured.get(f"clip_aug{params.aug_num}")
+            if clip_kept is None:
+                raise SystemExit(f"no CLIP time for {params.aug_num} views in the step times: measure again")
+            guided_step += clip_kept - measured["clip_aug8"]
             seconds = (
                 work.candidate_steps(True) * guided_step + work.candidate_steps(False) * measured["unguided"]
             )
@@ -420,6 +430,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true", help="full: use the tiny architectures (seconds)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="full: comma list of fp32, bf16")
     parser.add_argument("--times", help="full: reuse the step times of an earlier --json result")
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
