@@ -156,6 +156,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
         explicit = dict(explicit)
         fraction = explicit.pop(STEP_FRACTION, None)
         hits = top_hits = candidates = both = top_both = 0
+        per_scene: List[List[int]] = []  # [scene, colour hits, colour-and-shape hits, top colour, top both]
         counter.unet_grad = counter.unet_plain = counter.clip_grad = counter.clip_plain = 0
         cpu = time.process_time()
         params_shown: Optional[EditParams] = None
@@ -174,6 +175,8 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
             top_hits += colours[0] == case.colour
             both += sum(right)
             top_both += right[0]
+            scene_hits = sum(colour == case.colour for colour in colours)
+            per_scene.append([index, scene_hits, sum(right), int(colours[0] == case.colour), int(right[0])])
         cpu = time.process_time() - cpu
         assert params_shown is not None
         # the same mode / lever on the reference settings (a schedule fraction applied to 100 / 25)
@@ -199,6 +202,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
                     "prune_at",
                     "precision",
                     "guidance_grad",
+                    "clip_guidance_lambda",
                 )
             },
             "scenes": args.scenes,
@@ -215,6 +219,7 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
             "full_unet_equivalents_per_candidate": unet_equivalents(
                 full_params, respaced_steps(full_params.timestep_respacing)
             ),
+            "per_scene": per_scene,  # rates on a subset of the scenes, to compare rows run on fewer
         }
         rows.append(row)
         print(

@@ -309,7 +309,8 @@ def _plan_line(params, estimate: Optional[float], models) -> str:
     mode = (
         f"quality {params.quality}: timestep_respacing={params.timestep_respacing}, "
         f"skip_timesteps={params.skip_timesteps}, aug_num={params.aug_num}, "
-        f"guidance_every={params.guidance_every}, prune_factor={params.prune_factor}"
+        f"guidance_every={params.guidance_every}, prune_factor={params.prune_factor}, "
+        f"guidance_grad={params.guidance_grad}, clip_guidance_lambda={params.clip_guidance_lambda:g}"
     )
     where = "this CPU" if str(models.device) == "cpu" else str(models.device)
     if estimate is None:

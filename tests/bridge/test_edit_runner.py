@@ -221,7 +221,7 @@ def test_quality_mode_sets_the_levers_the_request_leaves_out_and_status_has_esti
     assert paper == {"prompt": "x", **recommended, "clip_guidance_lambda": 500.0}
     fast = runner.validate({"prompt": "x", "quality": "fast", "aug_num": 6}, {})
     assert fast["quality"] == "fast" and fast["aug_num"] == 6  # the request's option wins
-    assert (fast["timestep_respacing"], fast["skip_timesteps"], fast["guidance_every"]) == ("4", 1, 2)
+    assert (fast["timestep_respacing"], fast["skip_timesteps"], fast["guidance_grad"]) == ("8", 2, "x0")
     with pytest.raises(errors.JobFailed, match="quality must be one of"):
         runner.validate({"prompt": "x", "quality": "turbo"}, {})
     status = runner.status()

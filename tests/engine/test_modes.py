@@ -27,14 +27,17 @@ def test_paper_is_the_base_unchanged():
 
 def test_modes_scale_the_reference_and_the_preset_settings():
     fast = modes.resolve_params("fast", {})
-    assert (fast.timestep_respacing, fast.skip_timesteps) == ("17", 4)  # a sixth, same strength
-    assert (fast.aug_num, fast.guidance_every, fast.quality) == (4, 2, "fast")
+    assert (fast.timestep_respacing, fast.skip_timesteps) == ("30", 8)  # three tenths, same strength
+    assert (fast.aug_num, fast.guidance_every, fast.quality, fast.guidance_grad) == (8, 1, "fast", "x0")
+    assert fast.clip_guidance_lambda == 250  # a quarter of the base's (issue 23: measured on the toy)
     balanced = modes.resolve_params("balanced", {})
-    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("100", 25, 8)
-    assert balanced.guidance_every == 2
+    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("50", 12, 8)
+    assert (balanced.guidance_every, balanced.guidance_grad) == (1, "x0")
     toy_fast = modes.resolve_params("fast", {}, TOY_DEFAULTS)
-    assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("4", 1)  # from the preset's 25/5
-    assert toy_fast.clip_guidance_lambda == 500  # not a lever: the preset's value stays
+    assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("8", 2)  # from the preset's 25/5
+    assert toy_fast.clip_guidance_lambda == 125  # the preset's lambda, scaled by the mode
+    explicit = modes.resolve_params("fast", {"clip_guidance_lambda": 300, "guidance_grad": "unet"})
+    assert (explicit.clip_guidance_lambda, explicit.guidance_grad) == (300, "unet")  # explicit options win
     # fractions scale the strength's skip with the schedule; the respaced step count never drops below 4
     assert modes.scale_schedule("ddim100", 25, 0.1) == ("10", 2)
     assert modes.scale_schedule("8", 2, 0.25) == ("4", 1)
@@ -43,12 +46,12 @@ def test_modes_scale_the_reference_and_the_preset_settings():
 
 def test_explicit_options_override_the_mode():
     fast = modes.resolve_params("fast", {"aug_num": 8, "guidance_every": 1}, TOY_DEFAULTS)
-    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "4")
+    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "8")
     # an explicit schedule stays; the skip still comes from the mode only if given neither
     kept = modes.resolve_params("fast", {"timestep_respacing": "40"}, TOY_DEFAULTS)
     assert (kept.timestep_respacing, kept.skip_timesteps) == ("40", 5)
     skip = modes.resolve_params("fast", {"skip_timesteps": 3})
-    assert (skip.timestep_respacing, skip.skip_timesteps) == ("17", 3)
+    assert (skip.timestep_respacing, skip.skip_timesteps) == ("30", 3)
     with pytest.raises(InputError, match="quality must be one of"):
         modes.resolve_params("turbo", {})
     with pytest.raises(InputError, match="guidance_every"):
@@ -94,7 +97,8 @@ def test_estimate_comes_from_the_stored_step_times(tmp_path):
     assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)
     fast = modes.resolve_params("fast", {"batch_size": 1, "iterations_num": 1}, TOY_DEFAULTS)
     plan = modes.plan(fast, modes.respaced_steps(fast.timestep_respacing))
-    expected = plan.guided_steps * 0.25 + plan.unguided_steps * 0.5
+    # fast guides on x0: before such a step was measured, the cost model's share of a guided one stands in
+    expected = plan.guided_steps * 0.25 * timing.X0_SHARE + plan.unguided_steps * 0.5
     assert timing.mode_estimates(times, TOY_DEFAULTS)["fast"] == pytest.approx(expected)
     assert timing.describe_seconds(360) == "about 6 min"
 
@@ -161,7 +165,7 @@ def test_an_edit_marks_its_runs_and_its_kept_candidates_for_the_timer(tiny_model
     assert (timer.runs, timer.candidates) == (2, 2)  # 2 runs of 2 started, 1 kept each
     # all steps, the first of each run too: the ones the estimate counts (the dropped candidate's included)
     plan = modes.plan(params, modes.respaced_steps(params.timestep_respacing))
-    assert timer.counted == {"guided": plan.candidate_steps(True) * 2, "unguided": 0}
+    assert timer.counted == {"guided": plan.candidate_steps(True) * 2, "unguided": 0, "guided_x0": 0}
     saved = timer.save()
     assert set(saved) == {"guided", "edit", "run", "candidate"} and min(saved.values()) >= 0
     assert store.get("cpu:test|tiny") == pytest.approx(saved, abs=1e-6)  # stored rounded to a microsecond
@@ -243,7 +247,7 @@ def test_guidance_every_k_runs_unguided_steps_without_gradient(tiny_models):
         {
             "begin": lambda s: None,
             "start": lambda s: None,
-            "step": lambda s, g, b: guided_flags.append(g),
+            "step": lambda s, g, b, x0=False: guided_flags.append(g),
             "end_steps": lambda s, n: None,
         },
     )()
@@ -258,8 +262,8 @@ def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
 
     params, err = _toy_edit(tmp_path, capsys, "--quality", "fast", "--batch_size", "1", "--aug_num", "3")
     assert params["quality"] == "fast"
-    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("8", 2)  # preset 50 / 10 scaled
-    assert params["guidance_every"] == 2 and params["aug_num"] == 3  # the explicit option wins
+    assert (params["timestep_respacing"], params["skip_timesteps"]) == ("15", 3)  # preset 50 / 10 scaled
+    assert params["guidance_grad"] == "x0" and params["aug_num"] == 3  # the explicit option wins
     assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
 
 
