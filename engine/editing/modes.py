@@ -55,13 +55,13 @@ MODES: Dict[str, Mode] = {
         Mode("paper", 1.0, 1, 1.0, summary="the paper's settings (or the preset's recommended ones)"),
         Mode(
             "balanced",
-            0.5,
+            0.8,
             1,
             1.0,
             guidance_grad="x0",
-            lambda_factor=0.25,
-            summary="half the steps, CLIP guidance on the clean estimate (no backward through the UNet) at a "
-            "quarter of the lambda",
+            lambda_factor=0.6,
+            summary="four fifths of the steps, CLIP guidance on the clean estimate (no backward through the "
+            "UNet) at 0.6 of the lambda",
         ),
         Mode(
             "fast",

@@ -31,8 +31,8 @@ def test_modes_scale_the_reference_and_the_preset_settings():
     assert (fast.aug_num, fast.guidance_every, fast.quality, fast.guidance_grad) == (8, 1, "fast", "x0")
     assert fast.clip_guidance_lambda == 250  # a quarter of the base's (issue 23: measured on the toy)
     balanced = modes.resolve_params("balanced", {})
-    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("50", 12, 8)
-    assert (balanced.guidance_every, balanced.guidance_grad) == (1, "x0")
+    assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("80", 20, 8)
+    assert (balanced.guidance_every, balanced.guidance_grad, balanced.clip_guidance_lambda) == (1, "x0", 600)
     toy_fast = modes.resolve_params("fast", {}, TOY_DEFAULTS)
     assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("8", 2)  # from the preset's 25/5
     assert toy_fast.clip_guidance_lambda == 125  # the preset's lambda, scaled by the mode
