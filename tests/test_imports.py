@@ -101,6 +101,10 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
         ("engine.editing", "engine.jobs", "the method knows nothing of the server"),
         ("engine.editing", "engine.cli", "the method knows nothing of the command lines"),
         ("engine.jobs", "engine.cli", "the job kinds know nothing of the command lines"),
+        ("engine.models", "engine.cluster", "the models know nothing of the cluster"),
+        ("engine.editing", "engine.cluster", "the method knows nothing of the cluster"),
+        ("engine.jobs", "engine.cluster", "the job kinds know nothing of the cluster that runs them"),
+        ("engine.cluster", "engine.cli", "the cluster knows nothing of the command lines"),
         ("engine.errors", "engine.", "the errors import nothing of the project"),
         ("bridge", "engine", "bridge/ is shared with Krita: standard library only"),
         ("bridge", "blended_diffusion", "bridge/ knows nothing of the plugin"),
@@ -181,6 +185,7 @@ def cycles(graph: Dict[str, Dict[str, int]]) -> List[List[str]]:
 def test_the_layout_rules_hold() -> None:
     modules, graph = import_graph()
     assert {"engine.models.registry", "engine.editing.params", "bridge.server", "engine.jobs"} <= set(modules)
+    assert {"engine.cluster.scheduler", "engine.cluster.worker"} <= set(modules)
     assert not rule_violations(modules, graph), "\n".join(rule_violations(modules, graph))
 
 

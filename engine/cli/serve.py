@@ -92,6 +92,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="stop when stdin closes (used by the plugin so the engine never outlives Krita)",
     )
+    from engine.cluster.service import add_arguments as add_cluster_arguments
+
+    add_cluster_arguments(parser)  # --ray, --ray-workers (docs/cluster.md)
 
 
 def _setup_logging(log_file: str) -> None:
@@ -167,6 +170,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         print("error: --port must be between 0 and 65535", file=sys.stderr)
         return 2
+    from engine.cluster.service import ClusterError, check_arguments
+
+    try:
+        check_arguments(args)
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     log_file = args.log_file or default_log_path()
     _setup_logging(log_file)
     try:
@@ -210,22 +220,36 @@ def run(args: argparse.Namespace) -> int:
     from engine.models.loading import load_models
 
     started = time.monotonic()
+    cluster = None
     try:
         from engine.models.registry import get_preset
 
         preset = get_preset(args.models)
         edit_defaults = preset_edit_defaults(preset)
-        models = load_models(preset, args.weights_dir, args.device)
-        runners = job_runners(models, limits, edit_defaults, log_file, args.models, job_limits)
+        if args.ray:
+            from engine.cluster.service import start_cluster
+
+            cluster = start_cluster(args, limits, edit_defaults, log_file)
+            models, runners = cluster.models, cluster.runners
+        else:
+            models = load_models(preset, args.weights_dir, args.device)
+            runners = job_runners(models, limits, edit_defaults, log_file, args.models, job_limits)
         server = BridgeServer(
             runners, token, args.host, args.port, limits, versions={"engine": __version__},
             ssl_context=ssl_context, job_limits=job_limits,
         )
-    except EngineError as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:
-        log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+        if cluster is not None:
+            server.jobs = cluster.queue  # jobs run on the cluster's workers, many at once
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (EngineError, OSError) as exc:
+        if cluster is not None:
+            cluster.shutdown()
+        if isinstance(exc, EngineError):
+            log.error("%s", exc)
+        else:
+            log.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
         return 1
     log.info(
         "models %r loaded on %s in %.1f s",
@@ -268,6 +292,8 @@ def run(args: argparse.Namespace) -> int:
     # The job was cancelled; a diffusion step may not notice for a while, and whoever asked for it is gone
     # (Krita quit or died): do not wait for it long, os._exit below ends its thread.
     server.close(job_timeout=1.0)
+    if cluster is not None:
+        cluster.shutdown()
     log.info("stopped")
     logging.shutdown()
     sys.stderr.flush()

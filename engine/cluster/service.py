@@ -1,0 +1,219 @@
+"""``serve --ray``: connect to (or start) the Ray cluster, start the worker actors, and give the bridge
+server the runners (validation, status) and the job queue that runs jobs on them.
+
+Everything a user can get wrong (Ray missing, an address nobody answers, ``--ray-workers 0``, no GPU for
+``--ray local``) is a :class:`ClusterError` with one line, raised before anything is started, or after
+whatever was started is stopped again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from bridge import errors
+from bridge.jobqueue import Job, RunnerOutput
+from engine.cluster.scheduler import ClusterQueue, WorkerPool
+from engine.jobs import EditRunner, job_runners
+
+log = logging.getLogger("engine.cluster")
+
+RAY_VERSION = "2.60.0"  # the version the tests run (requirements/dev.txt); install.py --cluster installs it
+ENGINE_ROOT = str(Path(__file__).resolve().parents[2])
+DEFAULT_GCS_PORT = 6379
+
+
+class ClusterError(Exception):
+    """A bad --ray setup: one line for the user, exit status 2."""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        default=None,
+        help="run jobs on a Ray cluster: the head's HOST:PORT, 'auto' (the cluster this machine belongs "
+        "to) or 'local' (start one on this machine, one worker per GPU); see docs/cluster.md",
+    )
+    parser.add_argument(
+        "--ray-workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --ray: N CPU worker actors instead of one per GPU (CPU clusters, tests)",
+    )
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    if args.ray_workers is not None and not args.ray:
+        raise ClusterError("--ray-workers needs --ray")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise ClusterError(f"--ray-workers must be at least 1, not {args.ray_workers}")
+
+
+def _check_reachable(address: str) -> None:
+    host, _, port = address.rpartition(":")
+    if not host:
+        host, port = address, str(DEFAULT_GCS_PORT)
+    try:
+        number = int(port)
+    except ValueError:
+        raise ClusterError(f"--ray {address}: give the head's HOST:PORT, 'auto' or 'local'") from None
+    try:
+        socket.create_connection((host.strip("[]"), number), timeout=5.0).close()
+    except OSError as exc:
+        raise ClusterError(
+            f"--ray {address}: nobody answers there ({exc}); start the head with 'ray start --head' "
+            "(docs/cluster.md) or use --ray local"
+        ) from None
+
+
+@dataclass
+class Cluster:
+    queue: ClusterQueue
+    runners: Dict[str, Any]
+    models: Any  # a description of the workers' models (device, preset, image_size) for the status
+    started_head: bool
+
+    def shutdown(self) -> None:
+        """Stop the workers, and the head when this server started it."""
+        import ray
+
+        for worker in list(self.queue.pool.workers):
+            try:
+                ray.kill(worker.handle)
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        ray.shutdown()
+
+
+class ClusterEditRunner(EditRunner):
+    """Validates edit requests and reports status like a single engine; the queue runs the jobs."""
+
+    def __init__(self, cluster_status: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._cluster_status = cluster_status
+
+    def status(self) -> Dict[str, Any]:
+        info = super().status()
+        cluster = self._cluster_status()
+        info["device"] = f"ray: {cluster['workers']} worker(s) on {', '.join(cluster['devices']) or '-'}"
+        info["cluster"] = cluster
+        return info
+
+    def run(self, job: Job) -> RunnerOutput:
+        raise errors.JobFailed(errors.INTERNAL_ERROR, "cluster jobs run on the workers")
+
+
+def start_cluster(
+    args: argparse.Namespace, limits: Any, edit_defaults: Dict[str, Any], log_file: Optional[str]
+) -> Cluster:
+    """Connect or start the cluster and the workers; ClusterError (nothing left running) when it fails."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterError(
+            f"--ray needs Ray: pip install 'ray[default]=={RAY_VERSION}' into the engine's environment, or "
+            "run install.py --cluster"
+        ) from None
+    workers = args.ray_workers
+    gpus = 0
+    if workers is None and args.ray == "local":
+        import torch
+
+        gpus = torch.cuda.device_count()
+        if not gpus:
+            raise ClusterError("--ray local found no GPU: give --ray-workers N for N CPU workers")
+    if args.ray not in ("local", "auto"):
+        _check_reachable(args.ray)
+    # the workers import this checkout's engine; the token was taken out of the environment before
+    python_path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
+    runtime_env = {"env_vars": {"PYTHONPATH": python_path}}
+    started_head = args.ray == "local"
+    try:
+        if started_head:
+            ray.init(
+                num_cpus=workers,  # None: all of this machine's
+                num_gpus=gpus,
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                logging_level=logging.WARNING,
+            )
+        else:
+            ray.init(address=args.ray, runtime_env=runtime_env, logging_level=logging.WARNING)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is the user's to fix
+        ray.shutdown()
+        raise ClusterError(f"--ray {args.ray}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    try:
+        return _start_workers(args, ray, workers, limits, edit_defaults, log_file, started_head)
+    except ClusterError:
+        ray.shutdown()
+        raise
+    except Exception as exc:  # noqa: BLE001 - e.g. the models fail to load on a worker
+        ray.shutdown()
+        raise ClusterError(f"--ray: the workers did not start: {str(exc).splitlines()[0]}") from None
+
+
+def _start_workers(
+    args: argparse.Namespace,
+    ray: Any,
+    workers: Optional[int],
+    limits: Any,
+    edit_defaults: Dict[str, Any],
+    log_file: Optional[str],
+    started_head: bool,
+) -> Cluster:
+    from engine.cluster.worker import ShardWorker
+
+    if workers is None:
+        workers = int(ray.cluster_resources().get("GPU", 0))
+        if workers < 1:
+            raise ClusterError(f"--ray {args.ray}: the cluster has no GPU: give --ray-workers N")
+        options: Dict[str, Any] = {"num_gpus": 1, "num_cpus": 1}
+        device, threads = "cuda", 0
+    else:
+        options = {"num_cpus": 1}
+        device, threads = "cpu", 1
+    actor_class = ray.remote(max_concurrency=4, max_restarts=0, **options)(ShardWorker)
+    weights_dir = args.weights_dir
+
+    def make_actor() -> Any:
+        return actor_class.remote(args.models, weights_dir, device, threads)
+
+    pool = WorkerPool(make_actor)
+    pool.start(workers)
+    info = pool.workers[0].info
+    queue = ClusterQueue(pool, diffusion_steps=int(info.get("diffusion_steps", 1000)))
+
+    def cluster_status() -> Dict[str, Any]:
+        snapshot = queue.snapshot()
+        live = list(pool.workers)
+        return {
+            "address": args.ray,
+            "workers": len(live),
+            "workers_free": snapshot["workers_free"],
+            "workers_starting": snapshot["workers_starting"],
+            "devices": sorted({str(w.info.get("device")) for w in live}),
+            "nodes": sorted({str(w.info.get("node")) for w in live}),
+            "node_addresses": sorted({str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive")}),
+            "worker_pids": [w.info.get("pid") for w in live],
+            "cancels": dict(queue.cancels),
+        }
+
+    models = types.SimpleNamespace(
+        device=info["device"],
+        preset=info["preset"],
+        image_size=info["image_size"],
+        class_cond=info["class_cond"],
+        weights_dir=weights_dir,
+    )
+    runners = job_runners(models, limits, edit_defaults, log_file, args.models)
+    runners["edit"] = ClusterEditRunner(cluster_status, models, limits, edit_defaults, log_file, args.models)
+    log.info("ray cluster %s: %d worker(s) on %s", args.ray, len(pool.workers), info["device"])
+    return Cluster(queue, runners, models, started_head)

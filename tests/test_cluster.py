@@ -1,0 +1,57 @@
+"""The cluster tests (tests/cluster/) run here, inside a network namespace with only loopback.
+
+Ray 2.60 binds the machine's own network address even when told 127.0.0.1, and no test traffic may leave
+loopback: ``unshare -n`` gives the tests a namespace where loopback is all there is (root is needed; CI and
+this machine have it). Their result is read from a JUnit report: every test must have run and passed (none
+skipped), and no Ray daemon may outlive them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPECTED_TESTS = 13  # tests/cluster/: 9 cases of the server, 4 of the command line
+
+
+def _ray_daemons() -> set:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"gcs_server" in command or b"raylet" in command:
+                found.add(int(entry.name))
+    return found
+
+
+def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> None:
+    assert shutil.which("unshare") and shutil.which("ip"), "unshare and ip (util-linux, iproute2) are needed"
+    report = tmp_path / "cluster.xml"
+    before = _ray_daemons()
+    inner = (
+        "ip link set lo up && exec env BD_LOOPBACK_NETNS=1 "
+        f"{sys.executable} -m pytest -q -p no:cacheprovider --junitxml={report} tests/cluster"
+    )
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", inner],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1"),
+    )
+    output = (result.stdout + result.stderr)[-6000:]
+    assert result.returncode == 0, output
+    suite = ElementTree.parse(report).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
+    assert counts == {"tests": EXPECTED_TESTS, "failures": 0, "errors": 0, "skipped": 0}, output
+    assert _ray_daemons() <= before, "Ray daemons outlived the cluster tests"
