@@ -143,6 +143,8 @@ class Connection:
                 self.sock.settimeout(self.server.handshake_timeout)
                 self.sock = context.wrap_socket(self.sock, server_side=True)
                 self.sock.settimeout(None)
+                # the reader and the sender share it: one owner at a time (OpenSSL needs that)
+                self.sock = tls.SerialTLSSocket(self.sock)  # type: ignore[assignment]
                 return True
             except (ssl.SSLError, OSError) as exc:
                 log.info("connection %d from %s: TLS handshake failed: %s", self.id, self.address, exc)

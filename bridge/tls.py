@@ -154,3 +154,97 @@ def make_self_signed(folder: str, common_name: str = "blended-diffusion-engine")
     os.replace(tmp_key, key)  # key first: a certificate without its key is never left alone
     os.replace(tmp_cert, cert)
     return str(cert), str(key), True
+
+
+class SerialTLSSocket:
+    """A server connection's TLS socket with one owner at a time: OpenSSL does not allow two threads to use
+    one SSL object at once, and a connection reads requests on one thread while its sender writes replies
+    on another. Every call into the SSL object (read, write, shutdown, close) holds one lock; the socket
+    is non-blocking, so a call never waits while holding it: on WANT_READ / WANT_WRITE the lock is let go
+    and the thread waits for the socket (a selector per direction), then tries again with the same data
+    (as OpenSSL requires of a repeated write).
+
+    Offers what the bridge's reader and sender use: ``settimeout`` (of reads; writes wait until the peer
+    reads or the socket is shut down), ``recv_into``, ``recv``, ``sendall``, ``shutdown``, ``close``.
+    """
+
+    MAX_WRITE = 256 << 10  # bytes per write call: a retry after WANT_WRITE repeats exactly this chunk
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        import selectors
+        import threading
+
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._timeout: Optional[float] = sock.gettimeout()
+        sock.setblocking(False)
+        self._selectors = {}
+        for kind, event in (("read", selectors.EVENT_READ), ("write", selectors.EVENT_WRITE)):
+            selector = selectors.DefaultSelector()
+            selector.register(sock.fileno(), event)
+            self._selectors[kind] = selector
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        self._timeout = timeout
+
+    def gettimeout(self) -> Optional[float]:
+        return self._timeout
+
+    def _wait(self, want: str, deadline: Optional[float]) -> None:
+        import time
+
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout("timed out")
+        try:
+            ready = self._selectors[want].select(remaining)
+        except (OSError, ValueError, KeyError) as exc:  # closed under us
+            raise OSError(f"socket closed: {exc}") from None
+        if not ready and deadline is not None:
+            raise socket.timeout("timed out")
+
+    def recv_into(self, buffer, nbytes: int = 0) -> int:  # noqa: ANN001 - any writable buffer
+        import time
+
+        deadline = None if self._timeout is None else time.monotonic() + self._timeout
+        while True:
+            with self._lock:
+                try:
+                    return self._sock.recv_into(buffer, nbytes)
+                except ssl.SSLWantReadError:
+                    want = "read"
+                except ssl.SSLWantWriteError:
+                    want = "write"
+            self._wait(want, deadline)
+
+    def recv(self, size: int) -> bytes:
+        buffer = bytearray(size)
+        return bytes(buffer[: self.recv_into(buffer)])
+
+    def sendall(self, data: bytes) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            chunk = view[: self.MAX_WRITE]
+            with self._lock:
+                try:
+                    view = view[self._sock.send(chunk) :]
+                    continue
+                except ssl.SSLWantWriteError:
+                    want = "write"
+                except ssl.SSLWantReadError:
+                    want = "read"
+            self._wait(want, None)
+
+    def shutdown(self, how: int) -> None:
+        # the TCP socket's shutdown: ssl.SSLSocket.shutdown would also drop the SSL object under a reader
+        with self._lock:
+            socket.socket.shutdown(self._sock, how)
+
+    def close(self) -> None:
+        with self._lock:
+            for selector in self._selectors.values():
+                selector.close()
+            self._sock.close()
