@@ -710,7 +710,18 @@ def setup_environment(manifest: Manifest, layout: Layout, args: argparse.Namespa
             f"proxy, then run install.py again; it picks up where it stopped. torch variant: {variant}"
             + (f", index {index}" if index else "")
         )
+    if args.cluster:
+        install_cluster_extra(python, env)
     return python
+
+
+def install_cluster_extra(python: str, env: Dict[str, str]) -> None:
+    """Ray for `serve --ray` (requirements/cluster.txt), into the engine's environment."""
+    command = [python, "-m", "pip", "install", "-r", str(REPO / "requirements" / "cluster.txt")]
+    print("  " + " ".join(command))
+    if subprocess.run(command, env=env).returncode != 0:
+        raise InstallError("installing Ray (--cluster) failed (see pip's message above); the engine works "
+                           "without it, only `serve --ray` needs it")
 
 
 def write_engine_config(manifest: Manifest, layout: Layout, python: str, models: str) -> dict:
@@ -1084,6 +1095,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--no-plugin", action="store_true", help="set up only the engine, not Krita's files")
     parser.add_argument("--no-weights", action="store_true", help="do not download the default weights")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="also install Ray (requirements/cluster.txt) for `python -m engine serve --ray` on a server "
+        "(docs/cluster.md)",
+    )
     parser.add_argument(
         "--no-first-edit", action="store_true", help="skip the first edit on an example image"
     )

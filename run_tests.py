@@ -17,7 +17,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("BD_TEST_VENV", ROOT / ".venv"))
-REQUIREMENTS = [ROOT / "requirements" / "dev.txt", ROOT / "requirements" / "engine.txt"]
+REQUIREMENTS = [ROOT / "requirements" / name for name in ("dev.txt", "engine.txt", "cluster.txt")]
 
 
 def venv_python(env_dir: Path) -> Path:

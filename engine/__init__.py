@@ -6,6 +6,8 @@ Packages, and which may import which (checked by tests/test_imports.py):
 - ``engine.models``: networks, weights, registry, devices; imports ``engine.errors``.
 - ``engine.editing``: the paper's method; imports ``engine.models``, ``engine.errors``, ``bridge.geometry``.
 - ``engine.jobs``: the job kinds the server runs; imports ``engine.editing``, ``engine.models``, ``bridge``.
+- ``engine.cluster``: ``serve --ray``, the jobs on Ray actors; imports ``engine.jobs``, ``engine.editing``,
+  ``bridge``; imported only by ``engine.cli``.
 - ``engine.cli``: the command lines; imports any of the above.
 """
 

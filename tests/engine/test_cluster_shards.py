@@ -1,0 +1,94 @@
+"""engine/cluster/shards.py without Ray: the shards of a job start exactly the candidates one engine would,
+batch by batch with the same seeds; progress merges without going back; results rank as one job's."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List
+
+import pytest
+
+from engine.cluster.shards import ProgressMerge, merge_results, split_edit
+
+BASE = {"prompt": "a cat", "timestep_respacing": "20", "skip_timesteps": 4, "seed": 100}
+
+
+def _started_seeds(params: Dict[str, Any], factor: int) -> List[List[int]]:
+    """The batches (lists of seeds) an edit with these params starts, as engine/editing makes them."""
+    per_batch = params["batch_size"] * factor
+    count = per_batch * params["iterations_num"]
+    seeds = [params["seed"] + index for index in range(count)]
+    return [seeds[i : i + per_batch] for i in range(0, count, per_batch)]
+
+
+@pytest.mark.parametrize(
+    "params, factor, workers, sizes",
+    [
+        (dict(BASE, batch_size=2, iterations_num=4), 1, 2, [2, 2]),
+        (dict(BASE, batch_size=1, iterations_num=5), 1, 2, [3, 2]),
+        (dict(BASE, batch_size=4, iterations_num=1), 1, 8, [1]),  # one batch is never split
+        (dict(BASE, batch_size=2, iterations_num=3, prune_factor=2, prune_at=0.5), 2, 3, [1, 1, 1]),
+        (dict(BASE, prompt="", batch_size=2, iterations_num=2, prune_factor=2), 1, 2, [1, 1]),  # no prompt
+    ],
+)
+def test_shards_start_the_same_batches_with_the_same_seeds(
+    params: Dict[str, Any], factor: int, workers: int, sizes: List[int]
+) -> None:
+    shards = split_edit(params, workers)
+    assert [shard.params["iterations_num"] for shard in shards] == sizes
+    batches = []
+    for shard in shards:
+        batches += _started_seeds(shard.params, factor)
+        assert shard.params["seed"] == params["seed"] + shard.first_candidate
+        assert shard.params.get("preview_every", 0) == 0 or shard.index == 0
+    assert batches == _started_seeds(params, factor)
+    assert (
+        sum(shard.work for shard in shards) == 16 * params["batch_size"] * params["iterations_num"] * factor
+    )
+
+
+def test_a_random_seed_is_drawn_once_for_all_shards() -> None:
+    shards = split_edit(dict(BASE, seed=None, batch_size=1, iterations_num=4), 4)
+    seeds = [shard.params["seed"] for shard in shards]
+    assert seeds == list(range(seeds[0], seeds[0] + 4))
+
+
+def test_progress_adds_up_and_never_goes_back() -> None:
+    shards = split_edit(dict(BASE, batch_size=1, iterations_num=2), 2)
+    merge = ProgressMerge(shards)
+    assert merge.update(shards[0], 1, 16) == (1, 32)
+    assert merge.update(shards[1], 2, 16) == (3, 32)
+    assert merge.update(shards[1], 1, 16) is None  # a rerun from zero reports nothing new
+    assert merge.update(shards[1], 2, 16) is None
+    assert merge.update(shards[1], 3, 16) == (4, 32)
+
+
+def _output(candidates: List[Dict[str, Any]], note: str) -> Any:
+    fields = {"candidates": [], "box": [0, 0, 8, 8], "notes": ["edited the region", note]}
+    attachments = []
+    for index, (seed, combined) in enumerate(candidates):
+        fields["candidates"].append(
+            {
+                "rank": index + 1,
+                "seed": seed,
+                "scores": {"combined": combined},
+                "attachment": f"candidate{index}",
+            }
+        )
+        attachments.append((f"candidate{index}", f"png of {seed}".encode()))
+    return fields, attachments
+
+
+def test_results_are_ranked_over_all_shards() -> None:
+    first = _output([(1, 0.5), (0, 0.7)], "a")
+    second = _output([(3, 0.2), (2, 0.7)], "b")
+    fields, attachments = merge_results([first, second], 2)
+    assert [c["seed"] for c in fields["candidates"]] == [3, 1, 0, 2]  # ties (0.7) in seed order
+    assert [c["rank"] for c in fields["candidates"]] == [1, 2, 3, 4]
+    pngs = dict(attachments)
+    assert [pngs[c["attachment"]] for c in fields["candidates"]] == [
+        b"png of 3",
+        b"png of 1",
+        b"png of 0",
+        b"png of 2",
+    ]
+    assert fields["notes"] == ["edited the region", "a", "b", "ran as 2 shards on 2 cluster workers"]
