@@ -83,13 +83,30 @@ def rss_mib(pids: List[int]) -> float:
 
 class Server:
     def __init__(self, workers: Optional[int], env: Dict[str, str], log_dir: Path) -> None:
-        command = [sys.executable, "-m", "engine", "serve", "--models", "toy", "--device", "cpu",
-                   "--log-file", str(log_dir / f"serve-{workers}.log")]
+        command = [
+            sys.executable,
+            "-m",
+            "engine",
+            "serve",
+            "--models",
+            "toy",
+            "--device",
+            "cpu",
+            "--log-file",
+            str(log_dir / f"serve-{workers}.log"),
+        ]
         if workers:
             command += ["--ray", "local", "--ray-workers", str(workers)]
         started = time.monotonic()
-        self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True,
-                                     stderr=open(log_dir / f"serve-{workers}.stderr", "w"), start_new_session=True)
+        self.proc = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+            stderr=open(log_dir / f"serve-{workers}.stderr", "w"),
+            start_new_session=True,
+        )
         line = self.proc.stdout.readline()
         if not line:
             raise SystemExit(f"the server did not start: see {log_dir}")
@@ -142,8 +159,13 @@ def three_clients(server: Server, params: Dict[str, Any]) -> List[Dict[str, floa
 
     def one(index: int) -> None:
         with server.client() as client:
+
             def on_progress(info: Dict[str, Any], _png: Any) -> None:
-                if info["state"] == "running" and info.get("step") and "first_progress_s" not in results[index]:
+                if (
+                    info["state"] == "running"
+                    and info.get("step")
+                    and "first_progress_s" not in results[index]
+                ):
                     results[index]["first_progress_s"] = round(time.monotonic() - start, 2)
 
             client.edit(dict(params, seed=100 + index), image, mask, on_progress=on_progress)
@@ -158,21 +180,38 @@ def three_clients(server: Server, params: Dict[str, Any]) -> List[Dict[str, floa
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="the engine on a local Ray cluster vs one engine (toy models)")
+    parser = argparse.ArgumentParser(
+        description="the engine on a local Ray cluster vs one engine (toy models)"
+    )
     parser.add_argument("--steps", default="20", help="timestep_respacing of the 8-candidate job")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--jobs", type=int, default=40, help="jobs for the memory growth")
     args = parser.parse_args()
     if [name for _index, name in socket.if_nameindex()] != ["lo"]:
         raise SystemExit("run me in a loopback-only network namespace (see the docstring)")
-    eight = {"prompt": "a red circle", "timestep_respacing": args.steps, "skip_timesteps": 4, "batch_size": 2,
-             "iterations_num": 4, "seed": 5}
+    eight = {
+        "prompt": "a red circle",
+        "timestep_respacing": args.steps,
+        "skip_timesteps": 4,
+        "batch_size": 2,
+        "iterations_num": 4,
+        "seed": 5,
+    }
     small = dict(eight, timestep_respacing="2", skip_timesteps=1, batch_size=1, iterations_num=1)
-    report: Dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
-                              "preset": "toy", "eight_candidates": eight}
+    report: Dict[str, Any] = {
+        "machine": f"{platform.machine()} {os.cpu_count()} cores (shared with other jobs)",
+        "preset": "toy",
+        "eight_candidates": eight,
+    }
     with tempfile.TemporaryDirectory(prefix="bdb") as folder:
-        env = dict(os.environ, BLENDED_DIFFUSION_TOKEN=TOKEN, OMP_NUM_THREADS="1", RAY_TMPDIR=folder,
-                   BLENDED_DIFFUSION_STEP_TIMES=str(Path(folder) / "times.json"), PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ,
+            BLENDED_DIFFUSION_TOKEN=TOKEN,
+            OMP_NUM_THREADS="1",
+            RAY_TMPDIR=folder,
+            BLENDED_DIFFUSION_STEP_TIMES=str(Path(folder) / "times.json"),
+            PYTHONPATH=str(ROOT),
+        )
         log_dir = Path(folder)
         for workers in (None, 1, 2):
             name = f"ray_{workers}_workers" if workers else "plain_engine"
@@ -191,8 +230,10 @@ def main() -> int:
                 if workers == 1 or workers is None:
                     before = rss_mib(server.engine_pids())
                     timed_job(server, small, args.jobs)
-                    entry["engine_rss_mib"] = {"before": round(before, 1),
-                                               f"after_{args.jobs}_jobs": round(rss_mib(server.engine_pids()), 1)}
+                    entry["engine_rss_mib"] = {
+                        "before": round(before, 1),
+                        f"after_{args.jobs}_jobs": round(rss_mib(server.engine_pids()), 1),
+                    }
                 report[name] = entry
             finally:
                 server.stop()
