@@ -15,6 +15,7 @@ import os
 import queue
 import threading
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Dict, Iterator, Optional, Tuple
 
 from bridge import errors
@@ -66,6 +67,9 @@ class ShardWorker:
         self.models = load_models(get_preset(preset), weights_dir, device)
         # params arrive complete (validated on the server, preset defaults in): no defaults here
         self.runners = job_runners(self.models, Limits(), {}, None, preset)
+        # one long-lived thread runs the shards (one at a time per worker), as a single engine's job thread:
+        # a thread per shard would leave each its own malloc arena and torch thread state behind
+        self._runner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
         self._jobs: Dict[str, ShardJob] = {}
         self._cancelled: set = set()  # keys cancelled before their shard arrived
         self._lock = threading.Lock()
@@ -125,7 +129,7 @@ class ShardWorker:
                 with self._lock:
                     self._jobs.pop(key, None)
 
-        threading.Thread(target=work, name=f"shard-{key}", daemon=True).start()
+        self._runner_thread.submit(work)
         while True:
             event = events.get()
             yield event

@@ -200,7 +200,8 @@ def test_three_clients_take_turns_and_see_their_queue_position(two_workers: Dict
         _submit(conns[name], 1, one_shard)
         threads.append(threading.Thread(target=_follow, args=(conns[name], name, log, 1)))
         threads[-1].start()
-        time.sleep(0.3)  # B's request reaches the server before C's
+        while not any(n == name and m.type == "accepted" for _t, n, m in events):  # B is in before C
+            events.append(log.get(timeout=120))
     for thread in threads:
         thread.join(300)
     while not log.empty():
