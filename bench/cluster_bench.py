@@ -209,6 +209,7 @@ def main() -> int:
             BLENDED_DIFFUSION_TOKEN=TOKEN,
             OMP_NUM_THREADS="1",
             RAY_TMPDIR=folder,
+            HOME=folder,  # Ray keeps its cluster token in ~/.ray
             BLENDED_DIFFUSION_STEP_TIMES=str(Path(folder) / "times.json"),
             PYTHONPATH=str(ROOT),
         )

@@ -97,9 +97,15 @@ class ClusterQueue:
     """Runs jobs on the pool's workers, many at once, fair over clients (bridge.jobqueue.JobQueue's API)."""
 
     def __init__(
-        self, pool: WorkerPool, max_queued: int = 32, diffusion_steps: int = 1000, replace: bool = True
+        self,
+        pool: WorkerPool,
+        max_queued: int = 32,
+        diffusion_steps: int = 1000,
+        replace: bool = True,
+        head_problem: Optional[Callable[[], Optional[str]]] = None,
     ) -> None:
         self.pool = pool
+        self.head_problem = head_problem  # why the Ray head does not answer, None when it does
         self._max_queued = max_queued
         self._diffusion_steps = diffusion_steps
         self._replace = replace
@@ -109,6 +115,7 @@ class ClusterQueue:
         self._turn: Dict[Any, Tuple[int, int]] = {}
         self._turns = 0
         self.cancels = {"shards": 0, "max_steps_after_flag": 0}  # how fast a cancel stopped the shards
+        self.unavailable: Optional[str] = None  # why, while the Ray head does not answer
         self._free: List[Worker] = list(pool.workers)
         self._stopping = False
         self._threads: List[threading.Thread] = []
@@ -133,6 +140,8 @@ class ClusterQueue:
         with self._lock:
             if self._stopping:
                 raise errors.JobFailed(errors.SHUTTING_DOWN, "the engine is shutting down")
+            if self.unavailable is not None:
+                raise errors.JobFailed(errors.ENGINE_ERROR, self.unavailable)
             if not self.pool.workers:
                 raise errors.JobFailed(errors.ENGINE_ERROR, NO_WORKER)
             waiting = sum(1 for cluster_job in self._all_jobs() if not cluster_job.started)
@@ -187,6 +196,24 @@ class ClusterQueue:
                 "workers_free": len(self._free),
                 "workers_starting": self.pool.replacing,
             }
+
+    # --- the Ray head gone and back (service.HeadWatch)
+
+    def cluster_lost(self, why: str) -> None:
+        """The head does not answer: every job fails with ``why``, the workers are gone with it."""
+        with self._lock:
+            self.unavailable = why
+            self.pool.workers, self._free = [], []
+            for cluster_job in self._all_jobs():
+                self._fail(cluster_job, errors.ENGINE_ERROR, why)
+            self._lock.notify_all()
+
+    def cluster_back(self, workers: List[Worker]) -> None:
+        with self._lock:
+            self.unavailable = None
+            self.pool.workers, self._free = list(workers), list(workers)
+            log.info("the cluster is back: %d worker(s)", len(workers))
+            self._lock.notify_all()
 
     # --- scheduling (the caller holds the lock)
 
@@ -296,7 +323,9 @@ class ClusterQueue:
         cluster_job.running.pop(shard.index, None)
         worker.shard_key = None
         kind = outcome[0]
-        if kind == "died":
+        if kind == "died" and self.unavailable is not None:
+            pass  # the head is gone: cluster_lost has failed the job and dropped the workers
+        elif kind == "died":
             log.warning(
                 "worker %s died running %s (%s): the shard reruns elsewhere",
                 worker.info.get("pid"),
@@ -329,16 +358,18 @@ class ClusterQueue:
             self.pool.workers.remove(worker)
         if worker in self._free:
             self._free.remove(worker)
+        if not self.pool.workers and self.head_problem is not None and self.unavailable is None:
+            self.unavailable = self.head_problem()  # all gone at once: is it the head?
         if not self.pool.workers:
             for cluster_job in self._all_jobs():
                 if cluster_job.pending:
-                    self._fail(cluster_job, errors.ENGINE_ERROR, NO_WORKER)
-        if self._replace and not self._stopping:
+                    self._fail(cluster_job, errors.ENGINE_ERROR, self.unavailable or NO_WORKER)
+        if self._replace and not self._stopping and self.unavailable is None:
             self.pool.replace(self._worker_ready)
 
     def _worker_ready(self, worker: Worker) -> None:
         with self._lock:
-            if self._stopping:
+            if self._stopping or self.unavailable is not None:
                 return
             self.pool.workers.append(worker)
             self._free.append(worker)
@@ -354,7 +385,10 @@ class ClusterQueue:
         cluster_job.job.cancel.set()
         cluster_job.pending.clear()
         for index, worker in cluster_job.running.items():
-            worker.handle.cancel.remote(cluster_job.keys[index])
+            try:
+                worker.handle.cancel.remote(cluster_job.keys[index])
+            except Exception as exc:  # noqa: BLE001 - the worker or the cluster is gone: its shard ends anyway
+                log.info("cancel of %s not delivered: %s", cluster_job.keys[index], exc)
         self._finish_if_done(cluster_job)
 
     def _finish_if_done(self, cluster_job: ClusterJob) -> None:

@@ -12,10 +12,12 @@ import argparse
 import logging
 import os
 import socket
+import threading
+import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from bridge import errors
 from bridge.jobqueue import Job, RunnerOutput
@@ -81,16 +83,85 @@ class Cluster:
     models: Any  # a description of the workers' models (device, preset, image_size) for the status
     started_head: bool
 
+    watch: Optional[HeadWatch] = None
+
     def shutdown(self) -> None:
         """Stop the workers, and the head when this server started it."""
         import ray
 
+        if self.watch is not None:
+            self.watch.stopping.set()
         for worker in list(self.queue.pool.workers):
             try:
                 ray.kill(worker.handle)
             except Exception:  # noqa: BLE001 - already gone
                 pass
         ray.shutdown()
+
+
+def _gcs_address() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().gcs_address)
+
+
+def _answers(address: str, timeout: float = 1.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class HeadWatch(threading.Thread):
+    """Watches the Ray head (its GCS port). Gone: the queue fails every job with "cluster unavailable" and
+    refuses new ones while the server keeps serving; back (or, for the head this server started, at once:
+    a new one), the driver reconnects and the pool starts its workers again."""
+
+    INTERVAL = 2.0
+
+    def __init__(self, queue: ClusterQueue, init: Callable[[], None], address: str, local: bool) -> None:
+        super().__init__(name="ray-head-watch", daemon=True)
+        self.queue, self.init, self.address, self.local = queue, init, address, local
+        self.gcs = _gcs_address()
+        self.workers = len(queue.pool.workers)
+        self.stopping = threading.Event()
+
+    def problem(self) -> Optional[str]:
+        if _answers(self.gcs):
+            return None
+        return (
+            f"cluster unavailable: the Ray head at {self.gcs} does not answer; the engine reconnects when "
+            "it is back"
+        )
+
+    def run(self) -> None:
+        while not self.stopping.wait(self.INTERVAL):
+            why = self.problem()
+            if why is None:
+                continue
+            log.warning("%s", why)
+            self.queue.cluster_lost(why)
+            while not self.stopping.wait(self.INTERVAL):
+                if not self.local and not _answers(self.address if ":" in self.address else self.gcs):
+                    continue
+                try:
+                    self._reconnect()
+                    break
+                except Exception:  # noqa: BLE001 - not back yet: try again
+                    log.warning("reconnecting to the cluster failed:\n%s", traceback.format_exc())
+
+    def _reconnect(self) -> None:
+        import ray
+
+        stopper = threading.Thread(target=ray.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(60)
+        self.init()
+        self.gcs = _gcs_address()
+        self.queue.pool.start(self.workers)
+        self.queue.cluster_back(self.queue.pool.workers)
 
 
 class ClusterEditRunner(EditRunner):
@@ -136,7 +207,11 @@ def start_cluster(
     python_path = os.pathsep.join(p for p in (ENGINE_ROOT, os.environ.get("PYTHONPATH", "")) if p)
     runtime_env = {"env_vars": {"PYTHONPATH": python_path}}
     started_head = args.ray == "local"
-    try:
+    # Ray ends a driver whose head stays unreachable for a minute; the bridge server must outlive the head
+    # (HeadWatch reports it and reconnects), so the driver waits for it as long as it takes.
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(10**8))
+
+    def init() -> None:
         if started_head:
             ray.init(
                 num_cpus=workers,  # None: all of this machine's
@@ -147,17 +222,33 @@ def start_cluster(
             )
         else:
             ray.init(address=args.ray, runtime_env=runtime_env, logging_level=logging.WARNING)
+
+    try:
+        init()
     except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster is the user's to fix
         ray.shutdown()
         raise ClusterError(f"--ray {args.ray}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     try:
-        return _start_workers(args, ray, workers, limits, edit_defaults, log_file, started_head)
+        cluster = _start_workers(args, ray, workers, limits, edit_defaults, log_file, started_head)
+        cluster.watch = HeadWatch(cluster.queue, init, args.ray, started_head)
+        cluster.queue.head_problem = cluster.watch.problem
+        cluster.watch.start()
+        return cluster
     except ClusterError:
         ray.shutdown()
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the models fail to load on a worker
         ray.shutdown()
         raise ClusterError(f"--ray: the workers did not start: {str(exc).splitlines()[0]}") from None
+
+
+def _node_addresses(ray: Any) -> list:
+    if not _answers(_gcs_address()):
+        return []  # asking the head would wait for it
+    try:
+        return sorted({str(node["NodeManagerAddress"]) for node in ray.nodes() if node.get("Alive")})
+    except Exception:  # noqa: BLE001 - a status reply must not fail for it
+        return []
 
 
 def _start_workers(
@@ -201,9 +292,10 @@ def _start_workers(
             "workers_starting": snapshot["workers_starting"],
             "devices": sorted({str(w.info.get("device")) for w in live}),
             "nodes": sorted({str(w.info.get("node")) for w in live}),
-            "node_addresses": sorted({str(n["NodeManagerAddress"]) for n in ray.nodes() if n.get("Alive")}),
+            "node_addresses": _node_addresses(ray) if queue.unavailable is None else [],
             "worker_pids": [w.info.get("pid") for w in live],
             "cancels": dict(queue.cancels),
+            "unavailable": queue.unavailable,
         }
 
     models = types.SimpleNamespace(

@@ -42,7 +42,9 @@ def cluster_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dict[str, 
         OMP_NUM_THREADS="1",
         PYTHONPATH=str(ROOT),
         RAY_TMPDIR=ray_tmp,  # Ray's session files go with the test's, not into /tmp/ray
+        HOME=str(base / "home"),  # Ray keeps its cluster token in ~/.ray: the test's own, not the user's
     )
+    (base / "home").mkdir()
     yield env
     shutil.rmtree(ray_tmp, ignore_errors=True)
 

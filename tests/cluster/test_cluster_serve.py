@@ -13,6 +13,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import pytest
@@ -254,6 +255,51 @@ def test_no_worker_left_fails_the_job_clearly_and_the_server_serves_on(two_worke
         assert client.ping()  # the same connection still answers
     # the pool starts replacements; once they are up, jobs run again
     wait_for(lambda: _cluster(two_workers)["workers"] == 2, 240, "the replacement workers")
+    with _client(two_workers) as client:
+        result = client.edit(dict(EDIT, timestep_respacing="10", skip_timesteps=2), IMAGE, MASK)
+    assert len(result["candidates"]) == 4
+
+
+def _session_processes(sid: int, name: bytes) -> List[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+                command = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(")") + 2 :].split()[3]) == sid and name in command:
+                found.append(int(entry.name))
+    return found
+
+
+def test_the_ray_head_gone_fails_jobs_clearly_and_the_server_reconnects(two_workers: Dict[str, Any]) -> None:
+    """The head (its GCS) killed mid-job: the job ends with "cluster unavailable", the server keeps
+    answering, starts a new local head (it started this one) and its workers, and jobs run again."""
+    heads = _session_processes(two_workers["pid"], b"gcs_server")
+    assert len(heads) == 1
+    killed = threading.Event()
+
+    def on_progress(info: Dict[str, Any], _png: Any) -> None:
+        if info.get("step", 0) > 0 and not killed.is_set():
+            os.kill(heads[0], signal.SIGKILL)
+            killed.set()
+
+    with _client(two_workers) as client:
+        with pytest.raises(errors.EngineJobError) as failure:
+            client.edit(dict(LONG), IMAGE, MASK, on_progress=on_progress)
+        assert failure.value.code == errors.ENGINE_ERROR
+        assert "cluster unavailable" in str(failure.value), str(failure.value)
+        assert client.ping()
+
+    def back() -> bool:
+        cluster = _cluster(two_workers)
+        return cluster["unavailable"] is None and cluster["workers"] == 2
+
+    wait_for(back, 240, "the cluster to come back")
+    cluster = _cluster(two_workers)
+    assert all(ipaddress.ip_address(a).is_loopback for a in cluster["node_addresses"] + cluster["nodes"])
     with _client(two_workers) as client:
         result = client.edit(dict(EDIT, timestep_respacing="10", skip_timesteps=2), IMAGE, MASK)
     assert len(result["candidates"]) == 4
