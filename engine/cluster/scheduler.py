@@ -57,6 +57,14 @@ class ClusterJob:
     merge: Optional[ProgressMerge] = None
 
 
+def _send_cancels(targets: List[Tuple[Worker, str]]) -> None:
+    for worker, key in targets:
+        try:
+            worker.handle.cancel.remote(key)
+        except Exception as exc:  # noqa: BLE001 - the worker or the cluster is gone: its shard ends anyway
+            log.info("cancel of %s not delivered: %s", key, exc)
+
+
 class WorkerPool:
     """The live actors; ``make_actor()`` makes one more (a replacement for a dead one)."""
 
@@ -205,7 +213,10 @@ class ClusterQueue:
             self.unavailable = why
             self.pool.workers, self._free = [], []
             for cluster_job in self._all_jobs():
-                self._fail(cluster_job, errors.ENGINE_ERROR, why)
+                # the shards' streams may never end without their head: the job ends now, without them
+                self._fail(cluster_job, errors.ENGINE_ERROR, why, tell_workers=False)
+                cluster_job.running.clear()
+                self._finish_if_done(cluster_job)
             self._lock.notify_all()
 
     def cluster_back(self, workers: List[Worker]) -> None:
@@ -337,7 +348,7 @@ class ClusterQueue:
                 cluster_job.pending.appendleft(shard)  # same seeds on another worker: the same bytes
         else:
             worker.jobs_done += 1
-            if not self._stopping:
+            if not self._stopping and worker in self.pool.workers:  # not after the head was lost
                 self._free.append(worker)
             if kind == "result":
                 cluster_job.outputs[shard.index] = (outcome[1], outcome[2])
@@ -376,7 +387,7 @@ class ClusterQueue:
             log.info("worker %s joined the pool (%d live)", worker.info.get("pid"), len(self.pool.workers))
             self._lock.notify_all()
 
-    def _fail(self, cluster_job: ClusterJob, code: str, message: str) -> None:
+    def _fail(self, cluster_job: ClusterJob, code: str, message: str, tell_workers: bool = True) -> None:
         """End a job with an error: no more shards start, the running ones are told to stop (their flag)."""
         if cluster_job.failure is not None or cluster_job.finished:
             return
@@ -384,11 +395,10 @@ class ClusterQueue:
             cluster_job.failure = (code, message)
         cluster_job.job.cancel.set()
         cluster_job.pending.clear()
-        for index, worker in cluster_job.running.items():
-            try:
-                worker.handle.cancel.remote(cluster_job.keys[index])
-            except Exception as exc:  # noqa: BLE001 - the worker or the cluster is gone: its shard ends anyway
-                log.info("cancel of %s not delivered: %s", cluster_job.keys[index], exc)
+        targets = [(worker, cluster_job.keys[index]) for index, worker in cluster_job.running.items()]
+        if tell_workers and targets:
+            # never a Ray call under the queue's lock: it can wait (for a head that is gone, say)
+            threading.Thread(target=_send_cancels, args=(targets,), name="cancel-shards", daemon=True).start()
         self._finish_if_done(cluster_job)
 
     def _finish_if_done(self, cluster_job: ClusterJob) -> None:

@@ -91,12 +91,19 @@ class Cluster:
 
         if self.watch is not None:
             self.watch.stopping.set()
-        for worker in list(self.queue.pool.workers):
-            try:
-                ray.kill(worker.handle)
-            except Exception:  # noqa: BLE001 - already gone
-                pass
-        ray.shutdown()
+
+        def stop() -> None:
+            for worker in list(self.queue.pool.workers):
+                try:
+                    ray.kill(worker.handle)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            ray.shutdown()
+
+        # Ray calls can wait for a head that is gone: the server's exit must not
+        stopper = threading.Thread(target=stop, name="ray-shutdown", daemon=True)
+        stopper.start()
+        stopper.join(60)
 
 
 def _gcs_address() -> str:
@@ -186,6 +193,9 @@ def start_cluster(
     args: argparse.Namespace, limits: Any, edit_defaults: Dict[str, Any], log_file: Optional[str]
 ) -> Cluster:
     """Connect or start the cluster and the workers; ClusterError (nothing left running) when it fails."""
+    # A Ray call after ray.shutdown() (a shard's thread while HeadWatch reconnects) must fail, not start a
+    # cluster of its own: no automatic ray.init.
+    os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
     try:
         import ray
     except ImportError:
