@@ -229,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
         if args.ray:
             from engine.cluster.service import start_cluster
 
-            cluster = start_cluster(args, limits, edit_defaults, log_file)
+            cluster = start_cluster(args, limits, edit_defaults, log_file, job_limits)
             models, runners = cluster.models, cluster.runners
         else:
             models = load_models(preset, args.weights_dir, args.device)

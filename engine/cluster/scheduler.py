@@ -111,8 +111,10 @@ class ClusterQueue:
         diffusion_steps: int = 1000,
         replace: bool = True,
         head_problem: Optional[Callable[[], Optional[str]]] = None,
+        max_per_owner: Optional[int] = None,
     ) -> None:
         self.pool = pool
+        self._max_per_owner = max_per_owner  # queued and running jobs one client may hold
         self.head_problem = head_problem  # why the Ray head does not answer, None when it does
         self._max_queued = max_queued
         self._diffusion_steps = diffusion_steps
@@ -155,6 +157,13 @@ class ClusterQueue:
             waiting = sum(1 for cluster_job in self._all_jobs() if not cluster_job.started)
             if waiting >= self._max_queued:
                 raise errors.JobFailed(errors.QUEUE_FULL, f"{waiting} jobs are waiting already")
+            held = sum(1 for c in self._owners.get(job.owner, ()) if not c.finished)
+            if self._max_per_owner is not None and held >= self._max_per_owner:
+                raise errors.JobFailed(
+                    errors.QUEUE_FULL,
+                    f"this connection has {held} jobs queued or running, the limit per connection "
+                    f"(max_jobs_per_connection {self._max_per_owner}): wait for one to finish",
+                )
             if job.kind == "edit":
                 shards = split_edit(job.params, len(self.pool.workers), self._diffusion_steps)
             else:

@@ -190,7 +190,11 @@ class ClusterEditRunner(EditRunner):
 
 
 def start_cluster(
-    args: argparse.Namespace, limits: Any, edit_defaults: Dict[str, Any], log_file: Optional[str]
+    args: argparse.Namespace,
+    limits: Any,
+    edit_defaults: Dict[str, Any],
+    log_file: Optional[str],
+    job_limits: Any = None,
 ) -> Cluster:
     """Connect or start the cluster and the workers; ClusterError (nothing left running) when it fails."""
     # A Ray call after ray.shutdown() (a shard's thread while HeadWatch reconnects) must fail, not start a
@@ -239,7 +243,9 @@ def start_cluster(
         ray.shutdown()
         raise ClusterError(f"--ray {args.ray}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
     try:
-        cluster = _start_workers(args, ray, workers, limits, edit_defaults, log_file, started_head)
+        cluster = _start_workers(
+            args, ray, workers, limits, edit_defaults, log_file, started_head, job_limits
+        )
         cluster.watch = HeadWatch(cluster.queue, init, args.ray, started_head)
         cluster.queue.head_problem = cluster.watch.problem
         cluster.watch.start()
@@ -269,6 +275,7 @@ def _start_workers(
     edit_defaults: Dict[str, Any],
     log_file: Optional[str],
     started_head: bool,
+    job_limits: Any = None,
 ) -> Cluster:
     from engine.cluster.worker import ShardWorker
 
@@ -285,12 +292,17 @@ def _start_workers(
     weights_dir = args.weights_dir
 
     def make_actor() -> Any:
-        return actor_class.remote(args.models, weights_dir, device, threads)
+        # the limits are the server's own settings (bridge.limits.JobLimits), no client's data
+        return actor_class.remote(args.models, weights_dir, device, threads, job_limits)
 
     pool = WorkerPool(make_actor)
     pool.start(workers)
     info = pool.workers[0].info
-    queue = ClusterQueue(pool, diffusion_steps=int(info.get("diffusion_steps", 1000)))
+    queue = ClusterQueue(
+        pool,
+        diffusion_steps=int(info.get("diffusion_steps", 1000)),
+        max_per_owner=getattr(job_limits, "max_jobs_per_connection", None),
+    )
 
     def cluster_status() -> Dict[str, Any]:
         snapshot = queue.snapshot()
@@ -315,7 +327,9 @@ def _start_workers(
         class_cond=info["class_cond"],
         weights_dir=weights_dir,
     )
-    runners = job_runners(models, limits, edit_defaults, log_file, args.models)
-    runners["edit"] = ClusterEditRunner(cluster_status, models, limits, edit_defaults, log_file, args.models)
+    runners = job_runners(models, limits, edit_defaults, log_file, args.models, job_limits)
+    runners["edit"] = ClusterEditRunner(
+        cluster_status, models, limits, edit_defaults, log_file, args.models, job_limits
+    )
     log.info("ray cluster %s: %d worker(s) on %s", args.ray, len(pool.workers), info["device"])
     return Cluster(queue, runners, models, started_head)

@@ -53,7 +53,12 @@ class ShardWorker:
     """The actor's class (``ray.remote(...)(ShardWorker)`` in scheduler.py): models loaded once."""
 
     def __init__(
-        self, preset: str, weights_dir: Optional[str], device: Optional[str], threads: int = 0
+        self,
+        preset: str,
+        weights_dir: Optional[str],
+        device: Optional[str],
+        threads: int = 0,
+        job_limits: Any = None,
     ) -> None:
         if threads:
             import torch
@@ -66,7 +71,8 @@ class ShardWorker:
 
         self.models = load_models(get_preset(preset), weights_dir, device)
         # params arrive complete (validated on the server, preset defaults in): no defaults here
-        self.runners = job_runners(self.models, Limits(), {}, None, preset)
+        # (the server's job limits: max_job_seconds also stops a shard that runs past it)
+        self.runners = job_runners(self.models, Limits(), {}, None, preset, job_limits)
         # one long-lived thread runs the shards (one at a time per worker), as a single engine's job thread:
         # a thread per shard would leave each its own malloc arena and torch thread state behind
         self._runner_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard")
