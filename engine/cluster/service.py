@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional
 from bridge import errors
 from bridge.jobqueue import Job, RunnerOutput
 from engine.cluster.scheduler import ClusterQueue, WorkerPool
-from engine.jobs import EditRunner, job_runners
+from engine.jobs import EditRunner, ExtendRunner
 
 log = logging.getLogger("engine.cluster")
 
@@ -171,7 +171,40 @@ class HeadWatch(threading.Thread):
         self.queue.cluster_back(self.queue.pool.workers)
 
 
-class ClusterEditRunner(EditRunner):
+class AdmitOnWorker:
+    """Admission (engine.jobs' estimate of memory and time) belongs to the device that runs the job: a
+    worker answers it; the rest of the validation runs here."""
+
+    pool: Any = None  # the WorkerPool, set by _start_workers
+    kind = "edit"
+
+    def _admit(
+        self, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int = 0, windows: int = 1
+    ) -> Dict[str, Any]:
+        import ray
+
+        workers = list(self.pool.workers)
+        if not workers:
+            raise errors.JobFailed(errors.ENGINE_ERROR, "no cluster worker is up to take the job")
+        try:
+            answer = ray.get(
+                workers[0].handle.admit.remote(self.kind, checked, image_pixels, canvas_pixels, windows),
+                timeout=60,
+            )
+        except Exception as exc:  # noqa: BLE001 - the worker or the head is gone
+            raise errors.JobFailed(
+                errors.ENGINE_ERROR, f"cluster unavailable: {type(exc).__name__}"
+            ) from None
+        if answer[0] != "ok":
+            raise errors.JobFailed(answer[1], answer[2])
+        return answer[1]
+
+
+class ClusterExtendRunner(AdmitOnWorker, ExtendRunner):
+    kind = "extend"
+
+
+class ClusterEditRunner(AdmitOnWorker, EditRunner):
     """Validates edit requests and reports status like a single engine; the queue runs the jobs."""
 
     def __init__(self, cluster_status: Any, *args: Any, **kwargs: Any) -> None:
@@ -327,9 +360,13 @@ def _start_workers(
         class_cond=info["class_cond"],
         weights_dir=weights_dir,
     )
-    runners = job_runners(models, limits, edit_defaults, log_file, args.models, job_limits)
-    runners["edit"] = ClusterEditRunner(
-        cluster_status, models, limits, edit_defaults, log_file, args.models, job_limits
-    )
+    runners = {
+        "edit": ClusterEditRunner(
+            cluster_status, models, limits, edit_defaults, log_file, args.models, job_limits
+        ),
+        "extend": ClusterExtendRunner(models, limits, edit_defaults, log_file, args.models, job_limits),
+    }
+    for runner in runners.values():
+        runner.pool = pool
     log.info("ray cluster %s: %d worker(s) on %s", args.ray, len(pool.workers), info["device"])
     return Cluster(queue, runners, models, started_head)

@@ -97,6 +97,16 @@ class ShardWorker:
     def status(self) -> Dict[str, Any]:
         return self.runners["edit"].status()
 
+    def admit(
+        self, kind: str, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int, windows: int
+    ) -> Tuple[Any, ...]:
+        """Admission of a validated request on this worker's device (engine.jobs' estimate of memory and
+        time): ("ok", params to run with) or ("error", code, message)."""
+        try:
+            return ("ok", self.runners[kind]._admit(checked, image_pixels, canvas_pixels, windows))
+        except errors.JobFailed as exc:
+            return ("error", exc.code, exc.message)
+
     def cancel(self, key: str) -> Optional[int]:
         """Set the shard's flag; the step it had reached (None if it is not running here)."""
         with self._lock:
