@@ -237,7 +237,7 @@ def start_cluster(
         import ray
     except ImportError:
         raise ClusterError(
-            f"--ray needs Ray: pip install 'ray[default]=={RAY_VERSION}' into the engine's environment, or "
+            f"--ray needs Ray: pip install 'ray=={RAY_VERSION}' into the engine's environment, or "
             "run install.py --cluster"
         ) from None
     workers = args.ray_workers
