@@ -38,7 +38,9 @@ def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> No
     before = _ray_daemons()
     inner = (
         "ip link set lo up && exec env BD_LOOPBACK_NETNS=1 "
-        f"{sys.executable} -m pytest -q -p no:cacheprovider --junitxml={report} tests/cluster"
+        f"{sys.executable} -m pytest -q -p no:cacheprovider --junitxml={report} "
+        # its own temporary folder: pytest's clean-up of old numbered ones (another run's) never takes it
+        f"--basetemp={tmp_path / 'inner'} tests/cluster"
     )
     result = subprocess.run(
         ["unshare", "-n", "sh", "-c", inner],
