@@ -113,17 +113,16 @@ def test_same_bytes_as_one_engine_and_progress_never_goes_back(
     two_workers: Dict[str, Any], reference: Any, params: Dict[str, Any]
 ) -> None:
     progress: List[Tuple[int, int]] = []
-    with _client(two_workers) as client:
-        result = client.edit(
-            dict(params),
-            IMAGE,
-            MASK,
-            on_progress=lambda info, _png: (
-                progress.append((info.get("step", 0), info.get("total", 0)))
-                if info["state"] == "running"
-                else None
-            ),
-        )
+    previews: List[int] = []  # candidate_offset of each progress message with a preview
+
+    def on_progress(info: Dict[str, Any], png: Any) -> None:
+        if info["state"] == "running":
+            progress.append((info.get("step", 0), info.get("total", 0)))
+            if png:
+                previews.append(info["candidate_offset"])
+
+    with _client(two_workers) as client:  # previews every 4 steps: they change no result byte
+        result = client.edit(dict(params, preview_every=4), IMAGE, MASK, on_progress=on_progress)
     assert "ran as 2 shards on 2 cluster workers" in result["notes"]
     expected = reference(params)
     assert _by_seed(result) == expected  # seeds, ranks over all candidates, and every byte of the patches
@@ -132,6 +131,8 @@ def test_same_bytes_as_one_engine_and_progress_never_goes_back(
     totals = {total for _step, total in progress if total}
     assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
     assert len(totals) == 1 and steps[-1] == totals.pop()
+    first_shard = params["batch_size"] * (2 if params is PRUNED else 1)  # candidates the first shard starts
+    assert previews and all(offset < first_shard for offset in previews)  # previews from one shard only
 
 
 def test_cancel_stops_every_shard_within_one_step(two_workers: Dict[str, Any]) -> None:
