@@ -16,7 +16,7 @@ import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_TESTS = 13  # tests/cluster/: 9 cases of the server, 4 of the command line
+EXPECTED_TESTS = 14  # tests/cluster/: 10 cases of the server, 4 of the command line
 
 
 def _ray_daemons() -> set:

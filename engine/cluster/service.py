@@ -288,7 +288,9 @@ def start_cluster(
         raise
     except Exception as exc:  # noqa: BLE001 - e.g. the models fail to load on a worker
         ray.shutdown()
-        raise ClusterError(f"--ray: the workers did not start: {str(exc).splitlines()[0]}") from None
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+        # Ray's message names the actor first and the worker's own error last
+        raise ClusterError(f"--ray: the workers did not start: {lines[-1]}") from None
 
 
 def _node_addresses(ray: Any) -> list:

@@ -69,6 +69,20 @@ def cluster_server(
     cluster_env: Dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Dict[str, Any]]:
     """The server's ready line (port, pid) and its log path; stopped, with its Ray, whatever happens."""
+    # the tiny weights are generated on first load: once, here, not by two workers racing in one folder
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from engine.models.loading import load_models; "
+            "load_models('tiny', sys.argv[1], 'cpu')",
+            cluster_env["BLENDED_DIFFUSION_WEIGHTS"],
+        ],
+        cwd=ROOT,
+        env=cluster_env,
+        check=True,
+        timeout=300,
+    )
     log_path = tmp_path_factory.mktemp("serve-log") / "serve.log"
     command = [
         sys.executable,
