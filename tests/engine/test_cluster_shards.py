@@ -92,3 +92,33 @@ def test_results_are_ranked_over_all_shards() -> None:
         b"png of 2",
     ]
     assert fields["notes"] == ["edited the region", "a", "b", "ran as 2 shards on 2 cluster workers"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(BASE, batch_size=2, iterations_num=3, prune_factor=2, prune_at=0.5),
+        dict(BASE, batch_size=3, iterations_num=2, prune_factor=3, prune_at=0.99),
+        dict(BASE, prompt="  ", batch_size=2, iterations_num=2, prune_factor=2),
+        dict(BASE, timestep_respacing="5", skip_timesteps=4, batch_size=1, iterations_num=3, prune_factor=2),
+    ],
+)
+def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
+    """Against engine/editing/diffuse.plan_model_pass itself: the batches the shards start are the plan's."""
+    from types import SimpleNamespace
+
+    from engine.editing.diffuse import plan_model_pass
+    from engine.editing.modes import respaced_steps
+    from engine.editing.params import EditParams
+
+    edit = EditParams(**params)
+    diffusion = SimpleNamespace(num_timesteps=respaced_steps(edit.timestep_respacing))
+    plan = plan_model_pass(edit, diffusion, bool(edit.prompt.strip()), [])
+    expected = [plan.seeds[i : i + plan.batch_size] for i in range(0, len(plan.seeds), plan.batch_size)]
+    started = []
+    for shard in split_edit(params, 2):
+        shard_edit = EditParams(**shard.params)
+        shard_plan = plan_model_pass(shard_edit, diffusion, bool(shard_edit.prompt.strip()), [])
+        seeds = shard_plan.seeds
+        started += [seeds[i : i + shard_plan.batch_size] for i in range(0, len(seeds), shard_plan.batch_size)]
+    assert started == expected
