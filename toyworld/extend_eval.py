@@ -129,6 +129,9 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--picture", help="write a two-prompt extrapolation picture here")
     parser.add_argument("--blend_band", type=int, default=0, help="transition band into the original (px)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument(
+        "--guidance_grad", choices=("unet", "x0"), default="unet", help="guidance gradient (issue 23)"
+    )
     args = parser.parse_args(argv)
 
     import torch
@@ -138,7 +141,7 @@ def main(argv: Optional[list] = None) -> int:
     from engine.models.loading import load_models
 
     torch.set_num_threads(args.threads)
-    params = EditParams(**preset_edit_defaults(args.models))
+    params = EditParams(**preset_edit_defaults(args.models), guidance_grad=args.guidance_grad)
     models = load_models(args.models, device="cpu")
     size = int(models.image_size)
     amount = max(1, round(size * args.fraction))
