@@ -23,7 +23,7 @@ from engine.editing import detail as detail_stage
 from engine.editing import imaging
 from engine.editing.diffuse import PREVIEW_MAX_SIDE, diffuse, guidance_settings, plan_model_pass
 from engine.editing.params import PRECISIONS, EditParams, validate_params
-from engine.editing.prepare import diffusion_for, lpips_for, prepare_edit, to_model_tensor, to_pil
+from engine.editing.prepare import diffusion_for, lpips_for, prepare_edit, to_pil
 from engine.editing.results import Candidate, EditResult, composite
 from engine.editing.running import (
     BatchLimit,
@@ -36,8 +36,6 @@ from engine.editing.running import (
 )
 from engine.errors import Cancelled, EngineError
 from engine.models.devices import amp_dtype_for, free_memory, is_out_of_memory
-
-_to_model_tensor = to_model_tensor  # the earlier name
 
 
 def run_splitting_on_oom(

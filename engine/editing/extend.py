@@ -29,17 +29,13 @@ from PIL import Image
 
 from bridge.geometry import context_box
 from engine.editing import imaging
-from engine.editing.diffuse import candidate_seeds as _candidate_seeds
-from engine.editing.diffuse import guidance_settings
+from engine.editing.diffuse import candidate_seeds, guidance_settings
 from engine.editing.editor import run_splitting_on_oom
 from engine.editing.limits import check_extend
 from engine.editing.params import EditParams, validate_params
-from engine.editing.prepare import diffusion_for, lpips_for
-from engine.editing.prepare import to_model_tensor as _to_model_tensor
-from engine.editing.prepare import to_pil as _to_pil
+from engine.editing.prepare import diffusion_for, lpips_for, to_model_tensor, to_pil
 from engine.editing.results import Candidate
-from engine.editing.running import BatchLimit, Progress, UNetChoice
-from engine.editing.running import set_precision as _set_precision
+from engine.editing.running import BatchLimit, Progress, UNetChoice, set_precision
 from engine.errors import Cancelled, InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
@@ -260,7 +256,7 @@ def extend(
     )
 
     # before any model call: the prompts' embeddings too come from the job's precision
-    amp_dtype = _set_precision(models, amp_dtype_for(params.precision, device), notes)
+    amp_dtype = set_precision(models, amp_dtype_for(params.precision, device), notes)
     models.unet.requires_grad_(False)
     embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
@@ -268,7 +264,7 @@ def extend(
     unet_choice = UNetChoice(models, params, notes)
     if int(params.prune_factor) > 1:
         notes.append("candidate pruning is not used when extending: every candidate ran to the end")
-    seeds = _candidate_seeds(params)
+    seeds = candidate_seeds(params)
     batch_size = int(params.batch_size)
     num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
     windows = len(the_plan.windows)
@@ -300,7 +296,7 @@ def extend(
             soft = window_mask(unknown, original[y : y + h, x : x + w], feather, int(spec.blend_band))
             model_mask = torch.from_numpy(imaging.binary_model_mask(soft, size))[None, None].to(device)
             background = torch.cat(
-                [_to_model_tensor(Image.fromarray(c[y : y + h, x : x + w]), size, device) for c in canvases]
+                [to_model_tensor(Image.fromarray(c[y : y + h, x : x + w]), size, device) for c in canvases]
             )
             text = prompts[win.side]
             labels = None
@@ -340,7 +336,7 @@ def extend(
             alpha = soft.astype(np.float32)[..., None] / 255.0
             touched = soft > 0
             for canvas, result in zip(canvases, out):
-                made = np.asarray(imaging.resize_image(_to_pil(result), (w, h)), dtype=np.float32)
+                made = np.asarray(imaging.resize_image(to_pil(result), (w, h)), dtype=np.float32)
                 region = canvas[y : y + h, x : x + w]
                 blended = region.astype(np.float32) * (1.0 - alpha) + made * alpha
                 region[touched] = np.clip(np.round(blended[touched]), 0, 255).astype(np.uint8)
@@ -461,7 +457,7 @@ def _score(
         mask = torch.from_numpy(imaging.binary_model_mask(imaging.crop_array(area, box), size))[None, None]
         x, y, w, h = box
         crops = [Image.fromarray(c[y : y + h, x : x + w]) for c in canvases]
-        results = torch.cat([_to_model_tensor(crop, size, models.device) for crop in crops])
+        results = torch.cat([to_model_tensor(crop, size, models.device) for crop in crops])
         per_side[side] = score_candidates(models.clip, results, mask.to(models.device), embeds[text])
     scores: List[Dict[str, Optional[float]]] = []
     for index in range(len(canvases)):

@@ -227,11 +227,12 @@ def test_pruning_keeps_the_best_by_the_ranking_and_their_results_are_their_seeds
 
 
 def _model_inputs(image, mask, models):
-    from engine.editing import editor, imaging
+    from engine.editing import imaging
+    from engine.editing.prepare import to_model_tensor
 
     soft = imaging.mask_array(mask, image.size)
     box = imaging.choose_box(soft, models.image_size)
-    background = editor._to_model_tensor(imaging.crop(image, box), models.image_size, models.device)
+    background = to_model_tensor(imaging.crop(image, box), models.image_size, models.device)
     binary = imaging.binary_model_mask(imaging.crop_array(soft, box), models.image_size)
     return background, torch.from_numpy(binary)[None, None]
 
