@@ -3,21 +3,14 @@ engine: the toy preset (50 steps, skip 10, guidance 70, 4 candidates) in a first
 kept across a restart, Reset, and another preset (tiny, which recommends nothing) after the engine changed.
 kritarunner runs krita_defaults_scenarios.py once per session in a throw-away HOME."""
 
-import json
-import os
 import re
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.krita_env import krita_environment
+from tests.krita_env import KRITARUNNER, run_scenarios, scenario_environment, write_engine_config
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-KRITARUNNER = shutil.which("kritarunner")
 TOY = {"candidates": 4, "strength": 0.8, "steps": 50, "guidance": 70.0, "aug_num": 8}
 REFERENCE = {"candidates": 4, "strength": 0.75, "steps": 100, "guidance": 1000.0, "aug_num": 8}
 
@@ -26,25 +19,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def write_config(path: Path, models: str) -> None:
-    record = {"python": sys.executable, "engine_root": str(ROOT), "models": models, "weights_dir": None}
-    path.write_text(json.dumps(record))
-
-
 def run_session(env: dict, home: Path, name: str) -> dict:
-    out = home / f"defaults-{name}.json"
-    proc = subprocess.run(
-        [KRITARUNNER, "-s", "krita_defaults_scenarios", str(out), name],
-        env=env,
-        cwd=str(home),
-        capture_output=True,
-        text=True,
-        timeout=400,
-    )
-    if not out.exists():
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
-    result = json.loads(out.read_text())
+    result = run_scenarios(env, home, "krita_defaults_scenarios", home / f"defaults-{name}.json", name)
     assert "error" not in result, result.get("traceback", result.get("error"))
     return result
 
@@ -52,22 +28,12 @@ def run_session(env: dict, home: Path, name: str) -> dict:
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     home = tmp_path_factory.mktemp("krita-defaults-home")
+    env = scenario_environment(home, "toy")
     config = home / "engine.json"
-    write_config(config, "toy")
-    env = krita_environment(os.environ, "kritarunner")
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
-        BLENDED_DIFFUSION_CONFIG=str(config),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
     first = run_session(env, home, "first")
-    write_config(config, "tiny")  # the engine now runs another preset (install.py --models tiny)
+    write_engine_config(config, "tiny")  # the engine now runs another preset (install.py --models tiny)
     restart = run_session(env, home, "restart")
-    write_config(config, "default")  # the paper's models, whose weights this test HOME does not have
+    write_engine_config(config, "default")  # the paper's models, whose weights this test HOME does not have
     return first, restart, run_session(env, home, "check_missing")
 
 

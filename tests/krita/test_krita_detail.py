@@ -4,21 +4,13 @@ pixels, everything outside the selection is unchanged, and the new shape's edges
 detail off; a cancel during the detail stage adds nothing and the engine edits again at once.
 kritarunner runs detail_scenarios.py in a throw-away HOME."""
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.krita_env import krita_environment
+from tests.krita_env import KRITARUNNER, run_scenarios, scenario_environment
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-KRITARUNNER = shutil.which("kritarunner")
 W, H = 1024, 768
 
 pytestmark = pytest.mark.skipif(
@@ -29,30 +21,13 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     home = tmp_path_factory.mktemp("krita-detail-home")
-    config = home / "engine.json"
-    record = {"python": sys.executable, "engine_root": str(ROOT), "models": "toy", "weights_dir": None}
-    config.write_text(json.dumps(record))
-    env = krita_environment(os.environ, "kritarunner")
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
-        BLENDED_DIFFUSION_CONFIG=str(config),
+    env = scenario_environment(
+        home,
+        "toy",
         BD_ENGINE_LOG=str(home / "engine.log"),
         BLENDED_DIFFUSION_STEP_TIMES=str(home / "step_times.json"),
-        PYTHONDONTWRITEBYTECODE="1",
     )
-    out = home / "detail.json"
-    proc = subprocess.run(
-        [KRITARUNNER, "-s", "detail_scenarios", str(out)],
-        env=env, cwd=str(home), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    if not out.exists():
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
-    result = json.loads(out.read_text())
+    result = run_scenarios(env, home, "detail_scenarios", home / "detail.json", timeout=600)
     assert "error" not in result, result.get("traceback", result.get("error"))
     return result, home
 

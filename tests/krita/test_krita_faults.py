@@ -5,20 +5,15 @@ the result with a message. krita_fault_scenarios.py stages them inside Krita; th
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.krita_env import krita_environment
+from tests.krita_env import KRITARUNNER, scenario_environment
 
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-KRITARUNNER = shutil.which("kritarunner")
 ENGINE_EXIT_LIMIT = 10.0  # the bound: the local engine is gone 10 s after Krita
 
 pytestmark = pytest.mark.skipif(
@@ -28,22 +23,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def fault_env(tmp_path):
-    config = tmp_path / "engine.json"
-    config.write_text(
-        json.dumps(
-            {"python": sys.executable, "engine_root": str(ROOT), "models": "tiny", "weights_dir": None}
-        )
-    )
-    env = krita_environment(os.environ, "kritarunner")
-    env.update(
-        HOME=str(tmp_path),
-        XDG_CONFIG_HOME=str(tmp_path / ".config"),
-        XDG_DATA_HOME=str(tmp_path / ".local" / "share"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
-        BLENDED_DIFFUSION_CONFIG=str(config),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
+    env = scenario_environment(tmp_path, "tiny")
     return env, tmp_path
 
 
@@ -64,7 +44,10 @@ def start(fault_env, started, scenario: str):
     log = open(home / f"{scenario}.log", "wb")
     proc = subprocess.Popen(
         [KRITARUNNER, "-s", "krita_fault_scenarios", str(result), scenario],
-        env=env, cwd=str(home), stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     log.close()
     started.append(proc)

@@ -4,21 +4,11 @@ One kritarunner session runs the API rounds on the real engine with the toy mode
 candidates a round), the docker with a slow fake engine and the first half of the history check; a second
 session (a Krita restart, same settings file) reads the history back."""
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.krita_env import krita_environment
-
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-KRITARUNNER = shutil.which("kritarunner")
+from tests.krita_env import KRITARUNNER, run_scenarios, scenario_environment
 
 pytestmark = pytest.mark.skipif(
     KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
@@ -28,37 +18,11 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def sessions(tmp_path_factory):
     home = tmp_path_factory.mktemp("krita-iterate")
-    config = home / "engine.json"
-    config.write_text(
-        json.dumps({"python": sys.executable, "engine_root": str(ROOT), "models": "toy", "weights_dir": None})
-    )
-    env = krita_environment(os.environ, "kritarunner")
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
-        BLENDED_DIFFUSION_CONFIG=str(config),
-        BD_ENGINE_LOG=str(home / "engine.log"),
-        PYTHONDONTWRITEBYTECODE="1",
-        OMP_NUM_THREADS="1",
-    )
+    env = scenario_environment(home, "toy", BD_ENGINE_LOG=str(home / "engine.log"), OMP_NUM_THREADS="1")
     results = {}
     for engine, scenarios in (("real", ("rounds", "docker", "history_write")), ("fake", ("history_read",))):
         out = home / f"result-{engine}.json"
-        proc = subprocess.run(
-            [KRITARUNNER, "-s", "iterate_scenarios", str(out), engine, *scenarios],
-            env=env,
-            cwd=str(home),
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
-        if not out.exists():
-            tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
-        found = json.loads(out.read_text())
+        found = run_scenarios(env, home, "iterate_scenarios", out, engine, *scenarios)
         for name in scenarios:
             assert "error" not in found[name], found[name].get("traceback", found[name].get("error"))
         results.update(found)

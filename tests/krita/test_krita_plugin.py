@@ -5,21 +5,11 @@ The edit scenarios go through the real bridge to a real engine (`python -m engin
 started by the plugin's own EngineManager with this venv's Python); the refusal scenario uses a fake
 engine only where a crash or cancellation must be staged."""
 
-import json
-import os
 import re
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.krita_env import krita_environment
-
-ROOT = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-KRITARUNNER = shutil.which("kritarunner")
+from tests.krita_env import KRITARUNNER, run_scenarios, scenario_environment
 
 pytestmark = pytest.mark.skipif(
     KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
@@ -29,43 +19,13 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="session")
 def krita_env(tmp_path_factory):
     home = tmp_path_factory.mktemp("krita-home")
-    config = home / "engine.json"
-    config.write_text(
-        json.dumps(
-            {"python": sys.executable, "engine_root": str(ROOT), "models": "tiny", "weights_dir": None}
-        )
-    )
-    env = krita_environment(os.environ, "kritarunner")
-    env.update(
-        HOME=str(home),
-        XDG_CONFIG_HOME=str(home / ".config"),
-        XDG_DATA_HOME=str(home / ".local" / "share"),
-        QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(HERE), str(ROOT), str(ROOT / "krita_plugin")]),
-        BLENDED_DIFFUSION_CONFIG=str(config),
-        BD_ENGINE_LOG=str(home / "engine.log"),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    return env, home
+    return scenario_environment(home, "tiny", BD_ENGINE_LOG=str(home / "engine.log")), home
 
 
 def run_krita(krita_env, engine: str, *scenarios: str, timeout: int = 400) -> dict:
     env, home = krita_env
     out = home / f"result-{engine}-{'-'.join(scenarios)}.json"
-    proc = subprocess.run(
-        [KRITARUNNER, "-s", "krita_scenarios", str(out), engine, *scenarios],
-        env=env,
-        cwd=str(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if not out.exists():
-        pytest.fail(
-            f"kritarunner wrote no result (rc {proc.returncode}):\n"
-            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        )
-    results = json.loads(out.read_text())
+    results = run_scenarios(env, home, "krita_scenarios", out, engine, *scenarios, timeout=timeout)
     for name in scenarios:
         assert name in results, f"scenario {name} did not run"
         assert "error" not in results[name], results[name].get("traceback", results[name].get("error"))
