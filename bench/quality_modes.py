@@ -33,13 +33,13 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bridge.limits import respaced_steps  # noqa: E402
 from engine.editing.modes import (  # noqa: E402
     CLIP_VIEW_FORWARD,
     CLIP_VIEW_GUIDED,
     MODES,
     plan,
     resolve_params,
-    respaced_steps,
     scale_schedule,
     unet_equivalents,
 )

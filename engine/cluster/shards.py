@@ -15,7 +15,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from engine.editing.modes import prune_step, respaced_steps
+from bridge.limits import respaced_steps
+from engine.editing.modes import prune_step
 from engine.editing.params import EditParams
 
 RunnerOutput = Tuple[Dict[str, Any], Sequence[Tuple[str, bytes]]]

@@ -147,8 +147,8 @@ def planned_seconds(
 ) -> float:
     """Seconds the stage will add to an edit of this mask by the stored times (0 when it will not run, or
     before this device measured anything): for an estimate made before the edit (the CLI's plan line)."""
+    from bridge.limits import respaced_steps
     from engine.editing import timing
-    from engine.editing.modes import respaced_steps
 
     if params.detail == "off" or not timing.has_step_times(times):
         return 0.0

@@ -182,17 +182,6 @@ def plan(params: EditParams, num_timesteps: int, guided: bool = True) -> Plan:
     return Plan(steps, guided_steps, steps - guided_steps, factor, pruned_after, every)
 
 
-def respaced_steps(respacing: str, diffusion_steps: int = 1000) -> int:
-    """Number of steps of a respacing string, without torch ("" keeps all ``diffusion_steps``)."""
-    spec = str(respacing).strip()
-    if not spec:
-        return diffusion_steps
-    match = _RESPACING.match(spec)
-    if match is not None:
-        return int(match.group(2))
-    return sum(int(part) for part in spec.split(","))
-
-
 def unet_equivalents(params: EditParams, num_timesteps: int, guided: bool = True) -> float:
     """Cost of one kept candidate in UNet-forward equivalents (pruned candidates' work and the ranking's
     CLIP passes included)."""

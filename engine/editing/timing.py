@@ -28,7 +28,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from engine.editing.modes import MODES, plan, resolve_params, respaced_steps
+from bridge.limits import respaced_steps
+from engine.editing.modes import MODES, plan, resolve_params
 from engine.editing.params import EditParams
 
 FILE_NAME = "step_times.json"

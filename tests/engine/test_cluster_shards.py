@@ -107,8 +107,8 @@ def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
     """Against engine/editing/diffuse.plan_model_pass itself: the batches the shards start are the plan's."""
     from types import SimpleNamespace
 
+    from bridge.limits import respaced_steps
     from engine.editing.diffuse import plan_model_pass
-    from engine.editing.modes import respaced_steps
     from engine.editing.params import EditParams
 
     edit = EditParams(**params)

@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from bridge.limits import respaced_steps
 from engine.editing import modes, timing
 from engine.editing.params import EditParams, validate_params
 from engine.errors import InputError
@@ -96,7 +97,7 @@ def test_estimate_comes_from_the_stored_step_times(tmp_path):
     # 20 guided steps per candidate, 6 candidates
     assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)
     fast = modes.resolve_params("fast", {"batch_size": 1, "iterations_num": 1}, TOY_DEFAULTS)
-    plan = modes.plan(fast, modes.respaced_steps(fast.timestep_respacing))
+    plan = modes.plan(fast, respaced_steps(fast.timestep_respacing))
     # fast guides on x0: before such a step was measured, the cost model's share of a guided one stands in
     expected = plan.guided_steps * 0.25 * timing.X0_SHARE + plan.unguided_steps * 0.5
     assert timing.mode_estimates(times, TOY_DEFAULTS)["fast"] == pytest.approx(expected)
@@ -164,7 +165,7 @@ def test_an_edit_marks_its_runs_and_its_kept_candidates_for_the_timer(tiny_model
     editor.edit(image, mask, tiny_models, params, timer=timer)
     assert (timer.runs, timer.candidates) == (2, 2)  # 2 runs of 2 started, 1 kept each
     # all steps, the first of each run too: the ones the estimate counts (the dropped candidate's included)
-    plan = modes.plan(params, modes.respaced_steps(params.timestep_respacing))
+    plan = modes.plan(params, respaced_steps(params.timestep_respacing))
     assert timer.counted == {"guided": plan.candidate_steps(True) * 2, "unguided": 0, "guided_x0": 0}
     saved = timer.save()
     assert set(saved) == {"guided", "edit", "run", "candidate"} and min(saved.values()) >= 0
