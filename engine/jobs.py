@@ -119,7 +119,24 @@ class EditRunner(JobRunner):
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         checked = self._check_params(params)
         width, height = _png_size(images.get("image"))
-        return self._admit(checked, width * height)
+        return self._admit(checked, width * height, detail=self._detail_work(checked, images))
+
+    def _detail_work(self, checked: Dict[str, Any], images: Dict[str, bytes]) -> Tuple[int, int]:
+        """(tile-steps, box pixels) of the detail stage on this job's mask (engine/editing/detail.py), for
+        admission; (0, 0) when it is off, not needed, or the mask is not readable yet (the job says why)."""
+        if checked.get("detail", "off") == "off" or "mask" not in images:
+            return (0, 0)
+        from engine.editing import detail, imaging
+
+        try:
+            params = self._editor.EditParams(**checked)
+            mask = self._decode("mask", images["mask"])
+            soft = imaging.mask_array(mask, mask.size)
+            soft = 255 - soft if params.invert_mask else soft
+            return tuple(detail.planned_work(params, soft, int(self.models.image_size)))  # type: ignore
+        except Exception:  # noqa: BLE001 - the job itself refuses a bad mask, with its own message
+            log.warning("detail stage not estimated:\n%s", traceback.format_exc())
+            return (0, 0)
 
     def _check_params(self, params: Dict[str, Any]) -> Dict[str, Any]:
         """The request's edit parameters (the preset's for those left out), typed and within the limits."""
@@ -173,23 +190,43 @@ class EditRunner(JobRunner):
         check_prompt_tokens(prompt, what, int(getattr(clip, "context_length", 77)), self.job_limits)
 
     def _admit(
-        self, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int = 0, windows: int = 1
+        self,
+        checked: Dict[str, Any],
+        image_pixels: int,
+        canvas_pixels: int = 0,
+        windows: int = 1,
+        detail: Tuple[int, int] = (0, 0),
     ) -> Dict[str, Any]:
         """Admission by estimate (engine/editing/admission.py): the params to run with (a smaller batch
-        when only that fits), or JobFailed(too_large) with the figures."""
+        when only that fits), or JobFailed(too_large) with the figures. ``detail``: the detail stage's
+        (tile-steps, box pixels) (:meth:`_detail_work`), counted when it will run."""
         from engine.editing.admission import AdmissionError, admit, split_batch
-        from engine.editing.timing import StepTimes, estimate_seconds
+        from engine.editing.detail import work_seconds
+        from engine.editing.timing import StepTimes, estimate_seconds, has_step_times
 
         params = self._editor.EditParams(**checked)
-        seconds = None
+        seconds, detail_seconds = None, 0.0
         try:
             times = StepTimes().get(self._timing_key())
             seconds = estimate_seconds(params, times, guided=bool(params.prompt))
+            detail_seconds = work_seconds(params, detail[0], times)
+            if params.detail == "auto" and has_step_times(times) and not detail_seconds:
+                detail = (0, 0)  # auto will leave the stage off: it costs more than the first pass
         except Exception:  # noqa: BLE001 - no estimate: admitted by memory alone
             log.warning("no time estimate for admission:\n%s", traceback.format_exc())
         try:
             cap = self.job_limits.max_job_seconds
-            admission = admit(self.models, params, image_pixels, canvas_pixels, windows, seconds, cap)
+            admission = admit(
+                self.models,
+                params,
+                image_pixels,
+                canvas_pixels,
+                windows,
+                seconds,
+                cap,
+                detail=detail,
+                detail_seconds=detail_seconds,
+            )
         except AdmissionError as exc:
             raise errors.JobFailed(errors.TOO_LARGE, str(exc)) from None
         log.info(
@@ -337,8 +374,11 @@ class EditRunner(JobRunner):
         except Cancelled as exc:
             failure = (errors.CANCELLED, str(exc) or "the job was cancelled")
             if overtime.is_set():
-                failure = (errors.TOO_LARGE, f"the job ran past this engine's limit of {cap:g} s per job "
-                           "(max_job_seconds) and was stopped: ask for fewer candidates or steps")
+                failure = (
+                    errors.TOO_LARGE,
+                    f"the job ran past this engine's limit of {cap:g} s per job "
+                    "(max_job_seconds) and was stopped: ask for fewer candidates or steps",
+                )
         except InputError as exc:
             failure = (errors.INVALID_INPUT, str(exc))
         except EngineError as exc:

@@ -17,7 +17,7 @@ import traceback
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from bridge import errors
 from bridge.jobqueue import Job, RunnerOutput
@@ -179,7 +179,12 @@ class AdmitOnWorker:
     kind = "edit"
 
     def _admit(
-        self, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int = 0, windows: int = 1
+        self,
+        checked: Dict[str, Any],
+        image_pixels: int,
+        canvas_pixels: int = 0,
+        windows: int = 1,
+        detail: Tuple[int, int] = (0, 0),
     ) -> Dict[str, Any]:
         import ray
 
@@ -188,7 +193,9 @@ class AdmitOnWorker:
             raise errors.JobFailed(errors.ENGINE_ERROR, "no cluster worker is up to take the job")
         try:
             answer = ray.get(
-                workers[0].handle.admit.remote(self.kind, checked, image_pixels, canvas_pixels, windows),
+                workers[0].handle.admit.remote(
+                    self.kind, checked, image_pixels, canvas_pixels, windows, tuple(detail)
+                ),
                 timeout=60,
             )
         except Exception as exc:  # noqa: BLE001 - the worker or the head is gone

@@ -98,12 +98,19 @@ class ShardWorker:
         return self.runners["edit"].status()
 
     def admit(
-        self, kind: str, checked: Dict[str, Any], image_pixels: int, canvas_pixels: int, windows: int
+        self,
+        kind: str,
+        checked: Dict[str, Any],
+        image_pixels: int,
+        canvas_pixels: int,
+        windows: int,
+        detail: Tuple[int, int] = (0, 0),
     ) -> Tuple[Any, ...]:
         """Admission of a validated request on this worker's device (engine.jobs' estimate of memory and
         time): ("ok", params to run with) or ("error", code, message)."""
         try:
-            return ("ok", self.runners[kind]._admit(checked, image_pixels, canvas_pixels, windows))
+            runner = self.runners[kind]  # an extension's detail is (0, 0): it has no such stage
+            return ("ok", runner._admit(checked, image_pixels, canvas_pixels, windows, tuple(detail)))
         except errors.JobFailed as exc:
             return ("error", exc.code, exc.message)
 

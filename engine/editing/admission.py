@@ -42,6 +42,11 @@ UNGUIDED_SHARE = 0.15
 EDIT_BYTES_PER_PIXEL = 16
 EXTEND_BYTES_PER_PIXEL = 8
 EXTEND_BYTES_PER_PIXEL_CANDIDATE = 11
+# Device bytes per pixel of the box the detail stage re-samples (engine/editing/detail.py), counted from
+# its tensors at the box's resolution (fp32): source, mask, coverage, x_t, its start, three noise draws,
+# the fused prediction (6 channels with learned variances), the step's mean, variance, log-variance,
+# pred_x0 and sample, the noised source: about 45 floats; not measured.
+DETAIL_BYTES_PER_BOX_PIXEL = 4 * 45
 
 
 class AdmissionError(EngineError):
@@ -214,9 +219,14 @@ def admit(
     seconds: Optional[float] = None,
     max_seconds: Optional[float] = None,
     free: Optional[Tuple[Optional[int], str]] = None,
+    detail: Optional[Tuple[int, int]] = None,
+    detail_seconds: float = 0.0,
 ) -> Admission:
     """The batch this job runs in, or AdmissionError with the figures. ``seconds``: the time estimate of
-    one window (the timing module's), None when this device has not measured its step times yet."""
+    one window (the timing module's), None when this device has not measured its step times yet.
+    ``detail``: (tile-steps, box pixels) of the full-resolution detail stage when it will run
+    (detail.planned_work), ``detail_seconds`` its time (detail.work_seconds), added to the first pass's."""
+    from engine.editing.detail import TILES_PER_CANDIDATE
     from engine.editing.params import EditParams
     from engine.models.devices import amp_dtype_for
 
@@ -226,12 +236,21 @@ def admit(
     prune = int(params.prune_factor) if guided else 1
     precision_bytes = 4 if amp_dtype_for(params.precision, models.device) is None else 2
     per_candidate = candidate_bytes(fp, int(params.aug_num), guided, precision_bytes) * prune
+    detail_tiles, box_pixels = detail if detail and detail[0] else (0, 0)
+    if detail_tiles:
+        # The stage runs after the first pass has freed its batch, in batches of TILES_PER_CANDIDATE tiles
+        # per candidate of batch_size, each a forward without gradient (UNGUIDED_SHARE of the
+        # activations): 4 x 0.15 = 0.6 of one guided candidate's UNet activations before its CLIP views
+        # (ADM-256, counted: 3.9 GB against 7.5 GB at aug_num 8), so never more than the first pass's
+        # when guided; without a prompt it is 4x an unguided candidate, and the larger of the two counts.
+        tile_batch = TILES_PER_CANDIDATE * candidate_bytes(fp, 0, False, precision_bytes)
+        per_candidate = max(per_candidate, tile_batch)
     candidates = int(params.batch_size) * int(params.iterations_num)
     host = host_bytes(image_pixels, canvas_pixels, candidates)
     free_bytes, where = free if free is not None else device_free_bytes(models.device)
     on_host = where == "this machine"
     # the weights are loaded already: they are not asked of the device
-    fixed = STEP_OVERHEAD + (host if on_host else 0)
+    fixed = STEP_OVERHEAD + (host if on_host else 0) + DETAIL_BYTES_PER_BOX_PIXEL * box_pixels
     batch = int(params.batch_size)
     if free_bytes is not None:
         while batch > 1 and fixed + batch * per_candidate > free_bytes:
@@ -251,13 +270,19 @@ def admit(
             f"the images of this job need about {_gb(host)} on the host, this machine has {_gb(host_free)} "
             "free: use a smaller image or canvas, or fewer candidates"
         )
-    total = None if seconds is None else seconds * max(1, int(windows))
+    total = None if seconds is None else seconds * max(1, int(windows)) + detail_seconds
     if max_seconds is not None and total is not None and total > max_seconds:
         from engine.editing.timing import describe_seconds
 
+        stage = (
+            f" ({describe_seconds(detail_seconds)} of it the full-resolution detail stage)"
+            if detail_seconds
+            else ""
+        )
         raise AdmissionError(
-            f"this job would take {describe_seconds(total)} by this engine's measured speed, over its limit "
-            f"of {describe_seconds(max_seconds)} per job (max_job_seconds): ask for fewer candidates or steps"
+            f"this job would take {describe_seconds(total)}{stage} by this engine's measured speed, over "
+            f"its limit of {describe_seconds(max_seconds)} per job (max_job_seconds): ask for fewer "
+            "candidates or steps" + (", or turn the detail stage off" if detail_seconds else "")
         )
     return Admission(batch, fp.weights + fixed + batch * per_candidate, free_bytes, total)
 

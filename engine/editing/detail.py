@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -138,6 +138,49 @@ def plan_detail(
     return plan
 
 
+class PlannedWork(NamedTuple):
+    """What the stage will run for a mask, known before the edit: for estimates and admission."""
+
+    tile_steps: int  # all candidates' (0: the stage will not run)
+    box_pixels: int  # the box it re-samples at the document's resolution
+
+
+def planned_work(
+    params: EditParams, soft_mask: np.ndarray, model_size: int, diffusion_steps: int = 1000
+) -> PlannedWork:
+    """The stage's tile-steps and box for an edit of this mask, as plan_detail will plan them (``auto``'s
+    decision needs the device's times: :func:`work_seconds`)."""
+    from bridge.limits import respaced_steps
+
+    if params.detail == "off":
+        return PlannedWork(0, 0)
+    box = imaging.choose_box(soft_mask, model_size)
+    if max(box[2:]) / model_size <= MIN_SCALE:
+        return PlannedWork(0, 0)
+    total = respaced_steps(params.timestep_respacing, diffusion_steps)
+    steps = max(1, min(total, round(float(params.detail_strength) * total)))
+    tiles = mask_tiles(imaging.crop_array(soft_mask, box) > 0, model_size)
+    candidates = int(params.batch_size) * int(params.iterations_num)
+    return PlannedWork(steps * len(tiles) * candidates, box[2] * box[3])
+
+
+def work_seconds(
+    params: EditParams, tile_steps: int, times: Dict[str, float], diffusion_steps: int = 1000
+) -> float:
+    """Seconds ``tile_steps`` of the stage add by the stored times: 0 when ``auto`` would leave the stage
+    off (it costs more than the first pass), or before this device measured anything."""
+    from engine.editing import timing
+
+    if not tile_steps or params.detail == "off" or not timing.has_step_times(times):
+        return 0.0
+    seconds = tile_steps * timing.detail_tile_seconds(times)
+    if params.detail == "auto":
+        first = timing.estimate_seconds(params, times, diffusion_steps, bool(params.prompt.strip()))
+        if first is not None and seconds >= first:
+            return 0.0
+    return seconds
+
+
 def planned_seconds(
     params: EditParams,
     soft_mask: np.ndarray,
@@ -147,29 +190,8 @@ def planned_seconds(
 ) -> float:
     """Seconds the stage will add to an edit of this mask by the stored times (0 when it will not run, or
     before this device measured anything): for an estimate made before the edit (the CLI's plan line)."""
-    from bridge.limits import respaced_steps
-    from engine.editing import timing
-
-    if params.detail == "off" or not timing.has_step_times(times):
-        return 0.0
-    box = imaging.choose_box(soft_mask, model_size)
-    if max(box[2:]) / model_size <= MIN_SCALE:
-        return 0.0
-    total = respaced_steps(params.timestep_respacing, diffusion_steps)
-    steps = max(1, min(total, round(float(params.detail_strength) * total)))
-    tiles = mask_tiles(imaging.crop_array(soft_mask, box) > 0, model_size)
-    seconds = (
-        steps
-        * len(tiles)
-        * int(params.batch_size)
-        * int(params.iterations_num)
-        * timing.detail_tile_seconds(times)
-    )
-    if params.detail == "auto":
-        first = timing.estimate_seconds(params, times, diffusion_steps, bool(params.prompt.strip()))
-        if first is not None and seconds >= first:
-            return 0.0
-    return seconds
+    work = planned_work(params, soft_mask, model_size, diffusion_steps)
+    return work_seconds(params, work.tile_steps, times, diffusion_steps)
 
 
 def _box_tensor(array: np.ndarray, device):
@@ -274,4 +296,14 @@ def stage_costs(
     return first, timing.detail_tile_seconds(times)
 
 
-__all__: List[Any] = ["DetailPlan", "detail", "plan_detail", "stage_costs", "tile_starts", "mask_tiles"]
+__all__: List[Any] = [
+    "DetailPlan",
+    "PlannedWork",
+    "detail",
+    "plan_detail",
+    "planned_work",
+    "work_seconds",
+    "stage_costs",
+    "tile_starts",
+    "mask_tiles",
+]

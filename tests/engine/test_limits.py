@@ -8,6 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,6 +21,7 @@ from engine.editing import admission
 from engine.editing.extend import ExtendSpec, plan
 from engine.editing.limits import check_extend, check_prompt_tokens, count_windows
 from engine.editing.params import EditParams
+from engine.editing.timing import describe_seconds
 from engine.errors import InputError
 
 SIDES = ("left", "right", "top", "bottom")
@@ -208,3 +210,41 @@ def test_a_gpu_jobs_images_are_checked_against_the_host(tiny_models, monkeypatch
     with pytest.raises(admission.AdmissionError, match=r"about 4.3 GB on the host, this machine has 1.0"):
         admission.admit(tiny_models, params, 16384 * 16384, free=(10**12, "the GPU"))
     assert admission.admit(tiny_models, params, 1000 * 1000, free=(10**12, "the GPU")).batch_size == 1
+
+
+def test_admission_counts_the_detail_stage_time_and_its_tile_batch(tiny_models):
+    """A job whose first pass fits the time cap but whose detail stage does not is refused with the
+    figures; with detail off (or auto, which would skip so dear a stage) the same job is admitted."""
+    from bridge import errors
+    from bridge.protocol import Limits
+    from engine.editing import detail
+    from engine.editing.timing import StepTimes
+    from engine.jobs import EditRunner
+    from tests.bridge.helpers import make_png
+
+    runner = EditRunner(tiny_models, Limits(), job_limits=DEFAULT_LIMITS.lowered(max_job_seconds=2.0))
+    StepTimes().put(runner._timing_key(), {"guided": 0.01, "unguided": 0.01, "detail": 0.01})
+    images = {"image": make_png(200, 160, 3), "mask": make_png(200, 160, 1, fill=255)}
+    job = {"prompt": "a red ball", "timestep_respacing": "20", "skip_timesteps": 0, "batch_size": 1}
+    job.update(iterations_num=1, detail_strength=0.5)
+    # first pass: 20 guided steps = 0.2 s; the stage: 10 steps x (the tiles over the 200x160 box)
+    work = detail.planned_work(EditParams(**job, detail="on"), np.full((160, 200), 255, np.uint8), 32)
+    assert work.box_pixels == 200 * 160 and work.tile_steps * 0.01 > 2.0
+    with pytest.raises(errors.JobFailed) as caught:
+        runner.validate({**job, "detail": "on"}, images)
+    stage = detail.work_seconds(
+        EditParams(**job, detail="on"), work.tile_steps, {"guided": 0.01, "detail": 0.01}
+    )
+    assert caught.value.code == errors.TOO_LARGE
+    assert f"({describe_seconds(stage)} of it the full-resolution detail stage)" in caught.value.message
+    assert "over its limit of about 2 s per job" in caught.value.message
+    assert runner.validate({**job, "detail": "off"}, images)["detail"] == "off"
+    assert runner.validate({**job, "detail": "auto"}, images)["detail"] == "auto"
+
+    # memory: without a prompt the stage's batch of 4 tiles per candidate outweighs an unguided candidate
+    params = EditParams(prompt="", batch_size=1, iterations_num=1, detail="on")
+    free = (10**12, "the GPU")
+    plain = admission.admit(tiny_models, params, 4096, free=free).need_bytes
+    staged = admission.admit(tiny_models, params, 4096, free=free, detail=(work.tile_steps, 0)).need_bytes
+    one = admission.candidate_bytes(admission.footprint(tiny_models), 0, False)
+    assert staged - plain == pytest.approx((detail.TILES_PER_CANDIDATE - 1) * one)
