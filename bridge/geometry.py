@@ -4,11 +4,14 @@ Standard library only (Python >= 3.8): the plugin runs it inside Krita to send o
 runs it to crop what it receives. Both must agree to the pixel, so there is exactly one implementation.
 """
 
-from typing import Optional, Sequence, Tuple
+import math
+from typing import List, Optional, Sequence, Tuple
 
 # Fraction of the mask's larger side added as context on each side: the model sees the mask in the middle
 # two thirds of the square, enough surroundings for the edit to blend in.
 DEFAULT_PAD_FRACTION = 0.25
+# The detail stage's tiles (engine/editing/detail.py) overlap by this fraction of their side.
+TILE_OVERLAP = 0.25
 
 
 def mask_bbox_from_rows(rows: Sequence[Sequence[int]]) -> Optional[Tuple[int, int, int, int]]:
@@ -66,3 +69,13 @@ def context_box(
     x = min(max(x, 0), image_w - width)
     y = min(max(y, 0), image_h - height)
     return x, y, width, height
+
+
+def tile_starts(length: int, tile: int, overlap: float = TILE_OVERLAP) -> List[int]:
+    """Evenly spread starts of tiles of side ``tile`` covering ``length``, overlapping by at least
+    ``overlap`` x tile: the detail stage's tiles, and the plugin's count of them for its time estimate."""
+    if length <= tile:
+        return [0]
+    stride = max(1, int(tile * (1 - overlap)))
+    count = math.ceil((length - tile) / stride) + 1
+    return [round(i * (length - tile) / (count - 1)) for i in range(count)]

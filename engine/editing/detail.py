@@ -27,7 +27,6 @@ pass's candidate-steps; a cancel is seen between tile batches.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -35,13 +34,14 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from bridge.geometry import TILE_OVERLAP, tile_starts
 from engine.editing import imaging
 from engine.editing.params import EditParams
 from engine.editing.prepare import PreparedEdit
 from engine.editing.running import BatchLimit, JobRun
 
 MIN_SCALE = 1.25  # below it the resize loses little: no stage (docs/detail.md)
-OVERLAP = 0.25  # of the tile's side
+OVERLAP = TILE_OVERLAP  # of the tile's side (bridge/geometry.py: the plugin counts the same tiles)
 # Tiles per batch per candidate of the job's batch_size: a tile's forward keeps no activations for a
 # backward pass and runs no CLIP, so 4 tiles weigh less than one guided candidate (bench/gpu_report.py
 # records both peaks); on a CPU fewer, larger forwards also cost less.
@@ -64,16 +64,6 @@ class DetailPlan:
     def work(self) -> int:
         """Its tile-steps: the progress it reports."""
         return self.steps * len(self.tiles or []) * self.candidates if self.on else 0
-
-
-def tile_starts(length: int, tile: int, overlap: float = OVERLAP) -> List[int]:
-    """Evenly spread starts of tiles of side ``tile`` covering ``length``, overlapping by at least
-    ``overlap`` x tile."""
-    if length <= tile:
-        return [0]
-    stride = max(1, int(tile * (1 - overlap)))
-    count = math.ceil((length - tile) / stride) + 1
-    return [round(i * (length - tile) / (count - 1)) for i in range(count)]
 
 
 def mask_tiles(binary: np.ndarray, tile: int, overlap: float = OVERLAP) -> List[Tuple[int, int]]:

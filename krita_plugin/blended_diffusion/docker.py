@@ -25,7 +25,7 @@ from PyQt5.QtWidgets import (
     QWidget,
 )
 
-from . import extending, recommended
+from . import extending, krita_api, recommended
 from .controller import controller
 from .estimate import Remaining
 from .krita_api import DockWidget
@@ -398,7 +398,14 @@ class BlendedDiffusionDocker(DockWidget):
     def _update_estimate(self) -> None:
         options = self.ctl.options_from_settings()
         steps = guided_steps(options) if options.prompt else None
-        self.time_estimate.setText(self.ctl.estimates.text(options.quality, options.candidates, steps))
+        selection = krita_api.selection_extent() if options.detail != "off" else None
+        if selection is not None and options.background:  # the edit is everything outside the selection
+            selection = ((0, 0, selection[1], selection[2]), selection[1], selection[2])
+        self.time_estimate.setText(
+            self.ctl.estimates.text(
+                options.quality, options.candidates, steps, options.detail, selection, int(options.steps)
+            )
+        )
 
     def _on_progress(self, step: int, total: int, preview: Optional[bytes]) -> None:
         if total > 0:

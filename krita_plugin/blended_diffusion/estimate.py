@@ -4,15 +4,43 @@ The engine measures its step times per device and preset and reports, in its sta
 ``estimates`` (seconds per candidate of each quality mode at the preset's settings, ranking and compositing
 included) and ``step_times`` (seconds per candidate-step, guided and unguided, and the time outside the
 steps: ``edit`` once per edit, ``run`` once per batch, ``candidate`` per candidate; an older engine sends
-the steps only, and the estimate is then the steps alone). Plain Python: tested outside Krita.
+the steps only, and the estimate is then the steps alone). With full-resolution detail on or auto, the
+stage's added time for the current selection: its tiles counted as the engine plans them (the tile
+arithmetic is bridge/geometry.py's, shared) times the stored seconds per tile-step (``detail``).
+Plain Python: tested outside Krita.
 """
 
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
+
+from bridge.geometry import context_box, tile_starts
 
 from .params import split_candidates
 
 QUALITIES = ("paper", "balanced", "fast")
+DETAIL_MIN_SCALE = 1.25  # engine/editing/detail.py MIN_SCALE: below it the engine skips the stage
+DETAIL_STRENGTH = 0.15  # the engine's default detail_strength (EditParams), for an engine that sends none
+Bounds = Tuple[int, int, int, int]  # left, top, right, bottom (exclusive), document pixels
+
+
+def detail_tiles(bounds: Bounds, width: int, height: int, model_size: int) -> int:
+    """Tiles the engine's detail stage runs per step for a selection with these bounds in a width x height
+    document: the region the plugin sends (bridge.geometry.context_box), the engine's box inside it (at
+    least the model's size), 0 when that is within DETAIL_MIN_SCALE of the model's size, else the tiles of
+    the box's grid that overlap the selection's bounds. The engine runs those that touch the mask: the
+    same for a rectangle, at most this for any other shape."""
+    left, top = max(0, int(bounds[0])), max(0, int(bounds[1]))
+    right, bottom = min(int(width), int(bounds[2])), min(int(height), int(bounds[3]))
+    if right <= left or bottom <= top:  # a selection outside the canvas: nothing to edit
+        return 0
+    rx, ry, rw, rh = context_box((left, top, right, bottom), width, height)
+    inner = (left - rx, top - ry, right - rx, bottom - ry)
+    bx, by, bw, bh = context_box(inner, rw, rh, min_size=model_size)
+    if max(bw, bh) / model_size <= DETAIL_MIN_SCALE:
+        return 0
+    xs = [x for x in tile_starts(bw, model_size) if x < inner[2] - bx and x + model_size > inner[0] - bx]
+    ys = [y for y in tile_starts(bh, model_size) if y < inner[3] - by and y + model_size > inner[1] - by]
+    return len(xs) * len(ys)
 
 
 def describe_seconds(seconds: float) -> str:
@@ -37,6 +65,8 @@ class Estimates:
         self.per_candidate: Dict[str, Optional[float]] = {}
         self.step_times: Dict[str, float] = {}
         self.device: Optional[str] = None
+        self.model_size: Optional[int] = None  # the model's side in pixels (status: models.image_size)
+        self.detail_strength = DETAIL_STRENGTH
 
     def update(self, reply: Dict[str, Any], device: Optional[str] = None) -> None:
         """From a status reply or an edit job's result fields (either may lack the keys: older engine)."""
@@ -50,6 +80,13 @@ class Estimates:
             self.step_times = {str(k): float(v) for k, v in times.items() if isinstance(v, (int, float))}
         if device:
             self.device = device
+        models = reply.get("models")
+        if isinstance(models, dict):
+            size = models.get("image_size")
+            self.model_size = int(size) if isinstance(size, int) and size > 0 else self.model_size
+            strength = (models.get("edit_defaults") or {}).get("detail_strength")
+            if isinstance(strength, (int, float)) and 0 < strength <= 1:
+                self.detail_strength = float(strength)
 
     def seconds(self, quality: str, candidates: int, guided_steps: Optional[int] = None) -> Optional[float]:
         """Seconds for ``candidates`` in ``quality``; None before the engine measured this device.
@@ -67,13 +104,58 @@ class Estimates:
         runs = split_candidates(int(candidates))[1]  # the batches engine_params sends
         return per * candidates + times.get("edit", 0.0) + times.get("run", 0.0) * runs
 
-    def text(self, quality: str, candidates: int, guided_steps: Optional[int] = None) -> str:
+    def detail_seconds(self, tiles: int, steps: int, candidates: int) -> Optional[float]:
+        """Seconds the detail stage adds: its tile-steps (``steps``: the respaced schedule, of which it runs
+        ``detail_strength``) at the stored rate, an unguided step's before it was measured (the engine's
+        timing.detail_tile_seconds); None before any."""
+        rate = self.step_times.get("detail") or self.step_times.get("unguided")
+        if rate is None:
+            return None
+        detail_steps = max(1, min(int(steps), round(self.detail_strength * int(steps))))
+        return rate * tiles * detail_steps * int(candidates)
+
+    def text(
+        self,
+        quality: str,
+        candidates: int,
+        guided_steps: Optional[int] = None,
+        detail: str = "off",
+        selection: Optional[Tuple[Bounds, int, int]] = None,
+        steps: int = 100,
+    ) -> str:
+        """The line the docker shows; with ``detail`` on or auto and ``selection`` (its bounds, the
+        document's width and height) the detail stage's added time after it."""
         seconds = self.seconds(quality, candidates, guided_steps)
         if seconds is None:
             if not self.per_candidate and not self.step_times:
                 return "Time: the first edit on this device measures its speed"
             return "Time: not measured for this mode yet"
-        return f"Time: {describe_seconds(seconds)} on {where(self.device)}"
+        return f"Time: {describe_seconds(seconds)} on {where(self.device)}" + self._detail_text(
+            seconds, candidates, detail, selection, steps
+        )
+
+    def _detail_text(
+        self,
+        first: float,
+        candidates: int,
+        detail: str,
+        selection: Optional[Tuple[Bounds, int, int]],
+        steps: int,
+    ) -> str:
+        if detail == "off" or selection is None or not self.model_size:
+            return ""
+        tiles = detail_tiles(*selection, self.model_size)
+        if not tiles:
+            return "; full-resolution detail: not needed for this selection"
+        added = self.detail_seconds(tiles, steps, candidates)
+        if added is None:
+            return ""
+        if detail == "auto" and added >= first:
+            return (
+                f"; auto: full-resolution detail would add {describe_seconds(added)}, more than the first "
+                "pass: it will be skipped"
+            )
+        return f" + {describe_seconds(added)} for full-resolution detail"
 
 
 class Remaining:

@@ -101,6 +101,17 @@ def read_selection(doc: Any) -> Optional[bytes]:
     return bytes(selection.pixelData(0, 0, doc.width(), doc.height()))
 
 
+def selection_extent() -> Optional[Tuple[Box, int, int]]:
+    """((left, top, right, bottom) of the active document's selection, its width, its height), for the
+    docker's time estimate; None without a document or a selection. Bounds only: no pixels are read."""
+    doc = Krita.instance().activeDocument()
+    selection = doc.selection() if doc is not None else None
+    if selection is None or selection.width() <= 0 or selection.height() <= 0:
+        return None
+    x, y = selection.x(), selection.y()
+    return (x, y, x + selection.width(), y + selection.height()), doc.width(), doc.height()
+
+
 def node_above(node: Any) -> Optional[Any]:
     """The sibling directly above ``node`` in the layer stack, or None."""
     parent = node.parentNode()

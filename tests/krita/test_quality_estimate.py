@@ -52,3 +52,76 @@ def test_remaining_time_from_the_rate_so_far():
     assert remaining.text(1, 21) == ""  # the first report starts the clock
     assert remaining.text(2, 21) == "about 3 min left"  # 10 s a step, 19 to go
     assert remaining.text(21, 21) == ""
+
+
+# (document width, height, selection bounds, model size): big and small, at an edge, thin, below MIN_SCALE
+DETAIL_CASES = [
+    (1024, 768, (212, 134, 812, 634), 32),
+    (1024, 768, (0, 0, 300, 200), 256),
+    (3000, 2000, (700, 300, 2200, 1500), 256),
+    (4000, 3000, (3000, 100, 3980, 2900), 256),
+    (800, 600, (390, 20, 430, 580), 32),
+    (800, 600, (300, 200, 400, 300), 256),
+]
+
+
+@pytest.mark.parametrize("width, height, bounds, size", DETAIL_CASES)
+def test_docker_counts_the_detail_tiles_the_engine_plans(width, height, bounds, size):
+    """The docker's count of the detail stage's tiles (for its estimate) is the engine's plan for the region
+    the plugin sends: equal for a rectangular selection, an upper bound for any other shape."""
+    import numpy as np
+    from blended_diffusion.estimate import detail_tiles
+
+    from bridge.geometry import context_box
+    from engine.editing import detail
+    from engine.editing.params import EditParams
+
+    params = EditParams(prompt="x", timestep_respacing="100", batch_size=1, iterations_num=1, detail="on")
+    steps = round(params.detail_strength * 100)  # of the 100 respaced steps
+    rx, ry, rw, rh = context_box(bounds, width, height)  # what the plugin sends (editing.plan_region)
+    left, top, right, bottom = bounds[0] - rx, bounds[1] - ry, bounds[2] - rx, bounds[3] - ry
+    rectangle = np.zeros((rh, rw), np.uint8)
+    rectangle[top:bottom, left:right] = 255
+    plugin = detail_tiles(bounds, width, height, size)
+    assert detail.planned_work(params, rectangle, size).tile_steps == plugin * steps
+    yy, xx = np.mgrid[:rh, :rw]
+    cx, cy, rx2, ry2 = (left + right) / 2, (top + bottom) / 2, (right - left) / 2, (bottom - top) / 2
+    disc = ((((xx - cx) / rx2) ** 2 + ((yy - cy) / ry2) ** 2) <= 1).astype(np.uint8) * 255
+    assert detail.planned_work(params, disc, size).tile_steps <= plugin * steps
+    if (right - left, bottom - top) == (100, 100) and size == 256:
+        assert plugin == 0  # the engine's box is the model's size: no stage
+
+
+def test_estimate_shows_the_detail_stage_s_added_time():
+    estimates = Estimates()
+    estimates.update(
+        {
+            "estimates": {"paper": 60.0, "balanced": 30.0, "fast": 10.0},
+            "step_times": {"guided": 0.5, "unguided": 0.2},
+            "models": {"image_size": 256, "edit_defaults": {"detail_strength": 0.15}},
+        },
+        "cpu",
+    )
+    selection = ((700, 300, 2200, 1500), 3000, 2000)
+    from blended_diffusion.estimate import detail_tiles
+
+    tiles = detail_tiles(*selection, 256)
+    assert tiles > 4
+    plain = estimates.text("fast", 2)
+    assert estimates.text("fast", 2, detail="off", selection=selection) == plain
+    # before the stage was measured a tile-step counts as an unguided step: 15 of 100 steps
+    on = estimates.text("fast", 2, detail="on", selection=selection, steps=100)
+    added = 0.2 * tiles * 15 * 2
+    assert on == f"{plain} + {describe_seconds(added)} for full-resolution detail"
+    estimates.update({"step_times": {"guided": 0.5, "unguided": 0.2, "detail": 0.01}})
+    assert estimates.detail_seconds(tiles, 100, 2) == pytest.approx(0.01 * tiles * 15 * 2)
+    cheap = estimates.text("paper", 2, detail="auto", selection=selection, steps=100)
+    assert cheap.endswith(f" + {describe_seconds(0.01 * tiles * 30)} for full-resolution detail")
+    estimates.update({"step_times": {"guided": 0.5, "unguided": 0.2, "detail": 1.0}})
+    dear = estimates.text("fast", 2, detail="auto", selection=selection, steps=100)
+    assert dear.endswith(
+        f"; auto: full-resolution detail would add {describe_seconds(tiles * 30)}, more than the first pass: "
+        "it will be skipped"
+    )
+    small = ((300, 200, 400, 300), 800, 600)
+    assert estimates.text("fast", 2, detail="on", selection=small).endswith("not needed for this selection")
