@@ -101,10 +101,11 @@ def read_selection(doc: Any) -> Optional[bytes]:
     return bytes(selection.pixelData(0, 0, doc.width(), doc.height()))
 
 
-def selection_extent() -> Optional[Tuple[Box, int, int]]:
-    """((left, top, right, bottom) of the active document's selection, its width, its height), for the
-    docker's time estimate; None without a document or a selection. Bounds only: no pixels are read."""
-    doc = Krita.instance().activeDocument()
+def selection_extent(doc: Any = None) -> Optional[Tuple[Box, int, int]]:
+    """((left, top, right, bottom) of the selection of ``doc`` (the active document by default), its width,
+    its height), for the docker's time estimate; None without a document or a selection. Bounds only: no
+    pixels are read."""
+    doc = doc if doc is not None else Krita.instance().activeDocument()
     selection = doc.selection() if doc is not None else None
     if selection is None or selection.width() <= 0 or selection.height() <= 0:
         return None

@@ -47,6 +47,9 @@ def scenario(folder: str) -> Dict[str, Any]:
         source = gradient_layer(doc)
         mask = soft_ellipse(W, H, 500, 384, 300, 300)
         select(doc, mask)
+        from blended_diffusion import krita_api
+
+        result["extent"] = krita_api.selection_extent(doc)  # what the docker's estimate counts tiles from
         with open(os.path.join(folder, "source.rgba"), "wb") as handle:
             handle.write(rgba_of(doc, source))
         with open(os.path.join(folder, "mask.raw"), "wb") as handle:

@@ -4,6 +4,7 @@ pixels, everything outside the selection is unchanged, and the new shape's edges
 detail off; a cancel during the detail stage adds nothing and the engine edits again at once.
 kritarunner runs detail_scenarios.py in a throw-away HOME."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,16 @@ def test_detail_layers_at_document_resolution_background_unchanged(session):
     # the patch covers the 600 px selection at the document's resolution, not the model's 32 px
     assert all(box[2] >= 590 and box[3] >= 590 for box in on["boxes"]), on["boxes"]
     assert any(note.startswith("full-resolution detail: ") for note in on["notes"]), on["notes"]
+    # the docker's estimate counts the stage's tiles from the selection's bounds read through Krita: at
+    # least the engine's (a soft ellipse: the engine skips the corner tiles that miss it)
+    from blended_diffusion.estimate import detail_tiles
+
+    bounds, width, height = result["extent"]
+    mask = np.frombuffer((session[1] / "mask.raw").read_bytes(), np.uint8).reshape(H, W)
+    ys, xs = np.nonzero(mask)
+    assert (tuple(bounds), width, height) == ((xs.min(), ys.min(), xs.max() + 1, ys.max() + 1), W, H)
+    engine_tiles = int(re.search(r"\((\d+) tiles x", " ".join(on["notes"])).group(1))
+    assert engine_tiles <= detail_tiles(tuple(bounds), width, height, 32) <= 1.4 * engine_tiles
     assert on["progress"][-1][1] > result["off"]["progress"][-1][1]  # the stage's tile-steps counted
 
 
