@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,23 @@ IN_NETNS = os.environ.get("BD_LOOPBACK_NETNS") == "1"
 
 if not IN_NETNS:
     collect_ignore_glob = ["test_*.py"]
+
+
+def _interfaces() -> list:
+    return sorted(name for _, name in socket.if_nameindex())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def only_loopback() -> None:
+    """Refuse to start Ray where the namespace has any interface but loopback (the variable alone could be
+    set by hand, or the files named on a command line that bypasses the collection filter)."""
+    found = _interfaces()
+    if found != ["lo"]:
+        pytest.exit(
+            f"cluster tests need a loopback-only network namespace (run tests/test_cluster.py); "
+            f"this one has {found}",
+            returncode=3,
+        )
 
 
 @pytest.fixture(scope="session")
