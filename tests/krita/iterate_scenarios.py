@@ -9,12 +9,20 @@ prompt field remembers, read in a second Krita session (a restart).
 """
 
 import json
-import os
 import time
-import traceback
 from typing import Any, Callable, Dict, List
 
-from krita_scenarios import app, digests, expect_error, photo_doc, rgba_of, select, soft_ellipse, stack
+from krita_scenarios import (
+    app,
+    digests,
+    expect_error,
+    photo_doc,
+    rgba_of,
+    run_with_engine,
+    select,
+    soft_ellipse,
+    stack,
+)
 
 PROMPT = "a red hot air balloon"
 FAST = dict(steps=8, aug_num=2, guidance_scale=70.0)  # the toy models, a short schedule
@@ -295,22 +303,4 @@ SCENARIOS = {
 
 def __main__(args):
     result_path, engine_kind, *names = list(args)
-    results: Dict[str, Any] = {}
-    if engine_kind == "real":
-        from blended_diffusion.engine_manager import EngineManager, EngineSettings
-
-        engine = EngineManager(EngineSettings(), log_path=os.environ.get("BD_ENGINE_LOG"))
-    else:
-        from fake_engine import FakeManager
-
-        engine = FakeManager()
-    try:
-        for name in names:
-            try:
-                results[name] = SCENARIOS[name](engine)
-            except Exception as exc:  # noqa: BLE001 - reported to pytest, which fails with the traceback
-                results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    finally:
-        engine.stop()
-        with open(result_path, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=1)
+    run_with_engine(result_path, engine_kind, names, SCENARIOS)

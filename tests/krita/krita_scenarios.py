@@ -484,6 +484,12 @@ def __main__(args):
     global _RESULT_PATH
     result_path, engine_kind, *names = list(args)
     _RESULT_PATH = result_path
+    run_with_engine(result_path, engine_kind, names, SCENARIOS)
+
+
+def run_with_engine(result_path: str, engine_kind: str, names, scenarios: Dict[str, Callable]) -> None:
+    """Run the named scenarios on one engine ("real": the plugin's EngineManager, else the fake) and write
+    each one's result, or its error and traceback, as JSON to ``result_path`` (the engine stopped first)."""
     results: Dict[str, Any] = {}
     if engine_kind == "real":
         from blended_diffusion.engine_manager import EngineManager, EngineSettings
@@ -496,7 +502,7 @@ def __main__(args):
     try:
         for name in names:
             try:
-                results[name] = SCENARIOS[name](engine)
+                results[name] = scenarios[name](engine)
             except Exception as exc:  # noqa: BLE001 - reported to pytest, which fails with the traceback
                 results[name] = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
     finally:
