@@ -82,3 +82,34 @@ def region_shape_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, t
 def grey_outside(pictures: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
     """uint8 pictures with everything outside their regions mid-grey, as the guidance's CLIP sees them."""
     return torch.where(regions, pictures, torch.tensor(round(MASK_GREY * 255), dtype=torch.uint8))
+
+
+# Scales of the multi-scale crops: a scene drawn at 2-8x the model's size, cut to the model's size. The
+# detail stage shows the model tiles of a candidate upscaled 3x (the toy world's detail scenes) to 19x (a
+# 600 px selection in Krita): shapes larger than the tile, long straight or gently curved outlines, flat
+# patches. Scenes are drawn at 4x and box-filtered at every size, so an outline is ~1 px wide at any scale.
+CROP_SCALES: tuple[int, ...] = (2, 3, 4, 6, 8)
+
+
+def crop_bank(count: int, size: int, seed: int, scales: tuple[int, ...] = CROP_SCALES) -> torch.Tensor:
+    """``count`` seeded ``size`` px crops of whole scenes drawn at ``scales`` x ``size``: uint8 [N, 3, H, W].
+
+    Half the crops are centred on a random point of a shape's outline (so edges are common, as in the tiles
+    that matter), half anywhere (so flat patches and gradients are learned too)."""
+    rng = random.Random(f"toyworld-crops-{seed}")
+    crops = []
+    for _ in range(count):
+        big = size * rng.choice(scales)
+        scene = random_scene(rng, big)
+        if scene.shapes and rng.random() < 0.5:
+            x0, y0, x1, y1 = rng.choice(scene.shapes).box
+            if rng.random() < 0.5:  # a point on the top or bottom side of its box, else on the left or right
+                cx, cy = rng.randint(x0, x1), rng.choice((y0, y1))
+            else:
+                cx, cy = rng.choice((x0, x1)), rng.randint(y0, y1)
+        else:
+            cx, cy = rng.randint(0, big), rng.randint(0, big)
+        left = min(max(0, cx - size // 2), big - size)
+        top = min(max(0, cy - size // 2), big - size)
+        crops.append(np.asarray(scene.image)[top : top + size, left : left + size])
+    return torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).contiguous()

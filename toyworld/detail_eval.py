@@ -159,6 +159,7 @@ def run(
     candidates: int,
     picture: Optional[str],
     save: Optional[Callable[[Dict], None]] = None,
+    models_name: str = "toy",
 ) -> Dict:
     import torch
 
@@ -179,9 +180,9 @@ def run(
     detail_stage.detail = recording
 
     torch.set_num_threads(1)
-    models = load_models("toy", device="cpu")
+    models = load_models(models_name, device="cpu")
     size = int(models.image_size)
-    base = {**preset_edit_defaults("toy"), "batch_size": candidates, "iterations_num": 1}
+    base = {**preset_edit_defaults(models_name), "batch_size": candidates, "iterations_num": 1}
     trials: Dict[str, List[Dict]] = {"off": [], **{f"on@{s:g}": [] for s in strengths}}
     cpu: Dict[str, float] = {"first pass and detail": 0.0}
     shown = []
@@ -273,6 +274,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--scenes", type=int, default=120)
     parser.add_argument("--strengths", type=str, default="0.3", help="comma-separated detail strengths")
     parser.add_argument("--candidates", type=int, default=2, help="candidates per scene")
+    parser.add_argument("--models", default="toy", help="preset name or folder with preset.json")
     parser.add_argument("--json", type=str, default=None)
     parser.add_argument("--picture", type=str, default=None, help="PNG: plain upscale | detail, 6 scenes")
     args = parser.parse_args(argv)
@@ -283,7 +285,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             text = table(report)
             Path(args.json).write_text(json.dumps({**report, "table": text}, indent=1), encoding="utf-8")
 
-    report = run(args.first, args.scenes, strengths, args.candidates, args.picture, save)
+    report = run(args.first, args.scenes, strengths, args.candidates, args.picture, save, args.models)
     print(table(report))
     return 0
 

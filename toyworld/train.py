@@ -1,6 +1,9 @@
 """Train the toy preset in one seeded command: ``python -m toyworld.train --out resources/models/toy``.
 
-Writes ``toy_clip.pt`` and ``toy_unet.pt`` (plain state_dicts), ``preset.json`` in the engine's registry
+Three stages, in this order: ``adm`` (the single-scale ADM on whole 32 px scenes), ``clip`` (the CLIP, on
+that ADM's guidance views), ``multiscale`` (the ADM trained further on whole scenes mixed with crops of
+scenes drawn 2-8x larger, for the detail stage's tiles). Writes ``toy_clip.pt`` and ``toy_unet.pt`` (plain
+state_dicts; the ADM after the last of its stages that ran), ``preset.json`` in the engine's registry
 format (flags, config, files, SHA-256, sizes, plus the toy's recommended ``edit_defaults``) and
 ``training_samples.png`` (unguided samples of the trained ADM, to see that it draws scenes).
 """
@@ -29,6 +32,12 @@ TOY_EDIT_DEFAULTS: dict = {
     "batch_size": 4,
     "iterations_num": 1,
 }
+
+STAGES = ("adm", "clip", "multiscale")
+# The multiscale stage's defaults (docs/detail.md: chosen on the detail stage's selection scenes 0-29).
+MULTISCALE_STEPS = 800
+MULTISCALE_LR = 5e-4
+ADM_KEYS = ("adm_steps", "adm_batch", "adm_precision", "adm_ema", "adm_seconds", "adm_cpu_seconds")
 
 CLIP_FILE = "toy_clip.pt"
 UNET_FILE = "toy_unet.pt"
@@ -103,6 +112,14 @@ def write_presets(out: Path, data: dict) -> list[Path]:
     return written
 
 
+def _multiscaled(out: Path, training: dict) -> bool:
+    """Whether the ADM file in ``out`` is past its multiscale stage, not the single-scale ADM it started from.
+
+    A folder whose record predates the stage (no ``adm_sha256``) holds the single-scale ADM."""
+    base = training.get("adm_sha256")
+    return bool(base) and sha256_of(out / UNET_FILE) != base
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether oneDNN runs bf16 natively on this CPU (else autocast would emulate it, slowly)."""
     import torch
@@ -141,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--adm-steps", type=int, default=2000)
     parser.add_argument("--adm-batch", type=int, default=64)
     parser.add_argument("--adm-ema", type=float, default=0.995, help="EMA decay of the ADM's weights")
+    parser.add_argument("--multiscale-steps", type=int, default=MULTISCALE_STEPS)
+    parser.add_argument("--multiscale-lr", type=float, default=MULTISCALE_LR)
     parser.add_argument(
         "--adm-precision",
         choices=("auto", "bf16", "fp32"),
@@ -149,10 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--stages",
-        default="clip,adm",
+        default="adm,clip,multiscale",
         help=(
-            "which models to train (the ADM first: the CLIP learns from its views); 'clip' alone uses the"
-            " ADM file already in --out, 'adm' alone keeps the CLIP file there (retrain it after)"
+            "which stages to run, always in the order adm, clip, multiscale (the CLIP learns from the"
+            " single-scale ADM's views); a stage left out takes its file from --out: 'clip' or 'multiscale'"
+            " without 'adm' need the single-scale ADM there (an earlier run's --stages adm or adm,clip)"
         ),
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the budget is 2 cores)")
@@ -169,20 +189,31 @@ def main(argv: list[str] | None = None) -> int:
         help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
     )
     args = parser.parse_args(argv)
-    if min(args.clip_steps, args.adm_steps, args.adm_batch, args.threads, args.clip_threads) < 1:
-        parser.error("--clip-steps, --adm-steps, --adm-batch and the thread counts must be at least 1")
+    counts = (args.clip_steps, args.adm_steps, args.adm_batch, args.threads, args.clip_threads)
+    if min(counts) < 1 or args.multiscale_steps < 0:
+        parser.error(
+            "--clip-steps, --adm-steps, --adm-batch and the thread counts must be at least 1,"
+            " --multiscale-steps at least 0"
+        )
+    if not 0 < args.multiscale_lr < 1:
+        parser.error(f"--multiscale-lr must be above 0 and below 1, got {args.multiscale_lr}")
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
-    if not stages or stages - {"clip", "adm"}:
-        parser.error(f"--stages takes clip, adm or both, got {args.stages!r}")
+    if not stages or stages - set(STAGES):
+        parser.error(f"--stages takes any of {', '.join(STAGES)}, got {args.stages!r}")
     out = Path(args.out)
     if "clip" not in stages and not (out / CLIP_FILE).is_file():
         parser.error(f"--stages without clip needs {out / CLIP_FILE} from an earlier run")
     if "adm" not in stages and not (out / UNET_FILE).is_file():
         parser.error(f"--stages without adm needs {out / UNET_FILE} from an earlier run")
-    out.mkdir(parents=True, exist_ok=True)
     previous: dict = {}
     if (out / "preset.json").is_file():
         previous = json.loads((out / "preset.json").read_text()).get("training", {})
+    if "adm" not in stages and stages & {"clip", "multiscale"} and _multiscaled(out, previous):
+        parser.error(
+            f"{out / UNET_FILE} has had its multiscale stage already; 'clip' and 'multiscale' go on from the"
+            " single-scale ADM: add 'adm' to --stages"
+        )
+    out.mkdir(parents=True, exist_ok=True)
     if args.presets_only:
         from toyworld.train_adm import TOY_DIFFUSION_FLAGS, TOY_MODEL_FLAGS
         from toyworld.train_clip import TOY_CLIP_CONFIG
@@ -199,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import torch
 
-    from toyworld.train_adm import TOY_DIFFUSION_FLAGS, TOY_MODEL_FLAGS, sample, train_adm
+    from toyworld.train_adm import TOY_DIFFUSION_FLAGS, TOY_MODEL_FLAGS, sample, train_adm, train_multiscale
     from toyworld.train_clip import TOY_CLIP_CONFIG, train_clip
 
     torch.set_num_threads(args.threads)
@@ -215,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         "clip_threads": args.clip_threads,
         "torch": torch.__version__,
     }
+    # the ADM's stages under CPU bf16 autocast where asked, or by default where the CPU has it natively
+    bf16 = args.adm_precision == "bf16" or (args.adm_precision == "auto" and cpu_has_native_bf16())
     if "adm" in stages:
         adm_started, cpu_started = time.time(), time.process_time()
-        bf16 = args.adm_precision == "bf16" or (args.adm_precision == "auto" and cpu_has_native_bf16())
         unet = train_adm(
             args.adm_steps,
             batch_size=args.adm_batch,
@@ -228,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
         training.update(
+            adm_sha256=sha256_of(out / UNET_FILE),
             adm_steps=args.adm_steps,
             adm_batch=args.adm_batch,
             adm_precision="bf16" if bf16 else "fp32",
@@ -243,8 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         unet = unet_from_flags(TOY_MODEL_FLAGS)
         unet.load_state_dict(read_state_dict(out / UNET_FILE))
         unet.eval()
-        adm_keys = ("adm_steps", "adm_batch", "adm_precision", "adm_ema", "adm_seconds", "adm_cpu_seconds")
-        training.update({k: previous[k] for k in adm_keys if k in previous})
+        training.update({k: previous[k] for k in ADM_KEYS if k in previous})
+        training.setdefault("adm_sha256", sha256_of(out / UNET_FILE))
 
     clip_keys = ("clip_steps", "clip_seconds", "clip_cpu_seconds", "clip_zero_shot")
     if "clip" in stages:
@@ -263,6 +296,29 @@ def main(argv: list[str] | None = None) -> int:
     else:
         training.update({k: previous[k] for k in clip_keys if k in previous})
     torch.set_num_threads(args.threads)
+
+    if "multiscale" in stages and args.multiscale_steps:
+        multiscale_started, cpu_started = time.time(), time.process_time()
+        unet = train_multiscale(
+            unet,
+            args.multiscale_steps,
+            batch_size=args.adm_batch,
+            seed=args.seed,
+            lr=args.multiscale_lr,
+            ema_decay=args.adm_ema,
+            bf16=bf16,
+            log=log,
+        )
+        _save_atomic(lambda p: torch.save(unet.state_dict(), p), out / UNET_FILE)
+        training.update(
+            multiscale_steps=args.multiscale_steps,
+            multiscale_lr=args.multiscale_lr,
+            multiscale_precision="bf16" if bf16 else "fp32",
+            multiscale_seconds=round(time.time() - multiscale_started),
+            multiscale_cpu_seconds=round(time.process_time() - cpu_started),
+        )
+        seconds, cpu_seconds = training["multiscale_seconds"], training["multiscale_cpu_seconds"]
+        log(f"multiscale done in {seconds}s ({cpu_seconds}s CPU)")
 
     samples = sample(unet, 16, respacing="25", seed=args.seed)
     grid = ((samples + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)

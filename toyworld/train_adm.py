@@ -16,7 +16,7 @@ import torch
 
 from engine.models.diffusion import GaussianDiffusion, diffusion_from_flags
 from engine.models.unet import unet_from_flags
-from toyworld.data import scene_bank
+from toyworld.data import crop_bank, scene_bank
 
 # guided-diffusion flag names, the same keys the published checkpoints' specs use
 TOY_MODEL_FLAGS: dict = {
@@ -116,10 +116,73 @@ def train_adm(
     generator = torch.Generator().manual_seed(seed + 1)
     size = int(TOY_MODEL_FLAGS["image_size"])
     images, _ = scene_bank(bank_size, size, seed + 1000)
-    diffusion = diffusion_from_flags(TOY_DIFFUSION_FLAGS)
     model = unet_from_flags(TOY_MODEL_FLAGS)
-    model.train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    _fit(model, ema, images, generator, steps, batch_size, lr, ema_decay, bf16, log, "adm")
+    return ema
+
+
+def train_multiscale(
+    base: torch.nn.Module,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    scene_count: int = 10000,
+    crop_count: int = 10000,
+    lr: float = 5e-4,
+    ema_decay: float = 0.995,
+    bf16: bool = False,
+    log: Callable[[str], None] = print,
+) -> torch.nn.Module:
+    """Go on training ``base`` (left unchanged) on whole scenes mixed with crops of scenes drawn 2-8x larger.
+
+    The detail stage denoises model-size tiles of a candidate upscaled into a large selection: shapes
+    larger than the tile, long outlines, flat patches, which whole 32 px scenes never show. Whole scenes
+    stay in the mix (``scene_count`` of ``scene_count + crop_count``) so the first pass keeps its prior.
+    """
+    torch.manual_seed(seed + 2)
+    generator = torch.Generator().manual_seed(seed + 3)
+    size = int(TOY_MODEL_FLAGS["image_size"])
+    scenes, _ = scene_bank(scene_count, size, seed + 2000)
+    images = torch.cat([scenes, crop_bank(crop_count, size, seed + 3000)])
+    model = copy.deepcopy(base).requires_grad_(True)
+    ema = copy.deepcopy(base).eval().requires_grad_(False)
+    # the EMA starts at the trained base, so it may average from the first step on
+    _fit(
+        model,
+        ema,
+        images,
+        generator,
+        steps,
+        batch_size,
+        lr,
+        ema_decay,
+        bf16,
+        log,
+        "multiscale",
+        ema_warm=True,
+    )
+    return ema
+
+
+def _fit(
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    images: torch.Tensor,
+    generator: torch.Generator,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ema_decay: float,
+    bf16: bool,
+    log: Callable[[str], None],
+    name: str,
+    ema_warm: bool = False,
+) -> None:
+    """The training loop: hybrid loss on random flipped picks of ``images`` (uint8), warm-up then cosine lr,
+    gradient clipping, and an EMA copy of the weights in ``ema``."""
+    diffusion = diffusion_from_flags(TOY_DIFFUSION_FLAGS)
+    model.train()
     optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 25)
     start = time.time()
@@ -142,15 +205,14 @@ def train_adm(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
-        decay = min(ema_decay, (1 + step) / (10 + step))
+        decay = ema_decay if ema_warm else min(ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             for p_ema, p in zip(ema.parameters(), model.parameters()):
                 p_ema.lerp_(p, 1 - decay)
         history.append(mse.item())
         if step % 25 == 0 or step == steps - 1:
             recent = float(np.mean(history[-25:]))
-            log(f"adm step {step}/{steps} mse {recent:.4f} vb {vb.item():.4f} {time.time() - start:.0f}s")
-    return ema
+            log(f"{name} step {step}/{steps} mse {recent:.4f} vb {vb.item():.4f} {time.time() - start:.0f}s")
 
 
 @torch.no_grad()
