@@ -7,7 +7,7 @@ round line, Accept / Discard, More / Vary), Engine, status and question, Check e
 
 from typing import Any, Iterable, Optional
 
-from PyQt5.QtCore import Qt
+from PyQt5.QtCore import Qt, QTimer
 from PyQt5.QtGui import QPixmap
 from PyQt5.QtWidgets import (
     QCheckBox,
@@ -34,6 +34,9 @@ from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
 DOCKER_ID = "blended_diffusion_docker"
+# Krita sends no signal when the selection changes: its bounds (no pixels) are polled this often while the
+# detail stage's added time is shown, so the figure follows the selection.
+SELECTION_POLL_MS = 1000
 ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
 
 STRENGTH_TIP = (
@@ -382,6 +385,11 @@ class BlendedDiffusionDocker(DockWidget):
         self.no_button.clicked.connect(lambda: self.ctl.answer(False))
         self.ctl.changed.connect(self.refresh)
         self.ctl.progressed.connect(self._on_progress)
+        self._selection_seen: Any = None
+        self._selection_poll = QTimer(self)
+        self._selection_poll.setInterval(SELECTION_POLL_MS)
+        self._selection_poll.timeout.connect(self._poll_selection)
+        self._selection_poll.start()
 
     def _update_enabled(self) -> None:
         self.defaults_note.setText(recommended.summary(self.ctl.settings))
@@ -395,10 +403,18 @@ class BlendedDiffusionDocker(DockWidget):
 
     # ---------------------------------------------------------- state -> widgets
 
+    def _poll_selection(self) -> None:
+        """Refresh the estimate when the selection's bounds changed (only while the figure depends on it)."""
+        if not self.isVisible() or self.ctl.options_from_settings().detail == "off":
+            return
+        if krita_api.selection_extent() != self._selection_seen:
+            self._update_estimate()
+
     def _update_estimate(self) -> None:
         options = self.ctl.options_from_settings()
         steps = guided_steps(options) if options.prompt else None
         selection = krita_api.selection_extent() if options.detail != "off" else None
+        self._selection_seen = selection
         if selection is not None and options.background:  # the edit is everything outside the selection
             selection = ((0, 0, selection[1], selection[2]), selection[1], selection[2])
         self.time_estimate.setText(

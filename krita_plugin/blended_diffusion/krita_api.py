@@ -105,8 +105,12 @@ def selection_extent(doc: Any = None) -> Optional[Tuple[Box, int, int]]:
     """((left, top, right, bottom) of the selection of ``doc`` (the active document by default), its width,
     its height), for the docker's time estimate; None without a document or a selection. Bounds only: no
     pixels are read."""
-    doc = doc if doc is not None else Krita.instance().activeDocument()
-    selection = doc.selection() if doc is not None else None
+    if doc is None:
+        try:
+            doc = active_document()
+        except errors.NoDocumentError:
+            return None
+    selection = doc.selection()
     if selection is None or selection.width() <= 0 or selection.height() <= 0:
         return None
     x, y = selection.x(), selection.y()

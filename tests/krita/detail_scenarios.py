@@ -36,6 +36,33 @@ def gradient_layer(doc) -> Any:
     return source
 
 
+def docker_follows_the_selection(doc) -> Dict[str, Any]:
+    """The docker's detail estimate for the selection, then for a smaller one after the poll the docker's
+    timer runs (Krita sends no signal when the selection changes)."""
+    from blended_diffusion import docker, krita_api
+
+    krita_api.active_document = lambda: doc
+    dock = docker.BlendedDiffusionDocker()
+    dock.show()
+    # what a status reply of a measured engine says (the toy model's 32 px, seconds per step and tile-step)
+    dock.ctl.estimates.update(
+        {"step_times": {"guided": 0.2, "unguided": 0.05, "detail": 0.05}, "models": {"image_size": 32}},
+        device="cpu",
+    )
+    dock.prompt.setText(PROMPT)
+    dock.detail.setCurrentText("on")
+    seen = {"timer": [dock._selection_poll.isActive(), dock._selection_poll.interval()]}
+    seen["large"] = dock.time_estimate.text()
+    select(doc, soft_ellipse(W, H, 200, 200, 80, 80))
+    seen["unpolled"] = dock.time_estimate.text()
+    dock._poll_selection()  # what the timer calls every SELECTION_POLL_MS
+    seen["small"] = dock.time_estimate.text()
+    dock.detail.setCurrentText("off")
+    seen["off"] = dock.time_estimate.text()
+    dock.close()
+    return seen
+
+
 def scenario(folder: str) -> Dict[str, Any]:
     from blended_diffusion import api
     from blended_diffusion.engine_manager import EngineManager, EngineSettings
@@ -92,6 +119,7 @@ def scenario(folder: str) -> Dict[str, Any]:
         result["cancel_unchanged"] = digests(doc) == before and stack(doc.rootNode()) == stack_before
         after = api.run_edit_and_wait(doc, PROMPT, layer=source, engine=engine, **dict(QUICK, candidates=1))
         result["after_cancel_candidates"] = len(after.layers)
+        result["docker"] = docker_follows_the_selection(doc)
         doc.close()
     finally:
         engine.stop()

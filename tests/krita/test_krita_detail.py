@@ -90,3 +90,14 @@ def test_cancel_during_detail_adds_nothing_and_the_engine_edits_again(session):
     assert max(result["cancel_steps"]) > 8  # the cancel came inside the detail stage
     assert result["cancel_unchanged"]
     assert result["after_cancel_candidates"] == 1
+
+
+def test_docker_estimate_follows_the_selection(session):
+    """Krita sends no signal when the selection changes: the docker's timer polls its bounds, and the
+    detail stage's added time follows them (a 600 px selection, then a 160 px one)."""
+    seen = session[0]["docker"]
+    assert seen["timer"][0] and 0 < seen["timer"][1] <= 2000
+    assert "for full-resolution detail" in seen["large"], seen
+    assert seen["unpolled"] == seen["large"]  # nothing changed before the poll ran
+    assert seen["small"] != seen["large"] and "for full-resolution detail" in seen["small"], seen
+    assert "full-resolution" not in seen["off"], seen
