@@ -252,12 +252,17 @@ class EditRunner(JobRunner):
         at the preset's settings on this device, and ``step_times``, seconds per candidate-step (guided,
         unguided) and the fixed parts (edit, run, candidate; engine/editing/timing.py), both from what
         earlier edits stored (empty before the first edit measured them). The plugin adds the ``edit``
-        and ``run`` parts once to its count times the per-candidate estimate."""
-        from engine.editing.timing import StepTimes, mode_estimates
+        and ``run`` parts once to its count times the per-candidate estimate. ``schedules``: each mode's
+        respaced step count at the preset's settings (the detail stage runs a fraction of it)."""
+        from engine.editing.timing import StepTimes, mode_estimates, mode_schedules
 
         try:
             times = StepTimes().get(self._timing_key())
-            return {"estimates": mode_estimates(times, self.edit_defaults), "step_times": times}
+            return {
+                "estimates": mode_estimates(times, self.edit_defaults),
+                "step_times": times,
+                "schedules": mode_schedules(self.edit_defaults),
+            }
         except Exception:  # noqa: BLE001 - an estimate must never fail a status or a job
             log.warning("no time estimate:\n%s", traceback.format_exc())
             return {}

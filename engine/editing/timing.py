@@ -309,6 +309,16 @@ def mode_estimates(
     return estimates
 
 
+def mode_schedules(preset_defaults: Dict[str, Any], diffusion_steps: int = 1000) -> Dict[str, int]:
+    """The respaced step count of each mode at the preset's settings: the plugin counts the detail stage's
+    steps (a fraction of the schedule) from it in the modes whose schedule the engine sets."""
+    schedules: Dict[str, int] = {}
+    for name in MODES:
+        params = resolve_params(name, {"batch_size": 1, "iterations_num": 1}, preset_defaults)
+        schedules[name] = respaced_steps(params.timestep_respacing, diffusion_steps)
+    return schedules
+
+
 def describe_seconds(seconds: float) -> str:
     """'about 40 s', 'about 6 min', 'about 2.5 h'."""
     if seconds < 90:

@@ -67,6 +67,7 @@ class Estimates:
         self.device: Optional[str] = None
         self.model_size: Optional[int] = None  # the model's side in pixels (status: models.image_size)
         self.detail_strength = DETAIL_STRENGTH
+        self.schedules: Dict[str, int] = {}  # each mode's respaced steps at the preset's settings
 
     def update(self, reply: Dict[str, Any], device: Optional[str] = None) -> None:
         """From a status reply or an edit job's result fields (either may lack the keys: older engine)."""
@@ -75,6 +76,9 @@ class Estimates:
             self.per_candidate = {
                 str(k): (float(v) if isinstance(v, (int, float)) else None) for k, v in estimates.items()
             }
+        schedules = reply.get("schedules")
+        if isinstance(schedules, dict):
+            self.schedules = {str(k): int(v) for k, v in schedules.items() if isinstance(v, int) and v > 0}
         times = reply.get("step_times")
         if isinstance(times, dict):
             self.step_times = {str(k): float(v) for k, v in times.items() if isinstance(v, (int, float))}
@@ -130,6 +134,9 @@ class Estimates:
             if not self.per_candidate and not self.step_times:
                 return "Time: the first edit on this device measures its speed"
             return "Time: not measured for this mode yet"
+        # paper runs the docker's own schedule; the other modes the one the engine sets for them
+        if quality != "paper" and quality in self.schedules:
+            steps = self.schedules[quality]
         return f"Time: {describe_seconds(seconds)} on {where(self.device)}" + self._detail_text(
             seconds, candidates, detail, selection, steps
         )

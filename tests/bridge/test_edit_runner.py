@@ -227,6 +227,8 @@ def test_quality_mode_sets_the_levers_the_request_leaves_out_and_status_has_esti
     status = runner.status()
     assert status["estimates"] == {"paper": None, "balanced": None, "fast": None}  # nothing measured yet
     assert status["step_times"] == {}
+    # each mode's schedule as the engine resolves it, for the docker's count of the detail stage's steps
+    assert status["schedules"] == {"paper": 25, "balanced": 20, "fast": int(fast["timestep_respacing"])}
 
 
 def test_patch_pngs_use_the_level_the_client_asked_for(runner, monkeypatch):

@@ -125,3 +125,42 @@ def test_estimate_shows_the_detail_stage_s_added_time():
     )
     small = ((300, 200, 400, 300), 800, 600)
     assert estimates.text("fast", 2, detail="on", selection=small).endswith("not needed for this selection")
+
+
+@pytest.mark.parametrize("quality", ["paper", "balanced", "fast"])
+def test_detail_estimate_counts_the_mode_s_own_schedule(quality):
+    """In balanced and fast the engine sets the schedule (the docker sends no steps): the status's
+    ``schedules`` give the docker the stage's step count the engine plans for that mode's job."""
+    import numpy as np
+    from blended_diffusion.estimate import detail_tiles
+
+    from bridge.geometry import context_box
+    from engine.editing import detail
+    from engine.editing.modes import resolve_params
+    from engine.editing.timing import mode_schedules
+
+    defaults = {"timestep_respacing": "100", "skip_timesteps": 25}  # the reference's, a real preset's
+    estimates = Estimates()
+    estimates.update(
+        {
+            "estimates": {"paper": 60.0, "balanced": 30.0, "fast": 10.0},
+            "step_times": {"guided": 0.5, "unguided": 0.2, "detail": 0.01},
+            "schedules": mode_schedules(defaults),
+            "models": {"image_size": 256},
+        },
+        "cpu",
+    )
+    bounds, width, height = (700, 300, 2200, 1500), 3000, 2000
+    tiles = detail_tiles(bounds, width, height, 256)
+    # the job the plugin sends in this mode (paper: its own 100 steps), as the engine resolves it
+    sent = {"detail": "on", "batch_size": 1, "iterations_num": 1}
+    if quality == "paper":
+        sent.update(timestep_respacing="100", skip_timesteps=25)
+    job = resolve_params(quality, sent, defaults)
+    rx, ry, rw, rh = context_box(bounds, width, height)
+    region = np.zeros((rh, rw), np.uint8)
+    region[bounds[1] - ry : bounds[3] - ry, bounds[0] - rx : bounds[2] - rx] = 255
+    planned = detail.planned_work(job, region, 256).tile_steps
+    text = estimates.text(quality, 1, detail="on", selection=((bounds), width, height), steps=100)
+    assert text.endswith(f" + {describe_seconds(0.01 * planned)} for full-resolution detail")
+    assert planned == tiles * round(0.15 * mode_schedules(defaults)[quality])
