@@ -148,6 +148,9 @@ def main() -> int:
     parser.add_argument("--prompt", default="a red hot air balloon")
     parser.add_argument("--models", default=None, help="preset (default: toy when present, else tiny)")
     parser.add_argument("--timeout", type=float, default=540.0, help="seconds the edit may take")
+    parser.add_argument(
+        "--detail", choices=("off", "auto", "on"), default="on", help="the docker's Full-resolution detail"
+    )
     parser.add_argument("--no-wm", action="store_true", help="run without the openbox window manager")
     parser.add_argument("--stacks", default=None, help="where to write gdb stacks if Krita hangs")
     args = parser.parse_args()
@@ -185,6 +188,7 @@ def main() -> int:
                     "seed_mode": "fixed",
                     "seed": 11,
                     "live_preview": True,
+                    "detail": args.detail,
                 }
             )
         )
