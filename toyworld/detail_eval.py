@@ -15,7 +15,7 @@ seeds (the method unchanged), without running the first pass twice. Each candida
   which has no tiles, is the reference);
 - the background byte for byte.
 
-    python -m toyworld.detail_eval --first 30 --scenes 120 --strengths 0.3 --json docs/detail-toy.json
+    python -m toyworld.detail_eval --first 30 --scenes 120 --json docs/detail-toy-heldout.json
 """
 
 from __future__ import annotations
@@ -272,8 +272,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--first", type=int, default=30, help="first scene (settings are chosen on 0-29)")
     parser.add_argument("--scenes", type=int, default=120)
-    parser.add_argument("--strengths", type=str, default="0.3", help="comma-separated detail strengths")
-    parser.add_argument("--candidates", type=int, default=2, help="candidates per scene")
+    parser.add_argument("--strengths", type=str, default="0.15", help="comma-separated detail strengths")
+    parser.add_argument("--candidates", type=int, default=1, help="candidates per scene")
     parser.add_argument("--models", default="toy", help="preset name or folder with preset.json")
     parser.add_argument("--json", type=str, default=None)
     parser.add_argument("--picture", type=str, default=None, help="PNG: plain upscale | detail, 6 scenes")
