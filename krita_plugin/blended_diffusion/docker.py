@@ -29,7 +29,7 @@ from . import extending, krita_api, recommended
 from .controller import controller
 from .estimate import Remaining
 from .krita_api import DockWidget
-from .params import MAX_CANDIDATES, guided_steps
+from .params import MAX_CANDIDATES, guided_steps, mode_sets_schedule
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
@@ -419,7 +419,13 @@ class BlendedDiffusionDocker(DockWidget):
             selection = ((0, 0, selection[1], selection[2]), selection[1], selection[2])
         self.time_estimate.setText(
             self.ctl.estimates.text(
-                options.quality, options.candidates, steps, options.detail, selection, int(options.steps)
+                options.quality,
+                options.candidates,
+                steps,
+                options.detail,
+                selection,
+                int(options.steps),
+                mode_sets_schedule(options),
             )
         )
 

@@ -126,16 +126,18 @@ class Estimates:
         detail: str = "off",
         selection: Optional[Tuple[Bounds, int, int]] = None,
         steps: int = 100,
+        mode_schedule: bool = False,
     ) -> str:
         """The line the docker shows; with ``detail`` on or auto and ``selection`` (its bounds, the
-        document's width and height) the detail stage's added time after it."""
+        document's width and height) the detail stage's added time after it, counted on ``steps``, or with
+        ``mode_schedule`` (the docker sends no schedule: params.mode_sets_schedule) on the schedule the
+        engine's status gives for the mode."""
         seconds = self.seconds(quality, candidates, guided_steps)
         if seconds is None:
             if not self.per_candidate and not self.step_times:
                 return "Time: the first edit on this device measures its speed"
             return "Time: not measured for this mode yet"
-        # paper runs the docker's own schedule; the other modes the one the engine sets for them
-        if quality != "paper" and quality in self.schedules:
+        if mode_schedule and quality in self.schedules:
             steps = self.schedules[quality]
         return f"Time: {describe_seconds(seconds)} on {where(self.device)}" + self._detail_text(
             seconds, candidates, detail, selection, steps

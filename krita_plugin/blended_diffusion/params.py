@@ -111,17 +111,24 @@ def engine_params(options: EditOptions, rng: Optional[random.Random] = None) -> 
         # still at their defaults (an option sent is an explicit one and would override the mode).
         params["quality"] = options.quality
         defaults = EditOptions()
-        schedule_default = options.skip_timesteps is None and (options.steps, options.strength) == (
-            defaults.steps,
-            defaults.strength,
-        )
-        if schedule_default:
+        if mode_sets_schedule(options):
             del params["skip_timesteps"], params["timestep_respacing"]
         if options.aug_num == defaults.aug_num:
             del params["aug_num"]
         if not options.ddim:
             del params["ddim"]
     return params
+
+
+def mode_sets_schedule(options: EditOptions) -> bool:
+    """Whether the engine's quality mode picks the schedule: a mode other than paper with the steps and the
+    strength left at their defaults (engine_params then sends neither)."""
+    defaults = EditOptions()
+    return (
+        options.quality != "paper"
+        and options.skip_timesteps is None
+        and (options.steps, options.strength) == (defaults.steps, defaults.strength)
+    )
 
 
 def guided_steps(options: EditOptions) -> int:

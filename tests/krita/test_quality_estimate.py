@@ -161,6 +161,20 @@ def test_detail_estimate_counts_the_mode_s_own_schedule(quality):
     region = np.zeros((rh, rw), np.uint8)
     region[bounds[1] - ry : bounds[3] - ry, bounds[0] - rx : bounds[2] - rx] = 255
     planned = detail.planned_work(job, region, 256).tile_steps
-    text = estimates.text(quality, 1, detail="on", selection=((bounds), width, height), steps=100)
+    options = params.EditOptions(prompt="x", quality=quality, detail="on")
+    assert params.mode_sets_schedule(options) == (quality != "paper")
+    text = estimates.text(
+        quality, 1, detail="on", selection=(bounds, width, height), steps=100,
+        mode_schedule=params.mode_sets_schedule(options),
+    )  # fmt: skip
     assert text.endswith(f" + {describe_seconds(0.01 * planned)} for full-resolution detail")
     assert planned == tiles * round(0.15 * mode_schedules(defaults)[quality])
+    # steps the user chose are sent and win over the mode's: the docker counts them
+    chosen = params.EditOptions(prompt="x", quality=quality, detail="on", steps=60)
+    sent = params.engine_params(chosen)
+    assert not params.mode_sets_schedule(chosen) and sent["timestep_respacing"] == "60"
+    job = resolve_params(quality, {**sent, "batch_size": 1, "iterations_num": 1}, defaults)
+    planned = detail.planned_work(job, region, 256).tile_steps
+    text = estimates.text(quality, 1, detail="on", selection=(bounds, width, height), steps=60)
+    assert text.endswith(f" + {describe_seconds(0.01 * planned)} for full-resolution detail")
+    assert planned == tiles * round(0.15 * 60)
