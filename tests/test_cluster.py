@@ -15,27 +15,16 @@ import sys
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
 
+from tests.cluster.processes import ray_daemon_pids
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_TESTS = 14  # tests/cluster/: 10 cases of the server, 4 of the command line
-
-
-def _ray_daemons() -> set:
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"gcs_server" in command or b"raylet" in command:
-                found.add(int(entry.name))
-    return found
 
 
 def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> None:
     assert shutil.which("unshare") and shutil.which("ip"), "unshare and ip (util-linux, iproute2) are needed"
     report = tmp_path / "cluster.xml"
-    before = _ray_daemons()
+    before = ray_daemon_pids()
     inner = (
         "ip link set lo up && exec env BD_LOOPBACK_NETNS=1 "
         f"{sys.executable} -m pytest -q -p no:cacheprovider --junitxml={report} "
@@ -56,4 +45,4 @@ def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> No
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")}
     assert counts == {"tests": EXPECTED_TESTS, "failures": 0, "errors": 0, "skipped": 0}, output
-    assert _ray_daemons() <= before, "Ray daemons outlived the cluster tests"
+    assert ray_daemon_pids() <= before, "Ray daemons outlived the cluster tests"

@@ -11,20 +11,7 @@ from typing import Dict, List
 import pytest
 
 from tests.cluster.conftest import ROOT
-
-
-def _ray_processes() -> List[int]:
-    """Pids of Ray's daemons (gcs_server, raylet) in this network namespace's view of the machine."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                command = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"gcs_server" in command or b"raylet" in command:
-                found.append(int(entry.name))
-    return found
+from tests.cluster.processes import ray_daemon_pids
 
 
 def _serve(env: Dict[str, str], *options: str) -> subprocess.CompletedProcess:
@@ -50,13 +37,13 @@ def _serve(env: Dict[str, str], *options: str) -> subprocess.CompletedProcess:
 def test_bad_cluster_options(
     cluster_env: Dict[str, str], tmp_path: Path, options: List[str], message: str
 ) -> None:
-    before = _ray_processes()
+    before = ray_daemon_pids()
     result = _serve(dict(cluster_env), *options, "--log-file", str(tmp_path / "log"))
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""  # no ready line
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and lines[0].startswith(message), result.stderr
-    assert _ray_processes() == before
+    assert ray_daemon_pids() == before
 
 
 def test_without_ray_installed(cluster_env: Dict[str, str], tmp_path: Path) -> None:
