@@ -25,9 +25,9 @@ from typing import Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 
 # Prepended to every driver: the heartbeat the watchdog watches, and a trace of the driver's steps.
-DRIVER_PRELUDE = r'''
+DRIVER_PRELUDE = r"""
 import json, os, time
-from PyQt5.QtCore import QTimer
+from blended_diffusion.qt import QTimer
 
 GUI = json.loads(os.environ["BD_GUI"])
 
@@ -83,7 +83,7 @@ def main_window():
 
 
 def find_docker():
-    from PyQt5.QtWidgets import QDockWidget
+    from blended_diffusion.qt import QDockWidget
 
     dock = main_window().findChild(QDockWidget, "blended_diffusion_docker")
     if dock is None:
@@ -94,7 +94,7 @@ def find_docker():
 def arrange_window(width=1600, height=1000):
     # Window and dockers are arranged in their own step, before any document is open: changing the
     # canvas size in the same step as an image update can deadlock Krita 5.1 (docs/troubleshooting.md).
-    from PyQt5.QtWidgets import QDockWidget
+    from blended_diffusion.qt import QDockWidget
 
     win = main_window()
     win.move(0, 0)
@@ -122,13 +122,13 @@ def when_idle(doc, then, settle_ms=1000, limit_s=60.0, _start=None):
 
 
 def button(widget, text):
-    from PyQt5.QtWidgets import QPushButton
+    from blended_diffusion.qt import QPushButton
 
     for candidate in widget.findChildren(QPushButton):
         if candidate.text() == text:
             return candidate
     raise RuntimeError(f"no button {text!r}")
-'''
+"""
 
 
 def install_profile(home: Path, driver_source: str, driver_name: str = "bd_gui_driver") -> None:
@@ -220,9 +220,20 @@ def gdb_stacks(pid: int, timeout: float = 120.0) -> str:
         return "(gdb is not installed: apt-get install gdb)"
     try:
         proc = subprocess.run(
-            ["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "set pagination off",
-             "-ex", "thread apply all bt"],
-            capture_output=True, text=True, timeout=timeout,
+            [
+                "gdb",
+                "-p",
+                str(pid),
+                "-batch",
+                "-nx",
+                "-ex",
+                "set pagination off",
+                "-ex",
+                "thread apply all bt",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
         return proc.stdout + proc.stderr[-2000:]
     except subprocess.TimeoutExpired:
@@ -283,12 +294,18 @@ def run_krita_once(
     try:
         if window_manager:
             wm = subprocess.Popen(
-                ["openbox"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                ["openbox"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
         with open(log_path, "wb") as log:
             krita = subprocess.Popen(
-                ["krita", "--nosplash"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                ["krita", "--nosplash"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
             hung = timed_out = False
@@ -317,8 +334,16 @@ def run_krita_once(
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        return KritaRun(rc, hung, timed_out, time.time() - started,
-                        log_path.read_text(errors="replace")[-6000:], stacks, krita.pid, engines)
+        return KritaRun(
+            rc,
+            hung,
+            timed_out,
+            time.time() - started,
+            log_path.read_text(errors="replace")[-6000:],
+            stacks,
+            krita.pid,
+            engines,
+        )
     finally:
         for proc in (wm, xvfb):
             if proc is not None and proc.poll() is None:

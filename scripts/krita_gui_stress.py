@@ -30,7 +30,7 @@ from krita_gui import ROOT, install_profile, krita_env, run_krita  # noqa: E402
 DRIVER = r"""
 import traceback
 from krita import Extension, Krita, Selection
-from PyQt5.QtWidgets import QApplication
+from blended_diffusion.qt import QApplication
 
 RUN = GUI["run"]
 PROMPTS = ["a red hot air balloon", "a yellow kite", "a white cloud", ""]
@@ -71,7 +71,7 @@ class Stress(Extension):
         try:
             doc = self.doc
             self.select_ellipse()
-            from blended_diffusion.controller import controller
+            from blended_diffusion.ui.controller import controller
 
             self.ctl = controller()
             self.dock = find_docker()
@@ -96,7 +96,7 @@ class Stress(Extension):
 
     def edit(self, phase):
         try:
-            from PyQt5.QtWidgets import QLineEdit
+            from blended_diffusion.qt import QLineEdit
 
             edits = self.dock.findChildren(QLineEdit)
             prompt = [e for e in edits if e.placeholderText().startswith("Describe")][0]
@@ -135,7 +135,7 @@ class Stress(Extension):
 
     def disturb(self):
         # Things a user does while the engine works: resize the window, open a docker section.
-        from PyQt5.QtWidgets import QGroupBox
+        from blended_diffusion.qt import QGroupBox
 
         win = main_window()
         if self.cycle % 3 == 1:
@@ -158,7 +158,7 @@ class Stress(Extension):
                 self.record[self.phase + "_error"] = self.ctl.last_message
                 QTimer.singleShot(500, self.after_review)
                 return
-            from PyQt5.QtWidgets import QListWidget
+            from blended_diffusion.qt import QListWidget
 
             listing = self.dock.findChild(QListWidget)
             self.record[self.phase + "_list"] = listing.count()
@@ -212,12 +212,21 @@ def session(args: argparse.Namespace, index: int, out: Path) -> dict:
         config_dir = Path(tmp) / "config"
         config_dir.mkdir()
         (config_dir / "engine.json").write_text(
-            json.dumps({"python": args.python, "engine_root": str(ROOT), "models": args.models,
-                        "weights_dir": None})
+            json.dumps(
+                {"python": args.python, "engine_root": str(ROOT), "models": args.models, "weights_dir": None}
+            )
         )
         (config_dir / "plugin-settings.json").write_text(
-            json.dumps({"candidates": 2, "steps": args.steps, "strength": 0.6, "aug_num": 2,
-                        "seed_mode": "random", "live_preview": True})
+            json.dumps(
+                {
+                    "candidates": 2,
+                    "steps": args.steps,
+                    "strength": 0.6,
+                    "aug_num": 2,
+                    "seed_mode": "random",
+                    "live_preview": True,
+                }
+            )
         )
         install_profile(home, DRIVER)
         image = Path(tmp) / "lakeside.png"  # a copy: a killed Krita leaves an autosave next to its file
@@ -227,17 +236,18 @@ def session(args: argparse.Namespace, index: int, out: Path) -> dict:
             "status": str(status),
             "trace": str(Path(tmp) / "trace.txt"),
             "heartbeat": str(Path(tmp) / "heartbeat"),
-            "run": {"image": str(image), "cycles": args.cycles,
-                    "job_timeout": args.job_timeout},
+            "run": {"image": str(image), "cycles": args.cycles, "job_timeout": args.job_timeout},
         }
         env = krita_env(home, config_dir / "engine.json", gui)
-        run = run_krita(env, Path(gui["heartbeat"]), args.session_timeout, stall=args.stall,
-                        window_manager=not args.no_wm)
+        run = run_krita(
+            env, Path(gui["heartbeat"]), args.session_timeout, stall=args.stall, window_manager=not args.no_wm
+        )
         result = {"ok": False, "error": "no report"}
         if status.exists():
             result = json.loads(status.read_text(encoding="utf-8"))
-        result.update(session=index, hung=run.hung, timed_out=run.timed_out, wall_s=round(run.wall, 1),
-                      krita_rc=run.rc)
+        result.update(
+            session=index, hung=run.hung, timed_out=run.timed_out, wall_s=round(run.wall, 1), krita_rc=run.rc
+        )
         if run.hung or run.timed_out:
             stacks = out / f"session-{index}-stacks.txt"
             stacks.write_text(run.stacks)
@@ -273,21 +283,37 @@ def main() -> int:
         result = session(args, index, out)
         sessions.append(result)
         cycles = result.get("cycles") or []
-        print(f"session {index}: {len(cycles)} cycles, hung={result['hung']}, ok={result['ok']}, "
-              f"{result['wall_s']} s" + (f", error: {result['error'][-300:]}" if result.get("error") else ""),
-              flush=True)
+        print(
+            f"session {index}: {len(cycles)} cycles, hung={result['hung']}, ok={result['ok']}, "
+            f"{result['wall_s']} s" + (f", error: {result['error'][-300:]}" if result.get("error") else ""),
+            flush=True,
+        )
     shots = []
     for index in range(1, args.screenshots + 1):
         t0 = time.time()
         proc = subprocess.run(
-            [sys.executable, str(ROOT / "scripts" / "krita_screenshot.py"), "--python", args.python,
-             "--out", str(out / f"screenshot-{index}.png"),
-             "--stacks", str(out / f"screenshot-{index}-stacks.txt")],
-            capture_output=True, text=True,
+            [
+                sys.executable,
+                str(ROOT / "scripts" / "krita_screenshot.py"),
+                "--python",
+                args.python,
+                "--out",
+                str(out / f"screenshot-{index}.png"),
+                "--stacks",
+                str(out / f"screenshot-{index}-stacks.txt"),
+            ],
+            capture_output=True,
+            text=True,
         )
         wall = round(time.time() - t0, 1)
-        shots.append({"rc": proc.returncode, "hung": proc.returncode == 3, "wall_s": wall,
-                      "tail": (proc.stdout + proc.stderr)[-500:]})
+        shots.append(
+            {
+                "rc": proc.returncode,
+                "hung": proc.returncode == 3,
+                "wall_s": wall,
+                "tail": (proc.stdout + proc.stderr)[-500:],
+            }
+        )
         print(f"screenshot {index}: rc {proc.returncode} in {shots[-1]['wall_s']} s", flush=True)
     cycles = [c for s in sessions for c in s.get("cycles") or []]
     edits = [c[k] for c in cycles for k in ("accept_s", "more_s", "vary_s", "discard_s") if k in c]

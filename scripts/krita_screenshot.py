@@ -25,7 +25,7 @@ from krita_gui import ROOT, install_profile, krita_env, run_krita  # noqa: E402
 DRIVER = r"""
 import traceback
 from krita import Extension, Krita, Selection
-from PyQt5.QtWidgets import QApplication
+from blended_diffusion.qt import QApplication
 
 SHOT = GUI["shot"]
 
@@ -70,7 +70,7 @@ class Driver(Extension):
     def edit(self):
         try:
             dock = find_docker()
-            from blended_diffusion.controller import controller
+            from blended_diffusion.ui.controller import controller
 
             self.ctl = controller()
             button(dock, "Edit with text").click()  # as a user would
@@ -106,7 +106,7 @@ class Driver(Extension):
 
     def press_more(self):
         try:
-            from PyQt5.QtWidgets import QListWidget
+            from blended_diffusion.qt import QListWidget
 
             dock = find_docker()
             dock.findChild(QListWidget).setCurrentRow(1)  # the user looks at #2, then asks for more
@@ -222,8 +222,11 @@ def main() -> int:
             return 3
         if not status.exists():
             print(run.output[-4000:], file=sys.stderr)
-            print(f"error: no screenshot (Krita rc {run.rc}, timed out: {run.timed_out}); driver trace:\n"
-                  f"{steps}", file=sys.stderr)
+            print(
+                f"error: no screenshot (Krita rc {run.rc}, timed out: {run.timed_out}); driver trace:\n"
+                f"{steps}",
+                file=sys.stderr,
+            )
             return 1
         result = json.loads(status.read_text(encoding="utf-8"))
         if not result.get("ok") or not shot_tmp.exists():

@@ -11,10 +11,22 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Mapping
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+from tests.krita_roots import (
+    KRITA6,
+    KRITA53,
+    KritaRoot,
+    build,
+    cannot_build,
+    chroot_command,
+    root_environment,
+)
 
 
 def krita_environment(base: Mapping[str, str], executable: str = "krita") -> Dict[str, str]:
@@ -57,20 +69,95 @@ def scenario_environment(home: Path, models: str, **extra: str) -> Dict[str, str
     return env
 
 
-def run_scenarios(env: Mapping[str, str], home: Path, script: str, out: Path, *args: str, timeout: int = 400):
-    """Run tests/krita/<script>.py under kritarunner (``out`` and ``args`` are its arguments) and return the
-    JSON it wrote; the test fails with Krita's output when it wrote none."""
+@dataclass(frozen=True)
+class KritaInstall:
+    """One real Krita the tests run: this machine's own (Debian's 5.1) or one in a Debian root."""
+
+    label: str  # the test id: krita5.1, krita6, krita5.3
+    root: Optional[KritaRoot] = None  # None: this machine's Krita
+
+    def command(
+        self, argv: Sequence[str], env: Mapping[str, str], cwd: Path, keep: Sequence[str] = ()
+    ) -> Tuple[List[str], Dict[str, str]]:
+        """``argv`` (a bare program name first: kritarunner, krita) as this Krita runs it, with its
+        environment; ``keep`` names variables set later by a wrapper (xvfb-run's DISPLAY) to pass through."""
+        if self.root is None:
+            program = shutil.which(argv[0], path=env.get("PATH")) or argv[0]
+            return [program, *argv[1:]], dict(env)
+        outer = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR")}
+        return chroot_command(self.root, argv, root_environment(env), cwd, keep), outer
+
+
+HOST_KRITA = KritaInstall("krita5.1")
+KRITAS = {
+    "krita5.1": HOST_KRITA,
+    "krita6": KritaInstall("krita6", KRITA6),
+    "krita5.3": KritaInstall("krita5.3", KRITA53),
+}
+
+
+def ensure_krita(label: str) -> KritaInstall:
+    """The Krita ``label``, its root built if needed; skips where it cannot run here and says why, except in
+    CI, where a Krita that cannot be had fails the test."""
     import pytest
 
-    proc = subprocess.run(
-        [KRITARUNNER, "-s", script, str(out), *args],
-        env=dict(env),
-        cwd=str(home),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    krita = KRITAS[label]
+    if krita.root is None:
+        if KRITARUNNER is None:
+            pytest.skip("kritarunner is not installed (apt-get install krita python3-pyqt5)")
+        return krita
+    why = cannot_build()
+    if why:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{label}: {why}")
+    log_path = krita.root.path.parent / f"{krita.root.name}-build.log"
+    if not krita.root.ready():
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log:
+            try:
+                build(krita.root, log)
+            except Exception as exc:  # noqa: BLE001 - the test shows why the root could not be built
+                tail = log_path.read_text(errors="replace")[-3000:]
+                pytest.fail(f"{label}: building {krita.root.path} failed: {exc}\n{tail}")
+    return krita
+
+
+def run_scenarios(
+    env: Mapping[str, str],
+    home: Path,
+    script: str,
+    out: Path,
+    *args: str,
+    timeout: int = 400,
+    krita: KritaInstall = HOST_KRITA,
+):
+    """Run tests/krita/<script>.py under ``krita``'s kritarunner (``out`` and ``args`` are its arguments)
+    and return the JSON it wrote; the test fails with Krita's output when it wrote none."""
+    import pytest
+
+    cmd, run_env = krita.command(["kritarunner", "-s", script, str(out), *args], env, home)
+    proc = subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, text=True, timeout=timeout)
     if not out.exists():
         tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        pytest.fail(f"kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
+        pytest.fail(f"{krita.label}: kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
     return json.loads(out.read_text())
+
+
+def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, timeout: int = 300) -> None:
+    """Krita's GUI under ``xvfb-run`` (the X server on this machine, its socket and cookie in /tmp, which a
+    root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb."""
+    env = {k: v for k, v in env.items() if k != "QT_QPA_PLATFORM"}  # the GUI needs X, not offscreen
+    cmd, run_env = krita.command(["krita", "--nosplash"], env, cwd, keep=("DISPLAY", "XAUTHORITY"))
+    with open(log, "wb") as handle:
+        process = subprocess.Popen(
+            ["xvfb-run", "-a", *cmd],
+            env=run_env,
+            cwd=str(cwd),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()

@@ -20,7 +20,7 @@ PACKAGES = {  # top-level folder -> the package name its modules are imported as
     "krita_plugin/blended_diffusion": "blended_diffusion",
 }
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
-KRITA_SIDE = {"PyQt5", "krita"}
+KRITA_SIDE = {"PyQt5", "PyQt6", "krita", "pykrita"}
 
 
 def module_name(path: Path, folder: str, package: str) -> str:

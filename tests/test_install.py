@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import types
@@ -22,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import install
-from tests.krita_env import krita_environment
+from tests.krita_env import KritaInstall, krita_environment, run_gui
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_DIR = Path(__file__).resolve().parent / "krita_install" / "pykrita"
@@ -542,20 +541,20 @@ def test_krita_importer_extracts_the_zip(clone, tmp_path):
 # ------------------------------------------------------------------------------------------------ real Krita
 
 
-needs_krita = pytest.mark.skipif(
-    not (shutil.which("krita") and shutil.which("xvfb-run")), reason="needs krita and xvfb-run"
+needs_xvfb = pytest.mark.skipif(
+    shutil.which("xvfb-run") is None, reason="needs xvfb-run (apt-get install xvfb)"
 )
 
 
 def docker_id(clone_dir: Path) -> str:
-    source = (clone_dir / "krita_plugin" / PLUGIN / "docker.py").read_text()
+    source = (clone_dir / "krita_plugin" / PLUGIN / "ui" / "docker.py").read_text()
     match = re.search(r'^DOCKER_ID\s*=\s*"([^"]+)"', source, re.M)
-    assert match, "krita_plugin/blended_diffusion/docker.py defines no DOCKER_ID"
+    assert match, "krita_plugin/blended_diffusion/ui/docker.py defines no DOCKER_ID"
     return match.group(1)
 
 
-def run_krita_with_probe(home: Path, tmp_path: Path) -> dict:
-    """Start the real Krita on ``home`` with the probe plugin beside what is installed; return its report."""
+def run_krita_with_probe(home: Path, tmp_path: Path, krita: KritaInstall) -> dict:
+    """Start the real ``krita`` on ``home`` with the probe plugin beside what is installed; its report."""
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
     shutil.copy(PROBE_DIR / "bd_install_probe.desktop", pykrita)
     shutil.copytree(PROBE_DIR / "bd_install_probe", pykrita / "bd_install_probe")
@@ -564,37 +563,34 @@ def run_krita_with_probe(home: Path, tmp_path: Path) -> dict:
     out = tmp_path / "probe.json"
     env = krita_environment(home_env(home))
     env["BD_PROBE_OUT"] = str(out)
-    env.pop("QT_QPA_PLATFORM", None)  # Krita's GUI needs X (xvfb-run), not Qt's offscreen platform
     log = tmp_path / "krita.log"
-    with open(log, "wb") as handle:
-        # Its own session, so a Krita that hangs is killed with its Xvfb instead of outliving the test.
-        process = subprocess.Popen(
-            ["xvfb-run", "-a", "krita", "--nosplash"],
-            env=env,
-            cwd=str(tmp_path),
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            process.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+    run_gui(krita, env, tmp_path, log)
     assert out.is_file(), "Krita never ran the probe plugin:\n" + log.read_text(errors="replace")[-3000:]
     report = json.loads(out.read_text())
     assert "error" not in report, report.get("error")
     return report
 
 
-@needs_krita
-def test_real_krita_loads_the_installed_plugin(clone, tmp_path):
+@needs_xvfb
+def test_real_krita_loads_the_installed_plugin(clone, tmp_path, krita):
+    """In Krita 5.1 and in Krita 6 (tests/conftest.py), the same installed files."""
+    installed_plugin_loads(clone, tmp_path, krita)
+
+
+@needs_xvfb
+@pytest.mark.parametrize("krita", ["krita5.3"], indirect=True)
+def test_krita_5_3_loads_the_installed_plugin(clone, tmp_path, krita):
+    """Krita 5.3 (Qt5, Debian sid): the smoke test's load part (tests/krita/test_krita53_smoke.py)."""
+    installed_plugin_loads(clone, tmp_path, krita)
+
+
+def installed_plugin_loads(clone: Path, tmp_path: Path, krita: KritaInstall) -> None:
     home = tmp_path / "home"
     home.mkdir()
     args = ["--no-venv", "--python", sys.executable, "--no-weights", "--no-first-edit", "--yes"]
     result = run_install(clone, home, *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    report = run_krita_with_probe(home, tmp_path)
+    report = run_krita_with_probe(home, tmp_path, krita)
     pykrita = home / ".local" / "share" / "krita" / "pykrita"
     # Loaded from the folder install.py filled, not from the source tree.
     assert report["modules"][PLUGIN] == str(pykrita / PLUGIN / "__init__.py")
@@ -606,17 +602,25 @@ def test_real_krita_loads_the_installed_plugin(clone, tmp_path):
     assert report["engine_config"] == {"python": record["python"], "engine_root": record["engine_root"]}
 
 
-@needs_krita
-@pytest.mark.skipif(not KRITA_IMPORTER.is_file(), reason=f"Krita's importer not found at {KRITA_IMPORTER}")
-def test_real_krita_loads_the_plugin_imported_from_the_zip(clone, tmp_path):
-    """The zip route: Krita's importer, the engine set up with --no-plugin, the bridge from _vendor."""
+@needs_xvfb
+def test_real_krita_loads_the_plugin_imported_from_the_zip(clone, tmp_path, krita):
+    """The zip route: Krita's importer (each Krita's own), the engine set up with --no-plugin, the bridge
+    from _vendor."""
+    importer_file = (krita.root.path if krita.root else Path("/")) / str(KRITA_IMPORTER).lstrip("/")
+    if not importer_file.is_file():
+        pytest.skip(f"Krita's importer not found at {importer_file}")
     home = tmp_path / "home"
     resources = home / ".local" / "share" / "krita"
     resources.mkdir(parents=True)
     archive = tmp_path / "blended_diffusion.zip"
     build = [sys.executable, str(clone / "install.py"), "--zip", str(archive)]
     subprocess.run(build, check=True, capture_output=True, timeout=120)
-    importer = [sys.executable, str(KRITA_IMPORTER), str(archive), str(resources)]
+    # Krita's own importer as its command line runs it; Krita 6's wants Krita's i18n() in builtins.
+    run_importer = (
+        "import builtins, runpy, sys; builtins.i18n = getattr(builtins, 'i18n', lambda text, *args: text); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    importer = [sys.executable, "-c", run_importer, str(importer_file), str(archive), str(resources)]
     subprocess.run(importer, check=True, capture_output=True, timeout=120)
     (home / ".config").mkdir()
     # What Krita's Python Plugin Manager writes when the user ticks the imported plugin.
@@ -632,7 +636,7 @@ def test_real_krita_loads_the_plugin_imported_from_the_zip(clone, tmp_path):
     ]
     result = run_install(clone, home, *args)
     assert result.returncode == 0, result.stdout + result.stderr
-    report = run_krita_with_probe(home, tmp_path)
+    report = run_krita_with_probe(home, tmp_path, krita)
     package = resources / "pykrita" / PLUGIN
     assert report["modules"][PLUGIN] == str(package / "__init__.py")
     assert report["resolves"]["bridge"] == str(package / "_vendor" / "bridge" / "__init__.py")

@@ -25,8 +25,8 @@ def _register() -> None:
         return  # not inside Krita (unit tests, the engine side): nothing to register
     if os.environ.get("BLENDED_DIFFUSION_NO_REGISTER"):
         return  # scripts run by kritarunner need the API, not the GUI
-    from .docker import DOCKER_ID, BlendedDiffusionDocker
-    from .extension import BlendedDiffusionExtension
+    from .ui.docker import DOCKER_ID, BlendedDiffusionDocker
+    from .ui.extension import BlendedDiffusionExtension
 
     krita_api.register(BlendedDiffusionExtension, DOCKER_ID, BlendedDiffusionDocker)
 

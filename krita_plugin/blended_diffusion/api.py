@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import errors, extending, iterating, krita_api, naming, recommended, rounds, settings
 from .editing import EditRequest, EditResponse, execute, plan_region
-from .engine_manager import EngineManager, EngineSettings, job_error
+from .engine_manager import EngineManager, job_error, saved_engine_settings
 from .params import EditOptions, engine_params
 
 _default_engine: Optional[EngineManager] = None
@@ -26,11 +26,12 @@ _engine_lock = threading.Lock()
 
 
 def default_engine() -> EngineManager:
-    """The engine shared by the docker and scripts in this Krita session (stopped when Krita exits)."""
+    """The engine shared by the docker and scripts in this Krita session (stopped when Krita exits), set
+    up as the docker's saved engine settings say (local, or remote with host, port, token, fingerprint)."""
     global _default_engine
     with _engine_lock:
         if _default_engine is None:
-            _default_engine = EngineManager(EngineSettings())
+            _default_engine = EngineManager(saved_engine_settings(settings.shared_store()))
             atexit.register(_default_engine.stop)
         return _default_engine
 
@@ -119,7 +120,7 @@ def apply(
 
 def wait_for(work: Callable[[], Any], poll: float = 0.05) -> Any:
     """Run ``work`` on a worker thread while keeping Qt's event loop (and so Krita's GUI) alive."""
-    from PyQt5.QtCore import QCoreApplication
+    from .qt import QCoreApplication
 
     box: dict = {}
 

@@ -26,6 +26,19 @@ class EngineSettings:
     config_path: Optional[str] = None
 
 
+def saved_engine_settings(store: Any) -> EngineSettings:
+    """The engine the user chose in the docker, from the plugin's settings (a SettingsStore): what the
+    docker and scripts without ``engine=`` both use."""
+    return EngineSettings(
+        mode=store.get("engine_mode"),
+        host=store.get("remote_host"),
+        port=store.get("remote_port"),
+        token=store.get("remote_token"),
+        fingerprint=store.get("remote_fingerprint"),
+        device=store.get("device"),
+    )
+
+
 def _bridge():
     # Imported lazily so the plugin loads (and can say "not installed") without the bridge package.
     try:

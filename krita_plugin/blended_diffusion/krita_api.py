@@ -233,14 +233,14 @@ def refresh(doc: Any) -> None:
 
 def thumbnail_png(node: Any, size: int = 64) -> Optional[bytes]:
     """A PNG thumbnail of a node (for the docker's candidate list)."""
-    from PyQt5.QtCore import QBuffer, QByteArray, QIODevice
+    from .qt import QBuffer, QByteArray, QIODevice
 
     image = node.thumbnail(size, size)
     if image is None or image.isNull():
         return None
     data = QByteArray()
     buffer = QBuffer(data)
-    buffer.open(QIODevice.WriteOnly)
+    buffer.open(QIODevice.OpenModeFlag.WriteOnly)
     image.save(buffer, "PNG")
     return bytes(data)
 
@@ -248,7 +248,9 @@ def thumbnail_png(node: Any, size: int = 64) -> Optional[bytes]:
 def register(extension_cls: Any, docker_id: str, docker_cls: Any) -> None:
     app = Krita.instance()
     app.addExtension(extension_cls(app))
-    app.addDockWidgetFactory(DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockRight, docker_cls))
+    app.addDockWidgetFactory(
+        DockWidgetFactory(docker_id, DockWidgetFactoryBase.DockPosition.DockRight, docker_cls)
+    )
 
 
 def on_application_closing(callback: Any) -> None:
@@ -256,7 +258,7 @@ def on_application_closing(callback: Any) -> None:
     applicationClosing, on Qt's aboutToQuit, or at the latest when Python shuts down (kritarunner)."""
     import atexit
 
-    from PyQt5.QtCore import QCoreApplication
+    from .qt import QCoreApplication
 
     done = []
 

@@ -39,7 +39,8 @@ def gradient_layer(doc) -> Any:
 def docker_follows_the_selection(doc) -> Dict[str, Any]:
     """The docker's detail estimate for the selection, then for a smaller one after the poll the docker's
     timer runs (Krita sends no signal when the selection changes)."""
-    from blended_diffusion import docker, krita_api
+    from blended_diffusion import krita_api
+    from blended_diffusion.ui import docker
 
     krita_api.active_document = lambda: doc
     dock = docker.BlendedDiffusionDocker()

@@ -141,9 +141,10 @@ def scenario_docker_extend(engine) -> Dict[str, Any]:
     canvas and fills the candidate list, Discard takes the canvas back."""
     import time
 
-    from blended_diffusion import config, docker, krita_api
+    from blended_diffusion import config, krita_api
+    from blended_diffusion.qt import QApplication
+    from blended_diffusion.ui import docker
     from fake_engine import FakeManager, forbid_modal
-    from PyQt5.QtWidgets import QApplication
 
     modal = forbid_modal()
     doc = photo_doc()

@@ -135,7 +135,7 @@ class FakeManager:
 
 def dock_size(dock: Any) -> list:
     """The dock's size hint and minimum size hint, after pending layout events."""
-    from PyQt5.QtWidgets import QApplication
+    from blended_diffusion.qt import QApplication
 
     QApplication.processEvents()
     hint, minimum = dock.sizeHint(), dock.minimumSizeHint()
@@ -149,7 +149,7 @@ def forbid_modal(calls: Optional[list] = None) -> list:
     """Record every modal call instead of blocking: the static QMessageBox functions, QInputDialog's
     getters and any dialog's exec_()/exec(). The plugin must make none (the returned list stays empty);
     each returns at once as if dismissed, so a regression fails the test instead of hanging Krita."""
-    from PyQt5.QtWidgets import QDialog, QInputDialog, QMessageBox
+    from blended_diffusion.qt import QDialog, QInputDialog, QMessageBox
 
     calls = [] if calls is None else calls
 
@@ -162,7 +162,7 @@ def forbid_modal(calls: Optional[list] = None) -> list:
         return modal
 
     for name in ("warning", "question", "information", "critical", "about"):
-        setattr(QMessageBox, name, staticmethod(record(f"QMessageBox.{name}", QMessageBox.No)))
+        setattr(QMessageBox, name, staticmethod(record(f"QMessageBox.{name}", QMessageBox.StandardButton.No)))
     for name in ("getText", "getItem", "getInt", "getDouble", "getMultiLineText"):
         setattr(QInputDialog, name, staticmethod(record(f"QInputDialog.{name}", ("", False))))
     for cls in (QDialog, QMessageBox, QInputDialog):

@@ -29,7 +29,7 @@ FAST = dict(steps=8, aug_num=2, guidance_scale=70.0)  # the toy models, a short 
 
 
 def pump(done: Callable[[], bool], timeout: float = 120.0) -> bool:
-    from PyQt5.QtWidgets import QApplication
+    from blended_diffusion.qt import QApplication
 
     deadline = time.time() + timeout
     while not done() and time.time() < deadline:
@@ -180,7 +180,8 @@ def refusals(doc, source, outcome, engine) -> Dict[str, Any]:
 def scenario_docker(engine) -> Dict[str, Any]:
     """The docker's More / Vary / history and the candidate actions, with a slow fake engine; during a
     job the buttons that would change the group are refused in the docker. Every modal call is recorded."""
-    from blended_diffusion import docker, krita_api, params
+    from blended_diffusion import krita_api, params
+    from blended_diffusion.ui import docker
     from fake_engine import FakeManager, forbid_modal
 
     modal = forbid_modal()
@@ -276,7 +277,8 @@ def scenario_history_write(engine) -> Dict[str, Any]:
 
 def scenario_history_read(engine) -> Dict[str, Any]:
     """A new Krita session: the docker's drop-down lists the prompts; Clear forgets them (and the file)."""
-    from blended_diffusion import api, config, docker
+    from blended_diffusion import api, config
+    from blended_diffusion.ui import docker
 
     dock = docker.BlendedDiffusionDocker()
     items = [dock.prompt_box.itemText(i) for i in range(dock.prompt_box.count())]

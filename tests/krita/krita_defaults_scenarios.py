@@ -30,7 +30,7 @@ MODAL: List[str] = []  # modal calls the plugin made (forbid_modal): reported wi
 
 def setup() -> Any:
     """The docker, without a window; message boxes are recorded instead of shown."""
-    from blended_diffusion import docker
+    from blended_diffusion.ui import docker
     from fake_engine import forbid_modal
 
     MODAL.clear()
@@ -63,7 +63,7 @@ def saved() -> Dict[str, Any]:
 
 
 def wait_idle(ctl, seconds: float = 300) -> None:
-    from PyQt5.QtWidgets import QApplication
+    from blended_diffusion.qt import QApplication
 
     deadline = time.time() + seconds
     while (ctl.worker is not None or ctl.status_worker is not None) and time.time() < deadline:
@@ -133,7 +133,7 @@ def scenario_restart() -> Dict[str, Any]:
 
 
 def scenario_check_missing() -> Dict[str, Any]:
-    """"Check engine" when the local engine cannot start (the default preset, no weights downloaded)."""
+    """ "Check engine" when the local engine cannot start (the default preset, no weights downloaded)."""
     dock, messages = setup()
     ctl = dock.ctl
     started = ctl.check_engine()

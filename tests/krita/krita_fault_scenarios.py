@@ -32,7 +32,7 @@ def _write(path: str, data: Dict[str, Any]) -> None:
 
 def _pump(until, limit: float) -> bool:
     """Run Krita's event loop until ``until()`` or ``limit`` seconds (kritarunner has no loop running)."""
-    from PyQt5.QtWidgets import QApplication
+    from blended_diffusion.qt import QApplication
 
     deadline = time.time() + limit
     while time.time() < deadline:
@@ -44,8 +44,9 @@ def _pump(until, limit: float) -> bool:
 
 
 def _start_long_job(result_path: str, write: bool = True) -> Any:
-    from blended_diffusion import controller, krita_api
+    from blended_diffusion import krita_api
     from blended_diffusion.params import EditOptions
+    from blended_diffusion.ui import controller
 
     doc = app().createDocument(64, 64, "fault", "RGBA", "U8", "", 72.0)
     select(doc, soft_ellipse(64, 64, 32, 32, 20, 20))
@@ -78,21 +79,25 @@ def job_then_quit(result_path: str) -> None:
     # returns) with the job still running.
     started = time.time()
     app().notifier().applicationClosing.emit()
-    data.update(closing_s=round(time.time() - started, 2), worker_left=ctl.worker is not None
-                and ctl.worker.isRunning(), engine_running=ctl.manager.running)
+    data.update(
+        closing_s=round(time.time() - started, 2),
+        worker_left=ctl.worker is not None and ctl.worker.isRunning(),
+        engine_running=ctl.manager.running,
+    )
     _pump(lambda: ctl.worker is None, 5)  # Krita's event loop runs on while its windows close
     data.update(worker_released=ctl.worker is None)
     _write(result_path, data)
 
 
 def doc_closed(result_path: str) -> None:
-    from blended_diffusion import controller, krita_api
+    from blended_diffusion import krita_api
+    from blended_diffusion.qt import QMessageBox
+    from blended_diffusion.ui import controller
     from fake_engine import FakeManager
     from krita_scenarios import photo_doc
-    from PyQt5.QtWidgets import QMessageBox
 
     messages: List[str] = []
-    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.Ok)
+    QMessageBox.warning = staticmethod(lambda *a, **k: messages.append(a[2]) or QMessageBox.StandardButton.Ok)
     exceptions: List[str] = []
     sys.excepthook = lambda kind, value, tb: exceptions.append(
         "".join(traceback.format_exception(kind, value, tb))
@@ -110,18 +115,21 @@ def doc_closed(result_path: str) -> None:
     doc.close()
     finished = _pump(lambda: ctl.worker is None, 60)
     _pump(lambda: False, 0.5)  # queued signals after the thread ended
-    _write(result_path, {
-        "started": started,
-        "busy_when_closed": busy_when_closed,
-        "finished": finished,
-        "state": ctl.flow.state,
-        "message": ctl.last_message,
-        "dialogs": messages,
-        "exceptions": exceptions,
-        "outcome": ctl.outcome is not None,
-        "documents_closed": documents_before - len(app().documents()),
-        "can_edit_again": ctl.flow.can_edit,
-    })
+    _write(
+        result_path,
+        {
+            "started": started,
+            "busy_when_closed": busy_when_closed,
+            "finished": finished,
+            "state": ctl.flow.state,
+            "message": ctl.last_message,
+            "dialogs": messages,
+            "exceptions": exceptions,
+            "outcome": ctl.outcome is not None,
+            "documents_closed": documents_before - len(app().documents()),
+            "can_edit_again": ctl.flow.can_edit,
+        },
+    )
 
 
 SCENARIOS = {"job_then_wait": job_then_wait, "job_then_quit": job_then_quit, "doc_closed": doc_closed}

@@ -296,9 +296,10 @@ def scenario_docker(engine) -> Dict[str, Any]:
     on a worker thread and fills the candidate list, choosing and Accept work from the buttons."""
     import time
 
-    from blended_diffusion import config, docker, krita_api, pixels
+    from blended_diffusion import config, krita_api, pixels
+    from blended_diffusion.qt import QApplication
+    from blended_diffusion.ui import docker
     from fake_engine import FakeManager, dock_size, forbid_modal
-    from PyQt5.QtWidgets import QApplication
 
     modal = forbid_modal()
     doc = photo_doc()

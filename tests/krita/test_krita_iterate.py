@@ -8,21 +8,18 @@ import re
 
 import pytest
 
-from tests.krita_env import KRITARUNNER, run_scenarios, scenario_environment
-
-pytestmark = pytest.mark.skipif(
-    KRITARUNNER is None, reason="kritarunner is not installed (apt-get install krita python3-pyqt5)"
-)
+from tests.krita_env import run_scenarios, scenario_environment
 
 
 @pytest.fixture(scope="module")
-def sessions(tmp_path_factory):
-    home = tmp_path_factory.mktemp("krita-iterate")
+def sessions(tmp_path_factory, krita):
+    """Krita 5.1 and Krita 6 (tests/krita/conftest.py), each its own home."""
+    home = tmp_path_factory.mktemp(f"krita-iterate-{krita.label}")
     env = scenario_environment(home, "toy", BD_ENGINE_LOG=str(home / "engine.log"), OMP_NUM_THREADS="1")
     results = {}
     for engine, scenarios in (("real", ("rounds", "docker", "history_write")), ("fake", ("history_read",))):
         out = home / f"result-{engine}.json"
-        found = run_scenarios(env, home, "iterate_scenarios", out, engine, *scenarios)
+        found = run_scenarios(env, home, "iterate_scenarios", out, engine, *scenarios, krita=krita)
         for name in scenarios:
             assert "error" not in found[name], found[name].get("traceback", found[name].get("error"))
         results.update(found)

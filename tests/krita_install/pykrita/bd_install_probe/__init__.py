@@ -11,8 +11,19 @@ import sys
 import traceback
 
 from krita import Extension, Krita
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QDockWidget
+
+try:  # the plugin's Qt rule (blended_diffusion/qt.py), not imported from it: the probe must not load it
+    import pykrita
+
+    _QT6 = getattr(pykrita, "qt_major_version", lambda: 5)() >= 6
+except ImportError:
+    _QT6 = False
+if _QT6:
+    from PyQt6.QtCore import QTimer
+    from PyQt6.QtWidgets import QDockWidget
+else:
+    from PyQt5.QtCore import QTimer
+    from PyQt5.QtWidgets import QDockWidget
 
 WATCHED = ("blended_diffusion", "bridge")
 

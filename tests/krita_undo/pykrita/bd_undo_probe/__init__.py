@@ -6,9 +6,8 @@ import json
 import os
 import traceback
 
+from blended_diffusion.qt import QApplication, QTimer
 from krita import Extension, Krita
-from PyQt5.QtCore import QTimer
-from PyQt5.QtWidgets import QApplication
 
 
 def _probe() -> dict:

@@ -8,15 +8,14 @@ shows messages and questions itself) is not open.
 
 from typing import Any, Callable, List, Optional
 
-from PyQt5.QtCore import Qt
-from PyQt5.QtWidgets import QInputDialog, QMessageBox
+from ..qt import QInputDialog, QMessageBox, Qt
 
 TITLE = "Blended Diffusion"
 _open: List[Any] = []  # windows kept referenced while they are shown
 
 
 def _keep(window: Any) -> Any:
-    window.setAttribute(Qt.WA_DeleteOnClose)
+    window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     window.setModal(False)
     _open.append(window)
     window.finished.connect(lambda *_: _open.remove(window) if window in _open else None)
@@ -26,16 +25,18 @@ def _keep(window: Any) -> Any:
 
 def message(text: str, title: str = TITLE, selectable: bool = False) -> Any:
     """A message window; Krita stays usable while it is open."""
-    box = QMessageBox(QMessageBox.Information, title, text)
+    box = QMessageBox(QMessageBox.Icon.Information, title, text)
     if selectable:
-        box.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
     return _keep(box)
 
 
 def question(text: str, on_answer: Callable[[bool], Any], title: str = TITLE) -> Any:
     """A Yes / No window: ``on_answer(True)`` when Yes is pressed, ``on_answer(False)`` otherwise."""
-    box = QMessageBox(QMessageBox.Question, title, text, QMessageBox.Yes | QMessageBox.No)
-    yes = box.button(QMessageBox.Yes)
+    box = QMessageBox(
+        QMessageBox.Icon.Question, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
+    )
+    yes = box.button(QMessageBox.StandardButton.Yes)
     box.buttonClicked.connect(lambda button: on_answer(button is yes))
     return _keep(box)
 

@@ -5,11 +5,10 @@ PyQt5 only; their signals are delivered on the GUI thread (the receivers are QOb
 import threading
 from typing import Any, Callable, Dict, Optional, Union
 
-from PyQt5.QtCore import QThread, pyqtSignal
-
-from . import doctor, errors, extending
-from .editing import EditRequest, execute
-from .engine_manager import EngineManager, job_error
+from .. import doctor, errors, extending
+from ..editing import EditRequest, execute
+from ..engine_manager import EngineManager, job_error
+from ..qt import QThread, pyqtSignal
 
 Resolver = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
 

@@ -5,17 +5,17 @@ PyQt5 only (Krita objects go through krita_api/api), shared by the docker and th
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from PyQt5.QtCore import QObject, pyqtSignal
-
 from bridge.limits import DEFAULT_LIMITS, JobLimits
 
-from . import api, errors, extending, krita_api, notices, recommended, workflow
-from .editing import EditResponse
-from .engine_manager import EngineManager, EngineSettings
-from .estimate import Estimates
+from .. import api, errors, extending, krita_api, recommended, workflow
+from ..editing import EditResponse
+from ..engine_manager import EngineManager, EngineSettings, saved_engine_settings
+from ..estimate import Estimates
+from ..params import EditOptions
+from ..qt import QObject, pyqtSignal
+from ..settings import shared_store
+from . import notices
 from .group_actions import GroupActions
-from .params import EditOptions
-from .settings import shared_store
 from .workers import CheckWorker, EditWorker, StatusWorker, engine_status  # noqa: F401 - engine_status: API
 
 
@@ -55,15 +55,7 @@ class Controller(GroupActions, QObject):
     # ---------------------------------------------------------- settings and engine
 
     def engine_settings(self) -> EngineSettings:
-        s = self.settings
-        return EngineSettings(
-            mode=s.get("engine_mode"),
-            host=s.get("remote_host"),
-            port=s.get("remote_port"),
-            token=s.get("remote_token"),
-            fingerprint=s.get("remote_fingerprint"),
-            device=s.get("device"),
-        )
+        return saved_engine_settings(self.settings)
 
     def apply_engine_settings(self) -> None:
         self.manager.configure(self.engine_settings())

@@ -7,8 +7,8 @@ the controller stays about running jobs. Every refusal is a message in the docke
 import threading
 from typing import Any, List, Optional
 
-from . import api, errors, iterating, rounds, workflow
-from .editing import EditRequest
+from .. import api, errors, iterating, rounds, workflow
+from ..editing import EditRequest
 from .workers import EditWorker
 
 

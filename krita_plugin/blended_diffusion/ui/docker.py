@@ -7,9 +7,11 @@ round line, Accept / Discard, More / Vary), Engine, status and question, Check e
 
 from typing import Any, Iterable, Optional
 
-from PyQt5.QtCore import Qt, QTimer
-from PyQt5.QtGui import QPixmap
-from PyQt5.QtWidgets import (
+from .. import extending, krita_api, recommended
+from ..estimate import Remaining
+from ..krita_api import DockWidget
+from ..params import MAX_CANDIDATES, guided_steps, mode_sets_schedule
+from ..qt import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
@@ -18,18 +20,16 @@ from PyQt5.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QPixmap,
     QProgressBar,
     QPushButton,
     QSpinBox,
+    Qt,
+    QTimer,
     QVBoxLayout,
     QWidget,
 )
-
-from . import extending, krita_api, recommended
 from .controller import controller
-from .estimate import Remaining
-from .krita_api import DockWidget
-from .params import MAX_CANDIDATES, guided_steps, mode_sets_schedule
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
@@ -59,7 +59,7 @@ class BlendedDiffusionDocker(DockWidget):
         # The prompt: an editable drop-down of the recent prompts (kept with the settings), and Clear.
         self.prompt_box = QComboBox()
         self.prompt_box.setEditable(True)
-        self.prompt_box.setInsertPolicy(QComboBox.NoInsert)
+        self.prompt_box.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
         self.prompt_box.setToolTip("The prompt; the arrow lists recent prompts")
         self.prompt = self.prompt_box.lineEdit()
         self.prompt.setPlaceholderText(
@@ -207,7 +207,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.progress.setValue(0)
         layout.addWidget(self.progress)
         self.preview = QLabel()
-        self.preview.setAlignment(Qt.AlignCenter)
+        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setMinimumHeight(THUMB)
         layout.addWidget(self.preview)
 
@@ -231,7 +231,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.port = QSpinBox()
         self.port.setRange(1, 65535)
         self.token = QLineEdit()
-        self.token.setEchoMode(QLineEdit.Password)
+        self.token.setEchoMode(QLineEdit.EchoMode.Password)
         self.fingerprint = QLineEdit()
         self.fingerprint.setPlaceholderText("TLS: SHA-256 printed by 'engine serve --tls'")
         self.fingerprint.setToolTip(
@@ -438,7 +438,9 @@ class BlendedDiffusionDocker(DockWidget):
         if preview:
             pixmap = QPixmap()
             if pixmap.loadFromData(preview):
-                self.preview.setPixmap(pixmap.scaled(THUMB * 3, THUMB * 3, Qt.KeepAspectRatio))
+                self.preview.setPixmap(
+                    pixmap.scaled(THUMB * 3, THUMB * 3, Qt.AspectRatioMode.KeepAspectRatio)
+                )
 
     def _apply_limits(self) -> None:
         """The connected engine's limits (bridge/limits.py, from its status) as the boxes' maxima."""

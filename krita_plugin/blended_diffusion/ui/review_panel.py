@@ -3,26 +3,29 @@ More / Vary (with Vary's strength). Part of docker.py's widget tree; it talks on
 
 from typing import Any
 
-from PyQt5.QtCore import QSize, Qt
-from PyQt5.QtGui import QIcon, QImage, QPainter, QPixmap
-from PyQt5.QtWidgets import (
+from .. import extending, naming, workflow
+from ..qt import (
     QDoubleSpinBox,
     QHBoxLayout,
+    QIcon,
+    QImage,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QPainter,
+    QPixmap,
     QPushButton,
+    QSize,
+    Qt,
     QVBoxLayout,
     QWidget,
 )
-
-from . import extending, naming, workflow
 
 THUMB = 72
 
 
 def rgba_qimage(rgba: bytes, width: int, height: int) -> QImage:
-    return QImage(rgba, width, height, 4 * width, QImage.Format_RGBA8888).copy()
+    return QImage(rgba, width, height, 4 * width, QImage.Format.Format_RGBA8888).copy()
 
 
 class ReviewPanel(QWidget):
@@ -37,7 +40,7 @@ class ReviewPanel(QWidget):
         layout.addWidget(self.list)
         self.round_info = QLabel()
         self.round_info.setWordWrap(True)
-        self.round_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.round_info.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.round_info.setToolTip("The round that made the shown candidate: what reproduces it")
         layout.addWidget(self.round_info)
         review = QHBoxLayout()
@@ -84,8 +87,8 @@ class ReviewPanel(QWidget):
         request = self.ctl.outcome.request
         x, y, w, h = candidate.box
         if isinstance(request, extending.ExtendRequest):  # the old image at its offset on the new canvas
-            canvas = QImage(w, h, QImage.Format_RGBA8888)
-            canvas.fill(Qt.transparent)
+            canvas = QImage(w, h, QImage.Format.Format_RGBA8888)
+            canvas.fill(Qt.GlobalColor.transparent)
             painter = QPainter(canvas)
             left, top = request.offset
             painter.drawImage(left, top, rgba_qimage(request.image_rgba, *request.size))
@@ -97,7 +100,14 @@ class ReviewPanel(QWidget):
         painter.drawImage(x - rx, y - ry, rgba_qimage(candidate.rgba, w, h))
         painter.end()
         return QIcon(
-            QPixmap.fromImage(canvas.scaled(THUMB, THUMB, Qt.KeepAspectRatio, Qt.SmoothTransformation))
+            QPixmap.fromImage(
+                canvas.scaled(
+                    THUMB,
+                    THUMB,
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
         )
 
     def refresh(self, idle: bool) -> None:

@@ -3,8 +3,8 @@ and previous candidate (Ctrl+Alt+. and Ctrl+Alt+, by default), More and Vary."""
 
 from typing import Any
 
+from ..krita_api import Extension
 from .controller import controller
-from .krita_api import Extension
 
 ACTIONS = (
     # id (also in blended_diffusion.action), text, controller method

@@ -1,7 +1,6 @@
 """A scroll area whose size hints never change after the docker is built (see SteadyArea)."""
 
-from PyQt5.QtCore import QSize
-from PyQt5.QtWidgets import QFrame, QScrollArea, QWidget
+from ..qt import QFrame, QScrollArea, QSize, QWidget
 
 
 class SteadyArea(QScrollArea):
@@ -13,7 +12,7 @@ class SteadyArea(QScrollArea):
 
     def __init__(self, content: QWidget, sections: "tuple[QWidget, ...]" = ()) -> None:
         super().__init__()
-        self.setFrameShape(QFrame.NoFrame)
+        self.setFrameShape(QFrame.Shape.NoFrame)
         self.setWidgetResizable(True)
         bar = self.verticalScrollBar().sizeHint().width()
         for section in sections:  # wide enough for every section expanded, tall enough for none
