@@ -282,8 +282,12 @@ def run_krita_once(
     window_manager: bool = True,
     size: str = "1600x1000",
     start_grace: float = 120.0,
+    root: Optional[str] = None,
 ) -> KritaRun:
-    """Krita under a fresh Xvfb (and openbox); returns when Krita exits, hangs or runs out of time."""
+    """Krita under a fresh Xvfb (and openbox); returns when Krita exits, hangs or runs out of time.
+
+    ``root``: the Krita of a Debian root (tests/krita_roots.py: krita6, krita53) instead of this machine's,
+    seeing the X socket, the profile and this checkout at their own paths."""
     # A SIGTERM to this script still ends Krita, openbox and Xvfb (through the finally below).
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
     xvfb, display = _start_xvfb(size)
@@ -300,10 +304,17 @@ def run_krita_once(
                 stderr=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        command, krita_environment = ["krita", "--nosplash"], env
+        if root is not None:
+            from tests.krita_roots import KNOWN, chroot_command, root_environment
+
+            cwd = Path(env.get("HOME", "/tmp"))
+            command = chroot_command(KNOWN[root], command, root_environment(env), cwd)  # exec's all the way
+            krita_environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         with open(log_path, "wb") as log:
             krita = subprocess.Popen(
-                ["krita", "--nosplash"],
-                env=env,
+                command,
+                env=krita_environment,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

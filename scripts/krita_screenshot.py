@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # tests.krita_roots, for --krita-root
 from krita_gui import ROOT, install_profile, krita_env, run_krita  # noqa: E402
 
 # A one-off pykrita plugin that drives the GUI once the window exists, then grabs it and quits.
@@ -152,6 +153,12 @@ def main() -> int:
         "--detail", choices=("off", "auto", "on"), default="on", help="the docker's Full-resolution detail"
     )
     parser.add_argument("--no-wm", action="store_true", help="run without the openbox window manager")
+    parser.add_argument(
+        "--krita-root",
+        default=None,
+        choices=("krita6", "krita53"),
+        help="the Krita of a Debian root (built by tests/krita_roots.py) instead of this machine's",
+    )
     parser.add_argument("--stacks", default=None, help="where to write gdb stacks if Krita hangs")
     args = parser.parse_args()
     for tool in ("Xvfb", "krita") + (() if args.no_wm else ("openbox",)):
@@ -211,7 +218,13 @@ def main() -> int:
             },
         }
         env = krita_env(home, config_dir / "engine.json", gui)
-        run = run_krita(env, Path(gui["heartbeat"]), args.timeout + 120, window_manager=not args.no_wm)
+        run = run_krita(
+            env,
+            Path(gui["heartbeat"]),
+            args.timeout + 120,
+            window_manager=not args.no_wm,
+            root=args.krita_root,
+        )
         trace_file = Path(gui["trace"])
         steps = trace_file.read_text(encoding="utf-8") if trace_file.exists() else "(no trace)\n"
         if run.hung:
