@@ -598,6 +598,10 @@ def installed_plugin_loads(clone: Path, tmp_path: Path, krita: KritaInstall) -> 
     assert all(str(REPO) not in (path or "") for path in report["modules"].values())
     assert any(name.startswith(PLUGIN + ".") for name in report["extensions"]), report["extensions"]
     assert docker_id(clone) in report["dockers"], report["dockers"]
+    actions = report["actions"]
+    assert len(actions) == 9, actions
+    assert actions["blended_diffusion_edit"] == ["Edit with Text…", "Ctrl+Alt+E"]
+    assert actions["blended_diffusion_next"][1] == "Ctrl+Alt+."
     record = json.loads((home / ".config" / "blended-diffusion" / "engine.json").read_text())
     assert report["engine_config"] == {"python": record["python"], "engine_root": record["engine_root"]}
 

@@ -47,6 +47,12 @@ def _collect() -> dict:
     if windows:
         docks = windows[0].qwindow().findChildren(QDockWidget)
         report["dockers"] = [d.objectName() for d in docks]
+    # The menu actions as Krita made them (the .action file's shortcuts included).
+    report["actions"] = {}
+    for action in krita.actions():
+        name = action.objectName()
+        if name.startswith("blended_diffusion_"):
+            report["actions"][name] = [action.text(), action.shortcut().toString()]
     if "blended_diffusion" in sys.modules:
         # The plugin's own reader of the record install.py wrote.
         config = __import__("blended_diffusion.config", fromlist=["load_engine_config"])
