@@ -98,6 +98,9 @@ def load_latent_models(
     """Verified, frozen latent models of a ``method: latent`` preset on ``device``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # the engine reports its own progress; no bar on stderr
 
     from engine.models.clip import ClipModel, read_clip_state_dict
 
