@@ -190,8 +190,8 @@ def folder_files(out: Path) -> dict:
     from engine.models.weights import sha256_file
 
     files = {}
-    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-        for path in sorted((out / sub).iterdir()):
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):  # unet/, vae/, ... (SDXL: two more)
+        for path in sorted(folder.iterdir()):
             if path.is_file():
                 rel = path.relative_to(out).as_posix()
                 files[rel] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}

@@ -78,13 +78,32 @@ def seeded_noise(shape: Sequence[int], seeds: Sequence[int], device, generators=
     return torch.stack([torch.randn(tuple(shape), generator=g) for g in gens]).to(device), gens
 
 
-def guided_eps(unet, z: torch.Tensor, t, cond: Optional[torch.Tensor], uncond: torch.Tensor, scale: float):
-    """Classifier-free guidance; one UNet call on the doubled batch (none doubled without a prompt)."""
+def _parts(conditioning):
+    """(encoder states, added_cond_kwargs or None) of a Conditioning, or of bare encoder states."""
+    if isinstance(conditioning, torch.Tensor):
+        return conditioning, None
+    return conditioning.states, conditioning.added
+
+
+def _batched(parts: Sequence, batch: int):
+    """The conditionings' states and added kwargs, each repeated ``batch`` times and stacked in order."""
+    states = torch.cat([p[0].expand(batch, *p[0].shape[1:]) for p in parts])
+    if parts[0][1] is None:
+        return states, {}
+    added = {k: torch.cat([p[1][k].expand(batch, *p[1][k].shape[1:]) for p in parts]) for k in parts[0][1]}
+    return states, {"added_cond_kwargs": added}
+
+
+def guided_eps(unet, z: torch.Tensor, t, cond, uncond, scale: float) -> torch.Tensor:
+    """Classifier-free guidance; one UNet call on the doubled batch (none doubled without a prompt).
+
+    cond / uncond: engine.models.latent.Conditioning, or bare encoder states [1, T, D]."""
     batch = z.shape[0]
     if cond is None:
-        return unet(z, t, encoder_hidden_states=uncond.expand(batch, -1, -1)).sample
-    states = torch.cat([uncond.expand(batch, -1, -1), cond.expand(batch, -1, -1)])
-    eps_uncond, eps_cond = unet(torch.cat([z, z]), t, encoder_hidden_states=states).sample.chunk(2)
+        states, extra = _batched([_parts(uncond)], batch)
+        return unet(z, t, encoder_hidden_states=states, **extra).sample
+    states, extra = _batched([_parts(uncond), _parts(cond)], batch)
+    eps_uncond, eps_cond = unet(torch.cat([z, z]), t, encoder_hidden_states=states, **extra).sample.chunk(2)
     return eps_uncond + scale * (eps_cond - eps_uncond)
 
 
@@ -97,8 +116,8 @@ def blended_latent_diffusion(
     seeds: Sequence[int],
     num_steps: int,
     skip: int,
-    cond: Optional[torch.Tensor],
-    uncond: torch.Tensor,
+    cond,
+    uncond,
     guidance_scale: float,
     init: Optional[torch.Tensor] = None,
     on_step: Optional[Callable[[LatentStep], None]] = None,
@@ -107,7 +126,8 @@ def blended_latent_diffusion(
 
     source: the source's scaled latent [1, C, h, w]; masks: the phases' masks [1, 1, h, w] (shrinking_masks);
     num_steps DDIM steps of which the first ``skip`` are skipped (strength 1 - skip / num_steps);
-    cond / uncond: text encoder states [1, T, D] of the prompt (None: no guidance) and of "";
+    cond / uncond: the conditioning on the prompt (None: no guidance) and on "" (Conditioning, or text
+    encoder states [1, T, D]);
     init: where the diffusion starts (a scribble's latent), the source when None.
     """
     scheduler.set_timesteps(num_steps, device=source.device)

@@ -82,8 +82,8 @@ def latent_edit(
     if not grid.any():
         notes.append("the selection is thinner than the latent grid: only progressive shrinking edits it")
     masks = bld.shrinking_masks(grid, bool(params.mask_shrink))
-    uncond = models.encode_prompts([""])
-    cond = models.encode_prompts([prompt]) if prompt and scale != 0 else None
+    uncond = models.encode_prompt("")
+    cond = models.encode_prompt(prompt) if prompt and scale != 0 else None
     seeds = candidate_seeds(params)
     counter = ProgressCounter(progress, (num_steps - skip) * len(seeds))
     batch_size = int(params.batch_size)

@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Union
 
 import torch
 
-from engine.errors import EngineError, WeightsCorruptError
+from engine.errors import WeightsCorruptError
 from engine.models import weights
 from engine.models.registry import ModelSpec, Preset, pipeline_root, resolve_weights_dir
 
@@ -44,23 +44,54 @@ class LatentModels:
     model_flags: Dict[str, Any] = field(default_factory=dict)  # none: admission counts no activations
     compiled_unet: Optional[Any] = field(default=None, repr=False, compare=False)
 
+    text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
+    tokenizer_2: Any = None
+
     def scheduler(self):
         """DDIM with the model's betas; clip_sample off as the authors' scripts set it for latents."""
         from diffusers import DDIMScheduler
 
         return DDIMScheduler.from_config({**self.scheduler_config, "clip_sample": False})
 
-    @torch.no_grad()
-    def encode_prompts(self, prompts: List[str]) -> torch.Tensor:
-        """The text encoder's last hidden states [len(prompts), tokens, dim] (SD 1.x / 2.x conditioning)."""
-        ids = self.tokenizer(
-            prompts,
+    def _ids(self, tokenizer, prompt: str) -> torch.Tensor:
+        return tokenizer(
+            [prompt],
             padding="max_length",
-            max_length=self.tokenizer.model_max_length,
+            max_length=tokenizer.model_max_length,
             truncation=True,
             return_tensors="pt",
         ).input_ids.to(self.device)
-        return self.text_encoder(ids).last_hidden_state.to(self.dtype)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> Conditioning:
+        """The UNet's conditioning on ``prompt`` ("" is the unconditional one).
+
+        SD 1.x / 2.x: the text encoder's last hidden states. SDXL: both encoders' penultimate hidden states
+        side by side, the second one's pooled projection and the size conditioning (no crop, the model's
+        resolution); its unconditional input is all zeros, as the SDXL base pipeline's configuration says.
+        """
+        if self.family != "sdxl":
+            return Conditioning(
+                self.text_encoder(self._ids(self.tokenizer, prompt)).last_hidden_state.to(self.dtype)
+            )
+        first = self.text_encoder(self._ids(self.tokenizer, prompt), output_hidden_states=True)
+        second = self.text_encoder_2(self._ids(self.tokenizer_2, prompt), output_hidden_states=True)
+        states = torch.cat([first.hidden_states[-2], second.hidden_states[-2]], dim=-1)
+        pooled = second.text_embeds
+        if not prompt:
+            states, pooled = torch.zeros_like(states), torch.zeros_like(pooled)
+        side = float(self.image_size)
+        time_ids = torch.tensor([[side, side, 0.0, 0.0, side, side]], device=self.device)
+        added = {"text_embeds": pooled.to(self.dtype), "time_ids": time_ids.to(self.dtype)}
+        return Conditioning(states.to(self.dtype), added)
+
+
+@dataclass
+class Conditioning:
+    """What the UNet is conditioned on besides the latents and the timestep, for a batch of one."""
+
+    states: torch.Tensor  # encoder_hidden_states [1, tokens, dim]
+    added: Optional[Dict[str, torch.Tensor]] = None  # SDXL's added_cond_kwargs (text_embeds, time_ids)
 
 
 def weights_dtype(preset_dtype: str, device: torch.device) -> torch.dtype:
@@ -97,7 +128,7 @@ def load_latent_models(
 ) -> LatentModels:
     """Verified, frozen latent models of a ``method: latent`` preset on ``device``."""
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # the engine reports its own progress; no bar on stderr
@@ -106,11 +137,6 @@ def load_latent_models(
 
     pipeline = preset.pipeline
     assert pipeline is not None
-    if pipeline.family != "sd":
-        raise EngineError(
-            f"preset {preset.name!r}: the {pipeline.family} family (two text encoders and size conditioning) "
-            "is described but its loop is not built yet; the latent loop runs SD 1.x / 2.x folders"
-        )
     folder = resolve_weights_dir(weights_dir)
     files = {spec.file: _verified(spec, folder, preset.name) for spec in pipeline.files}
     root = pipeline_root(preset, folder)
@@ -127,6 +153,15 @@ def load_latent_models(
             root / "text_encoder", dtype=dtype, variant=_variant(pipeline.files, "text_encoder"), **common
         )
         tokenizer = CLIPTokenizer.from_pretrained(root / "tokenizer", **common)
+        text_encoder_2 = tokenizer_2 = None
+        if pipeline.family == "sdxl":
+            text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(
+                root / "text_encoder_2",
+                dtype=dtype,
+                variant=_variant(pipeline.files, "text_encoder_2"),
+                **common,
+            )
+            tokenizer_2 = CLIPTokenizer.from_pretrained(root / "tokenizer_2", **common)
         scheduler_config = dict(DDIMScheduler.load_config(root, subfolder="scheduler", **common))
     except (OSError, ValueError, RuntimeError) as exc:
         raise WeightsCorruptError(f"The diffusers folder {root} could not be loaded: {exc}") from exc
@@ -135,8 +170,11 @@ def load_latent_models(
         clip_path = weights.verify(preset.clip, folder, preset.name)
         files["clip"] = clip_path
         clip = ClipModel.from_state_dict(preset.clip.config, read_clip_state_dict(clip_path), device)
-    for module in (unet, vae, text_encoder):
-        module.to(device).eval().requires_grad_(False)
+    for module in (unet, vae, text_encoder, text_encoder_2):
+        if module is not None:
+            module.to(device).eval().requires_grad_(False)
+    if dtype != torch.float32 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)  # SD XL's VAE overflows in fp16: it runs in fp32, as its config asks
     return LatentModels(
         unet=unet,
         vae=vae,
@@ -152,4 +190,6 @@ def load_latent_models(
         family=pipeline.family,
         files=files,
         weights_dir=folder,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=tokenizer_2,
     )

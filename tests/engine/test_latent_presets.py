@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from engine.editing.editor import EditParams, edit
-from engine.errors import EngineError, WeightsCorruptError
+from engine.errors import WeightsCorruptError
 from engine.models import registry
 from engine.models.loading import load_models
 
@@ -84,7 +84,7 @@ def test_a_folder_in_diffusers_layout_loads_as_a_latent_preset(latent_folder, la
     models = latent_models
     assert type(models).__name__ == "LatentModels" and models.image_size == 32 and models.method == "latent"
     assert type(models.unet).__name__ == "UNet2DConditionModel" and models.dtype == torch.float32
-    assert models.encode_prompts(["a red circle"]).shape == (1, 32, 32)
+    assert models.encode_prompt("a red circle").states.shape == (1, 32, 32)
     assert not any(p.requires_grad for p in models.unet.parameters())
 
 
@@ -103,9 +103,53 @@ def test_a_folder_placed_by_hand_has_its_digests_recorded_on_first_load(tmp_path
     assert recorded.is_file() and len(recorded.read_text().split()[0]) == 64
 
 
-def test_the_sdxl_preset_says_its_loop_is_not_built():
-    with pytest.raises(EngineError, match="sdxl family"):
-        load_models("sdxl", device="cpu")
+def make_sdxl_folder(folder: Path) -> Path:
+    """A tiny SDXL-shaped folder: two text encoders (the second with a projection), text_time conditioning."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
+
+    make_latent_folder(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    tokenizer.save_pretrained(folder / "tokenizer_2")
+    config = CLIPTextConfig.from_pretrained(folder / "text_encoder")
+    config.projection_dim = 16
+    torch.manual_seed(1)
+    CLIPTextModelWithProjection(config).save_pretrained(folder / "text_encoder_2")
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,  # both encoders' widths side by side
+        attention_head_dim=8,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 16,  # six size numbers + the pooled projection
+    )
+    shutil.rmtree(folder / "unet")
+    unet.save_pretrained(folder / "unet")
+    from toyworld import train_latent
+
+    preset = json.loads((folder / "preset.json").read_text())
+    preset["pipeline"].update(family="sdxl", files=train_latent.folder_files(folder))
+    (folder / "preset.json").write_text(json.dumps(preset))
+    return folder
+
+
+def test_an_sdxl_folder_edits_with_two_encoders_and_size_conditioning(tmp_path):
+    models = load_models(str(make_sdxl_folder(tmp_path / "xl")), device="cpu")
+    assert models.family == "sdxl" and models.text_encoder_2 is not None
+    prompted, empty = models.encode_prompt("a red circle"), models.encode_prompt("")
+    assert prompted.states.shape == (1, 32, 64) and prompted.added["text_embeds"].shape == (1, 16)
+    assert prompted.added["time_ids"].tolist() == [[32.0, 32.0, 0.0, 0.0, 32.0, 32.0]]
+    assert not empty.states.any() and not empty.added["text_embeds"].any()  # zeros for the empty prompt
+    image, mask = _scene()
+    params = EditParams(prompt="a red circle", timestep_respacing="6", skip_timesteps=2, batch_size=2)
+    params.iterations_num = 1
+    result = edit(image, Image.fromarray(mask), models, params)
+    for candidate in result.candidates:
+        assert np.array_equal(np.asarray(candidate.image)[mask == 0], np.asarray(image)[mask == 0])
 
 
 @pytest.mark.parametrize(
