@@ -240,3 +240,11 @@ def test_extend_says_a_latent_preset_does_not_extend(latent_models):
     image, _mask = _scene()
     with pytest.raises(InputError, match="latent one"):
         extend(image, ExtendSpec(right=16), latent_models, EditParams(prompt="x"))
+
+
+def test_admission_counts_every_loaded_network_of_a_latent_preset(latent_models):
+    from engine.editing.admission import footprint
+
+    networks = (latent_models.unet, latent_models.vae, latent_models.text_encoder)
+    expected = sum(p.numel() * p.element_size() for m in networks for p in m.parameters())
+    assert footprint(latent_models).weights == expected
