@@ -115,7 +115,7 @@ def preset_info(
             "path": str(s.path),
             "state": s.state,
             "detail": s.detail,
-            "optional": s.spec.kind not in ("diffusion", "clip"),
+            "optional": s.spec.kind not in ("diffusion", "clip", "pipeline_file"),
             "generated": bool(s.spec.generated),
             "urls": list(s.spec.urls),
         }

@@ -10,6 +10,9 @@ Three conditions: "guided" (every candidate, i.e. one picked at random), "top-ra
 candidate of each scene) and "empty prompt" (every candidate of the unguided run).
 
     python -m toyworld.evaluate --scenes 120 [--empty-scenes 30] [--json result.json]
+    python -m toyworld.evaluate --models toy-latent --first-seed 30 --scenes 120 --empty-scenes 0
+
+Any preset runs: a latent one (Blended Latent Diffusion, issue 31) goes through the same edit() and judges.
 """
 
 from __future__ import annotations
@@ -129,6 +132,7 @@ class Evaluation:
     candidates_per_scene: int
     params: dict
     seconds: float
+    cpu_seconds: float = 0.0  # this process's CPU time over every edit (guided and empty-prompt runs)
 
     def conditions(self) -> dict[str, Rates]:
         return {
@@ -151,6 +155,11 @@ class Evaluation:
             f"  background exact: guided {self.guided.background_exact}, "
             f"empty prompt {self.unguided.background_exact}"
         )
+        edited = self.guided.candidates + self.unguided.candidates
+        if edited:
+            lines.append(
+                f"  CPU seconds per candidate: {self.cpu_seconds / edited:.3f} ({edited} candidates)"
+            )
         for name, condition, top in (("guided", self.guided, False), ("top-ranked", self.guided, True)):
             table = condition.table(top)
             colours = ", ".join(
@@ -182,6 +191,7 @@ class Evaluation:
             "scores": self.guided.scores,
             "params": self.params,
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
 
@@ -243,7 +253,7 @@ def evaluate(
     base.pop("prompt", None)
     base.pop("seed", None)
     guided, unguided = ConditionResult(), ConditionResult()
-    start = time.time()
+    start, cpu_start = time.time(), time.process_time()
     size = int(models.image_size)
     empty_scenes = scene_count if empty_scenes is None else empty_scenes
     for index in range(first_seed, first_seed + scene_count):
@@ -255,7 +265,8 @@ def evaluate(
             plain = run_condition(case, models, base, "", seed, unguided)
         log(f"scene {index}: '{case.prompt}' guided {got} empty prompt {plain}")
     per_scene = guided.candidates // max(1, guided.scenes)
-    return Evaluation(guided, unguided, scene_count, per_scene, base, time.time() - start)
+    seconds, cpu_seconds = time.time() - start, time.process_time() - cpu_start
+    return Evaluation(guided, unguided, scene_count, per_scene, base, seconds, cpu_seconds)
 
 
 def main(argv: Optional[list] = None) -> int:

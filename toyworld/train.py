@@ -2,7 +2,8 @@
 
 Three stages, in this order: ``adm`` (the single-scale ADM on whole 32 px scenes), ``clip`` (the CLIP, on
 that ADM's guidance views), ``multiscale`` (the ADM trained further on whole scenes mixed with crops of
-scenes drawn 2-8x larger, for the detail stage's tiles). Writes ``toy_clip.pt`` and ``toy_unet.pt`` (plain
+scenes drawn 2-8x larger, for the detail stage's tiles). ``--stages latent`` trains the other toy preset,
+``toy-latent`` (toyworld/train_latent.py), on its own. Writes ``toy_clip.pt`` and ``toy_unet.pt`` (plain
 state_dicts; the ADM after the last of its stages that ran), ``preset.json`` in the engine's registry
 format (flags, config, files, SHA-256, sizes, plus the toy's recommended ``edit_defaults``) and
 ``training_samples.png`` (unguided samples of the trained ADM, to see that it draws scenes).
@@ -33,7 +34,7 @@ TOY_EDIT_DEFAULTS: dict = {
     "iterations_num": 1,
 }
 
-STAGES = ("adm", "clip", "multiscale")
+STAGES = ("adm", "clip", "multiscale", "latent")  # latent: the toy-latent preset (toyworld/train_latent.py)
 # The multiscale stage's defaults (docs/detail.md: chosen on the detail stage's selection scenes 0-29).
 MULTISCALE_STEPS = 800
 MULTISCALE_LR = 5e-4
@@ -184,6 +185,11 @@ def main(argv: list[str] | None = None) -> int:
         " CLIP was trained on 1 (with it this command reproduces the file bit for bit)",
     )
     parser.add_argument(
+        "--latent-out",
+        default="resources/models/toy-latent",
+        help="--stages latent: the toy-latent preset's folder (diffusers layout; toyworld/train_latent.py)",
+    )
+    parser.add_argument(
         "--presets-only",
         action="store_true",
         help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
@@ -200,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     if not stages or stages - set(STAGES):
         parser.error(f"--stages takes any of {', '.join(STAGES)}, got {args.stages!r}")
+    if "latent" in stages:
+        if stages != {"latent"}:
+            parser.error("--stages latent trains another preset: run it on its own")
+        from toyworld import train_latent
+
+        return train_latent.main(["--out", args.latent_out, "--seed", str(args.seed)])
     out = Path(args.out)
     if "clip" not in stages and not (out / CLIP_FILE).is_file():
         parser.error(f"--stages without clip needs {out / CLIP_FILE} from an earlier run")

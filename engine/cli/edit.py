@@ -67,6 +67,9 @@ def _edit_params(args: argparse.Namespace):
         guidance_grad=args.guidance_grad,
         prune_factor=args.prune_factor,
         prune_at=args.prune_at,
+        guidance_scale=getattr(args, "guidance_scale", None),
+        mask_shrink=getattr(args, "mask_shrink", True),
+        background_reconstruction=getattr(args, "background_reconstruction", False),
         detail=getattr(args, "detail", "off"),
         detail_strength=(
             args.detail_strength

@@ -61,15 +61,21 @@ def _list(args: argparse.Namespace) -> int:
         preset = get_preset(name)
         statuses = preset_status(preset, folder, hash_file=not args.quick)
         required = statuses[: len(preset.required_models)]  # optional extras do not block "ready"
-        ready = all(s.ok or s.state == "unchecked" for s in required)
+        # a diffusers folder placed by hand has no digests yet: they are recorded when it is first loaded
+        ready = all(s.ok or s.state == "unchecked" or _placed(s) for s in required)
         generated = all(s.spec.generated for s in required)
         if ready:
             summary = "ready"
         elif generated:
             summary = "made on first use"
+        elif preset.pipeline is not None and any(_to_place(s) for s in required):
+            summary = f"not ready: {_placing_hint(preset, folder)}"
         else:
             summary = f"not ready: run `python -m engine download {name}`"
         print(f"\n{name}: {preset.description}\n  [{summary}]")
+        if preset.pipeline is not None:
+            licence = f", licence: {preset.pipeline.licence}" if preset.pipeline.licence else ""
+            print(f"  method: latent (Blended Latent Diffusion), {preset.pipeline.resolution} px{licence}")
         for status in statuses:
             state = STATE_TEXT.get(status.state, status.state)
             if status.state == "missing" and status.spec.generated:
@@ -81,12 +87,36 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _placed(status) -> bool:
+    return status.spec.kind == "pipeline_file" and status.state == "unrecorded"
+
+
+def _to_place(status) -> bool:
+    """A missing file of a diffusers folder that no download provides: the user places it."""
+    return status.spec.kind == "pipeline_file" and not status.spec.urls and status.state == "missing"
+
+
+def _placing_hint(preset, folder) -> str:
+    from engine.models.registry import pipeline_root
+
+    parts = sorted({spec.file.split("/")[-2] + "/" for spec in preset.pipeline.files if "/" in spec.file})
+    return (
+        f"no download is built in for these files: place the model's folder in diffusers layout "
+        f"({', '.join(parts)}) at {pipeline_root(preset, folder)}"
+    )
+
+
 def _download(args: argparse.Namespace) -> int:
     from engine.models.registry import get_preset, resolve_weights_dir
-    from engine.models.weights import download
+    from engine.models.weights import check_file, download
 
     preset = get_preset(args.preset)
     folder = resolve_weights_dir(args.weights_dir)
+    if preset.pipeline is not None and any(
+        _to_place(check_file(s, folder, False)) for s in preset.pipeline.files
+    ):
+        print(f"error: preset {preset.name!r}: {_placing_hint(preset, folder)}", file=sys.stderr)
+        return 1
     for spec in preset.models:
         if spec.kind == "lpips_backbone" and spec.size_bytes:
             print(

@@ -204,6 +204,27 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         help="fraction of the steps after which the started candidates are ranked and pruned",
     )
 
+    latent = parser.add_argument_group("Blended Latent Diffusion (presets whose method is latent)")
+    latent.add_argument(
+        "--guidance_scale",
+        type=float,
+        action=_Store,
+        default=None,
+        help="classifier-free guidance (default: the preset's, 7.5 for SD 1.x/2.x, 5 for SDXL)",
+    )
+    latent.add_argument(
+        "--no_mask_shrink",
+        dest="mask_shrink",
+        action=_Flag,
+        const=False,
+        help="no progressive mask shrinking (the dilated masks of the first steps, for thin selections)",
+    )
+    latent.add_argument(
+        "--background_reconstruction",
+        action=_Flag,
+        help="decode each candidate with a decoder copy fine-tuned to the source outside the mask (slow)",
+    )
+
     misc = parser.add_argument_group("candidates and output")
     misc.add_argument(
         "--seed",

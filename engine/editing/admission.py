@@ -113,6 +113,8 @@ def footprint(models: Any) -> Footprint:
         return known
     clip = getattr(models, "clip", None)
     modules = [getattr(models, "unet", None), getattr(clip, "model", None)]
+    # a latent preset's other networks (engine.models.latent.LatentModels) are loaded weights too
+    modules += [getattr(models, name, None) for name in ("vae", "text_encoder", "text_encoder_2")]
     weights = sum(
         p.numel() * p.element_size() for module in modules if module is not None for p in module.parameters()
     )

@@ -2,6 +2,7 @@
 
   prepare   (prepare.py)  the context square around the mask at the model's size, the mask binarised
   diffuse   (diffuse.py)  batch_size x iterations_num candidates through Algorithm 2 (blended.py)
+                          (a preset whose method is "latent" runs latent_edit.py's stages instead)
   rank      (ranking.py)  CLIP scores of each candidate, best first
   detail    (detail.py)   each candidate resized into the box and, when asked for and the box is well
                           above the model's size, re-sampled there over fused tiles (full resolution)
@@ -96,6 +97,10 @@ def edit(
     ``timer``: an engine.editing.timing.StepTimer that records this device's step times and the time around
     them; the caller saves it once the result is out (so its own PNG encoding is counted too).
     """
+    if getattr(models, "method", "paper") == "latent":  # a diffusers preset: Blended Latent Diffusion
+        from engine.editing.latent_edit import latent_edit
+
+        return latent_edit(image, mask, models, params, init_image, progress, cancel, timer)
     if timer is not None:
         timer.begin()
     from engine.editing.augment import ExtendingAugmentations

@@ -233,6 +233,11 @@ def extend(
     from engine.editing.augment import ExtendingAugmentations
     from engine.editing.blended import StepInfo, blended_diffusion
 
+    if getattr(models, "method", "paper") != "paper":
+        raise InputError(
+            f"extend runs the paper's method; the preset {getattr(models, 'preset', '?')!r} is a latent one "
+            "(Blended Latent Diffusion edits only, so far): use a paper preset such as default or toy"
+        )
     validate_spec(spec)
     validate_params(params)
     if params.invert_mask:

@@ -58,6 +58,12 @@ class EditParams:
     # Issue 23: "unet" (the paper) differentiates the loss w.r.t. x_t through the UNet; "x0" w.r.t. the clean
     # estimate only (the UNet forward without gradient; MPGD's step), about 1.3 UNet forwards a step, not 3.
     guidance_grad: str = "unet"
+    # Blended Latent Diffusion (issue 31, engine/editing/latent.py), for presets whose method is "latent":
+    # timestep_respacing is the DDIM step count and skip_timesteps the steps skipped (50 and 12: the
+    # authors' strength 0.75); the CLIP-guidance fields above do not apply there.
+    guidance_scale: float | None = None  # classifier-free guidance; None: the preset's (7.5 SD, 5 SDXL)
+    mask_shrink: bool = True  # progressive mask shrinking: dilated masks (7, 5, 3) first, as the paper
+    background_reconstruction: bool = False  # fine-tune a decoder copy per candidate (75 Adam steps)
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
@@ -98,6 +104,9 @@ def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> N
     need(params.detail in DETAIL_MODES, f"detail must be one of {', '.join(DETAIL_MODES)}: {params.detail!r}")
     strength = float(params.detail_strength)
     need(0.0 < strength <= 1.0, f"detail_strength must be above 0 and at most 1, got {strength}")
+    if params.guidance_scale is not None:
+        scale = float(params.guidance_scale)
+        need(math.isfinite(scale) and scale >= 0, f"guidance_scale must be a number >= 0, got {scale}")
     for name in ("clip_guidance_lambda", "range_lambda", "lpips_sim_lambda", "l2_sim_lambda"):
         value = float(getattr(params, name))
         need(math.isfinite(value), f"{name} must be a finite number, got {value}")

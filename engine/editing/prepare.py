@@ -111,8 +111,10 @@ def prepare_edit(
         notes.extend(scribble_prepared.notes)
         scribble = imaging.crop(scribble_prepared.rgb, box)
 
-    diffusion = diffusion_for(models, params)
-    lpips_model = lpips_for(models, params, bool(params.prompt.strip()), notes)
+    diffusion = lpips_model = None
+    if getattr(models, "method", "paper") == "paper":  # the latent loop has its own schedule, no LPIPS
+        diffusion = diffusion_for(models, params)
+        lpips_model = lpips_for(models, params, bool(params.prompt.strip()), notes)
 
     device = models.device
     background = to_model_tensor(imaging.crop(source.rgb, box), size, device)

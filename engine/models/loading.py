@@ -130,16 +130,20 @@ def load_models(
     weights_dir: Union[str, os.PathLike, None] = None,
     device: Union[str, torch.device, None] = None,
 ) -> Models:
-    """Verified, frozen (eval, requires_grad False) models of a preset on the chosen device."""
+    """Verified, frozen (eval, requires_grad False) models of a preset on the chosen device (a latent
+    preset's are engine.models.latent.LatentModels)."""
     spec_preset = preset if isinstance(preset, Preset) else get_preset(preset)
     target = device if isinstance(device, torch.device) else pick_device(device)
+    if spec_preset.method == "latent":
+        from engine.models.latent import load_latent_models
+
+        return load_latent_models(spec_preset, weights_dir, target)  # type: ignore[return-value]
+    assert spec_preset.diffusion is not None and spec_preset.clip is not None
     folder = resolve_weights_dir(weights_dir)
     unet_path = ensure_file(spec_preset.diffusion, folder, spec_preset.name)
     clip_path = ensure_file(spec_preset.clip, folder, spec_preset.name)
     unet = load_unet(spec_preset.diffusion, unet_path, target)
-    clip = ClipModel.from_state_dict(
-        spec_preset.clip.config, read_clip_state_dict(clip_path), target
-    )
+    clip = ClipModel.from_state_dict(spec_preset.clip.config, read_clip_state_dict(clip_path), target)
     flags = dict(spec_preset.diffusion.model_flags)
     return Models(
         unet=unet,

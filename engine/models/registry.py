@@ -38,7 +38,11 @@ WEIGHTS_ENV = "BLENDED_DIFFUSION_WEIGHTS"
 APP_NAME = "blended-diffusion"
 MODEL_KINDS = ("diffusion", "clip")  # the files every preset needs
 OPTIONAL_KINDS = {"lpips": "lpips_backbone"}  # preset key -> model kind of its optional extra file
-ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values())
+PIPELINE_FILE = "pipeline_file"  # one file of a latent preset's diffusers folder (unet/..., vae/...)
+ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values(), PIPELINE_FILE)
+METHODS = ("paper", "latent")  # engine/editing/blended.py; engine/editing/latent.py
+PIPELINE_FAMILIES = ("sd", "sdxl")  # one text encoder (SD 1.x/2.x), two (SDXL)
+PIPELINE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 def user_data_dir() -> Path:
@@ -102,7 +106,14 @@ class ModelSpec:
         if kind not in ALL_KINDS:
             raise InputError(f"{source}: model 'kind' must be one of {ALL_KINDS}, got {kind!r}")
         file_name = data.get("file")
-        if not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
+        if kind == PIPELINE_FILE:
+            # a path inside the diffusers folder: relative, forward slashes, never leaving it
+            parts = file_name.split("/") if isinstance(file_name, str) else []
+            if not parts or any(p in ("", ".", "..") or "\\" in p for p in parts):
+                raise InputError(
+                    f"{source}: 'file' must be a relative path inside the folder, got {file_name!r}"
+                )
+        elif not isinstance(file_name, str) or not file_name or Path(file_name).name != file_name:
             raise InputError(f"{source}: 'file' must be a plain file name, got {file_name!r}")
         sha = data.get("sha256")
         if sha is not None and (not isinstance(sha, str) or len(sha) != 64):
@@ -123,7 +134,7 @@ class ModelSpec:
         if kind == "clip" and not data.get("config"):
             raise InputError(f"{source}: a CLIP model needs 'config' (embed_dim, vision_cfg, text_cfg)")
         if kind == "lpips_backbone" and (data.get("config") or {}).get("net") != "vgg":
-            raise InputError(f"{source}: an LPIPS backbone needs 'config': {{\"net\": \"vgg\"}} (only VGG16)")
+            raise InputError(f'{source}: an LPIPS backbone needs \'config\': {{"net": "vgg"}} (only VGG16)')
         return cls(
             name=name,
             kind=kind,
@@ -146,21 +157,39 @@ def _is_hex(text: str) -> bool:
 
 
 @dataclass
+class Pipeline:
+    """A latent preset's diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) and how to
+    run it: ``from_pretrained(root)`` of each part."""
+
+    family: str  # "sd" (SD 1.x / 2.x: one CLIP text encoder) or "sdxl" (two, plus size conditioning)
+    resolution: int  # the side the model was trained at, in pixels
+    dtype: str  # weights on a GPU: "auto" (the device's half type), "fp16", "bf16" or "fp32"
+    guidance_scale: float  # classifier-free guidance when the edit does not set it
+    root: Path  # the folder itself
+    files: list = field(default_factory=list)  # ModelSpec of each file it needs, verified before loading
+    licence: str = ""
+
+
+@dataclass
 class Preset:
     name: str
     description: str
-    diffusion: ModelSpec
-    clip: ModelSpec
+    diffusion: Optional[ModelSpec]  # None for a latent preset (its files are ``pipeline.files``)
+    clip: Optional[ModelSpec]  # the ranking CLIP (a latent preset may have none: unranked candidates)
     source: Path  # the preset data file
     # Recommended EditParams values for these models (e.g. a short schedule); options the user sets win.
     edit_defaults: dict = field(default_factory=dict)
     # LPIPS backbone: an optional extra file, only for Algorithm 1 / the background preservation loss
     lpips: Optional[ModelSpec] = None
+    method: str = "paper"  # "paper" (ADM + CLIP guidance) or "latent" (Blended Latent Diffusion)
+    pipeline: Optional[Pipeline] = None  # the latent method's models
 
     @property
     def required_models(self) -> list[ModelSpec]:
         """The files an edit always needs; the preset is ready when these are."""
-        return [self.diffusion, self.clip]
+        if self.pipeline is not None:
+            return list(self.pipeline.files) + ([self.clip] if self.clip is not None else [])
+        return [spec for spec in (self.diffusion, self.clip) if spec is not None]
 
     @property
     def optional_models(self) -> list[ModelSpec]:
@@ -213,14 +242,90 @@ def _edit_defaults(data: dict, source: Path) -> dict:
     return dict(values)
 
 
+def _model_entry(entry: object, name: str, source: Path, base_dir: Path) -> ModelSpec:
+    """A model named from ``specs/`` or given inline; an inline one may name its own ``directory``."""
+    if isinstance(entry, str):
+        return load_model_spec(entry)
+    if not isinstance(entry, dict):
+        raise InputError(f"{source}: a model must be named or given as an object")
+    spec = ModelSpec.from_dict(entry.get("name", name), entry, f"{source} ({name})")
+    if entry.get("directory"):
+        spec.directory = _folder(entry["directory"], base_dir)
+    return spec
+
+
+def _folder(value: object, base_dir: Path) -> Path:
+    path = Path(str(value))
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, directory: Optional[Path]) -> Preset:
+    """A ``"method": "latent"`` preset: a diffusers folder (``pipeline``) and an optional ranking CLIP.
+
+    Without a ``directory`` the folder is ``<weights folder>/<pipeline.folder or the preset's name>``.
+    """
+    spec = data.get("pipeline")
+    if not isinstance(spec, dict):
+        raise InputError(f"{source}: a latent preset needs a 'pipeline' object")
+    family = spec.get("family", "sd")
+    dtype = spec.get("dtype", "auto")
+    if family not in PIPELINE_FAMILIES:
+        raise InputError(f"{source}: pipeline 'family' must be one of {PIPELINE_FAMILIES}, got {family!r}")
+    if dtype not in PIPELINE_DTYPES:
+        raise InputError(f"{source}: pipeline 'dtype' must be one of {PIPELINE_DTYPES}, got {dtype!r}")
+    try:
+        resolution, guidance = int(spec["resolution"]), float(spec["guidance_scale"])
+    except (KeyError, TypeError, ValueError):
+        raise InputError(f"{source}: pipeline needs 'resolution' (pixels) and 'guidance_scale'") from None
+    files = spec.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InputError(f"{source}: pipeline 'files' must map each needed file to its digest and size")
+    folder = str(spec.get("folder") or name)
+    prefix = "" if directory is not None else f"{folder}/"
+    specs = []
+    for rel, entry in files.items():
+        entry = dict(entry or {})
+        entry.update(kind=PIPELINE_FILE, file=f"{prefix}{rel}")
+        if entry.get("sha256") is None:
+            entry["trust_on_first_use"] = True  # a folder placed by hand: its digests are recorded first
+        file_spec = ModelSpec.from_dict(f"{name}:{rel}", entry, f"{source} (pipeline file {rel})")
+        file_spec.directory = directory
+        specs.append(file_spec)
+    root = directory if directory is not None else Path(folder)  # relative: under the weights folder
+    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, str(spec.get("licence", "")))
+    clip = _model_entry(data["clip"], f"{name}-clip", source, base_dir) if data.get("clip") else None
+    if clip is not None and clip.kind != "clip":
+        raise InputError(f"{source}: 'clip' refers to a {clip.kind} model")
+    return Preset(
+        name=name,
+        description=data.get("description", ""),
+        diffusion=None,
+        clip=clip,
+        source=source,
+        edit_defaults=_edit_defaults(data, source),
+        method="latent",
+        pipeline=pipeline,
+    )
+
+
+def pipeline_root(preset: Preset, weights_dir: Union[str, os.PathLike, None] = None) -> Path:
+    """The folder a latent preset's diffusers files are read from."""
+    assert preset.pipeline is not None
+    root = preset.pipeline.root
+    return root if root.is_absolute() else resolve_weights_dir(weights_dir) / root
+
+
 def _preset_from_data(
     name: str, data: dict, source: Path, base_dir: Path, default_dir: Optional[Path]
 ) -> Preset:
     directory = default_dir
     if data.get("directory"):
-        directory = Path(data["directory"])
-        if not directory.is_absolute():
-            directory = (base_dir / directory).resolve()
+        directory = _folder(data["directory"], base_dir)
+    method = data.get("method", "paper")
+    if method not in METHODS:
+        raise InputError(f"{source}: 'method' must be one of {METHODS}, got {method!r}")
+    if method == "latent":
+        return _latent_preset(name, data, source, base_dir, directory)
     specs = {}
     for kind in MODEL_KINDS:
         entry = data.get(kind)

@@ -1,0 +1,339 @@
+"""Train the ``toy-latent`` preset: ``python -m toyworld.train_latent --out resources/models/toy-latent``.
+
+A latent diffusion model in diffusers' own classes on the toy scenes and their captions, small enough to
+train in minutes on one CPU thread and to ship:
+
+  vae/           AutoencoderKL, 32 px scenes -> 16x16x4 latents (its scaling_factor from the latents' std)
+  text_encoder/  a small transformers CLIPTextModel, trained together with the UNet
+  tokenizer/     a CLIPTokenizer whose vocab.json + merges.txt this module writes from the captions' words
+  unet/          UNet2DConditionModel with cross-attention on the text encoder's states
+  scheduler/     DDIMScheduler with Stable Diffusion's betas (what the engine's latent loop steps with)
+
+Captions are dropped (replaced by "") 10% of the time, so the one model also predicts the unconditional
+noise that classifier-free guidance needs. Also ``python -m toyworld.train --stages latent``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Tuple
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHIPPED_DIR = REPO_ROOT / "resources" / "models" / "toy-latent"
+BUILTIN_PRESET = REPO_ROOT / "engine" / "models" / "presets" / "toy-latent.json"
+TOY_CLIP_DIR = "resources/models/toy"  # the toy CLIP ranks toy-latent's candidates too
+
+# Stable Diffusion's schedule, so the toy exercises the same scheduler settings as sd15
+SCHEDULE = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+}
+MAX_TOKENS = 32  # the longest toy caption is about 20 tokens
+CAPTION_DROPOUT = 0.1
+SPECIALS = ("<|startoftext|>", "<|endoftext|>")
+CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.'-"
+
+TOY_LATENT_EDIT_DEFAULTS: dict = {
+    "timestep_respacing": "50",
+    "skip_timesteps": 12,  # the authors' blending_start_percentage 0.25: strength 0.75
+    "guidance_scale": 5.0,
+    "batch_size": 4,
+    "iterations_num": 1,
+}
+
+
+def write_tokenizer_files(captions: List[str], folder: Path) -> Tuple[Path, Path]:
+    """vocab.json + merges.txt of a byte-pair tokenizer whose merges spell each caption word whole.
+
+    Every single character stays in the vocabulary (alone and word-final), so any prompt tokenizes; the
+    merges join each word from its left, one character at a time.
+    """
+    words = sorted({w for text in captions for w in text.replace(",", " , ").split()})
+    vocab: dict = {}
+
+    def add(token: str) -> None:
+        vocab.setdefault(token, len(vocab))
+
+    for char in CHARS:
+        add(char)
+        add(char + "</w>")
+    merges: List[Tuple[str, str]] = []
+    for word in words:
+        pieces = list(word[:-1]) + [word[-1] + "</w>"]
+        joined = pieces[0]
+        for piece in pieces[1:]:
+            if (joined, piece) not in merges:
+                merges.append((joined, piece))
+            joined += piece
+            add(joined)
+    for token in SPECIALS:
+        add(token)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab_path, merges_path = folder / "vocab.json", folder / "merges.txt"
+    vocab_path.write_text(json.dumps(vocab, indent=0) + "\n")
+    merges_path.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+    return vocab_path, merges_path
+
+
+def build_models(vocab_size: int, bos: int, eos: int):
+    """The untrained VAE, text encoder and UNet (the configurations the shipped files hold)."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=32,
+    )
+    text_config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        bos_token_id=bos,
+        eos_token_id=eos,
+        pad_token_id=eos,
+        projection_dim=32,
+    )
+    text_encoder = CLIPTextModel(text_config)
+    unet = UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    return vae, text_encoder, unet
+
+
+def train_vae(vae, images, steps: int, batch: int, generator, log: Callable[[str], None]):
+    """Reconstruction (MSE) plus a small KL term: latents stay near unit scale and smooth to sample."""
+    import torch
+
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    vae.train()
+    for step in range(steps):
+        index = torch.randint(0, images.shape[0], (batch,), generator=generator)
+        x = images[index]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.sample(generator=generator)
+        recon = vae.decode(z).sample
+        loss = torch.nn.functional.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step} loss {loss.item():.5f}")
+    return vae.eval().requires_grad_(False)
+
+
+def train_unet(unet, text_encoder, latents, ids, steps: int, batch: int, generator, log):
+    """Epsilon prediction on the scaled latents, text encoder trained jointly, an EMA of both kept."""
+    import torch
+    from diffusers import DDPMScheduler
+    from diffusers.training_utils import EMAModel
+
+    noise_schedule = DDPMScheduler(**SCHEDULE)
+    params = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
+    ema_unet = EMAModel(unet.parameters(), decay=0.995)
+    ema_text = EMAModel(text_encoder.parameters(), decay=0.995)
+    unet.train()
+    text_encoder.train()
+    for step in range(steps):
+        index = torch.randint(0, latents.shape[0], (batch,), generator=generator)
+        z0 = latents[index]
+        noise = torch.randn(z0.shape, generator=generator)
+        t = torch.randint(0, SCHEDULE["num_train_timesteps"], (batch,), generator=generator)
+        states = text_encoder(ids[index]).last_hidden_state
+        eps = unet(noise_schedule.add_noise(z0, noise, t), t, encoder_hidden_states=states).sample
+        loss = torch.nn.functional.mse_loss(eps, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        ema_unet.step(unet.parameters())
+        ema_text.step(text_encoder.parameters())
+        if step % 200 == 0 or step == steps - 1:
+            log(f"unet step {step} loss {loss.item():.5f}")
+    ema_unet.copy_to(unet.parameters())
+    ema_text.copy_to(text_encoder.parameters())
+    return unet.eval().requires_grad_(False), text_encoder.eval().requires_grad_(False)
+
+
+def folder_files(out: Path) -> dict:
+    """Relative path -> {sha256, size_bytes} of every file the preset loads (the engine verifies them)."""
+    from engine.models.weights import sha256_file
+
+    files = {}
+    for folder in sorted(p for p in out.iterdir() if p.is_dir()):  # unet/, vae/, ... (SDXL: two more)
+        for path in sorted(folder.iterdir()):
+            if path.is_file():
+                rel = path.relative_to(out).as_posix()
+                files[rel] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size}
+    return files
+
+
+def preset_data(out: Path, training: dict) -> dict:
+    return {
+        "name": "toy-latent",
+        "method": "latent",
+        "description": (
+            "tiny latent diffusion (32 px, 16x16x4 latents) trained on synthetic shapes; seconds on a CPU"
+        ),
+        "pipeline": {
+            "family": "sd",
+            "resolution": 32,
+            "dtype": "fp32",
+            "guidance_scale": TOY_LATENT_EDIT_DEFAULTS["guidance_scale"],
+            "files": folder_files(out),
+        },
+        "clip": {
+            "name": "toy-clip32",
+            "kind": "clip",
+            "directory": TOY_CLIP_DIR,
+            **_toy_clip_entry(),
+        },
+        "edit_defaults": TOY_LATENT_EDIT_DEFAULTS,
+        "training": training,
+    }
+
+
+def _toy_clip_entry() -> dict:
+    """The toy CLIP's file entry as the built-in toy preset records it (one source of its digest)."""
+    toy = json.loads((REPO_ROOT / "engine" / "models" / "presets" / "toy.json").read_text())
+    return {k: toy["clip"][k] for k in ("file", "sha256", "size_bytes", "config")}
+
+
+def write_presets(out: Path, data: dict) -> List[Path]:
+    """``preset.json`` in the folder; plus the built-in preset when the folder is the shipped one.
+
+    The ranking CLIP's folder is relative to where each file is read from: the models folder, or the
+    repository for the built-in preset."""
+    toy_clip = (REPO_ROOT / TOY_CLIP_DIR).resolve()
+    local = {**data, "clip": {**data["clip"], "directory": os.path.relpath(toy_clip, out.resolve())}}
+    (out / "preset.json").write_text(json.dumps(local, indent=2) + "\n")
+    written = [out / "preset.json"]
+    if out.resolve() == SHIPPED_DIR:
+        builtin = {**data, "directory": SHIPPED_DIR.relative_to(REPO_ROOT).as_posix()}
+        builtin.pop("name", None)
+        BUILTIN_PRESET.write_text(json.dumps(builtin, indent=2) + "\n")
+        written.append(BUILTIN_PRESET)
+    return written
+
+
+def main(argv: List[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m toyworld.train_latent", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default="resources/models/toy-latent")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=20000)
+    parser.add_argument("--vae-steps", type=int, default=1000)
+    parser.add_argument("--vae-batch", type=int, default=16)
+    parser.add_argument("--unet-steps", type=int, default=2500)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cores are shared)")
+    parser.add_argument(
+        "--presets-only",
+        action="store_true",
+        help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
+    )
+    args = parser.parse_args(argv)
+    if min(args.scenes, args.vae_steps, args.unet_steps, args.batch, args.vae_batch, args.threads) < 1:
+        parser.error("--scenes, the step counts, --batch and --threads must be at least 1")
+    out = Path(args.out)
+    if args.presets_only:
+        previous = json.loads((out / "preset.json").read_text()).get("training", {})
+        for path in write_presets(out, preset_data(out, previous)):
+            print(f"wrote {path}")
+        return 0
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import torch
+    from diffusers import DDIMScheduler
+    from transformers import CLIPTokenizer
+
+    from toyworld.data import scene_bank
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    started, cpu_started = time.time(), time.process_time()
+
+    def log(message: str) -> None:
+        print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
+
+    images_u8, captions = scene_bank(args.scenes, 32, args.seed)
+    images = images_u8.float() / 127.5 - 1.0
+    vocab_path, merges_path = write_tokenizer_files(captions, out / "tokenizer")
+    tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=MAX_TOKENS)
+    dropped = torch.rand(len(captions), generator=generator) < CAPTION_DROPOUT
+    texts = ["" if drop else text for drop, text in zip(dropped.tolist(), captions)]
+    ids = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
+    bos, eos = tokenizer.convert_tokens_to_ids(list(SPECIALS))
+    vae, text_encoder, unet = build_models(len(tokenizer), bos, eos)
+
+    vae = train_vae(vae, images, args.vae_steps, args.vae_batch, generator, log)
+    with torch.no_grad():
+        means = torch.cat(
+            [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
+        )
+    scaling = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"latents {tuple(means.shape[1:])}, std {means.std().item():.4f}: scaling_factor {scaling:.5f}")
+    vae_seconds = time.time() - started
+
+    unet, text_encoder = train_unet(
+        unet, text_encoder, means * scaling, ids.input_ids, args.unet_steps, args.batch, generator, log
+    )
+    for model, sub in ((vae, "vae"), (unet, "unet"), (text_encoder, "text_encoder")):
+        model.save_pretrained(out / sub, safe_serialization=True)
+    tokenizer.save_pretrained(out / "tokenizer")
+    ddim = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+    ddim.save_pretrained(out / "scheduler")
+    training = {
+        "command": "python -m toyworld.train_latent " + " ".join(sys.argv[1:] if argv is None else argv),
+        "seed": args.seed,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "scenes": args.scenes,
+        "batch": args.batch,
+        "vae_steps": args.vae_steps,
+        "vae_batch": args.vae_batch,
+        "unet_steps": args.unet_steps,
+        "caption_dropout": CAPTION_DROPOUT,
+        "vae_seconds": round(vae_seconds),
+        "seconds": round(time.time() - started),
+        "cpu_seconds": round(time.process_time() - cpu_started),
+    }
+    for path in write_presets(out, preset_data(out, training)):
+        log(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
