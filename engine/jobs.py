@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import platform
 import re
 import threading
 import traceback
@@ -23,6 +22,7 @@ from bridge.limits import DEFAULT_LIMITS, SIDES, JobLimits
 from bridge.png import CHANNELS as PNG_CHANNELS
 from bridge.png import encode_png
 from bridge.protocol import Limits, png_info
+from engine import runner_status
 
 log = logging.getLogger("engine.jobs")
 
@@ -243,78 +243,13 @@ class EditRunner(JobRunner):
         return checked
 
     def _timing_key(self) -> str:
-        from engine.editing.timing import store_key
-
-        return store_key(getattr(self.models, "device", "cpu"), getattr(self.models, "preset", "?"))
+        return runner_status.timing_key(self.models)
 
     def timing(self) -> Dict[str, Any]:
-        """What the plugin shows before an edit: ``estimates``, seconds per candidate of each quality mode
-        at the preset's settings on this device, and ``step_times``, seconds per candidate-step (guided,
-        unguided) and the fixed parts (edit, run, candidate; engine/editing/timing.py), both from what
-        earlier edits stored (empty before the first edit measured them). The plugin adds the ``edit``
-        and ``run`` parts once to its count times the per-candidate estimate. ``schedules``: each mode's
-        respaced step count at the preset's settings (the detail stage runs a fraction of it)."""
-        from engine.editing.timing import StepTimes, mode_estimates, mode_schedules
-
-        try:
-            times = StepTimes().get(self._timing_key())
-            return {
-                "estimates": mode_estimates(times, self.edit_defaults),
-                "step_times": times,
-                "schedules": mode_schedules(self.edit_defaults),
-            }
-        except Exception:  # noqa: BLE001 - an estimate must never fail a status or a job
-            log.warning("no time estimate:\n%s", traceback.format_exc())
-            return {}
+        return runner_status.timing(self.models, self.edit_defaults)
 
     def status(self) -> Dict[str, Any]:
-        import torch
-
-        from engine import __version__
-
-        models = self.models
-        versions = {"engine": __version__, "python": platform.python_version(), "torch": torch.__version__}
-        try:
-            import open_clip
-
-            versions["open_clip"] = getattr(open_clip, "__version__", "?")
-        except ImportError:
-            pass
-        return {
-            "device": str(getattr(models, "device", "?")),
-            "models": {
-                "preset": getattr(models, "preset", None),
-                "image_size": getattr(models, "image_size", None),
-                "class_cond": getattr(models, "class_cond", None),
-                "edit_defaults": dict(self.edit_defaults),
-            },
-            **self.timing(),
-            "versions": versions,
-            "doctor": self.doctor(),
-        }
-
-    def doctor(self) -> Dict[str, Any]:
-        """The diagnostics report (engine/diagnostics.py) for this engine, with its text for a dialog."""
-        from engine import diagnostics
-
-        models = self.models
-        try:
-            weights_dir = getattr(models, "weights_dir", None)
-            data = diagnostics.report(
-                self.preset_ref or str(getattr(models, "preset", "default")),
-                str(weights_dir) if weights_dir else None,
-                getattr(models, "device", None),
-                log_path=self.log_path,
-                hash_files=False,  # verified when loaded; a status reply must stay fast
-                estimate=diagnostics.stored_estimate(
-                    str(getattr(models, "preset", "")), getattr(models, "device", None)
-                ),
-            )
-            data["text"] = diagnostics.format_report(data)
-            return data
-        except Exception as exc:  # noqa: BLE001 - a status reply must never fail for the report's sake
-            log.warning("diagnostics failed:\n%s", traceback.format_exc())
-            return {"error": f"{type(exc).__name__}: {exc}", "text": f"diagnostics failed: {exc}"}
+        return runner_status.status(self.models, self.edit_defaults, self.preset_ref, self.log_path)
 
     def _decode(self, name: str, data: bytes, mode: Optional[str] = None) -> Any:
         from PIL import Image
