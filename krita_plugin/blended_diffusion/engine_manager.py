@@ -36,6 +36,7 @@ def saved_engine_settings(store: Any) -> EngineSettings:
         token=store.get("remote_token"),
         fingerprint=store.get("remote_fingerprint"),
         device=store.get("device"),
+        models=store.get("models"),
     )
 
 

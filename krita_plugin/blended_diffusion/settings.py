@@ -73,6 +73,7 @@ SETTINGS = (
     Setting("quality", str, "paper", choices=("paper", "balanced", "fast"), doc="engine quality mode"),
     Setting("detail", str, "off", choices=("off", "auto", "on"), doc="full-resolution detail pass"),
     Setting("engine_mode", str, "local", choices=("local", "remote")),
+    Setting("models", str, "", doc="engine preset (the Model choice); empty: the one install.py recorded"),
     Setting("device", str, "", doc="empty: the engine picks cuda / mps / cpu"),
     Setting("remote_host", str, "127.0.0.1"),
     Setting("remote_port", int, 7860, 1, 65535),

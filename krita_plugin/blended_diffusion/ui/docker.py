@@ -30,6 +30,7 @@ from ..qt import (
     QWidget,
 )
 from .controller import controller
+from .engine_section import EngineSection, ModelBox
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
@@ -37,7 +38,15 @@ DOCKER_ID = "blended_diffusion_docker"
 # Krita sends no signal when the selection changes: its bounds (no pixels) are polled this often while the
 # detail stage's added time is shown, so the figure follows the selection.
 SELECTION_POLL_MS = 1000
-ENGINE_KEYS = ("engine_mode", "device", "remote_host", "remote_port", "remote_token", "remote_fingerprint")
+ENGINE_KEYS = (
+    "engine_mode",
+    "device",
+    "remote_host",
+    "remote_port",
+    "remote_token",
+    "remote_fingerprint",
+    "models",
+)
 
 STRENGTH_TIP = (
     "How much the selected area may change. Strength s skips the first (1 - s) x steps of the diffusion "
@@ -105,6 +114,8 @@ class BlendedDiffusionDocker(DockWidget):
             "points less colour (target: 5) and 49 less colour-and-shape (target: 10). "
             "Measured in docs/performance.md."
         )
+        self.model = ModelBox()
+        form.addRow("Model", self.model)
         form.addRow("Quality", self.quality)
         self.detail = QComboBox()
         self.detail.addItems(["off", "auto", "on"])
@@ -217,34 +228,11 @@ class BlendedDiffusionDocker(DockWidget):
         self.more_button, self.vary_button = self.review.more_button, self.review.vary_button
         layout.addWidget(self.review)
 
-        self.engine_box = QGroupBox("Engine")
-        self.engine_box.setCheckable(True)
-        self.engine_body = QWidget()
-        QVBoxLayout(self.engine_box).addWidget(self.engine_body)
-        eng = QFormLayout(self.engine_body)
-        self.engine_mode = QComboBox()
-        self.engine_mode.addItems(["local", "remote"])
-        self.engine_mode.setToolTip("local: start the engine install.py set up; remote: connect to host:port")
-        self.device = QLineEdit()
-        self.device.setPlaceholderText("auto (cuda / mps / cpu)")
-        self.host = QLineEdit()
-        self.port = QSpinBox()
-        self.port.setRange(1, 65535)
-        self.token = QLineEdit()
-        self.token.setEchoMode(QLineEdit.EchoMode.Password)
-        self.fingerprint = QLineEdit()
-        self.fingerprint.setPlaceholderText("TLS: SHA-256 printed by 'engine serve --tls'")
-        self.fingerprint.setToolTip(
-            "The fingerprint 'python -m engine serve --tls' prints. Set, the connection is encrypted and "
-            "the plugin refuses an engine whose certificate does not match, before sending the token. "
-            "Empty: no encryption (use it on loopback or through an SSH tunnel only)."
-        )
-        eng.addRow("Mode", self.engine_mode)
-        eng.addRow("Device", self.device)
-        eng.addRow("Host", self.host)
-        eng.addRow("Port", self.port)
-        eng.addRow("Token", self.token)
-        eng.addRow("Fingerprint", self.fingerprint)
+        self.engine_box = EngineSection()
+        self.engine_body = self.engine_box.body
+        section = self.engine_box  # the names scripts and tests use
+        self.engine_mode, self.device, self.host = section.mode, section.device, section.host
+        self.port, self.token, self.fingerprint = section.port, section.token, section.fingerprint
         layout.addWidget(self.engine_box)
 
         self.status = QLabel()
@@ -376,6 +364,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.extend_button.clicked.connect(
             lambda: self.ctl.start_extend(self.ctl.options_from_settings(), *self.ctl.extend_settings())
         )
+        self.model.currentIndexChanged.connect(lambda _index: self._store("models", self.model, "chosen"))
         self.edit_button.clicked.connect(lambda: self.ctl.start_edit(self.ctl.options_from_settings()))
         self.reset_button.clicked.connect(self.ctl.reset_to_recommended)
         self.check_button.clicked.connect(self.ctl.check_engine)
@@ -459,6 +448,9 @@ class BlendedDiffusionDocker(DockWidget):
             self.progress.setFormat("step %v / %m")
         self._update_estimate()
         self._apply_limits()
+        remote = self.ctl.settings.get("engine_mode") == "remote"
+        status = getattr(self.ctl.manager, "status", None)
+        self.model.fill(status if isinstance(status, dict) else {}, self.ctl.settings.get("models"), remote)
         idle = not busy and self.ctl.status_worker is None
         self.edit_button.setEnabled(idle)
         self.extend_button.setEnabled(idle)

@@ -1,0 +1,110 @@
+"""Run INSIDE real Krita by kritarunner: the docker's Model choice (issue 31) and a Blended Latent Diffusion
+edit through the real engine. test_krita_model_choice.py asserts on the JSON::
+
+    kritarunner -s model_choice_scenarios <result.json> <real|fake> <scenario> [...]
+"""
+
+import json
+from typing import Any, Dict
+
+from krita_scenarios import (
+    PROMPT,
+    candidate_checks,
+    digests,
+    photo_doc,
+    run_with_engine,
+    select,
+    soft_ellipse,
+)
+
+STATUS = {
+    "device": "cpu",
+    "models": {"preset": "toy", "edit_defaults": {}},
+    "presets": [
+        {
+            "name": "default",
+            "method": "paper",
+            "method_name": "Blended Diffusion (paper)",
+            "installed": False,
+        },
+        {
+            "name": "toy",
+            "method": "paper",
+            "method_name": "Blended Diffusion (paper)",
+            "installed": True,
+            "estimate": 14.2,
+            "description": "toy ADM",
+        },
+        {
+            "name": "toy-latent",
+            "method": "latent",
+            "method_name": "Blended Latent Diffusion",
+            "installed": True,
+            "estimate": None,
+            "description": "toy latent",
+        },
+    ],
+}
+
+
+def scenario_docker_models(_engine) -> Dict[str, Any]:
+    from blended_diffusion import config, krita_api
+    from blended_diffusion.qt import Qt
+    from blended_diffusion.ui import docker
+    from fake_engine import FakeManager, forbid_modal
+
+    modal = forbid_modal()
+    doc = photo_doc()
+    krita_api.active_document = lambda: doc
+    dock = docker.BlendedDiffusionDocker()
+    ctl = dock.ctl
+    ctl.manager = FakeManager(status=STATUS)
+    dock.refresh()
+    box = dock.model
+    result: Dict[str, Any] = {
+        "items": [[box.itemText(i), box.itemData(i)] for i in range(box.count())],
+        "tooltips": [box.itemData(i, Qt.ItemDataRole.ToolTipRole) for i in range(box.count())],
+        "shown": box.currentData(),
+        "enabled": box.isEnabled(),
+    }
+    box.setCurrentIndex(box.findData("toy-latent"))
+    with open(config.plugin_settings_path(), encoding="utf-8") as handle:
+        result["saved_models"] = json.load(handle).get("models")
+    result["engine_models"] = ctl.manager.settings.models
+    dock.refresh()
+    result["shown_after_choice"] = box.currentData()
+    dock.engine_mode.setCurrentText("remote")
+    dock.refresh()
+    result["enabled_remote"] = box.isEnabled()
+    dock.engine_mode.setCurrentText("local")
+    result["modal_calls"] = modal
+    dock.deleteLater()
+    return result
+
+
+def scenario_latent_edit(engine) -> Dict[str, Any]:
+    """Photo + soft ellipse + an edit on the toy-latent preset (the engine started with it)."""
+    from blended_diffusion import api
+
+    doc = photo_doc()
+    source = doc.rootNode().childNodes()[0]
+    mask = soft_ellipse(doc.width(), doc.height(), 300, 150, 70, 55)
+    select(doc, mask)
+    before = digests(doc)
+    outcome = api.run_edit_and_wait(doc, PROMPT, layer=source, engine=engine, candidates=2, seed=3)
+    result = candidate_checks(doc, outcome, source, mask)
+    after = digests(doc)
+    result["preexisting_identical"] = all(after.get(k) == v for k, v in before.items())
+    result["preset"] = (engine.status.get("models") or {}).get("preset")
+    result["method"] = (engine.status.get("models") or {}).get("method")
+    result["names"] = [node.name() for node in outcome.layers]
+    api.discard(outcome)
+    return result
+
+
+SCENARIOS = {"docker_models": scenario_docker_models, "latent_edit": scenario_latent_edit}
+
+
+def __main__(args):
+    result_path, engine_kind, *names = list(args)
+    run_with_engine(result_path, engine_kind, names, SCENARIOS)

@@ -1,0 +1,35 @@
+"""The Model choice in the docker and an edit with the latent method, inside real Krita 5.1 and Krita 6
+(tests/conftest.py): model_choice_scenarios.py runs there, the assertions are here."""
+
+import pytest
+
+from tests.krita_env import run_scenarios, scenario_environment
+
+
+@pytest.fixture(scope="module")
+def docker_models(tmp_path_factory, krita):
+    home = tmp_path_factory.mktemp(f"models-{krita.label}")
+    env = scenario_environment(home, "tiny")
+    out = home / "docker-models.json"
+    found = run_scenarios(env, home, "model_choice_scenarios", out, "fake", "docker_models", krita=krita)
+    r = found["docker_models"]
+    assert "error" not in r, r.get("traceback", r.get("error"))
+    return r
+
+
+def test_the_model_choice_lists_installed_presets_by_method(docker_models):
+    r = docker_models
+    assert r["items"] == [
+        ["toy — Blended Diffusion (paper), about 14 s a candidate", "toy"],
+        ["toy-latent — Blended Latent Diffusion", "toy-latent"],
+    ], "the not installed 'default' is left out"
+    assert r["shown"] == "toy" and r["enabled"], "the engine's loaded preset is shown"
+    assert "toy ADM" in r["tooltips"][0] and "no time measured yet" in r["tooltips"][1]
+    assert r["modal_calls"] == []
+
+
+def test_choosing_a_model_saves_it_and_configures_the_engine(docker_models):
+    r = docker_models
+    assert r["saved_models"] == "toy-latent" and r["engine_models"] == "toy-latent"
+    assert r["shown_after_choice"] == "toy-latent"
+    assert r["enabled_remote"] is False, "a remote engine runs the preset its host started"
