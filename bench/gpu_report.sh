@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Issue 16's GPU report (and issue 22's detail rows, 150 s more) in one run that fits 10.5 minutes: per quality mode and precision (fp32, bf16, fp16),
+# Issue 16's GPU report (and issue 22's detail rows, 150 s more, issue 31's latent rows, 90 s more) in one run
+# that fits 12 minutes: per quality mode and precision (fp32, bf16, fp16),
 # 4 candidates at full size, torch.compile off and on (bf16): seconds per candidate, peak memory, achieved
 # fraction of peak, max difference of bf16/fp16 results against fp32. Writes into ${OUT:-bench/out}.
 #
@@ -25,4 +26,8 @@ PYTHONPATH=. timeout "$LIMIT" "$PYTHON" bench/gpu_report.py --json "$OUT/gpu_rep
 # Issue 22: the full-resolution detail stage on 1024x1024 and 2048x2048 selections (one candidate, the
 # default strength, batch_size 4, bf16): seconds, tile-steps, peak memory (compare the paper rows' peak).
 PYTHONPATH=. timeout 150 "$PYTHON" bench/detail_bench.py --json "$OUT/detail_bench.json" \
+  $( [ "${1:-}" = "--dry-run" ] && echo --dry-run ) | tee -a "$OUT/gpu_report.md" || true
+# Issue 31: Blended Latent Diffusion through the engine's loop on the real architectures with random weights:
+# SD 1.5 at 512 px (4 candidates, fp16) and SDXL at 1024 px (1 candidate, bf16 UNet): seconds, peak memory.
+PYTHONPATH=. timeout 90 "$PYTHON" bench/latent_gpu.py --json "$OUT/latent_gpu.json" \
   $( [ "${1:-}" = "--dry-run" ] && echo --dry-run ) | tee -a "$OUT/gpu_report.md" || true
