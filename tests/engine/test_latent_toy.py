@@ -109,3 +109,11 @@ def test_bridge_edit_job_with_toy_latent(engine, tmp_path):
         assert patch.shape == (ch, cw, 4) and (cx, cy, cw, ch) == (20, 10, 20, 20)
         # the patch's alpha is the mask: 0 (untouched) wherever the selection is 0
         assert np.array_equal(patch[..., 3] > 0, mask[cy : cy + ch, cx : cx + cw] > 0)
+
+
+def test_train_runs_the_latent_stage_only_on_its_own(capsys):
+    from toyworld import train
+
+    with pytest.raises(SystemExit):
+        train.main(["--stages", "latent,adm"])
+    assert "--stages latent trains another preset: run it on its own" in capsys.readouterr().err
