@@ -62,6 +62,17 @@ SDXL_UNET: Dict[str, Any] = {
 }
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.machine()} {platform.processor()}".strip()
+
+
 def cpu_seconds(work: Callable[[], Any]) -> float:
     start = time.process_time()
     work()
@@ -141,7 +152,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     figures: Dict[str, Any] = {
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "machine": cpu_name(),
+        "cores": os.cpu_count(),
         "threads": args.threads,
         "torch": torch.__version__,
         "load_average": os.getloadavg(),

@@ -259,6 +259,11 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cores are shared)")
     parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the models in --out: no VAE stage, --unet-steps more steps of UNet and text encoder",
+    )
+    parser.add_argument(
         "--presets-only",
         action="store_true",
         help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
@@ -296,8 +301,18 @@ def main(argv: List[str] | None = None) -> int:
     ids = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
     bos, eos = tokenizer.convert_tokens_to_ids(list(SPECIALS))
     vae, text_encoder, unet = build_models(len(tokenizer), bos, eos)
+    previous: dict = {}
+    if args.resume:
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextModel
 
-    vae = train_vae(vae, images, args.vae_steps, args.vae_batch, generator, log)
+        previous = json.loads((out / "preset.json").read_text())["training"]
+        vae = AutoencoderKL.from_pretrained(out / "vae").eval().requires_grad_(False)
+        unet = UNet2DConditionModel.from_pretrained(out / "unet")
+        text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
+        vae.register_to_config(scaling_factor=1.0)  # measured again below, on the same latents
+    else:
+        vae = train_vae(vae, images, args.vae_steps, args.vae_batch, generator, log)
     with torch.no_grad():
         means = torch.cat(
             [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
@@ -315,20 +330,21 @@ def main(argv: List[str] | None = None) -> int:
     tokenizer.save_pretrained(out / "tokenizer")
     ddim = DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     ddim.save_pretrained(out / "scheduler")
+    command = "python -m toyworld.train_latent " + " ".join(sys.argv[1:] if argv is None else argv)
     training = {
-        "command": "python -m toyworld.train_latent " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command if not previous else f"{previous['command']}; then {command}",
         "seed": args.seed,
         "threads": args.threads,
         "torch": torch.__version__,
         "scenes": args.scenes,
         "batch": args.batch,
-        "vae_steps": args.vae_steps,
-        "vae_batch": args.vae_batch,
-        "unet_steps": args.unet_steps,
+        "vae_steps": previous.get("vae_steps", args.vae_steps),
+        "vae_batch": previous.get("vae_batch", args.vae_batch),
+        "unet_steps": args.unet_steps + previous.get("unet_steps", 0),
         "caption_dropout": CAPTION_DROPOUT,
-        "vae_seconds": round(vae_seconds),
-        "seconds": round(time.time() - started),
-        "cpu_seconds": round(time.process_time() - cpu_started),
+        "vae_seconds": previous.get("vae_seconds", round(vae_seconds)),
+        "seconds": round(time.time() - started) + previous.get("seconds", 0),
+        "cpu_seconds": round(time.process_time() - cpu_started) + previous.get("cpu_seconds", 0),
     }
     for path in write_presets(out, preset_data(out, training)):
         log(f"wrote {path}")

@@ -248,3 +248,22 @@ def test_admission_counts_every_loaded_network_of_a_latent_preset(latent_models)
     networks = (latent_models.unet, latent_models.vae, latent_models.text_encoder)
     expected = sum(p.numel() * p.element_size() for m in networks for p in m.parameters())
     assert footprint(latent_models).weights == expected
+
+
+def test_cancel_stops_a_latent_edit(latent_models):
+    import threading
+
+    from engine.errors import Cancelled
+
+    image, mask = _scene()
+    cancel = threading.Event()
+    seen = []
+
+    def on_progress(progress) -> None:
+        seen.append(progress.step)
+        cancel.set()  # after the first step's report
+
+    params = EditParams(prompt="a red circle", timestep_respacing="10", skip_timesteps=0, batch_size=1)
+    with pytest.raises(Cancelled):
+        edit(image, Image.fromarray(mask), latent_models, params, progress=on_progress, cancel=cancel)
+    assert seen == [1]
