@@ -33,3 +33,27 @@ def test_choosing_a_model_saves_it_and_configures_the_engine(docker_models):
     assert r["saved_models"] == "toy-latent" and r["engine_models"] == "toy-latent"
     assert r["shown_after_choice"] == "toy-latent"
     assert r["enabled_remote"] is False, "a remote engine runs the preset its host started"
+
+
+@pytest.fixture(scope="module")
+def latent_edit(tmp_path_factory, krita):
+    """The plugin's own engine started on the toy-latent preset (the Model choice's engine setting)."""
+    home = tmp_path_factory.mktemp(f"latent-{krita.label}")
+    env = scenario_environment(
+        home, "toy-latent", BD_ENGINE_LOG=str(home / "engine.log"), OMP_NUM_THREADS="1"
+    )
+    out = home / "latent-edit.json"
+    found = run_scenarios(env, home, "model_choice_scenarios", out, "real", "latent_edit", krita=krita)
+    r = found["latent_edit"]
+    assert "error" not in r, r.get("traceback", r.get("error"))
+    return r
+
+
+def test_a_latent_edit_in_krita_keeps_every_pixel_outside_the_selection(latent_edit):
+    r = latent_edit
+    assert (r["preset"], r["method"]) == ("toy-latent", "latent")
+    assert len(r["candidates"]) == 2 and [n.split(" ")[0] for n in r["names"]] == ["#1", "#2"]
+    for cand in r["candidates"]:
+        assert cand["outside_bad"] == 0, cand
+        assert cand["inside_changed"] > 0, cand
+    assert r["projection_outside_bad"] == 0 and r["preexisting_identical"]
