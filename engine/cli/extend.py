@@ -116,7 +116,9 @@ def run(args: argparse.Namespace) -> int:
         _check_output_path(args.output_path)
         image = imaging.open_image(args.init_image, "image")
         imaging.prepare_source(image, "image")  # unreadable modes fail here, before the models load
-        model_size = int(preset.diffusion.model_flags["image_size"])
+        # a latent preset has no ADM flags: its pipeline says the side it runs at
+        pipeline = preset.pipeline if preset.method == "latent" else None
+        model_size = int(pipeline.resolution if pipeline else preset.diffusion.model_flags["image_size"])
         sides = {side: spec.amount(side) for side in SIDES}
         check_extend(image.size, sides, model_size, None, spec.blend_band, spec.window)
         if changed:

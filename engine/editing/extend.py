@@ -14,6 +14,8 @@ The same blended diffusion as an edit, run on windows of the model's context siz
     ranking: per side, the new area (and its square context) scored against the side's prompt with the
              edit's ranking (masked and full CLIP distance); a candidate's score is the mean over sides.
 
+A latent preset runs each window through Blended Latent Diffusion instead (extend_latent.py), all else alike.
+
 Every candidate is a whole chain of windows drawn from its own seed; all candidates of a batch run each
 window together (one batched diffusion call with per-candidate backgrounds).
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -230,14 +232,6 @@ def extend(
     """Extend ``image`` as ``spec`` says. Raises InputError for bad input, Cancelled on ``cancel``."""
     import torch
 
-    from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import StepInfo, blended_diffusion
-
-    if getattr(models, "method", "paper") != "paper":
-        raise InputError(
-            f"extend runs the paper's method; the preset {getattr(models, 'preset', '?')!r} is a latent one "
-            "(Blended Latent Diffusion edits only, so far): use a paper preset such as default or toy"
-        )
     validate_spec(spec)
     validate_params(params)
     if params.invert_mask:
@@ -251,27 +245,24 @@ def extend(
     check_extend(source.size, sides, size, None, spec.blend_band, window)
     the_plan = plan(source.size, spec, window)
     canvas_w, canvas_h = the_plan.canvas_size
-    diffusion = diffusion_for(models, params)
     prompts = _prompted_sides(spec, params.prompt)
     device = models.device
-    lpips_model = lpips_for(models, params, any(prompts.values()), notes)
-    notes.append(
+    extended = (
         f"extended {source.size[0]}x{source.size[1]} to {canvas_w}x{canvas_h} with {len(the_plan.windows)} "
         f"windows of {window} px at the model's {size}x{size}"
     )
+    if getattr(models, "method", "paper") == "latent":
+        from engine.editing.extend_latent import LatentWindows
 
-    # before any model call: the prompts' embeddings too come from the job's precision
-    amp_dtype = set_precision(models, amp_dtype_for(params.precision, device), notes)
-    models.unet.requires_grad_(False)
-    embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
-    augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
-    settings = guidance_settings(params)
-    unet_choice = UNetChoice(models, params, notes)
+        notes.append(extended)
+        sample = LatentWindows(models, params, prompts.values(), notes)  # the schedule checked here
+        embeds, unet_choice, num_steps = sample.embeds, sample.unet_choice, sample.steps
+    else:
+        sample, embeds, unet_choice, num_steps = _paper_windows(models, params, prompts, notes, extended)
     if int(params.prune_factor) > 1:
         notes.append("candidate pruning is not used when extending: every candidate ran to the end")
     seeds = candidate_seeds(params)
     batch_size = int(params.batch_size)
-    num_steps = diffusion.num_timesteps - int(params.skip_timesteps)
     windows = len(the_plan.windows)
     # progress counts candidate-steps over all windows, so it only grows however batches are split
     total = num_steps * windows * len(seeds)
@@ -304,12 +295,9 @@ def extend(
                 [to_model_tensor(Image.fromarray(c[y : y + h, x : x + w]), size, device) for c in canvases]
             )
             text = prompts[win.side]
-            labels = None
-            if getattr(models, "class_cond", False):
-                labels = torch.zeros(len(batch_seeds), dtype=torch.long, device=device)
             done = offset * windows * num_steps + index * num_steps * len(batch_seeds)
 
-            def on_step(info: StepInfo, done: int = done) -> None:
+            def on_step(info: Any, done: int = done) -> None:  # blended.StepInfo or latent.LatentStep
                 if cancel is not None and cancel.is_set():
                     raise Cancelled()
                 step = done + info.step * len(batch_seeds)
@@ -319,25 +307,7 @@ def extend(
                 progress(Progress(step=step, total=total, candidate_offset=offset))
 
             window_seeds = [(int(s) * SEED_STRIDE + index) % (1 << 62) for s in batch_seeds]
-            out = blended_diffusion(
-                unet,
-                diffusion,
-                background,
-                model_mask,
-                window_seeds,
-                int(params.skip_timesteps),
-                settings,
-                background=background,
-                clip_model=models.clip if text else None,
-                text_embed=embeds.get(text),
-                augment=augment if text else None,
-                lpips_model=lpips_model if text else None,
-                class_labels=labels,
-                on_step=on_step,
-                amp_dtype=amp_dtype,
-                guidance_every=int(params.guidance_every),
-                reuse_guidance=bool(params.reuse_guidance),
-            ).detach()
+            out = sample(unet, background, model_mask, window_seeds, text, on_step).detach()
             alpha = soft.astype(np.float32)[..., None] / 255.0
             touched = soft > 0
             for canvas, result in zip(canvases, out):
@@ -382,6 +352,53 @@ def extend(
         )
     free_memory()
     return ExtendResult(candidates, the_plan.canvas_size, the_plan.offset, len(the_plan.windows), notes)
+
+
+def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: List[str], extended: str):
+    """The paper method's set-up: (the per-window Algorithm 2 call, the ranking CLIP's prompt embeddings,
+    the UNet choice, the steps each window runs)."""
+    import torch
+
+    from engine.editing.augment import ExtendingAugmentations
+    from engine.editing.blended import blended_diffusion
+
+    diffusion = diffusion_for(models, params)
+    device = models.device
+    lpips_model = lpips_for(models, params, any(prompts.values()), notes)
+    notes.append(extended)
+    # before any model call: the prompts' embeddings too come from the job's precision
+    amp_dtype = set_precision(models, amp_dtype_for(params.precision, device), notes)
+    models.unet.requires_grad_(False)
+    embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
+    augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
+    settings = guidance_settings(params)
+    unet_choice = UNetChoice(models, params, notes)
+
+    def sample(unet, background, model_mask, window_seeds: Sequence[int], text: str, on_step):
+        labels = None
+        if getattr(models, "class_cond", False):
+            labels = torch.zeros(len(window_seeds), dtype=torch.long, device=device)
+        return blended_diffusion(
+            unet,
+            diffusion,
+            background,
+            model_mask,
+            window_seeds,
+            int(params.skip_timesteps),
+            settings,
+            background=background,
+            clip_model=models.clip if text else None,
+            text_embed=embeds.get(text),
+            augment=augment if text else None,
+            lpips_model=lpips_model if text else None,
+            class_labels=labels,
+            on_step=on_step,
+            amp_dtype=amp_dtype,
+            guidance_every=int(params.guidance_every),
+            reuse_guidance=bool(params.reuse_guidance),
+        )
+
+    return sample, embeds, unet_choice, diffusion.num_timesteps - int(params.skip_timesteps)
 
 
 def _run_split(
@@ -453,7 +470,7 @@ def _score(
     canvas_w, canvas_h = the_plan.canvas_size
     per_side: Dict[str, List[Dict[str, Optional[float]]]] = {}
     for side, text in prompts.items():
-        if not text:
+        if text not in embeds:  # an empty prompt, or a latent preset without a ranking CLIP
             continue
         ax, ay, aw, ah = the_plan.side_areas[side]
         box = context_box((ax, ay, ax + aw, ay + ah), canvas_w, canvas_h, min_size=size)

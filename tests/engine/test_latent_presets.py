@@ -233,15 +233,6 @@ def test_a_bad_schedule_is_an_input_error(latent_models):
         edit(image, Image.fromarray(mask), latent_models, params)
 
 
-def test_extend_says_a_latent_preset_does_not_extend(latent_models):
-    from engine.editing.extend import ExtendSpec, extend
-    from engine.errors import InputError
-
-    image, _mask = _scene()
-    with pytest.raises(InputError, match="latent one"):
-        extend(image, ExtendSpec(right=16), latent_models, EditParams(prompt="x"))
-
-
 def test_admission_counts_every_loaded_network_of_a_latent_preset(latent_models):
     from engine.editing.admission import footprint
 
