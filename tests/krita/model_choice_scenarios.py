@@ -102,7 +102,37 @@ def scenario_latent_edit(engine) -> Dict[str, Any]:
     return result
 
 
-SCENARIOS = {"docker_models": scenario_docker_models, "latent_edit": scenario_latent_edit}
+def scenario_latent_rounds(engine) -> Dict[str, Any]:
+    """More and Vary on a latent edit, then Extend Canvas with Text on the latent preset."""
+    from blended_diffusion import api
+
+    doc = photo_doc()
+    source = doc.rootNode().childNodes()[0]
+    w, h = doc.width(), doc.height()
+    mask = soft_ellipse(w, h, 300, 150, 70, 55)
+    select(doc, mask)
+    outcome = api.run_edit_and_wait(doc, PROMPT, layer=source, engine=engine, candidates=2, seed=3)
+    result: Dict[str, Any] = {"more_added": api.more(outcome, engine=engine)}
+    result["vary_added"] = api.vary(outcome, 0, strength=0.5, engine=engine)
+    checks = candidate_checks(doc, outcome, source, mask)
+    result["round_candidates"] = len(checks["candidates"])
+    result["round_outside_bad"] = [c["outside_bad"] for c in checks["candidates"]]
+    api.discard(outcome)
+    before = bytes(source.pixelData(0, 0, w, h))
+    extended = api.run_extend_and_wait(doc, "a landscape", right=12, engine=engine, candidates=1, seed=5)
+    result["extend_size"] = [doc.width(), doc.height()]
+    result["extend_layers"] = len(extended.layers)
+    result["extend_source_kept"] = bytes(source.pixelData(0, 0, w, h)) == before
+    api.discard(extended)
+    result["size_after_discard"] = [doc.width(), doc.height()]
+    return result
+
+
+SCENARIOS = {
+    "docker_models": scenario_docker_models,
+    "latent_edit": scenario_latent_edit,
+    "latent_rounds": scenario_latent_rounds,
+}
 
 
 def __main__(args):

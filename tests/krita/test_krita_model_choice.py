@@ -43,17 +43,28 @@ def latent_edit(tmp_path_factory, krita):
         home, "toy-latent", BD_ENGINE_LOG=str(home / "engine.log"), OMP_NUM_THREADS="1"
     )
     out = home / "latent-edit.json"
-    found = run_scenarios(env, home, "model_choice_scenarios", out, "real", "latent_edit", krita=krita)
-    r = found["latent_edit"]
-    assert "error" not in r, r.get("traceback", r.get("error"))
-    return r
+    found = run_scenarios(
+        env, home, "model_choice_scenarios", out, "real", "latent_edit", "latent_rounds", krita=krita
+    )
+    for name in ("latent_edit", "latent_rounds"):
+        assert "error" not in found[name], found[name].get("traceback", found[name].get("error"))
+    return found
 
 
 def test_a_latent_edit_in_krita_keeps_every_pixel_outside_the_selection(latent_edit):
-    r = latent_edit
+    r = latent_edit["latent_edit"]
     assert (r["preset"], r["method"]) == ("toy-latent", "latent")
     assert len(r["candidates"]) == 2 and [n.split(" ")[0] for n in r["names"]] == ["#1", "#2"]
     for cand in r["candidates"]:
         assert cand["outside_bad"] == 0, cand
         assert cand["inside_changed"] > 0, cand
     assert r["projection_outside_bad"] == 0 and r["preexisting_identical"]
+
+
+def test_more_vary_and_extend_with_the_latent_preset(latent_edit):
+    r = latent_edit["latent_rounds"]
+    assert r["more_added"] == 2 and r["vary_added"] >= 1
+    assert r["round_candidates"] == 2 + 2 + r["vary_added"]
+    assert r["round_outside_bad"] == [0] * r["round_candidates"], "every round keeps the outside"
+    w, h = r["size_after_discard"]
+    assert r["extend_size"] == [w + 12, h] and r["extend_layers"] == 1 and r["extend_source_kept"]
