@@ -41,8 +41,9 @@ def timing(models: Any, edit_defaults: Dict[str, Any]) -> Dict[str, Any]:
 
 def presets(models: Any) -> List[Dict[str, Any]]:
     """The plugin's model choice: each preset with its method, whether it is installed here and, where
-    earlier edits on this device measured its steps, seconds per candidate at its own settings (paper
-    mode; ``None`` where nothing was measured yet)."""
+    earlier edits on this device measured its steps, seconds per candidate at its own settings (its
+    schedule and strength; a latent preset's steps are its guided DDIM steps, stored under its name by
+    the same timer; ``None`` where nothing was measured yet)."""
     from engine.editing.timing import StepTimes, mode_estimates, store_key
     from engine.models.catalog import catalog
     from engine.models.registry import get_preset
@@ -54,7 +55,7 @@ def presets(models: Any) -> List[Dict[str, Any]]:
         for entry in found:
             times = store.get(store_key(device, entry["name"]))
             estimate = None
-            if times and entry["method"] == "paper":
+            if times:
                 estimate = mode_estimates(times, get_preset(entry["name"]).edit_defaults).get("paper")
             entry["estimate"] = estimate
         return found

@@ -73,6 +73,10 @@ def test_status_lists_presets_with_estimates_once_measured(tiny_models, tmp_path
     after = by_name(status["presets"])
     assert after["toy"]["estimate"] == pytest.approx(status_estimate("toy"), rel=1e-6)
     assert after["toy"]["estimate"] > 0 and after["tiny"]["estimate"] is None
+    StepTimes().put(store_key("cpu", "toy-latent"), {"guided": 0.02})
+    latent = by_name(runner.status()["presets"])["toy-latent"]
+    assert latent["method"] == "latent" and latent["estimate"] == pytest.approx(status_estimate("toy-latent"))
+    assert latent["estimate"] >= 0.02 * 30, "the latent schedule's guided steps (38 of 50)"
     assert status["models"]["preset"] == "tiny" and status["models"]["method"] == "paper"
     json.dumps(status["presets"])  # travels as JSON
 
