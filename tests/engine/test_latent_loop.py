@@ -77,9 +77,7 @@ def test_loop_matches_the_hand_computed_algorithm():
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     # the last blend is clean: outside the mask the source itself, bit for bit
     assert torch.equal(got * (1 - mask), source.expand_as(got) * (1 - mask))
-    assert unet.calls == [
-        (4, t) for t in (701, 601, 501, 401, 301, 201, 101, 1)
-    ]  # CFG: one doubled call
+    assert unet.calls == [(4, t) for t in (701, 601, 501, 401, 301, 201, 101, 1)]  # CFG: one doubled call
 
 
 def test_background_is_noised_to_the_next_timestep_each_step():
