@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from engine.editing import latent as bld
-from engine.editing.latent_edit import schedule
+from engine.editing.latent_edit import guidance_scale, sample, schedule
 from engine.editing.params import EditParams
 from engine.editing.running import UNetChoice
 
@@ -32,7 +32,7 @@ class LatentWindows:
         self.models, self.params = models, params
         self.num_steps, self.skip = schedule(params)  # InputError before any model call
         self.steps = self.num_steps - self.skip  # steps each window runs: what progress counts
-        self.scale = float(models.guidance_scale if params.guidance_scale is None else params.guidance_scale)
+        self.scale = guidance_scale(models, params)
         texts = sorted({text for text in prompts if text})
         self.uncond = models.encode_prompt("")
         # each side's conditioning once per job, not once per window
@@ -63,34 +63,22 @@ class LatentWindows:
         on_step: Optional[Callable[[bld.LatentStep], None]] = None,
     ) -> torch.Tensor:
         """The window's results [len(seeds), 3, S, S] in [-1, 1]; ``background`` holds one image per seed."""
-        vae = self.models.vae
-        source = bld.encode(vae, background)
+        source = bld.encode(self.models.vae, background)
         grid = bld.latent_mask(model_mask, source.shape[-1])
         masks = bld.shrinking_masks(grid, bool(self.params.mask_shrink))
-        latents = bld.blended_latent_diffusion(
-            unet,
-            self.models.scheduler(),
+        return sample(
+            self.models,
+            self.params,
             source,
             masks,
-            seeds,
-            self.num_steps,
-            self.skip,
+            list(seeds),
             self.conds.get(text),
             self.uncond,
-            self.scale,
+            background,
+            model_mask,
             on_step=on_step,
+            unet=unet,
         )
-        decoded = bld.decode(vae, latents)
-        if self.params.background_reconstruction:
-            decoded = torch.cat(
-                [
-                    bld.reconstruct_background(
-                        vae, latents[i : i + 1], decoded[i : i + 1], background[i : i + 1], model_mask
-                    )
-                    for i in range(len(seeds))
-                ]
-            )
-        return decoded.clamp(-1, 1)
 
 
 __all__ = ["LatentWindows"]

@@ -45,6 +45,62 @@ def schedule(params: EditParams) -> tuple:
     return steps, skip
 
 
+def guidance_scale(models, params: EditParams) -> float:
+    """The job's classifier-free guidance: the preset's unless the job sets one."""
+    return float(models.guidance_scale if params.guidance_scale is None else params.guidance_scale)
+
+
+def sample(
+    models,
+    params: EditParams,
+    source: torch.Tensor,
+    masks: List[torch.Tensor],
+    seeds: List[int],
+    cond,
+    uncond,
+    background: torch.Tensor,
+    model_mask: torch.Tensor,
+    init: Optional[torch.Tensor] = None,
+    on_step: Optional[Callable[[bld.LatentStep], None]] = None,
+    unet=None,
+) -> torch.Tensor:
+    """The candidates of ``seeds`` decoded to [-1, 1] at the model's size: the latent loop, the decoder (or
+    a copy fine-tuned per candidate to ``background`` outside ``model_mask``). ``source``/``background``:
+    one row for every seed, or one row shared by all (an edit's single source); ``unet``: the preset's
+    unless the caller runs another wrapper of it."""
+    num_steps, skip = schedule(params)
+    latents = bld.blended_latent_diffusion(
+        models.unet if unet is None else unet,
+        models.scheduler(),
+        source,
+        masks,
+        seeds,
+        num_steps,
+        skip,
+        cond,
+        uncond,
+        guidance_scale(models, params),
+        init=init,
+        on_step=on_step,
+    )
+    decoded = bld.decode(models.vae, latents)
+    if params.background_reconstruction:
+        shared = background.shape[0] == 1
+        decoded = torch.cat(
+            [
+                bld.reconstruct_background(
+                    models.vae,
+                    latents[i : i + 1],
+                    decoded[i : i + 1],
+                    background if shared else background[i : i + 1],
+                    model_mask,
+                )
+                for i in range(len(seeds))
+            ]
+        )
+    return decoded.clamp(-1, 1)
+
+
 def _ignored(params: EditParams, notes: List[str]) -> None:
     """Say which of the paper method's levers this loop has no use for, when they were asked for."""
     if params.detail == "on":
@@ -73,7 +129,7 @@ def latent_edit(
     notes = prepared.notes
     _ignored(params, notes)
     prompt = params.prompt.strip()
-    scale = float(models.guidance_scale if params.guidance_scale is None else params.guidance_scale)
+    scale = guidance_scale(models, params)
     device, vae = models.device, models.vae
 
     source = bld.encode(vae, prepared.background)
@@ -109,31 +165,9 @@ def latent_edit(
 
         if timer is not None:
             timer.start()
-        latents = bld.blended_latent_diffusion(
-            models.unet,
-            models.scheduler(),
-            source,
-            masks,
-            batch_seeds,
-            num_steps,
-            skip,
-            cond,
-            uncond,
-            scale,
-            init=init,
-            on_step=on_step,
+        return sample(
+            models, params, source, masks, batch_seeds, cond, uncond, background, model_mask, init, on_step
         )
-        decoded = bld.decode(vae, latents)
-        if params.background_reconstruction:
-            decoded = torch.cat(
-                [
-                    bld.reconstruct_background(
-                        vae, latents[i : i + 1], decoded[i : i + 1], background, model_mask
-                    )
-                    for i in range(len(batch_seeds))
-                ]
-            )
-        return decoded.clamp(-1, 1)
 
     try:
         decoded = torch.cat(
