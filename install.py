@@ -720,8 +720,10 @@ def install_cluster_extra(python: str, env: Dict[str, str]) -> None:
     command = [python, "-m", "pip", "install", "-r", str(REPO / "requirements" / "cluster.txt")]
     print("  " + " ".join(command))
     if subprocess.run(command, env=env).returncode != 0:
-        raise InstallError("installing Ray (--cluster) failed (see pip's message above); the engine works "
-                           "without it, only `serve --ray` needs it")
+        raise InstallError(
+            "installing Ray (--cluster) failed (see pip's message above); the engine works "
+            "without it, only `serve --ray` needs it"
+        )
 
 
 def write_engine_config(manifest: Manifest, layout: Layout, python: str, models: str) -> dict:
@@ -782,15 +784,27 @@ def claim_weights_dir(manifest: Manifest, layout: Layout) -> None:
         layout.weights_dir.mkdir()
 
 
-def download_weights(manifest: Manifest, layout: Layout, python: str) -> bool:
+def presets_to_download(models: str) -> List[str]:
+    """The default weights, and the built-in preset the plugin is set to use when it is another one
+    (``--models sd15`` fetches Stable Diffusion 1.5 at its pinned revision as well)."""
+    builtin = (REPO / "engine" / "models" / "presets" / f"{models}.json").is_file()
+    return ["default"] + ([models] if builtin and Path(models).name == models and models != "default" else [])
+
+
+def download_weights(manifest: Manifest, layout: Layout, python: str, preset: str = "default") -> bool:
+    """``python -m engine download PRESET``: it states the size and the licence before it starts, resumes a
+    partial file and checks every file's SHA-256."""
     claim_weights_dir(manifest, layout)
-    command = [python, "-m", "engine", "download", "default"]
+    command = [python, "-m", "engine", "download", preset]
     print("  " + " ".join(command))
     result = subprocess.run(command, cwd=str(layout.engine_root), env=engine_env(layout))
     if result.returncode == 0:
         return True
-    print("\nThe default weights could not be downloaded (offline, or the server refused).")
-    print(weights_help(layout, python))
+    print(f"\nThe {preset} weights could not be downloaded (offline, or the server refused).")
+    if preset == "default":
+        print(weights_help(layout, python))
+    else:
+        print(f"Run install.py again, or `cd {layout.engine_root} && {python} -m engine download {preset}`.")
     print("The rest of the install continues.\n")
     return False
 
@@ -1197,8 +1211,11 @@ def install(args: argparse.Namespace, layout: Layout, platform: str) -> int:
     if args.no_weights:
         print("[5/6] weights: skipped (--no-weights)")
     else:
-        print(f"[5/6] default weights into {layout.weights_dir}")
+        presets = presets_to_download(args.models)
+        print(f"[5/6] weights ({', '.join(presets)}) into {layout.weights_dir}")
         weights_ok = download_weights(manifest, layout, python)
+        for preset in presets[1:]:
+            download_weights(manifest, layout, python, preset)
     status = 0
     if args.no_first_edit:
         print("[6/6] first edit: skipped (--no-first-edit)")

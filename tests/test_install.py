@@ -420,12 +420,16 @@ def test_offline_weights_then_first_edit_then_uninstall(clone, tmp_path):
     before = snapshot(home)
     quick = "--timestep_respacing 4 --skip_timesteps 2 --batch_size 1 --aug_num 1 --no-progress"
     args = ["--no-venv", "--python", sys.executable, "--yes", "--first-edit-args", quick]
+    args += ["--models", "toy-latent"]  # the plugin's preset: downloaded (here: verified) besides the default
     closed = "http://127.0.0.1:9"  # nothing listens there: every download is refused at once
     offline = {"https_proxy": closed, "HTTPS_PROXY": closed, "http_proxy": closed, "HTTP_PROXY": closed}
     result = run_install(clone, home, *args, env_extra=offline)
     assert result.returncode == 0, result.stdout + result.stderr
     weights_dir = home / ".local" / "share" / "blended-diffusion" / "weights"
     assert "could not be downloaded" in result.stdout
+    assert (
+        "weights (default, toy-latent)" in result.stdout and "preset 'toy-latent' is ready" in result.stdout
+    )
     assert f"Put these files in {weights_dir}" in result.stdout
     assert "256x256_diffusion_uncond.pt" in result.stdout and "openaipublic" in result.stdout
     assert "because the default weights" in result.stdout and "absent" in result.stdout

@@ -93,7 +93,13 @@ def _placed(status) -> bool:
 
 def _to_place(status) -> bool:
     """A missing file of a diffusers folder that no download provides: the user places it."""
-    return status.spec.kind == "pipeline_file" and not status.spec.urls and status.state == "missing"
+    spec = status.spec
+    return (
+        spec.kind == "pipeline_file"
+        and spec.source_path is None
+        and not spec.urls
+        and status.state == "missing"
+    )
 
 
 def _placing_hint(preset, folder) -> str:
@@ -112,12 +118,21 @@ def _download(args: argparse.Namespace) -> int:
 
     preset = get_preset(args.preset)
     folder = resolve_weights_dir(args.weights_dir)
-    if preset.pipeline is not None and any(
+    models = preset.models
+    if preset.pipeline is not None and preset.pipeline.source is not None:
+        from engine.models.hub import download_pipeline
+
+        for path in download_pipeline(
+            preset, folder, show_progress=not args.no_progress, timeout=args.timeout
+        ):
+            print(f"pipeline_file: {path} (SHA-256 verified)")
+        models = [preset.clip] if preset.clip is not None else []
+    elif preset.pipeline is not None and any(
         _to_place(check_file(s, folder, False)) for s in preset.pipeline.files
     ):
         print(f"error: preset {preset.name!r}: {_placing_hint(preset, folder)}", file=sys.stderr)
         return 1
-    for spec in preset.models:
+    for spec in models:
         if spec.kind == "lpips_backbone" and spec.size_bytes:
             print(
                 f"{spec.kind}: {spec.file} ({spec.size_bytes / 2**20:.0f} MB) is needed only by the "

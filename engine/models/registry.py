@@ -14,6 +14,9 @@
   ``resources/models/toy``) holding the files instead of the weights folder, optional ``edit_defaults``:
   recommended edit settings (``EditParams`` field names, e.g. a short schedule for small models) that
   ``python -m engine edit`` and the server use for options the user did not set.
+- ``"method": "latent"`` presets have a ``pipeline`` instead (engine/models/latent.py): the files of a
+  diffusers folder, and optionally ``source: {"repository": "owner/name", "revision": <commit>}``, the hub
+  repository ``python -m engine download`` fetches them from (engine/models/hub.py).
 - ``--models FOLDER``: a folder with a ``preset.json`` of the same form; its files live in that folder
   unless the preset names another ``directory`` (relative to the folder).
 
@@ -84,6 +87,7 @@ class ModelSpec:
     trust_on_first_use: bool = False  # no published SHA-256: the first download's digest is recorded
     sha256_prefix: Optional[str] = None  # leading hex digits the digest must have (e.g. from the file name)
     directory: Optional[Path] = None  # set from the preset: where the file lives instead of the weights dir
+    source_path: Optional[str] = None  # a pipeline file: its path in the preset's hub repository
 
     @property
     def generated(self) -> bool:
@@ -156,6 +160,10 @@ def _is_hex(text: str) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
+def _is_repo_part(text: str) -> bool:
+    return all(c.isascii() and (c.isalnum() or c in "-_.") for c in text)
+
+
 @dataclass
 class Pipeline:
     """A latent preset's diffusers folder (unet/, vae/, text_encoder/, tokenizer/, scheduler/) and how to
@@ -168,6 +176,33 @@ class Pipeline:
     root: Path  # the folder itself
     files: list = field(default_factory=list)  # ModelSpec of each file it needs, verified before loading
     licence: str = ""
+    source: Optional[HubSource] = None  # where ``python -m engine download`` fetches the files; None: by hand
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A model repository on a Hugging Face-style hub, pinned to one commit."""
+
+    repository: str  # "owner/name"
+    revision: str  # a full 40-hex-digit commit: the files, and so their digests, never change under it
+
+    @classmethod
+    def from_dict(cls, data: object, source: Path) -> HubSource:
+        if not isinstance(data, dict):
+            raise InputError(
+                f"{source}: pipeline 'source' must be an object with 'repository' and 'revision'"
+            )
+        repository, revision = data.get("repository"), data.get("revision")
+        parts = repository.split("/") if isinstance(repository, str) else []
+        if len(parts) != 2 or not all(p and p not in (".", "..") and _is_repo_part(p) for p in parts):
+            raise InputError(
+                f"{source}: pipeline source 'repository' must be 'owner/name', got {repository!r}"
+            )
+        if not isinstance(revision, str) or len(revision) != 40 or not _is_hex(revision):
+            raise InputError(
+                f"{source}: pipeline source 'revision' must pin a commit (40 hex digits), got {revision!r}"
+            )
+        return cls(repository, revision.lower())
 
 
 @dataclass
@@ -282,17 +317,22 @@ def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, director
         raise InputError(f"{source}: pipeline 'files' must map each needed file to its digest and size")
     folder = str(spec.get("folder") or name)
     prefix = "" if directory is not None else f"{folder}/"
+    hub = HubSource.from_dict(spec["source"], source) if spec.get("source") is not None else None
     specs = []
     for rel, entry in files.items():
         entry = dict(entry or {})
         entry.update(kind=PIPELINE_FILE, file=f"{prefix}{rel}")
         if entry.get("sha256") is None:
-            entry["trust_on_first_use"] = True  # a folder placed by hand: its digests are recorded first
+            # no published digest: recorded when a folder placed by hand is first loaded, or taken from the
+            # hub's Git LFS pointer at the pinned revision when ``download`` fetches it (engine/models/hub.py)
+            entry["trust_on_first_use"] = True
         file_spec = ModelSpec.from_dict(f"{name}:{rel}", entry, f"{source} (pipeline file {rel})")
         file_spec.directory = directory
+        file_spec.source_path = rel if hub is not None else None
         specs.append(file_spec)
     root = directory if directory is not None else Path(folder)  # relative: under the weights folder
-    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, str(spec.get("licence", "")))
+    licence = str(spec.get("licence", ""))
+    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, licence, hub)
     clip = _model_entry(data["clip"], f"{name}-clip", source, base_dir) if data.get("clip") else None
     if clip is not None and clip.kind != "clip":
         raise InputError(f"{source}: 'clip' refers to a {clip.kind} model")

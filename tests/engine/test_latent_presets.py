@@ -170,7 +170,7 @@ def test_stable_diffusion_presets_are_data(name, resolution, guidance, licence):
     )
 
 
-def test_models_command_says_how_to_place_a_missing_folder(tmp_path):
+def test_models_command_says_how_to_get_a_missing_folder(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "engine", "models", "--quick", "--weights-dir", str(tmp_path)],
         capture_output=True,
@@ -179,8 +179,20 @@ def test_models_command_says_how_to_place_a_missing_folder(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     sd15 = result.stdout.split("\nsd15:")[1].split("\n\n")[0]
-    assert "place the model's folder in diffusers layout" in sd15 and str(tmp_path / "sd15") in sd15
+    assert "run `python -m engine download sd15`" in sd15 and str(tmp_path / "sd15") in sd15
     assert "licence: CreativeML OpenRAIL-M" in sd15
+    # a preset naming no hub repository: its folder is placed by hand, and download says where
+    folder = tmp_path / "by-hand"
+    folder.mkdir()
+    data = {
+        "method": "latent",
+        "pipeline": {"resolution": 32, "guidance_scale": 3.0, "files": {"unet/a": {}}},
+    }
+    (folder / "preset.json").write_text(json.dumps(data))
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "download", str(folder)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 1 and "place the model's folder in diffusers layout (unet/)" in result.stderr
 
 
 def _scene():
