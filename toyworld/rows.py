@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import shlex
 import sys
 import time
@@ -52,6 +53,18 @@ DEFAULT_ORDER = (
     "toy-latent-bgrec",
 )
 CASES: dict[str, Callable] = {"main": edit_case, "thin": thin_case}
+# a row's "candidates": one list per judged candidate, in this order (toyworld.evaluate.Trial's fields)
+TRIAL_FIELDS = (
+    "scene",
+    "colour",
+    "kind",
+    "rank",
+    "got_colour",
+    "got_shape",
+    "seam",
+    "seam_background",
+    "change",
+)
 
 
 def row_params(models_dir: str, quality: str, explicit: dict[str, Any]) -> dict[str, Any]:
@@ -119,8 +132,20 @@ def run_row(
             "scene_count": count,
         },
         "params": params,
-        "trials_list": trials,
+        "candidates": [_trial_row(t) for t in trials],
     }
+
+
+def _trial_row(trial: dict) -> list:
+    return [round(v, 3) if isinstance(v, float) else v for v in (trial[f] for f in TRIAL_FIELDS)]
+
+
+def write_report(path: Path, report: dict) -> None:
+    """Indented JSON with every innermost list of scalars (a trial, a command's words) on one line: 3000
+    trials stay readable without a line per value."""
+    text = json.dumps({**report, "trial_fields": list(TRIAL_FIELDS)}, indent=1)
+    text = re.sub(r"\[\s*([^\[\]{}]*?)\s*\]", lambda m: "[" + re.sub(r",\n\s*", ", ", m.group(1)) + "]", text)
+    path.write_text(text + "\n")
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -226,7 +251,7 @@ def main(argv: Optional[list] = None) -> int:
         )
         rows[name] = run_row(name, loaded[kind], folders[kind], args.first_seed, counts[name])
         rows[name]["command"] = command
-        path.write_text(json.dumps(report, indent=1) + "\n")
+        write_report(path, report)
         print(table({name: rows[name]}), flush=True)
     print(table(rows))
     return 0

@@ -101,4 +101,6 @@ def test_rows_runner_one_scene_and_merge(tmp_path, capsys):
     assert thin["thin"]["trials"] == 4 and "guided_both" not in thin
     assert main["cpu_seconds_per_candidate"] > 0 and main["seam"]["all"]["count"] == 4
     assert report["machine"] and report["torch"]
+    assert len(main["candidates"]) == 4 and len(main["candidates"][0]) == len(report["trial_fields"])
+    assert main["candidates"][0][0] == 30 and '"candidates": [\n' in out.read_text()  # a trial a line
     assert "| toy-latent |" in capsys.readouterr().out
