@@ -7,7 +7,9 @@ region is judged without CLIP: its colour by the fixed pixel rule ``scenes.class
 fitting the outline of the pixels of that colour (``judge.judge_shape``).
 
 Three conditions: "guided" (every candidate, i.e. one picked at random), "top-ranked" (the engine's rank-1
-candidate of each scene) and "empty prompt" (every candidate of the unguided run).
+candidate of each scene) and "empty prompt" (every candidate of the unguided run). Every candidate also gets
+its edge seam at the selection's border (toyworld.seam) and its mean change inside the region; a condition
+records the CPU seconds of its edit() calls alone (time.process_time, judges excluded).
 
     python -m toyworld.evaluate --scenes 120 [--empty-scenes 30] [--json result.json]
     python -m toyworld.evaluate --models toy-latent --first-seed 30 --scenes 120 --empty-scenes 0
@@ -29,6 +31,9 @@ import numpy as np
 
 from toyworld.judge import region_shape
 from toyworld.scenes import COLOURS, SHAPES, EditCase, edit_case, region_colour
+from toyworld.seam import edge_seam
+from toyworld.seam import summary as seam_summary
+from toyworld.thin import region_change
 
 DEFAULT_MODELS = str(Path(__file__).resolve().parent.parent / "resources" / "models" / "toy")
 
@@ -43,6 +48,9 @@ class Trial:
     rank: int  # 1 = the engine's best
     got_colour: Optional[str]
     got_shape: Optional[str]
+    seam: float = 0.0  # toyworld.seam: the border step's increase over the source's, 0..255
+    seam_background: Optional[float] = None  # the same over background-like border pixels only
+    change: float = 0.0  # mean |RGB change| over the region's box, 0..255
 
     @property
     def colour_hit(self) -> bool:
@@ -85,6 +93,15 @@ class ConditionResult:
     scenes: int = 0
     background_exact: bool = True
     scores: list = field(default_factory=list)  # per scene: the engine's ranking scores, rank order
+    edit_cpu_seconds: float = 0.0  # process CPU time inside edit() only
+
+    def seams(self, top: bool = False) -> dict:
+        """Per-candidate seam figures (all border pairs, background-like ones) summarised."""
+        trials = self.top if top else self.trials
+        return {
+            "all": seam_summary([t.seam for t in trials]),
+            "background": seam_summary([t.seam_background for t in trials]),
+        }
 
     @property
     def candidates(self) -> int:
@@ -160,6 +177,8 @@ class Evaluation:
             lines.append(
                 f"  CPU seconds per candidate: {self.cpu_seconds / edited:.3f} ({edited} candidates)"
             )
+        seams = self.guided.seams()
+        lines.append(f"  guided edge seam (0..255): all {seams['all']}, background {seams['background']}")
         for name, condition, top in (("guided", self.guided, False), ("top-ranked", self.guided, True)):
             table = condition.table(top)
             colours = ", ".join(
@@ -176,7 +195,15 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         def condition(c: ConditionResult, top: bool = False) -> dict:
-            return {"scenes": c.scenes, "background_exact": c.background_exact, **c.table(top)}
+            per = c.edit_cpu_seconds / c.candidates if c.candidates else None
+            return {
+                "scenes": c.scenes,
+                "background_exact": c.background_exact,
+                **c.table(top),
+                "seam": c.seams(top),
+                "edit_cpu_seconds": round(c.edit_cpu_seconds, 2),
+                "cpu_seconds_per_candidate": round(per, 4) if per is not None else None,
+            }
 
         return {
             "scenes": self.scenes,
@@ -220,13 +247,29 @@ def run_condition(
     from engine.editing.editor import EditParams, edit
 
     params = EditParams(**{**base, "prompt": prompt, "seed": seed})
+    cpu_start = time.process_time()
     outcome = edit(case.image, case.mask, models, params)
+    result.edit_cpu_seconds += time.process_time() - cpu_start
     judged = []
     for candidate in outcome.candidates:
         colour = region_colour(candidate.image, case.box)
         shape = region_shape(candidate.image, case.box, colour) if colour else None
         judged.append((colour, shape))
-        result.trials.append(Trial(case.seed, case.colour, case.kind, candidate.rank, colour, shape))
+        seam = edge_seam(case.image, candidate.image, case.mask)
+        change = region_change(case.image, candidate.image, case.box)
+        result.trials.append(
+            Trial(
+                case.seed,
+                case.colour,
+                case.kind,
+                candidate.rank,
+                colour,
+                shape,
+                seam.seam,
+                seam.background,
+                change,
+            )
+        )
     result.scenes += 1
     result.background_exact &= all(
         background_unchanged(case.image, c.image, case.mask) for c in outcome.candidates
@@ -242,10 +285,12 @@ def evaluate(
     params: Optional[dict] = None,
     log: Callable[[str], None] = print,
     empty_scenes: Optional[int] = None,
+    case_for: Callable[[int, int], EditCase] = edit_case,
 ) -> Evaluation:
     """Guided and empty-prompt edits of ``scene_count`` held-out scenes (same seeds for both).
 
     ``empty_scenes`` limits the empty-prompt runs to the first that many scenes (default: all).
+    ``case_for(index, size)``: the scenes (default scenes.edit_case; toyworld.thin.thin_case for thin bars).
     """
     if scene_count < 1:
         raise ValueError("scene_count must be at least 1")
@@ -257,7 +302,7 @@ def evaluate(
     size = int(models.image_size)
     empty_scenes = scene_count if empty_scenes is None else empty_scenes
     for index in range(first_seed, first_seed + scene_count):
-        case = edit_case(index, size)
+        case = case_for(index, size)
         seed = 10_000 + 100 * index
         got = run_condition(case, models, base, case.prompt, seed, guided)
         plain = []
