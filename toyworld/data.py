@@ -7,7 +7,16 @@ import random
 import numpy as np
 import torch
 
-from toyworld.scenes import ShapeSpec, random_scene, single_shape_scene
+from toyworld.scenes import (
+    COLOURS,
+    SHAPES,
+    ShapeSpec,
+    _place_box,
+    random_scene,
+    render,
+    shape_extent_range,
+    single_shape_scene,
+)
 
 MASK_GREY = 0.5  # what the editor's masking (zero in [-1, 1]) looks like in [0, 1]
 
@@ -23,6 +32,31 @@ def scene_bank(count: int, size: int, seed: int, max_shapes: int = 3) -> tuple[t
     scenes = [random_scene(rng, size, max_shapes) for _ in range(count)]
     images = torch.from_numpy(np.stack([np.asarray(s.image) for s in scenes])).permute(0, 3, 1, 2)
     return images.contiguous(), [s.caption for s in scenes]
+
+
+def focus_scene_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, list[str]]:
+    """Edit-like scenes: one shape inside a square region of 40-60% of the side, up to two others around
+    it, captioned with that one shape only ("a {colour} {shape}"), as an edit's prompt names its region.
+
+    Its own seeded stream (not ``edit_case``'s), so no evaluation scene is among them."""
+    rng = random.Random(f"toyworld-focus-{seed}")
+    low, high = shape_extent_range(size)
+    images, captions = [], []
+    for _ in range(count):
+        region = rng.randint(round(size * 0.4), round(size * 0.6))
+        x, y = rng.randint(0, size - region), rng.randint(0, size - region)
+        taken: list[ShapeSpec] = []
+        for _ in range(rng.randint(0, 2)):
+            hole_and_taken = [(x, y, x + region, y + region)] + [s.box for s in taken]
+            box = _place_box(size, rng.randint(low, high), hole_and_taken, rng)
+            if box is not None:
+                taken.append(ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), box))
+        extent = rng.randint(low, min(high, region))
+        left, top = x + rng.randint(0, region - extent), y + rng.randint(0, region - extent)
+        target = ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), (left, top, left + extent, top + extent))
+        images.append(np.asarray(render(size, taken + [target], rng).image))
+        captions.append(f"a {target.colour} {target.kind}")
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(), captions
 
 
 def _mask_around(shape: ShapeSpec, size: int, rng: random.Random) -> np.ndarray:

@@ -40,13 +40,14 @@ CAPTION_DROPOUT = 0.1
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.'-"
 
-# Chosen on the selection scenes 0-29 (docs/latent.md): the toy model is small, so its region, an empty
-# background square, is edited from pure noise (strength 1, not the authors' 0.75), with strong guidance and
-# without the shrinking phases (whose dilated masks reach into the background of a 16 px square).
+# Chosen on the selection scenes 0-29 (docs/latent.md, docs/latent-toy-selection-*.json): the toy model is
+# small, so its region, an empty background square, is edited from pure noise (strength 1, not the authors'
+# 0.75), with strong guidance (25: 20 and 30 each lost a few points of colour or shape) and without the
+# shrinking phases (whose dilated masks reach into the background of a 16 px square).
 TOY_LATENT_EDIT_DEFAULTS: dict = {
     "timestep_respacing": "50",
     "skip_timesteps": 0,
-    "guidance_scale": 20.0,
+    "guidance_scale": 25.0,
     "mask_shrink": False,
     "batch_size": 4,
     "iterations_num": 1,
@@ -153,8 +154,40 @@ def train_vae(vae, images, steps: int, batch: int, generator, log: Callable[[str
     return vae.eval().requires_grad_(False)
 
 
-def train_unet(unet, text_encoder, latents, ids, steps: int, batch: int, generator, log):
-    """Epsilon prediction on the scaled latents, text encoder trained jointly, an EMA of both kept."""
+def train_decoder(vae, images, steps: int, batch: int, generator, log: Callable[[str], None]):
+    """More steps for the decoder alone: the encoder is frozen, so the latents (and the UNet trained on
+    them) keep their meaning while the decoder draws sharper outlines (a blurred triangle reads as none)."""
+    import torch
+
+    decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
+    vae.requires_grad_(False)
+    for param in decoder:
+        param.requires_grad_(True)
+    optimizer = torch.optim.AdamW(decoder, lr=5e-4, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    vae.train()
+    for step in range(steps):
+        x = images[torch.randint(0, images.shape[0], (batch,), generator=generator)]
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.sample(generator=generator)
+        loss = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        if step % 200 == 0 or step == steps - 1:
+            log(f"decoder step {step} loss {loss.item():.5f}")
+    return vae.eval().requires_grad_(False)
+
+
+def train_unet(
+    unet, text_encoder, latents, ids, steps: int, batch: int, generator, log, cosine: bool = False
+):
+    """Epsilon prediction on the scaled latents, text encoder trained jointly, an EMA of both kept.
+
+    cosine: the learning rate decays to 0 over ``steps`` after the warm-up (a final stage settles)."""
+    import math
+
     import torch
     from diffusers import DDPMScheduler
     from diffusers.training_utils import EMAModel
@@ -162,7 +195,12 @@ def train_unet(unet, text_encoder, latents, ids, steps: int, batch: int, generat
     noise_schedule = DDPMScheduler(**SCHEDULE)
     params = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / 100))
+
+    def factor(s: int) -> float:
+        decay = 0.5 * (1.0 + math.cos(math.pi * s / steps)) if cosine else 1.0
+        return min(1.0, (s + 1) / 100) * decay
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     ema_unet = EMAModel(unet.parameters(), decay=0.995)
     ema_text = EMAModel(text_encoder.parameters(), decay=0.995)
     unet.train()
@@ -261,6 +299,17 @@ def main(argv: List[str] | None = None) -> int:
     parser.add_argument("--vae-batch", type=int, default=16)
     parser.add_argument("--unet-steps", type=int, default=2500)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument(
+        "--focus-scenes",
+        type=int,
+        default=0,
+        help="add this many edit-like scenes (data.focus_scene_bank: one shape in a square region, its "
+        "caption alone) to the UNet's data, as an edit's prompt names one shape",
+    )
+    parser.add_argument(
+        "--decoder-steps", type=int, default=0, help="then train the VAE's decoder alone (encoder frozen)"
+    )
+    parser.add_argument("--cosine", action="store_true", help="UNet learning rate: cosine decay to 0")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the cores are shared)")
     parser.add_argument(
         "--resume",
@@ -273,8 +322,8 @@ def main(argv: List[str] | None = None) -> int:
         help="train nothing: rewrite the preset files (digests, sizes) for the model files already in --out",
     )
     args = parser.parse_args(argv)
-    if min(args.scenes, args.vae_steps, args.unet_steps, args.batch, args.vae_batch, args.threads) < 1:
-        parser.error("--scenes, the step counts, --batch and --threads must be at least 1")
+    if min(args.scenes, args.vae_steps, args.batch, args.vae_batch, args.threads) < 1 or args.unet_steps < 0:
+        parser.error("--scenes, the step counts, --batch and --threads must be at least 1 (--unet-steps 0)")
     out = Path(args.out)
     if args.presets_only:
         previous = json.loads((out / "preset.json").read_text()).get("training", {})
@@ -286,7 +335,7 @@ def main(argv: List[str] | None = None) -> int:
     from diffusers import DDIMScheduler
     from transformers import CLIPTokenizer
 
-    from toyworld.data import scene_bank
+    from toyworld.data import focus_scene_bank, scene_bank
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -297,6 +346,9 @@ def main(argv: List[str] | None = None) -> int:
         print(f"[{time.time() - started:6.0f}s] {message}", flush=True)
 
     images_u8, captions = scene_bank(args.scenes, 32, args.seed)
+    if args.focus_scenes:  # after the whole scenes: the VAE (first stage) trains on those alone, as before
+        focus_u8, focus_captions = focus_scene_bank(args.focus_scenes, 32, args.seed)
+        images_u8, captions = torch.cat([images_u8, focus_u8]), captions + focus_captions
     images = images_u8.float() / 127.5 - 1.0
     vocab_path, merges_path = write_tokenizer_files(captions, out / "tokenizer")
     tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=MAX_TOKENS)
@@ -316,7 +368,7 @@ def main(argv: List[str] | None = None) -> int:
         text_encoder = CLIPTextModel.from_pretrained(out / "text_encoder")
         vae.register_to_config(scaling_factor=1.0)  # measured again below, on the same latents
     else:
-        vae = train_vae(vae, images, args.vae_steps, args.vae_batch, generator, log)
+        vae = train_vae(vae, images[: args.scenes], args.vae_steps, args.vae_batch, generator, log)
     with torch.no_grad():
         means = torch.cat(
             [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
@@ -324,10 +376,20 @@ def main(argv: List[str] | None = None) -> int:
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latents {tuple(means.shape[1:])}, std {means.std().item():.4f}: scaling_factor {scaling:.5f}")
-    vae_seconds = time.time() - started
+    if args.decoder_steps:  # after the scaling factor: the encoder, and so the latents, do not change
+        vae = train_decoder(vae, images, args.decoder_steps, args.vae_batch, generator, log)
+    vae_seconds = time.time() - started if not args.resume or args.decoder_steps else 0.0
 
     unet, text_encoder = train_unet(
-        unet, text_encoder, means * scaling, ids.input_ids, args.unet_steps, args.batch, generator, log
+        unet,
+        text_encoder,
+        means * scaling,
+        ids.input_ids,
+        args.unet_steps,
+        args.batch,
+        generator,
+        log,
+        cosine=args.cosine,
     )
     for model, sub in ((vae, "vae"), (unet, "unet"), (text_encoder, "text_encoder")):
         model.save_pretrained(out / sub, safe_serialization=True)
@@ -341,12 +403,15 @@ def main(argv: List[str] | None = None) -> int:
         "threads": args.threads,
         "torch": torch.__version__,
         "scenes": args.scenes,
+        "focus_scenes": args.focus_scenes,  # this (last) stage's; the command holds every stage's flags
+        "lr_schedule": "cosine" if args.cosine else "constant",
         "batch": args.batch,
         "vae_steps": previous.get("vae_steps", args.vae_steps),
         "vae_batch": previous.get("vae_batch", args.vae_batch),
+        "decoder_steps": args.decoder_steps + previous.get("decoder_steps", 0),
         "unet_steps": args.unet_steps + previous.get("unet_steps", 0),
         "caption_dropout": CAPTION_DROPOUT,
-        "vae_seconds": previous.get("vae_seconds", round(vae_seconds)),
+        "vae_seconds": previous.get("vae_seconds", 0) + round(vae_seconds),
         "seconds": round(time.time() - started) + previous.get("seconds", 0),
         "cpu_seconds": round(time.process_time() - cpu_started) + previous.get("cpu_seconds", 0),
     }

@@ -54,7 +54,8 @@ def test_cli_edit_with_toy_latent_writes_ranked_candidates(tmp_path):
     ]  # fmt: skip
     done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
     assert done.returncode == 0, done.stderr
-    assert "Blended Latent Diffusion: 50 of 50 DDIM steps, guidance 20" in done.stderr
+    guidance = registry.get_preset("toy-latent").edit_defaults["guidance_scale"]
+    assert f"Blended Latent Diffusion: 50 of 50 DDIM steps, guidance {guidance:g}" in done.stderr
     summary = json.loads((out / "scores.json").read_text())
     files = [c["file"] for c in summary["candidates"]]
     assert files == sorted(n for n in os.listdir(out) if n.endswith(".png")) and len(files) == 3
@@ -92,7 +93,7 @@ def test_bridge_edit_job_with_toy_latent(engine, tmp_path):
     with EngineClient(host, port, token, timeout=60.0) as client:
         status = client.status()
         assert status["models"]["preset"] == "toy-latent"
-        assert status["models"]["edit_defaults"]["guidance_scale"] == 20.0
+        assert status["models"]["edit_defaults"]["guidance_scale"] == 25.0
         result = client.edit(
             {"prompt": "a red circle", "batch_size": 2, "seed": 9},
             (tmp_path / "image.png").read_bytes(),
