@@ -11,10 +11,10 @@ from toyworld.scenes import (
     COLOURS,
     SHAPES,
     ShapeSpec,
-    _place_box,
     random_scene,
     render,
     shape_extent_range,
+    shapes_clear_of,
     single_shape_scene,
 )
 
@@ -45,12 +45,7 @@ def focus_scene_bank(count: int, size: int, seed: int) -> tuple[torch.Tensor, li
     for _ in range(count):
         region = rng.randint(round(size * 0.4), round(size * 0.6))
         x, y = rng.randint(0, size - region), rng.randint(0, size - region)
-        taken: list[ShapeSpec] = []
-        for _ in range(rng.randint(0, 2)):
-            hole_and_taken = [(x, y, x + region, y + region)] + [s.box for s in taken]
-            box = _place_box(size, rng.randint(low, high), hole_and_taken, rng)
-            if box is not None:
-                taken.append(ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), box))
+        taken = shapes_clear_of(size, (x, y, x + region, y + region), rng)
         extent = rng.randint(low, min(high, region))
         left, top = x + rng.randint(0, region - extent), y + rng.randint(0, region - extent)
         target = ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), (left, top, left + extent, top + extent))

@@ -218,18 +218,26 @@ def edit_case(seed: int, size: int = 32, region: int | None = None) -> EditCase:
     region = region or round(size * 0.5)
     x, y = rng.randint(0, size - region), rng.randint(0, size - region)
     hole = (x, y, x + region, y + region)
+    scene = render(size, shapes_clear_of(size, hole, rng), rng)
+    return EditCase(seed, scene.image, box_mask(size, hole), hole, rng.choice(COLOURS), rng.choice(SHAPES))
+
+
+def shapes_clear_of(size: int, hole: tuple[int, int, int, int], rng: random.Random) -> list[ShapeSpec]:
+    """Zero to two seeded shapes placed clear of ``hole`` (an edit's region) and of each other."""
     low, high = shape_extent_range(size)
     taken: list[ShapeSpec] = []
     for _ in range(rng.randint(0, 2)):
         box = _place_box(size, rng.randint(low, high), [hole] + [s.box for s in taken], rng)
         if box is not None:
             taken.append(ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), box))
-    scene = render(size, taken, rng)
+    return taken
+
+
+def box_mask(size: int, box: tuple[int, int, int, int]) -> Image.Image:
+    """A size x size selection ("L"): 255 inside ``box`` (x0, y0, x1, y1), 0 elsewhere."""
     mask = np.zeros((size, size), np.uint8)
-    mask[hole[1] : hole[3], hole[0] : hole[2]] = 255
-    return EditCase(
-        seed, scene.image, Image.fromarray(mask, "L"), hole, rng.choice(COLOURS), rng.choice(SHAPES)
-    )
+    mask[box[1] : box[3], box[0] : box[2]] = 255
+    return Image.fromarray(mask, "L")
 
 
 def classify_colour(pixels: np.ndarray) -> str | None:

@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from toyworld.scenes import COLOURS, SHAPES, EditCase, ShapeSpec, _place_box, render, shape_extent_range
+from toyworld.scenes import COLOURS, SHAPES, EditCase, box_mask, render, shapes_clear_of
 
 WIDTHS = (4, 5, 6)  # px: 2-3 cells of a 16x16 latent grid at 32 px
 CHANGED_LEVELS = 12.0  # mean |change| over the bar, 0..255, above which the bar counts as changed
@@ -42,17 +42,8 @@ def thin_case(seed: int, size: int = 32) -> EditCase:
     across, along = (width, length) if rng.random() < 0.5 else (length, width)  # vertical, horizontal
     x, y = rng.randint(0, size - across), rng.randint(0, size - along)
     bar = (x, y, x + across, y + along)
-    low, high = shape_extent_range(size)
-    taken: list[ShapeSpec] = []
-    for _ in range(rng.randint(0, 2)):
-        box = _place_box(size, rng.randint(low, high), [bar] + [s.box for s in taken], rng)
-        if box is not None:
-            taken.append(ShapeSpec(rng.choice(COLOURS), rng.choice(SHAPES), box))
-    scene = render(size, taken, rng)
-    mask = np.zeros((size, size), np.uint8)
-    mask[bar[1] : bar[3], bar[0] : bar[2]] = 255
-    image, selection = scene.image, Image.fromarray(mask, "L")
-    return EditCase(seed, image, selection, bar, rng.choice(COLOURS), rng.choice(SHAPES))
+    scene = render(size, shapes_clear_of(size, bar, rng), rng)
+    return EditCase(seed, scene.image, box_mask(size, bar), bar, rng.choice(COLOURS), rng.choice(SHAPES))
 
 
 def region_change(source: Image.Image, result: Image.Image, box: tuple[int, int, int, int]) -> float:
