@@ -133,50 +133,42 @@ def build_models(vocab_size: int, bos: int, eos: int):
 
 def train_vae(vae, images, steps: int, batch: int, generator, log: Callable[[str], None]):
     """Reconstruction (MSE) plus a small KL term: latents stay near unit scale and smooth to sample."""
-    import torch
-
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    vae.train()
-    for step in range(steps):
-        index = torch.randint(0, images.shape[0], (batch,), generator=generator)
-        x = images[index]
-        posterior = vae.encode(x).latent_dist
-        z = posterior.sample(generator=generator)
-        recon = vae.decode(z).sample
-        loss = torch.nn.functional.mse_loss(recon, x) + 1e-5 * posterior.kl().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        if step % 200 == 0 or step == steps - 1:
-            log(f"vae step {step} loss {loss.item():.5f}")
-    return vae.eval().requires_grad_(False)
+    return _fit_vae(vae, list(vae.parameters()), 1e-3, images, steps, batch, generator, log, "vae")
 
 
 def train_decoder(vae, images, steps: int, batch: int, generator, log: Callable[[str], None]):
     """More steps for the decoder alone: the encoder is frozen, so the latents (and the UNet trained on
     them) keep their meaning while the decoder draws sharper outlines (a blurred triangle reads as none)."""
-    import torch
-
     decoder = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
     vae.requires_grad_(False)
     for param in decoder:
         param.requires_grad_(True)
-    optimizer = torch.optim.AdamW(decoder, lr=5e-4, weight_decay=0.0)
+    return _fit_vae(vae, decoder, 5e-4, images, steps, batch, generator, log, "decoder")
+
+
+def _fit_vae(vae, params: list, lr: float, images, steps: int, batch: int, generator, log, name: str):
+    """AdamW with cosine decay on reconstruction MSE, over ``params`` of the VAE; the encoder's KL term
+    (1e-5) only when the encoder is among them: a frozen encoder is run without gradients."""
+    import torch
+
+    train_encoder = any(p.requires_grad for p in vae.encoder.parameters())
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     vae.train()
     for step in range(steps):
         x = images[torch.randint(0, images.shape[0], (batch,), generator=generator)]
-        with torch.no_grad():
-            z = vae.encode(x).latent_dist.sample(generator=generator)
+        with torch.set_grad_enabled(train_encoder):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample(generator=generator)
         loss = torch.nn.functional.mse_loss(vae.decode(z).sample, x)
+        if train_encoder:
+            loss = loss + 1e-5 * posterior.kl().mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         scheduler.step()
         if step % 200 == 0 or step == steps - 1:
-            log(f"decoder step {step} loss {loss.item():.5f}")
+            log(f"{name} step {step} loss {loss.item():.5f}")
     return vae.eval().requires_grad_(False)
 
 
