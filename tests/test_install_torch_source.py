@@ -13,12 +13,12 @@ import http.server
 import json
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 import install
+from tests.local_http import serving
 from tests.test_install import copy_working_tree, home_env, make_home, snapshot
 
 REFUSED = "http://127.0.0.1:9/whl/cpu"  # nothing listens on the discard port: refused at once
@@ -112,12 +112,8 @@ class TorchPage(http.server.BaseHTTPRequestHandler):
 @pytest.fixture()
 def torch_page():
     TorchPage.requested = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TorchPage)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(TorchPage) as url:
+        yield url
 
 
 def test_failing_torch_index_falls_back_to_pypi(clone, tmp_path, fake_venv, torch_page):

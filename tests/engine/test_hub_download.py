@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -20,6 +19,7 @@ import pytest
 
 from engine.errors import DownloadError, InputError, WeightsCorruptError
 from engine.models import hub, registry
+from tests.local_http import serving
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "resources" / "models" / "toy-latent"
@@ -82,12 +82,8 @@ class HubHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def server():
     HubHandler.content = {rel: (SHIPPED / rel).read_bytes() for rel in FILES}
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(HubHandler) as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

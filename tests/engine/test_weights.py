@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import http.server
-import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from engine.errors import DownloadError, WeightsCorruptError, WeightsMissingError
 from engine.models import weights
 from engine.models.registry import ModelSpec, get_preset
+from tests.local_http import serving
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -54,12 +54,8 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def server():
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(RangeHandler) as url:
+        yield url
 
 
 def spec_for(urls: list[str], sha: str = PAYLOAD_SHA, size: int | None = None) -> ModelSpec:
