@@ -70,7 +70,7 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str, guided: boo
 
     from engine.editing import admission
     from engine.editing.editor import edit
-    from engine.editing.params import EditParams
+    from engine.editing.shared.params import EditParams
 
     torch.set_num_threads(1)
     models = _models(preset, weights_dir)
@@ -92,7 +92,7 @@ def measure(preset: str, batch: int, aug_num: int, weights_dir: str, guided: boo
     count_seconds = time.process_time() - started
     estimate = admission.STEP_OVERHEAD + batch * admission.candidate_bytes(fp, aug_num, guided)
     estimate += admission.host_bytes(256 * 256)
-    import engine.editing.augment  # noqa: E401, F401
+    import engine.editing.shared.augment  # noqa: E401, F401
 
     gc.collect()
     ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed memory back to the system: the baseline is what is used

@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from engine import jobs
     from engine.editing import editor
-    from engine.editing.modes import resolve_params
+    from engine.editing.paper.modes import resolve_params
     from engine.models.loading import load_models
 
     torch.set_num_threads(1)
@@ -85,7 +85,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     image_png, mask_png, _ = timed("plugin", "encode image + mask PNGs (level 0)", request.pngs)
 
     # ---- engine job
-    from engine.editing import imaging
+    from engine.editing.shared import imaging
 
     image = timed(
         "engine",
@@ -96,7 +96,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from toyworld.evaluate import preset_edit_defaults
 
     params = resolve_params("fast", {"prompt": "a red circle", "seed": 1}, preset_edit_defaults(args.models))
-    import engine.editing.blended as blended
+    import engine.editing.paper.blended as blended
 
     diffusion_cpu: Dict[str, float] = {"cpu": 0.0, "wall": 0.0}
     original = blended.blended_diffusion

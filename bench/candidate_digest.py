@@ -59,9 +59,9 @@ def record(out: Path) -> None:
     import torch
     from PIL import Image
 
-    import engine.editing.blended as blended
+    import engine.editing.paper.blended as blended
     from engine.editing.editor import EditParams, edit
-    from engine.editing.params import preset_edit_defaults
+    from engine.editing.shared.params import preset_edit_defaults
     from engine.models.loading import load_models
     from engine.models.registry import get_preset
 

@@ -1,5 +1,6 @@
-"""The detail stage (engine/editing/detail.py) at full size: seconds, tile-steps and peak memory for square
-selections, on ADM-256 with seeded random weights (bench/edit_bench.py builds it; nothing downloaded).
+"""The detail stage (engine/editing/paper/detail.py) at full size: seconds, tile-steps and peak memory
+for square selections, on ADM-256 with seeded random weights (bench/edit_bench.py builds it; nothing
+downloaded).
 
 GPU (bench/gpu_report.sh runs it): the whole stage for one candidate at the default strength and schedule
 (paper: 100 respaced steps, strength 0.15 -> 15 steps) on 1024x1024 and 2048x2048 selections, batch_size 4
@@ -33,8 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.edit_bench import build_full, build_tiny  # noqa: E402
-from engine.editing import detail  # noqa: E402
-from engine.editing.params import EditParams  # noqa: E402
+from engine.editing.paper import detail  # noqa: E402
+from engine.editing.shared.params import EditParams  # noqa: E402
 
 
 def tile_steps(side: int, model_size: int, steps: int) -> int:
@@ -52,8 +53,8 @@ def _disc(side: int) -> np.ndarray:
 def run_stage(models, side: int, params: EditParams) -> Dict[str, Any]:
     """The stage for one candidate over a side x side selection (a soft disc), timed."""
     from engine.editing.editor import run_splitting_on_oom
-    from engine.editing.prepare import prepare_edit
-    from engine.editing.running import JobRun, ProgressCounter, UNetChoice, set_precision
+    from engine.editing.shared.prepare import prepare_edit
+    from engine.editing.shared.running import JobRun, ProgressCounter, UNetChoice, set_precision
     from engine.models.devices import amp_dtype_for
 
     device = models.device

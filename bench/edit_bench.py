@@ -1,4 +1,4 @@
-"""Speed of the editing loop (engine.editing.blended) against the reference's step, on the same inputs.
+"""Speed of the editing loop (engine.editing.paper.blended) against the reference's step, on the same inputs.
 
 For one size (``tiny`` preset, or ``full``: the ADM-256 + ViT-B/16 architectures with random weights) it
 measures, in one process on one device:
@@ -37,8 +37,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.editing.augment import ExtendingAugmentations, clip_distances  # noqa: E402
-from engine.editing.blended import (  # noqa: E402
+from engine.editing.paper.blended import (  # noqa: E402
     GuidanceSettings,
     _guidance_loss,
     _noise,
@@ -46,6 +45,7 @@ from engine.editing.blended import (  # noqa: E402
     blended_diffusion,
     make_generators,
 )
+from engine.editing.shared.augment import ExtendingAugmentations, clip_distances  # noqa: E402
 from engine.models.devices import amp_dtype_for  # noqa: E402
 
 # dense peak TFLOP/s by GPU name fragment: (fp32 without TF32, bf16/fp16 tensor cores)
@@ -162,7 +162,7 @@ def reference_style_run(
     step_times: List[float],
 ):
     """The authors' step structure: the sample from a no-grad forward, the guidance from a second forward
-    with gradient (their cond_fn). Same random draws in the same order as engine.editing.blended."""
+    with gradient (their cond_fn). Same random draws in the same order as engine.editing.paper.blended."""
     device = init.device
     batch = len(seeds)
     generators = make_generators(seeds, device)

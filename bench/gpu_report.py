@@ -27,10 +27,10 @@ sys.path.insert(0, str(ROOT))
 
 from bench.edit_bench import KNOWN_PEAKS, build_full, build_tiny  # noqa: E402
 from bridge.limits import respaced_steps  # noqa: E402
-from engine.editing.augment import ExtendingAugmentations  # noqa: E402
-from engine.editing.blended import blended_diffusion  # noqa: E402
 from engine.editing.editor import guidance_settings  # noqa: E402
-from engine.editing.modes import MODES, plan, resolve_params, unet_equivalents  # noqa: E402
+from engine.editing.paper.blended import blended_diffusion  # noqa: E402
+from engine.editing.paper.modes import MODES, plan, resolve_params, unet_equivalents  # noqa: E402
+from engine.editing.shared.augment import ExtendingAugmentations  # noqa: E402
 
 UNET_FORWARD_TFLOP = 2.240  # ADM-256 forward, one image (docs/perf-engine-editing.md)
 DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

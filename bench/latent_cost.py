@@ -92,8 +92,8 @@ def cpu_seconds(work: Callable[[], Any]) -> float:
 
 def paper_step() -> float:
     from bench.edit_bench import build_full
-    from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.shared.augment import ExtendingAugmentations
 
     unet, clip, diffusion_for, size, _flags, clip_config = build_full(torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)

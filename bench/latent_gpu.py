@@ -1,5 +1,6 @@
-"""GPU rows for Blended Latent Diffusion (issue 31): the engine's own loop (engine/editing/latent.py) on the
-real architectures with random weights, nothing downloaded: seconds per candidate and peak memory.
+"""GPU rows for Blended Latent Diffusion (issue 31): the engine's own loop
+(engine/editing/latent/blended_latent.py) on the real architectures with random weights, nothing downloaded:
+seconds per candidate and peak memory.
 
   sd15   4 candidates at 512 px (64x64x4 latents), the default schedule (38 of 50 DDIM steps),
          classifier-free guidance (batch 8), VAE encode once and decode per candidate; fp16
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from latent_cost import LATENT_STEPS, SD15_UNET, SD_VAE, SDXL_UNET  # noqa: E402
 
-from engine.editing.latent import blended_latent_diffusion, decode, encode, shrinking_masks  # noqa: E402
+from engine.editing.latent.blended_latent import blended_latent_diffusion, decode, encode, shrinking_masks  # noqa: E402
 from engine.models.latent import Conditioning  # noqa: E402
 
 SCHEDULE = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bridge.limits import respaced_steps  # noqa: E402
-from engine.editing.modes import (  # noqa: E402
+from engine.editing.paper.modes import (  # noqa: E402
     CLIP_VIEW_FORWARD,
     CLIP_VIEW_GUIDED,
     MODES,
@@ -43,7 +43,7 @@ from engine.editing.modes import (  # noqa: E402
     scale_schedule,
     unet_equivalents,
 )
-from engine.editing.params import EditParams  # noqa: E402
+from engine.editing.shared.params import EditParams  # noqa: E402
 from engine.editing.timing import X0_SHARE  # noqa: E402
 
 STEP_FRACTION = "_step_fraction"  # in a configuration's options: the schedule's fraction (not an EditParam)
@@ -296,9 +296,9 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from bench.edit_bench import build_full, build_tiny
-    from engine.editing.augment import ExtendingAugmentations, clip_distances
-    from engine.editing.blended import GuidanceSettings, blended_diffusion
-    from engine.editing.ranking import score_candidates
+    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
+    from engine.editing.shared.ranking import score_candidates
 
     torch.set_num_threads(args.threads)
     if args.times:  # the step times of an earlier run: recompute the plan (e.g. after changing a mode)
@@ -337,7 +337,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
 
     def clip_work(aug: int, amp: Optional[torch.dtype]) -> None:
         images = init.clone().requires_grad_(True)
-        from engine.editing.blended import autocast_context
+        from engine.editing.paper.blended import autocast_context
 
         with autocast_context(device, amp):
             loss = (

@@ -10,7 +10,7 @@ from typing import List, Optional, Sequence, Tuple
 # Fraction of the mask's larger side added as context on each side: the model sees the mask in the middle
 # two thirds of the square, enough surroundings for the edit to blend in.
 DEFAULT_PAD_FRACTION = 0.25
-# The detail stage's tiles (engine/editing/detail.py) overlap by this fraction of their side.
+# The detail stage's tiles (engine/editing/paper/detail.py) overlap by this fraction of their side.
 TILE_OVERLAP = 0.25
 
 

@@ -166,7 +166,7 @@ def stored_estimate(preset_name: str, device: Any = None, candidates: int = 4) -
     step times earlier edits measured on this device and the time outside the steps they stored
     (engine/editing/timing.py; one run: the plugin's batch of up to 4); None before the first."""
     try:
-        from engine.editing.params import preset_edit_defaults
+        from engine.editing.shared.params import preset_edit_defaults
         from engine.editing.timing import (
             StepTimes,
             describe_seconds,

@@ -2,8 +2,8 @@
 
 ``edit``: :class:`EditRunner` runs :func:`engine.editing.editor.edit` on the models loaded once at start-up.
 ``extend``: :class:`ExtendRunner` runs :func:`engine.editing.extend.extend` (text-guided extrapolation).
-It checks a request's parameters against :class:`engine.editing.params.EditParams` before it is queued, so
-a bad request is refused at once, and maps the engine's errors to the bridge's error codes.
+It checks a request's parameters against :class:`engine.editing.shared.params.EditParams` before it is
+queued, so a bad request is refused at once, and maps the engine's errors to the bridge's error codes.
 """
 
 from __future__ import annotations
@@ -122,11 +122,13 @@ class EditRunner(JobRunner):
         return self._admit(checked, width * height, detail=self._detail_work(checked, images))
 
     def _detail_work(self, checked: Dict[str, Any], images: Dict[str, bytes]) -> Tuple[int, int]:
-        """(tile-steps, box pixels) of the detail stage on this job's mask (engine/editing/detail.py), for
-        admission; (0, 0) when it is off, not needed, or the mask is not readable yet (the job says why)."""
+        """(tile-steps, box pixels) of the detail stage on this job's mask (engine/editing/paper/detail.py),
+        for admission; (0, 0) when it is off, not needed, or the mask is not readable yet (the job says
+        why)."""
         if checked.get("detail", "off") == "off" or "mask" not in images:
             return (0, 0)
-        from engine.editing import detail, imaging
+        from engine.editing.paper import detail
+        from engine.editing.shared import imaging
 
         try:
             params = self._editor.EditParams(**checked)
@@ -172,8 +174,8 @@ class EditRunner(JobRunner):
             edit_params = self._editor.EditParams(**checked)
             quality = checked.get("quality", "paper")
             if quality != "paper":
-                # the mode sets the levers the request did not name (engine/editing/modes.py)
-                from engine.editing.modes import apply_mode
+                # the mode sets the levers the request did not name (engine/editing/paper/modes.py)
+                from engine.editing.paper.modes import apply_mode
 
                 edit_params = apply_mode(edit_params, quality, set(params) - {"quality"})
                 checked = edit_params.to_dict()
@@ -184,7 +186,7 @@ class EditRunner(JobRunner):
         return checked
 
     def _check_prompt(self, prompt: str, what: str) -> None:
-        from engine.editing.limits import check_prompt_tokens
+        from engine.editing.shared.limits import check_prompt_tokens
 
         clip = getattr(self.models, "clip", None)
         check_prompt_tokens(prompt, what, int(getattr(clip, "context_length", 77)), self.job_limits)
@@ -201,7 +203,7 @@ class EditRunner(JobRunner):
         when only that fits), or JobFailed(too_large) with the figures. ``detail``: the detail stage's
         (tile-steps, box pixels) (:meth:`_detail_work`), counted when it will run."""
         from engine.editing.admission import AdmissionError, admit, split_batch
-        from engine.editing.detail import work_seconds
+        from engine.editing.paper.detail import work_seconds
         from engine.editing.timing import StepTimes, estimate_seconds, has_step_times
 
         params = self._editor.EditParams(**checked)
@@ -384,7 +386,7 @@ class ExtendRunner(EditRunner):
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         from engine.editing.extend import ExtendSpec, validate_spec
-        from engine.editing.limits import check_extend
+        from engine.editing.shared.limits import check_extend
 
         extension = {key: params[key] for key in self.EXTENSION_KEYS if key in params}
         side_prompts = extension.get("side_prompts", {})

@@ -103,6 +103,16 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
         ("engine.jobs", "engine.cli", "the job kinds know nothing of the command lines"),
         ("engine.models", "engine.cluster", "the models know nothing of the cluster"),
         ("engine.editing", "engine.cluster", "the method knows nothing of the cluster"),
+        ("engine.editing.shared", "engine.editing.paper", "the shared stages know neither method"),
+        ("engine.editing.shared", "engine.editing.latent", "the shared stages know neither method"),
+        ("engine.editing.shared", "engine.editing.editor", "the shared stages know nothing of the jobs"),
+        ("engine.editing.shared", "engine.editing.extend", "the shared stages know nothing of the jobs"),
+        (
+            "engine.editing.paper",
+            "engine.editing.latent",
+            "the paper's method knows nothing of the latent one",
+        ),
+        ("engine.editing.latent", "engine.editing.paper", "the latent method knows nothing of the paper's"),
         ("engine.jobs", "engine.cluster", "the job kinds know nothing of the cluster that runs them"),
         ("engine.cluster", "engine.cli", "the cluster knows nothing of the command lines"),
         ("engine.errors", "engine.", "the errors import nothing of the project"),
@@ -184,7 +194,9 @@ def cycles(graph: Dict[str, Dict[str, int]]) -> List[List[str]]:
 
 def test_the_layout_rules_hold() -> None:
     modules, graph = import_graph()
-    assert {"engine.models.registry", "engine.editing.params", "bridge.server", "engine.jobs"} <= set(modules)
+    assert {"engine.models.registry", "engine.editing.shared.params", "bridge.server", "engine.jobs"} <= set(
+        modules
+    )
     assert {"engine.cluster.scheduler", "engine.cluster.worker"} <= set(modules)
     assert not rule_violations(modules, graph), "\n".join(rule_violations(modules, graph))
 
@@ -203,9 +215,12 @@ def test_no_import_circles() -> None:
 def test_the_checks_see_a_forbidden_import_and_a_circle() -> None:
     """The checks themselves: a models module importing editing, and a two-module circle, are caught."""
     modules = {"engine.models.registry": ROOT / "engine/models/registry.py"}
-    graph = {"engine.models.registry": {"engine.editing.params": 7}, "engine.editing.params": {}}
+    graph = {
+        "engine.models.registry": {"engine.editing.shared.params": 7},
+        "engine.editing.shared.params": {},
+    }
     assert rule_violations(modules, graph) == [
-        "engine/models/registry.py:7: engine.models.registry imports engine.editing.params "
+        "engine/models/registry.py:7: engine.models.registry imports engine.editing.shared.params "
         "(the models know nothing of the editing job)"
     ]
     assert cycles({"a": {"b": 1}, "b": {"a": 2}, "c": {"a": 3}}) == [["a", "b"]]

@@ -1,4 +1,5 @@
-"""The detail stage (engine/editing/detail.py) measured in the toy world: edges, judges, seams, background.
+"""The detail stage (engine/editing/paper/detail.py) measured in the toy world: edges, judges, seams,
+background.
 
 Each held-out scene is drawn at 128 px (``scenes.edit_case(seed, 128)``: drawn at 4x and box-filtered like
 every toy scene), its 64 px hole edited by the toy models at their 32 px, so the context box (about 96 px)
@@ -84,7 +85,7 @@ def seam_energy(
 
 def tile_borders(box, size: int) -> Tuple[List[int], List[int]]:
     """Image columns and rows where a detail tile starts or ends inside the box."""
-    from engine.editing.detail import tile_starts
+    from engine.editing.paper.detail import tile_starts
 
     x, y, w, h = box
     columns = sorted({x + s + d for s in tile_starts(w, size) for d in (0, size)} - {x, x + w})
@@ -163,9 +164,9 @@ def run(
 ) -> Dict:
     import torch
 
-    from engine.editing import detail as detail_stage
     from engine.editing.editor import EditParams, edit
-    from engine.editing.results import composite
+    from engine.editing.paper import detail as detail_stage
+    from engine.editing.shared.results import composite
     from engine.models.loading import load_models
     from toyworld.evaluate import preset_edit_defaults
 

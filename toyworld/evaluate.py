@@ -228,7 +228,7 @@ def _pct(hits: int, trials: int) -> str:
 
 def preset_edit_defaults(models_dir: str) -> dict:
     """The ``edit_defaults`` the preset (a name or a folder with preset.json) recommends; empty if none."""
-    from engine.editing.params import preset_edit_defaults as checked
+    from engine.editing.shared.params import preset_edit_defaults as checked
     from engine.models.registry import get_preset
 
     return checked(get_preset(models_dir))

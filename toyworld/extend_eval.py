@@ -137,7 +137,7 @@ def main(argv: Optional[list] = None) -> int:
     import torch
 
     from engine.editing.extend import ExtendSpec
-    from engine.editing.params import EditParams
+    from engine.editing.shared.params import EditParams
     from engine.models.loading import load_models
 
     torch.set_num_threads(args.threads)

@@ -69,8 +69,8 @@ TRIAL_FIELDS = (
 
 def row_params(models_dir: str, quality: str, explicit: dict[str, Any]) -> dict[str, Any]:
     """The edit parameters of a row: the preset's edit_defaults, the quality mode, the row's options (as the
-    CLI and the bridge resolve them: engine.editing.modes.resolve_params)."""
-    from engine.editing.modes import resolve_params
+    CLI and the bridge resolve them: engine.editing.paper.modes.resolve_params)."""
+    from engine.editing.paper.modes import resolve_params
 
     return resolve_params(quality, explicit, preset_edit_defaults(models_dir)).to_dict()
 

@@ -23,8 +23,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from engine.editing.augment import AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE_DISTORTION
-from engine.editing.augment import AUGMENT_P as EDITOR_AUGMENT_P
+from engine.editing.shared.augment import AFFINE_DEGREES, AFFINE_TRANSLATE, PERSPECTIVE_DISTORTION
+from engine.editing.shared.augment import AUGMENT_P as EDITOR_AUGMENT_P
 from toyworld.data import MASK_GREY, grey_outside, region_shape_bank, scene_bank
 from toyworld.scenes import COLOURS, SHAPES
 
@@ -74,8 +74,8 @@ class GuidanceViews:
 
     x_t is the picture noised to level t (inside the region the edit's own sample, outside it the noised
     background), pred_x0 the ADM's estimate from it and x_in = pred_x0 * fac + x_t * (1 - fac), masked to the
-    region: the same formula as engine.editing.blended. Like a noise-aware classifier, a CLIP trained on these
-    reads the shape a blurry early estimate is heading for, so its gradient can steer the outline too.
+    region: the same formula as engine.editing.paper.blended. Like a noise-aware classifier, a CLIP trained on
+these     reads the shape a blurry early estimate is heading for, so its gradient can steer the outline too.
     """
 
     def __init__(

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _edit_params(args: argparse.Namespace):
-    from engine.editing.params import EditParams
+    from engine.editing.shared.params import EditParams
 
     return EditParams(
         prompt=args.prompt,
@@ -140,7 +140,7 @@ def _load_inputs(args: argparse.Namespace, invert_mask: bool):
     """Open and check every input file before the models load, so bad input fails in a second."""
     from PIL import Image
 
-    from engine.editing import imaging
+    from engine.editing.shared import imaging
     from engine.errors import InputError
 
     image = imaging.open_image(args.init_image, "image")
@@ -220,9 +220,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
-        from engine.editing.limits import check_prompt_tokens
-        from engine.editing.modes import apply_mode
-        from engine.editing.params import preset_edit_defaults, validate_params
+        from engine.editing.paper.modes import apply_mode
+        from engine.editing.shared.limits import check_prompt_tokens
+        from engine.editing.shared.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
 
         preset = get_preset(args.models)  # an unknown preset fails here, before torch is imported
@@ -282,7 +282,7 @@ def _context_length(preset) -> int:
 
 def _timing(models, params, mask=None):
     """(StepTimer recording this device's step times, the estimate in seconds or None before any); the
-    estimate includes the detail stage when it will run (engine/editing/detail.py)."""
+    estimate includes the detail stage when it will run (engine/editing/paper/detail.py)."""
     from engine.editing.timing import StepTimer, StepTimes, estimate_seconds, store_key
 
     store = StepTimes()
@@ -290,7 +290,8 @@ def _timing(models, params, mask=None):
     times = store.get(key)
     estimate = estimate_seconds(params, times, guided=bool(params.prompt.strip()))
     if estimate is not None and mask is not None and params.detail != "off":
-        from engine.editing import detail, imaging
+        from engine.editing.paper import detail
+        from engine.editing.shared import imaging
 
         soft = imaging.mask_array(mask, mask.size)
         if params.invert_mask:

@@ -96,9 +96,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.errors import Cancelled, EngineError
 
     try:
-        from engine.editing import imaging
-        from engine.editing.limits import check_extend, check_prompt_tokens
-        from engine.editing.params import preset_edit_defaults, validate_params
+        from engine.editing.shared import imaging
+        from engine.editing.shared.limits import check_extend, check_prompt_tokens
+        from engine.editing.shared.params import preset_edit_defaults, validate_params
         from engine.models.registry import get_preset
 
         spec = _spec(args)
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             args.prompt = ""  # every extended side has its own prompt (checked by _spec)
         preset = get_preset(args.models)
         params, changed = apply_preset_defaults(_edit_params(args), args, preset_edit_defaults(preset))
-        from engine.editing.modes import apply_mode
+        from engine.editing.paper.modes import apply_mode
 
         params = apply_mode(params, getattr(args, "quality", "paper"), explicit_options(args))
         validate_params(params)

@@ -64,7 +64,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_detail_arguments(parser: argparse.ArgumentParser) -> None:
-    """The full-resolution detail pass (engine/editing/detail.py; docs/detail.md). Checked by
+    """The full-resolution detail pass (engine/editing/paper/detail.py; docs/detail.md). Checked by
     validate_params, so a bad value is one line and exit status 2."""
     detail = parser.add_argument_group("full-resolution detail (issue 22; docs/detail.md)")
     detail.add_argument(
@@ -282,7 +282,7 @@ def explicit_options(args: argparse.Namespace) -> frozenset:
     if recorded is not None:
         return frozenset(recorded)
     # A Namespace not made by add_arguments' parser: take a value that differs from the reference's as set.
-    from engine.editing.params import EditParams
+    from engine.editing.shared.params import EditParams
 
     reference = EditParams()
     return frozenset(

@@ -214,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     ready_out = sys.stdout
     sys.stdout = sys.stderr
     from engine import __version__
-    from engine.editing.params import preset_edit_defaults
+    from engine.editing.shared.params import preset_edit_defaults
     from engine.errors import EngineError
     from engine.jobs import job_runners
     from engine.models.loading import load_models

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bridge.limits import respaced_steps
-from engine.editing.modes import prune_step
-from engine.editing.params import EditParams
+from engine.editing.paper.modes import prune_step
+from engine.editing.shared.params import EditParams
 
 RunnerOutput = Tuple[Dict[str, Any], Sequence[Tuple[str, bytes]]]
 

@@ -1,7 +1,13 @@
-"""The paper's method: Algorithm 2 (and the Algorithm 1 baseline), the extending augmentations and the
-CLIP distance, candidate ranking, any-size image handling, and ``editor.edit`` (a job from source + mask to
-ranked candidates). ``params`` holds the edit parameters (standard library only).
+"""The editing methods, a folder each, and what they share:
 
-May import: ``engine.models``, ``engine.errors``, ``bridge.geometry``, torch, numpy, PIL, kornia.
-Never ``engine.jobs`` or ``engine.cli``.
+  editor.py, extend.py   the job entry points: ``edit()`` and ``extend()``, dispatching on the models' method
+  timing.py, admission.py  a job's time and memory estimates, for both methods
+  paper/     Blended Diffusion (the paper): Algorithm 2 and the Algorithm 1 baseline, the model-size pass,
+             the quality modes, the full-resolution detail stage
+  latent/    Blended Latent Diffusion (the authors' successor): the latent loop, its edit and extend windows
+  shared/    the stages both methods share: parameters, prepare, ranking (CLIP over the augmentations),
+             results and the composite, any-size imaging, limits, the job's running state
+
+May import: ``engine.models``, ``engine.errors``, ``bridge.geometry``, ``bridge.limits``, torch, numpy, PIL,
+kornia, diffusers. Never ``engine.jobs``, ``engine.cli`` or ``engine.cluster``.
 """

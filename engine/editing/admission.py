@@ -42,7 +42,7 @@ UNGUIDED_SHARE = 0.15
 EDIT_BYTES_PER_PIXEL = 16
 EXTEND_BYTES_PER_PIXEL = 8
 EXTEND_BYTES_PER_PIXEL_CANDIDATE = 11
-# Device bytes per pixel of the box the detail stage re-samples (engine/editing/detail.py), counted from
+# Device bytes per pixel of the box the detail stage re-samples (engine/editing/paper/detail.py), counted from
 # its tensors at the box's resolution (fp32): source, mask, coverage, x_t, its start, three noise draws,
 # the fused prediction (6 channels with learned variances), the step's mean, variance, log-variance,
 # pred_x0 and sample, the noised source: about 45 floats; not measured.
@@ -228,8 +228,8 @@ def admit(
     one window (the timing module's), None when this device has not measured its step times yet.
     ``detail``: (tile-steps, box pixels) of the full-resolution detail stage when it will run
     (detail.planned_work), ``detail_seconds`` its time (detail.work_seconds), added to the first pass's."""
-    from engine.editing.detail import TILES_PER_CANDIDATE
-    from engine.editing.params import EditParams
+    from engine.editing.paper.detail import TILES_PER_CANDIDATE
+    from engine.editing.shared.params import EditParams
     from engine.models.devices import amp_dtype_for
 
     assert isinstance(params, EditParams)

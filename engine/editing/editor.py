@@ -20,13 +20,14 @@ from typing import Any, Callable, List, Optional, Sequence
 
 from PIL import Image
 
-from engine.editing import detail as detail_stage
-from engine.editing import imaging
-from engine.editing.diffuse import PREVIEW_MAX_SIDE, diffuse, guidance_settings, plan_model_pass
-from engine.editing.params import PRECISIONS, EditParams, validate_params
-from engine.editing.prepare import diffusion_for, lpips_for, prepare_edit, to_pil
-from engine.editing.results import Candidate, EditResult, composite
-from engine.editing.running import (
+from engine.editing.paper import detail as detail_stage
+from engine.editing.paper.diffuse import diffuse, guidance_settings, plan_model_pass
+from engine.editing.shared import imaging
+from engine.editing.shared.params import PRECISIONS, EditParams, validate_params
+from engine.editing.shared.prepare import diffusion_for, lpips_for, prepare_edit, to_pil
+from engine.editing.shared.results import Candidate, EditResult, composite
+from engine.editing.shared.running import (
+    PREVIEW_MAX_SIDE,
     BatchLimit,
     CompiledUNet,
     JobRun,
@@ -98,13 +99,13 @@ def edit(
     them; the caller saves it once the result is out (so its own PNG encoding is counted too).
     """
     if getattr(models, "method", "paper") == "latent":  # a diffusers preset: Blended Latent Diffusion
-        from engine.editing.latent_edit import latent_edit
+        from engine.editing.latent.edit import latent_edit
 
         return latent_edit(image, mask, models, params, init_image, progress, cancel, timer)
     if timer is not None:
         timer.begin()
-    from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.ranking import rank_order, score_candidates
+    from engine.editing.shared.augment import ExtendingAugmentations
+    from engine.editing.shared.ranking import rank_order, score_candidates
 
     validate_params(params)
     prepared = prepare_edit(image, mask, models, params, init_image)

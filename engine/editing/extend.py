@@ -30,14 +30,14 @@ import numpy as np
 from PIL import Image
 
 from bridge.geometry import context_box
-from engine.editing import imaging
-from engine.editing.diffuse import candidate_seeds, guidance_settings
 from engine.editing.editor import run_splitting_on_oom
-from engine.editing.limits import check_extend
-from engine.editing.params import EditParams, validate_params
-from engine.editing.prepare import diffusion_for, lpips_for, to_model_tensor, to_pil
-from engine.editing.results import Candidate
-from engine.editing.running import BatchLimit, Progress, UNetChoice, set_precision
+from engine.editing.paper.diffuse import guidance_settings
+from engine.editing.shared import imaging
+from engine.editing.shared.limits import check_extend
+from engine.editing.shared.params import EditParams, validate_params
+from engine.editing.shared.prepare import diffusion_for, lpips_for, to_model_tensor, to_pil
+from engine.editing.shared.results import Candidate
+from engine.editing.shared.running import BatchLimit, Progress, UNetChoice, candidate_seeds, set_precision
 from engine.errors import Cancelled, InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
@@ -252,7 +252,7 @@ def extend(
         f"windows of {window} px at the model's {size}x{size}"
     )
     if getattr(models, "method", "paper") == "latent":
-        from engine.editing.extend_latent import LatentWindows
+        from engine.editing.latent.extend_window import LatentWindows
 
         notes.append(extended)
         sample = LatentWindows(models, params, prompts.values(), notes)  # the schedule checked here
@@ -333,7 +333,7 @@ def extend(
         raise Cancelled() from None
 
     scores = _score(canvases, the_plan, prompts, embeds, models, size, original)
-    from engine.editing.ranking import rank_order
+    from engine.editing.shared.ranking import rank_order
 
     order = rank_order(scores)
     changed = _changed_alpha(the_plan, original, int(spec.blend_band), feather)
@@ -359,8 +359,8 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
     the UNet choice, the steps each window runs)."""
     import torch
 
-    from engine.editing.augment import ExtendingAugmentations
-    from engine.editing.blended import blended_diffusion
+    from engine.editing.paper.blended import blended_diffusion
+    from engine.editing.shared.augment import ExtendingAugmentations
 
     diffusion = diffusion_for(models, params)
     device = models.device
@@ -465,7 +465,7 @@ def _score(
     (in its square context, at the model size), then the mean over the prompted sides."""
     import torch
 
-    from engine.editing.ranking import score_candidates
+    from engine.editing.shared.ranking import score_candidates
 
     canvas_w, canvas_h = the_plan.canvas_size
     per_side: Dict[str, List[Dict[str, Optional[float]]]] = {}

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from bridge.limits import respaced_steps
-from engine.editing.modes import MODES, plan, resolve_params
-from engine.editing.params import EditParams
+from engine.editing.paper.modes import MODES, plan, resolve_params
+from engine.editing.shared.params import EditParams
 
 FILE_NAME = "step_times.json"
 PATH_ENV = "BLENDED_DIFFUSION_STEP_TIMES"  # another file than the per-user one (tests, benches)
 KINDS = ("guided", "unguided", "guided_x0")
-DETAIL = "detail"  # seconds per tile-step of the detail stage (engine/editing/detail.py): one forward
+DETAIL = "detail"  # seconds per tile-step of the detail stage (engine/editing/paper/detail.py): one forward
 FIXED = ("edit", "run", "candidate")  # seconds per edit, per run, per kept candidate outside the step rate
 # The unguided step costs about a third of a guided one (one forward against forward + backward + CLIP):
 # the estimate's stand-in until an unguided step was measured.

@@ -2,7 +2,8 @@
 loaded with each library's own ``from_pretrained`` from the verified local files, never from the network.
 
 ``load_latent_models(preset, weights_dir, device) -> LatentModels``; ``engine.models.loading.load_models``
-calls it for a preset whose ``method`` is ``latent``. The editing loop is engine/editing/latent.py.
+calls it for a preset whose ``method`` is ``latent``. The editing loop is
+engine/editing/latent/blended_latent.py.
 """
 
 from __future__ import annotations

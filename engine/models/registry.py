@@ -43,7 +43,7 @@ MODEL_KINDS = ("diffusion", "clip")  # the files every preset needs
 OPTIONAL_KINDS = {"lpips": "lpips_backbone"}  # preset key -> model kind of its optional extra file
 PIPELINE_FILE = "pipeline_file"  # one file of a latent preset's diffusers folder (unet/..., vae/...)
 ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values(), PIPELINE_FILE)
-METHODS = ("paper", "latent")  # engine/editing/blended.py; engine/editing/latent.py
+METHODS = ("paper", "latent")  # engine/editing/paper/blended.py; engine/editing/latent/blended_latent.py
 PIPELINE_FAMILIES = ("sd", "sdxl")  # one text encoder (SD 1.x/2.x), two (SDXL)
 PIPELINE_DTYPES = ("auto", "fp32", "fp16", "bf16")
 
@@ -264,8 +264,9 @@ def list_presets() -> list[str]:
 def _edit_defaults(data: dict, source: Path) -> dict:
     """The preset's ``edit_defaults`` as data: an object of edit parameters, never the prompt.
 
-    Whether each key names an edit parameter is checked by ``engine.editing.params.preset_edit_defaults``
-    where the settings are used: the model files must not depend on the editing job.
+    Whether each key names an edit parameter is checked by
+    ``engine.editing.shared.params.preset_edit_defaults`` where the settings are used: the model files must
+    not depend on the editing job.
     """
     values = data.get("edit_defaults")
     if values is None:

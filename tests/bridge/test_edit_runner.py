@@ -235,7 +235,7 @@ def test_patch_pngs_use_the_level_the_client_asked_for(runner, monkeypatch):
     import numpy as np
 
     from bridge.png import decode_png
-    from engine.editing import imaging
+    from engine.editing.shared import imaging
 
     source = Image.new("RGB", (16, 12), (30, 60, 90))  # flat: compresses well
     mask = np.zeros((12, 16), np.uint8)

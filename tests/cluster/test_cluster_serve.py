@@ -71,7 +71,7 @@ def reference(cluster_server: Dict[str, Any]):
 
     from bridge.protocol import Limits
     from engine.cluster.worker import ShardJob
-    from engine.editing.params import preset_edit_defaults
+    from engine.editing.shared.params import preset_edit_defaults
     from engine.jobs import EditRunner
     from engine.models.loading import load_models
     from engine.models.registry import get_preset

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from engine.editing.params import EditParams
+from engine.editing.shared.params import EditParams
 
 FAST = dict(timestep_respacing="10", skip_timesteps=6, aug_num=3, batch_size=2, iterations_num=1)
 

@@ -108,8 +108,8 @@ def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
     from types import SimpleNamespace
 
     from bridge.limits import respaced_steps
-    from engine.editing.diffuse import plan_model_pass
-    from engine.editing.params import EditParams
+    from engine.editing.paper.diffuse import plan_model_pass
+    from engine.editing.shared.params import EditParams
 
     edit = EditParams(**params)
     diffusion = SimpleNamespace(num_timesteps=respaced_steps(edit.timestep_respacing))

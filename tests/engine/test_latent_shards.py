@@ -20,7 +20,7 @@ JOB = {"prompt": "a red circle", "seed": 7, "batch_size": 1, "iterations_num": 3
 @pytest.fixture(scope="module")
 def runner():
     from bridge.protocol import Limits
-    from engine.editing.params import preset_edit_defaults
+    from engine.editing.shared.params import preset_edit_defaults
     from engine.jobs import EditRunner
     from engine.models.loading import load_models
     from engine.models.registry import get_preset

@@ -73,8 +73,8 @@ def test_docker_counts_the_detail_tiles_the_engine_plans(width, height, bounds, 
     from blended_diffusion.estimate import detail_tiles
 
     from bridge.geometry import context_box
-    from engine.editing import detail
-    from engine.editing.params import EditParams
+    from engine.editing.paper import detail
+    from engine.editing.shared.params import EditParams
 
     params = EditParams(prompt="x", timestep_respacing="100", batch_size=1, iterations_num=1, detail="on")
     steps = round(params.detail_strength * 100)  # of the 100 respaced steps
@@ -135,8 +135,8 @@ def test_detail_estimate_counts_the_mode_s_own_schedule(quality):
     from blended_diffusion.estimate import detail_tiles
 
     from bridge.geometry import context_box
-    from engine.editing import detail
-    from engine.editing.modes import resolve_params
+    from engine.editing.paper import detail
+    from engine.editing.paper.modes import resolve_params
     from engine.editing.timing import mode_schedules
 
     defaults = {"timestep_respacing": "100", "skip_timesteps": 25}  # the reference's, a real preset's
