@@ -15,7 +15,8 @@ pays one-off set-up: kernel selection, allocations, which a 38- or 75-step candi
 step), then the least of ``--repeats`` timed calls. Nothing is asserted; a table goes to stdout and the
 figures to --json.
 
-    PYTHONPATH=. .venv/bin/python bench/latent_cost.py --json docs/latent-cost-cpu.json [--sdxl]
+    PYTHONPATH=. .venv/bin/python bench/latent_cost.py \\
+        --json docs/results/latent/latent-cost-cpu.json [--sdxl]
 """
 
 from __future__ import annotations

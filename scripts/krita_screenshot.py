@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Screenshot of the plugin in the real Krita GUI: docs/screenshot.png.
+"""Screenshot of the plugin in the real Krita GUI: docs/images/screenshot.png.
 
 Starts Krita under Xvfb (with the openbox window manager unless --no-wm) with a throw-away profile
 (HOME) where the plugin is installed, opens resources/examples/lakeside.png, selects a soft ellipse,
@@ -8,7 +8,7 @@ second candidate, presses "More" and saves the main window with the docker showi
 Krita keeps its status bar and its own zoom; a hang is reported with gdb stacks of all Krita threads.
 Standard library only:
 
-    python3 scripts/krita_screenshot.py [--out docs/screenshot.png] [--python .venv/bin/python]
+    python3 scripts/krita_screenshot.py [--out docs/images/screenshot.png] [--python .venv/bin/python]
 """
 
 import argparse
@@ -141,7 +141,7 @@ Krita.instance().addExtension(Driver(Krita.instance()))
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default=str(ROOT / "docs" / "screenshot.png"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "images" / "screenshot.png"))
     parser.add_argument(
         "--python", default=str(ROOT / ".venv" / "bin" / "python"), help="the engine's Python"
     )

@@ -16,7 +16,7 @@ seeds (the method unchanged), without running the first pass twice. Each candida
   which has no tiles, is the reference);
 - the background byte for byte.
 
-    python -m toyworld.detail_eval --first 30 --scenes 120 --json docs/detail-toy-heldout.json
+    python -m toyworld.detail_eval --first 30 --scenes 120 --json docs/results/detail/detail-toy-heldout.json
 """
 
 from __future__ import annotations

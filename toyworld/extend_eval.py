@@ -7,7 +7,8 @@ with the prompt, once with an empty prompt. Each candidate's new area is judged 
 horizontal difference across the old border (column W-1 to W) against the mean horizontal difference
 inside the old image and inside the new area (RGB, 0..255). The original pixels are checked byte for byte.
 
-    python -m toyworld.extend_eval --scenes 30 --json docs/extend-toy.json --picture docs/extend_toy.png
+    python -m toyworld.extend_eval --scenes 30 --json docs/results/extend/extend-toy.json \\
+        --picture docs/images/extend_toy.png
 """
 
 from __future__ import annotations

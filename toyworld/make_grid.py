@@ -1,6 +1,6 @@
 """The toy example scene and the grid picture of toy edits.
 
-    python -m toyworld.make_grid    # writes resources/examples/toy_scene*.{png,txt} and docs/toy_grid.png
+    python -m toyworld.make_grid  # writes resources/examples/toy_scene*.{png,txt}, docs/images/toy_grid.png
 
 The grid has one row per prompt (each shape in two colours): source, mask, then the four candidates in rank
 order, all made by ``engine.editing.editor.edit`` with the toy preset's recommended settings.
@@ -21,7 +21,7 @@ from toyworld.scenes import ShapeSpec, render
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO_ROOT / "resources" / "examples"
-GRID_PATH = REPO_ROOT / "docs" / "toy_grid.png"
+GRID_PATH = REPO_ROOT / "docs" / "images" / "toy_grid.png"
 # Every shape twice and every colour once, so the grid shows whether shape as well as colour follows the text.
 PROMPTS = (
     "a red circle",

@@ -8,9 +8,9 @@ scenes and seeds, guided only; each candidate gets its colour / shape judgement,
 its edit() calls alone. The JSON is rewritten after every row (a run cut short keeps what finished) and
 ``--merge`` adds rows to an existing file (e.g. the latent rows again with a retrained model).
 
-    OMP_NUM_THREADS=1 python -m toyworld.rows --json docs/latent-toy-rows.json --threads 1
+    OMP_NUM_THREADS=1 python -m toyworld.rows --json docs/results/latent/latent-toy-rows.json --threads 1
     python -m toyworld.rows --rows toy-latent,thin-latent --latent-models /path/to/toy-latent \\
-        --merge --json docs/latent-toy-rows.json
+        --merge --json docs/results/latent/latent-toy-rows.json
 """
 
 from __future__ import annotations

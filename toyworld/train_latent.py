@@ -40,10 +40,10 @@ CAPTION_DROPOUT = 0.1
 SPECIALS = ("<|startoftext|>", "<|endoftext|>")
 CHARS = "abcdefghijklmnopqrstuvwxyz0123456789,.'-"
 
-# Chosen on the selection scenes 0-29 (docs/latent.md, docs/latent-toy-selection-*.json): the toy model is
-# small, so its region, an empty background square, is edited from pure noise (strength 1, not the authors'
-# 0.75), with strong guidance (25: 20 and 30 each lost a few points of colour or shape) and without the
-# shrinking phases (whose dilated masks reach into the background of a 16 px square).
+# Chosen on the selection scenes 0-29 (docs/latent.md, docs/results/latent/latent-toy-selection-*.json): the
+# toy model is small, so its region, an empty background square, is edited from pure noise (strength 1, not
+# the authors' 0.75), with strong guidance (25: 20 and 30 each lost a few points of colour or shape) and
+# without the shrinking phases (whose dilated masks reach into the background of a 16 px square).
 TOY_LATENT_EDIT_DEFAULTS: dict = {
     "timestep_respacing": "50",
     "skip_timesteps": 0,
