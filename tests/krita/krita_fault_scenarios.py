@@ -44,9 +44,8 @@ def _pump(until, limit: float) -> bool:
 
 
 def _start_long_job(result_path: str, write: bool = True) -> Any:
-    from blended_diffusion import krita_api
+    from blended_diffusion import krita_api, session
     from blended_diffusion.params import EditOptions
-    from blended_diffusion import session
 
     doc = app().createDocument(64, 64, "fault", "RGBA", "U8", "", 72.0)
     select(doc, soft_ellipse(64, 64, 32, 32, 20, 20))
@@ -90,9 +89,8 @@ def job_then_quit(result_path: str) -> None:
 
 
 def doc_closed(result_path: str) -> None:
-    from blended_diffusion import krita_api
+    from blended_diffusion import krita_api, session
     from blended_diffusion.qt import QMessageBox
-    from blended_diffusion import session
     from fake_engine import FakeManager
     from krita_scenarios import photo_doc
 

@@ -2,6 +2,7 @@
 More / Vary (with Vary's strength). Part of docker.py's widget tree: it shows the model's group and calls
 the model."""
 
+import weakref
 from typing import Any, Dict, Tuple
 
 from .. import extending, naming, workflow
@@ -33,8 +34,8 @@ class ReviewPanel(QWidget):
     def __init__(self, ctl: Any) -> None:
         super().__init__()
         self.ctl = ctl
-        # Thumbnails made once per candidate (a group grows by rounds): id -> (candidate, icon), the
-        # candidate kept so that its id is not reused while the entry lives.
+        # Thumbnails made once per candidate (a group grows by rounds): id -> (weak reference to the
+        # candidate, so an id reused by another object is not taken for it; icon). The group is the model's.
         self._icons: Dict[int, Tuple[Any, QIcon]] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -119,12 +120,12 @@ class ReviewPanel(QWidget):
         ctl = self.ctl
         candidates = ctl.candidates()
         kept = self._icons
-        self._icons = {id(c): kept[id(c)] for c in candidates if kept.get(id(c), (None,))[0] is c}
+        self._icons = {id(c): kept[id(c)] for c in candidates if id(c) in kept and kept[id(c)][0]() is c}
         self.list.blockSignals(True)
         self.list.clear()
         for index, candidate in enumerate(candidates):
             if id(candidate) not in self._icons:
-                self._icons[id(candidate)] = (candidate, self._thumbnail(candidate))
+                self._icons[id(candidate)] = (weakref.ref(candidate), self._thumbnail(candidate))
             icon = self._icons[id(candidate)][1]
             item = QListWidgetItem(icon, naming.candidate_name(candidate.rank, candidate.scores))
             tip = naming.candidate_tooltip(candidate.rank, candidate.scores)
