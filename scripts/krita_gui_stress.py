@@ -71,9 +71,9 @@ class Stress(Extension):
         try:
             doc = self.doc
             self.select_ellipse()
-            from blended_diffusion.ui.controller import controller
+            from blended_diffusion.session import model
 
-            self.ctl = controller()
+            self.ctl = model()
             self.dock = find_docker()
             when_idle(doc, self.next_cycle)
         except Exception:

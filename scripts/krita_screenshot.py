@@ -71,9 +71,9 @@ class Driver(Extension):
     def edit(self):
         try:
             dock = find_docker()
-            from blended_diffusion.ui.controller import controller
+            from blended_diffusion.session import model
 
-            self.ctl = controller()
+            self.ctl = model()
             button(dock, "Edit with text").click()  # as a user would
             if self.ctl.worker is None:
                 raise RuntimeError("the edit did not start: " + self.ctl.last_message)

@@ -120,6 +120,15 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
         ("bridge", "blended_diffusion", "bridge/ knows nothing of the plugin"),
         ("blended_diffusion", "engine", "the plugin talks to the engine over the bridge only"),
         ("engine", "blended_diffusion", "the engine knows nothing of the plugin"),
+        *[
+            ("blended_diffusion.model", f"blended_diffusion.{name}", "the plugin's model is plain Python")
+            for name in ("qt", "krita_api", "api", "iterating", "documents", "session", "backend", "ui")
+        ],
+        *[
+            ("blended_diffusion.backend", f"blended_diffusion.{name}", "the engine's side knows no documents")
+            for name in ("krita_api", "api", "iterating", "documents", "session", "ui")
+        ],
+        ("blended_diffusion.ui", "blended_diffusion.backend", "widgets bind to the model, not to threads"),
         ("engine", "toyworld", "the engine does not depend on the toy world's training code"),
     ]
 
@@ -138,16 +147,19 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
 
 
 def third_party_violations(modules: Dict[str, Path]) -> List[str]:
-    """bridge/: standard library only; the plugin: standard library, PyQt5, krita and bridge."""
+    """bridge/: standard library only; the plugin: standard library, PyQt5, krita and bridge (its model:
+    no PyQt, no krita)."""
     found = []
     for module, path in modules.items():
         top = module.split(".")[0]
         if top not in ("bridge", "blended_diffusion"):
             continue
+        plain = module == "blended_diffusion.model" or module.startswith("blended_diffusion.model.")
         allowed = (
             STDLIB
             | {"bridge"}
-            | ({"blended_diffusion"} | KRITA_SIDE if top == "blended_diffusion" else set())
+            | ({"blended_diffusion"} if top == "blended_diffusion" else set())
+            | (KRITA_SIDE if top == "blended_diffusion" and not plain else set())
         )
         for line, target in imports_of(path, module):
             if target.split(".")[0] not in allowed:
@@ -224,6 +236,12 @@ def test_the_checks_see_a_forbidden_import_and_a_circle() -> None:
         "(the models know nothing of the editing job)"
     ]
     assert cycles({"a": {"b": 1}, "b": {"a": 2}, "c": {"a": 3}}) == [["a", "b"]]
+    plugin = ROOT / "krita_plugin/blended_diffusion"
+    model = {"blended_diffusion.model.plugin": plugin / "model/plugin.py"}
+    assert rule_violations(model, {"blended_diffusion.model.plugin": {"blended_diffusion.qt": 3}}) == [
+        "krita_plugin/blended_diffusion/model/plugin.py:3: blended_diffusion.model.plugin imports "
+        "blended_diffusion.qt (the plugin's model is plain Python)"
+    ]
     sample = ROOT / "bridge" / "protocol.py"
     assert all(
         target.split(".")[0] in STDLIB | {"bridge"} for _, target in imports_of(sample, "bridge.protocol")

@@ -13,12 +13,12 @@ when there is no view. Example::
 
 import atexit
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional
 
 from . import errors, extending, iterating, krita_api, naming, recommended, rounds, settings
+from .backend.manager import EngineManager, job_error, saved_engine_settings
 from .editing import EditRequest, EditResponse, execute, plan_region
-from .engine_manager import EngineManager, job_error, saved_engine_settings
+from .model.document import EditOutcome
 from .params import EditOptions, engine_params
 
 _default_engine: Optional[EngineManager] = None
@@ -34,39 +34,6 @@ def default_engine() -> EngineManager:
             _default_engine = EngineManager(saved_engine_settings(settings.shared_store()))
             atexit.register(_default_engine.stop)
         return _default_engine
-
-
-@dataclass
-class EditOutcome:
-    """The candidates an edit put into the document."""
-
-    doc: Any
-    source: Any  # the edited paint layer
-    group: Any  # group layer named after the prompt, directly above the source (or the scribble layer)
-    layers: List[Any]  # one paint layer per candidate, best first
-    response: EditResponse
-    request: EditRequest
-    prompt: str
-    chosen: int = 0
-    finished: bool = False
-    notes: List[str] = field(default_factory=list)
-    # An extension grew the canvas: Krita's resizeImage arguments that take it back on Discard.
-    canvas_restore: Optional[Tuple[int, int, int, int]] = None
-    rounds: List[Any] = field(default_factory=list)  # rounds.Round of each Edit, More, Vary
-    doc_size: Tuple[int, int] = (0, 0)  # the image size the group's selection belongs to
-    busy: bool = False  # a More or Vary round is running for this group
-    # The groups earlier rounds replaced, for Krita's Undo (iterating.follow_undo): (group, layers,
-    # candidates, chosen, number of rounds) each.
-    previous: List[Any] = field(default_factory=list)
-
-    def round_of(self, index: int) -> str:
-        """What made candidate ``index``: its round's prompt, seed, strength, mode (and Vary's source)."""
-        candidate = self.response.candidates[index]
-        return rounds.round_summary(self.rounds, candidate.round, candidate.seed)
-
-    @property
-    def names(self) -> List[str]:
-        return [node.name() for node in self.layers]
 
 
 def prepare(

@@ -44,14 +44,13 @@ def _pump(until, limit: float) -> bool:
 
 
 def _start_long_job(result_path: str, write: bool = True) -> Any:
-    from blended_diffusion import krita_api
+    from blended_diffusion import krita_api, session
     from blended_diffusion.params import EditOptions
-    from blended_diffusion.ui import controller
 
     doc = app().createDocument(64, 64, "fault", "RGBA", "U8", "", 72.0)
     select(doc, soft_ellipse(64, 64, 32, 32, 20, 20))
     krita_api.active_document = lambda: doc  # no view in kritarunner
-    ctl = controller.controller()
+    ctl = session.model()
     ctl.connect_application_closing()
     steps: List[int] = []
     ctl.progressed.connect(lambda step, total, preview: steps.append(step))
@@ -90,9 +89,8 @@ def job_then_quit(result_path: str) -> None:
 
 
 def doc_closed(result_path: str) -> None:
-    from blended_diffusion import krita_api
+    from blended_diffusion import krita_api, session
     from blended_diffusion.qt import QMessageBox
-    from blended_diffusion.ui import controller
     from fake_engine import FakeManager
     from krita_scenarios import photo_doc
 
@@ -106,7 +104,7 @@ def doc_closed(result_path: str) -> None:
     doc = photo_doc()
     select(doc, soft_ellipse(doc.width(), doc.height(), 300, 150, 70, 55))
     krita_api.active_document = lambda: doc
-    ctl = controller.controller()
+    ctl = session.model()
     ctl.manager = FakeManager(step_delay=0.5)
     documents_before = len(app().documents())
     started = ctl.start_edit(ctl.options_from_settings())

@@ -90,11 +90,11 @@ def test_the_plugin_source_opens_no_modal_dialog():
     """No exec_() and no static QMessageBox / QInputDialog call anywhere in the plugin: each runs a nested
     event loop on Krita's GUI thread (the real-Krita tests also record any such call at run time)."""
     found = []
-    for path in sorted(PLUGIN.glob("*.py")):
+    for path in sorted(PLUGIN.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
                 name, owner = node.func.attr, node.func.value
                 owner_name = owner.id if isinstance(owner, ast.Name) else ""
                 if name in MODAL_CALLS or (owner_name == "QMessageBox" and name in STATIC_BOXES):
-                    found.append(f"{path.name}:{node.lineno} {owner_name}.{name}")
+                    found.append(f"{path.relative_to(PLUGIN)}:{node.lineno} {owner_name}.{name}")
     assert found == []

@@ -1,4 +1,5 @@
-"""What the plugin shows and the Qt objects behind it: the docker and its panels, the menu actions, the
-controller and its worker threads, the non-modal notices. Everything here needs Qt (through ``..qt``, the
-one module that imports PyQt); the Krita API is reached only through ``..krita_api``. The modules one level
-up without Qt are plain Python, tested anywhere."""
+"""What the plugin shows: the docker and its panels, the menu actions, the non-modal notices. Widgets only:
+they show the model (``..model``, made by ``..session``) and call it; the state of a job (its group, its
+thread, what waits for its reply) is the model's, never a widget's (tests/krita/test_model_unit.py checks
+it). Qt comes through ``..qt`` (the one module that imports PyQt); Krita's base classes through
+``..krita_api``."""

@@ -29,7 +29,8 @@ from ..qt import (
     QVBoxLayout,
     QWidget,
 )
-from .controller import controller
+from ..session import model
+from .binding import signals_of
 from .engine_section import EngineSection, ModelBox
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
@@ -59,8 +60,8 @@ class BlendedDiffusionDocker(DockWidget):
     def __init__(self) -> None:
         super().__init__()
         self.setWindowTitle("Blended Diffusion")
-        self.ctl = controller()
-        self.ctl.docker = self
+        self.ctl = model()  # the plugin's model (scripts and tests reach it as dock.ctl)
+        self.ctl.attach_view(self.isVisible)
         self._loading = False
         root = QWidget(self)
         layout = QVBoxLayout(root)
@@ -372,8 +373,11 @@ class BlendedDiffusionDocker(DockWidget):
         self.clear_history.clicked.connect(self.ctl.clear_prompt_history)
         self.yes_button.clicked.connect(lambda: self.ctl.answer(True))
         self.no_button.clicked.connect(lambda: self.ctl.answer(False))
-        self.ctl.changed.connect(self.refresh)
-        self.ctl.progressed.connect(self._on_progress)
+        signals = signals_of(self.ctl)
+        signals.changed.connect(self.refresh)
+        signals.progressed.connect(self._on_progress)
+        signals.settings_loaded.connect(self.load_settings)
+        signals.history_changed.connect(self.load_history)
         self._selection_seen: Any = None
         self._selection_poll = QTimer(self)
         self._selection_poll.setInterval(SELECTION_POLL_MS)
@@ -460,7 +464,7 @@ class BlendedDiffusionDocker(DockWidget):
         self.review.refresh(idle)
         text = flow.status_text()
         question = self.ctl.question
-        message = question[0] if question is not None else self.ctl.last_message
+        message = question.text if question is not None else self.ctl.last_message
         if message:
             text += "\n" + message
         self.status.setText(text)

@@ -4,10 +4,10 @@ and previous candidate (Ctrl+Alt+. and Ctrl+Alt+, by default), More and Vary."""
 from typing import Any
 
 from ..krita_api import Extension
-from .controller import controller
+from ..session import model
 
 ACTIONS = (
-    # id (also in blended_diffusion.action), text, controller method
+    # id (also in blended_diffusion.action), text, the model's method
     ("blended_diffusion_edit", "Edit with Text…", "edit_from_action"),
     ("blended_diffusion_extend", "Extend Canvas with Text…", "extend_from_action"),
     ("blended_diffusion_accept", "Accept Candidate", "accept"),
@@ -25,9 +25,9 @@ class BlendedDiffusionExtension(Extension):
         super().__init__(parent)
 
     def setup(self) -> None:
-        controller().connect_application_closing()
+        model().connect_application_closing()
 
     def createActions(self, window: Any) -> None:  # noqa: N802 - Krita's API name
         for action_id, text, method in ACTIONS:
             action = window.createAction(action_id, text, "tools/scripts/blended_diffusion")
-            action.triggered.connect(lambda _checked=False, m=method: getattr(controller(), m)())
+            action.triggered.connect(lambda _checked=False, m=method: getattr(model(), m)())

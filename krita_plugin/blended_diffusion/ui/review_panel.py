@@ -1,7 +1,9 @@
 """The docker's candidate group: the list with thumbnails, the shown candidate's round, Accept / Discard and
-More / Vary (with Vary's strength). Part of docker.py's widget tree; it talks only to the controller."""
+More / Vary (with Vary's strength). Part of docker.py's widget tree: it shows the model's group and calls
+the model."""
 
-from typing import Any
+import weakref
+from typing import Any, Dict, Tuple
 
 from .. import extending, naming, workflow
 from ..qt import (
@@ -32,6 +34,9 @@ class ReviewPanel(QWidget):
     def __init__(self, ctl: Any) -> None:
         super().__init__()
         self.ctl = ctl
+        # Thumbnails made once per candidate (a group grows by rounds): id -> (weak reference to the
+        # candidate, so an id reused by another object is not taken for it; icon). The group is the model's.
+        self._icons: Dict[int, Tuple[Any, QIcon]] = {}
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         self.list = QListWidget()
@@ -111,15 +116,17 @@ class ReviewPanel(QWidget):
         )
 
     def refresh(self, idle: bool) -> None:
-        """The list from the controller's group (thumbnails kept per candidate), buttons by state."""
+        """The list from the model's group (thumbnails kept per candidate), buttons by state."""
         ctl = self.ctl
         candidates = ctl.candidates()
+        kept = self._icons
+        self._icons = {id(c): kept[id(c)] for c in candidates if id(c) in kept and kept[id(c)][0]() is c}
         self.list.blockSignals(True)
         self.list.clear()
         for index, candidate in enumerate(candidates):
-            icon = getattr(candidate, "icon", None)
-            if icon is None:
-                icon = candidate.icon = self._thumbnail(candidate)  # once: a group grows by rounds
+            if id(candidate) not in self._icons:
+                self._icons[id(candidate)] = (weakref.ref(candidate), self._thumbnail(candidate))
+            icon = self._icons[id(candidate)][1]
             item = QListWidgetItem(icon, naming.candidate_name(candidate.rank, candidate.scores))
             tip = naming.candidate_tooltip(candidate.rank, candidate.scores)
             item.setToolTip(tip + "\n" + ctl.outcome.round_of(index))

@@ -1,29 +1,34 @@
-"""The candidate group's actions for the Controller: choose, next / previous, Accept, Discard, More, Vary.
+"""The candidate group's actions for the PluginModel: choose, next / previous, Accept, Discard, More, Vary.
 
-A mixin of controller.Controller (it uses the controller's settings, worker and messages); kept apart so
-the controller stays about running jobs. Every refusal is a message in the docker and changes nothing.
+A mixin of plugin.PluginModel (it uses the model's settings, job and messages); kept apart so that module
+stays about running jobs. Every refusal is a message in the docker and changes nothing.
 """
 
-import threading
 from typing import Any, List, Optional
 
-from .. import api, errors, iterating, rounds, workflow
+from .. import errors, rounds, workflow
 from ..editing import EditRequest
-from .workers import EditWorker
+from .document import EditOutcome
+from .jobs import AddRound
 
 
 class GroupActions:
-    outcome: Optional[api.EditOutcome]
-    _round_outcome: Optional[api.EditOutcome] = None  # the group a running More / Vary adds to
+    outcome: Optional[EditOutcome]
+    documents: Any
+    settings: Any
+    flow: workflow.Workflow
+    manager: Any
+    last_message: str
 
     # ---------------------------------------------------------- browsing and review
 
     def candidates(self) -> List[Any]:
-        if self.outcome is None or self.outcome.finished:
+        outcome = self.outcome
+        if outcome is None or outcome.finished:
             return []
-        if not self.outcome.busy:
-            iterating.follow_undo(self.outcome)  # Krita's Undo may have taken a round back
-        return self.outcome.response.candidates
+        if not outcome.busy:
+            self.documents.follow_undo(outcome)  # Krita's Undo may have taken a round back
+        return outcome.response.candidates
 
     def selected_round(self) -> str:
         """The parameters of the round that made the candidate shown (the docker's round line)."""
@@ -50,7 +55,7 @@ class GroupActions:
         self.changed.emit()
 
     def choose(self, index: int) -> None:
-        self._review(lambda outcome: api.choose(outcome, index))
+        self._review(lambda outcome: self.documents.choose(outcome, index))
 
     def next_candidate(self) -> None:
         self._step(1)
@@ -59,14 +64,15 @@ class GroupActions:
         self._step(-1)
 
     def _step(self, delta: int) -> None:
-        if self.outcome is not None and not self.outcome.finished and self.outcome.layers:
-            self.choose((self.outcome.chosen + delta) % len(self.outcome.layers))
+        outcome = self.outcome
+        if outcome is not None and not outcome.finished and outcome.layers:
+            self.choose((outcome.chosen + delta) % len(outcome.layers))
 
     def accept(self) -> None:
-        self._review(api.accept, changes_group=True)
+        self._review(self.documents.accept, changes_group=True)
 
     def discard(self) -> None:
-        self._review(api.discard, changes_group=True)
+        self._review(self.documents.discard, changes_group=True)
 
     # ---------------------------------------------------------- More and Vary
 
@@ -81,7 +87,7 @@ class GroupActions:
         if self._refuse_when_busy():
             return False
         try:
-            request = iterating.prepare_more(self.outcome, count)
+            request = self.documents.prepare_more(self.outcome, count)
         except (errors.PluginError, ValueError, IndexError) as exc:
             self.show_error(exc)
             return False
@@ -95,7 +101,7 @@ class GroupActions:
         options = self.options_from_settings()
         strength = self.settings.get("vary_strength") if strength is None else strength
         try:
-            request, source = iterating.prepare_vary(self.outcome, index, strength, options.prompt)
+            request, source = self.documents.prepare_vary(self.outcome, index, strength, options.prompt)
         except (errors.PluginError, ValueError, IndexError) as exc:
             self.show_error(exc)
             return False
@@ -105,22 +111,20 @@ class GroupActions:
     def _start_round(self, request: EditRequest, kind: str, source: str) -> bool:
         outcome = self.outcome
         outcome.busy = True
-        self._round_outcome = outcome
+        return self._start_job(AddRound(outcome, request, kind, source))
 
-        def apply(response: Any) -> api.EditOutcome:
-            outcome.busy = False
-            iterating.add_round(outcome, request, response, kind, source)
-            return outcome
-
-        self._pending = apply
-        return self._start_worker(EditWorker(request, self.manager, threading.Event()))
-
-    def _round_done(self) -> None:
+    def _round_done(self, outcome: EditOutcome) -> None:
         """After a round's job (done, failed or cancelled): the group is open for review again."""
-        outcome, self._round_outcome = self._round_outcome, None
-        if outcome is None:
-            return
         outcome.busy = False
         waiting = self.flow.state in (workflow.READY, workflow.ERROR)
         if outcome is self.outcome and not outcome.finished and waiting:
             self.flow.move(workflow.REVIEW, self.flow.detail)
+
+    # provided by PluginModel
+    changed: Any
+    worker: Any
+    status_worker: Any
+    show_error: Any
+    options_from_settings: Any
+    remember_prompt: Any
+    _start_job: Any

@@ -1,61 +1,116 @@
-"""The docker's logic: one edit at a time on a worker thread, candidates applied on the GUI thread.
+"""The docker's logic over the plugin's state: one job at a time on a worker thread, its reply placed on
+the GUI thread into the document it was made for.
 
-PyQt5 only (Krita objects go through krita_api/api), shared by the docker and the actions."""
+Plain Python: Krita's documents, the worker threads and the non-modal windows are reached through the
+ports handed in (``ports.py``); the views bind to the signals below."""
 
-import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional
 
 from bridge.limits import DEFAULT_LIMITS, JobLimits
 
-from .. import api, errors, extending, krita_api, recommended, workflow
-from ..editing import EditResponse
-from ..engine_manager import EngineManager, EngineSettings, saved_engine_settings
+from .. import errors, extending, recommended, workflow
+from ..editing import EditResponse, execute
 from ..estimate import Estimates
 from ..params import EditOptions
-from ..qt import QObject, pyqtSignal
-from ..settings import shared_store
-from . import notices
-from .group_actions import GroupActions
-from .workers import CheckWorker, EditWorker, StatusWorker, engine_status  # noqa: F401 - engine_status: API
+from .document import Documents, DocumentState, EditOutcome
+from .jobs import AddRound, Job, JobEvents, Pending, PlaceEdit, PlaceExtension, Resolver
+from .options import EngineSettings, edit_options, extend_sides, saved_engine_settings
+from .ports import DocumentAccess, JobRunner, Notices
+from .review import GroupActions
+from .signal import Signal
 
 
-class Controller(GroupActions, QObject):
+@dataclass(frozen=True)
+class Question:
+    """A Yes / No question shown in the docker (or a non-modal window): its text, what Yes does."""
+
+    text: str
+    on_yes: Callable[[], Any]
+
+
+class PluginModel(GroupActions):
     """Nothing here is modal: errors and questions go to the docker (or, when it is closed, to windows
-    that do not block Krita, see notices.py), so no nested event loop ever runs on Krita's GUI thread."""
+    that do not block Krita, see ui/notices.py), so no nested event loop ever runs on Krita's GUI thread."""
 
-    changed = pyqtSignal()  # state, status line or candidates changed
-    progressed = pyqtSignal(int, int, object)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.settings = shared_store()
+    def __init__(
+        self, settings: Any, manager: Any, documents: DocumentAccess, jobs: JobRunner, notices: Notices
+    ) -> None:
+        self.changed = Signal()  # state, status line or candidates changed
+        self.progressed = Signal()  # (step, total, preview PNG bytes or None) of the job in flight
+        self.settings_loaded = Signal()  # (keys or None): settings the docker's widgets should show again
+        self.history_changed = Signal()  # the prompt history changed
+        self.settings = settings
         recommended.apply(self.settings)  # the last known preset's defaults for the engine in use
         self.flow = workflow.Workflow()
+        self.documents, self.jobs, self.notices = documents, jobs, notices
         # One engine for the session, shared with scripts using blended_diffusion.api.
-        self.manager: EngineManager = api.default_engine()
+        self.manager = manager
         self.manager.configure(self.engine_settings())
         self.manager.notify = self._engine_notice
-        self.outcome: Optional[api.EditOutcome] = None
-        self.worker: Optional[EditWorker] = None
-        self.status_worker: Optional[StatusWorker] = None
+        self.states = Documents()  # each document's candidate group and job in flight
+        self.focus: Optional[DocumentState] = None  # the document whose group the docker shows
+        self.status_worker: Any = None  # the thread reading the engine's status, while it runs
         self.last_report = ""  # the last "Check engine" report (scripts and tests read it)
         self._report_box: Any = None
         self._status_engine = ""  # the engine (recommended.engine_key) the running worker talks to
-        self.cancel_event: Optional[threading.Event] = None
         self.last_message = ""
         self.engine_limits: JobLimits = DEFAULT_LIMITS  # the connected engine's (its status reply)
         self.message_is_error = False
-        self.message_log: List[str] = []  # every message and question shown (scripts and tests read it)
-        self.question: Optional[Tuple[str, Callable[[], Any]]] = None  # asked in the docker: text, on Yes
-        self.docker: Any = None
-        self._pending: Any = None
+        self.message_log: list = []  # every message and question shown (scripts and tests read it)
+        self.question: Optional[Question] = None  # asked in the docker: text, what Yes does
+        self.view_shown: Callable[[], bool] = lambda: False
         self._closing_connected = False
         self.estimates = Estimates()  # the engine's measured speed, for the docker's time estimate
+
+    # ---------------------------------------------------------- the state the docker shows
+
+    @property
+    def outcome(self) -> Optional[EditOutcome]:
+        """The candidate group the docker shows: the one the last job placed."""
+        return self.focus.outcome if self.focus is not None else None
+
+    @outcome.setter
+    def outcome(self, value: Optional[EditOutcome]) -> None:
+        if value is None:
+            if self.focus is not None:
+                self.focus.outcome = None
+            return
+        self.focus = self.states.state_for(value.doc)
+        self.focus.outcome = value
+
+    @property
+    def job(self) -> Optional[Job]:
+        """The job in flight (the engine runs one at a time), whichever document it is for."""
+        state = self.states.running()
+        return state.job if state is not None else None
+
+    @property
+    def worker(self) -> Any:
+        """The job's worker thread while it runs, else None."""
+        job = self.job
+        return job.handle if job is not None else None
+
+    @property
+    def cancel_event(self) -> Any:
+        job = self.job
+        return job.cancel if job is not None else None
+
+    def attach_view(self, shown: Callable[[], bool]) -> None:
+        """The docker: while ``shown()`` is true, messages and questions go to it rather than to windows."""
+        self.view_shown = shown
 
     # ---------------------------------------------------------- settings and engine
 
     def engine_settings(self) -> EngineSettings:
         return saved_engine_settings(self.settings)
+
+    def options_from_settings(self) -> EditOptions:
+        return edit_options(self.settings)
+
+    def extend_settings(self) -> "tuple[dict, dict]":
+        """(pixels per side, the sides' own prompts) from the docker's Extend section."""
+        return extend_sides(self.settings)
 
     def apply_engine_settings(self) -> None:
         self.manager.configure(self.engine_settings())
@@ -64,15 +119,13 @@ class Controller(GroupActions, QObject):
         self._defaults_moved(recommended.apply(self.settings))  # another engine, maybe another preset
         self.changed.emit()
 
-    # ---------------------------------------------------------- the preset's recommended settings
-
     def _defaults_moved(self, moved: bool) -> None:
         try:
             self.settings.save()
         except OSError as exc:
             self.last_message = f"Settings not saved: {exc}"
-        if moved and self.docker is not None:
-            self.docker.load_settings(recommended.PRESET_KEYS)
+        if moved:
+            self.settings_loaded.emit(recommended.PRESET_KEYS)
 
     def on_engine_status(self, status: Dict[str, Any], engine: Optional[str] = None) -> None:
         """An engine's status reply (from an edit, or read_engine_status): its preset's recommended
@@ -96,41 +149,33 @@ class Controller(GroupActions, QObject):
     def read_engine_status(self) -> bool:
         """Start (or reach) the engine in the background just to read its status. False when an edit or
         another check is running."""
-        worker = StatusWorker(self.manager)
-        worker.failed.connect(self.show_error)
-        return self._start_status_worker(worker)
+        return self._start_status(JobEvents(failed=self.show_error), check=False)
 
     def check_engine(self) -> bool:
-        """The docker's "Check engine": the report in a dialog, read on a worker thread (starting the
+        """The docker's "Check engine": the report in a window, read on a worker thread (starting the
         engine or running its doctor takes seconds). False when an edit or another check is running."""
-        worker = CheckWorker(self.manager)
-        worker.reported.connect(self.show_report)
-        return self._start_status_worker(worker)
+        return self._start_status(JobEvents(reported=self.show_report), check=True)
 
-    def _start_status_worker(self, worker: StatusWorker) -> bool:
+    def _start_status(self, events: JobEvents, check: bool) -> bool:
         if self.worker is not None or self.status_worker is not None:
             return False
         self._status_engine = recommended.engine_key(self.settings)
-        worker.engine_status.connect(self._on_worker_status)
-        worker.finished.connect(self._on_status_finished)
-        self.status_worker = worker
+        events.engine_status = self._on_worker_status
+        events.finished = self._on_status_finished
         self.last_message = "Reading the engine's status…"
-        worker.start()
+        self.status_worker = self.jobs.start_status(self.manager, events, check)
         self.changed.emit()
         return True
 
     def show_report(self, text: str) -> None:
         """The report in a window that does not block Krita (no nested event loop): selectable text."""
         self.last_report = text
-        self._report_box = notices.message(text, "Blended Diffusion: engine check", selectable=True)
+        self._report_box = self.notices.message(text, "Blended Diffusion: engine check", selectable=True)
 
     def _on_worker_status(self, status: Dict[str, Any]) -> None:
-        # A bound method of this QObject, so the reply from a worker thread is handled on the GUI thread.
-        self.on_engine_status(status, self._status_engine)
+        self.on_engine_status(status, self._status_engine)  # looked up here: scripts may wrap it
 
     def _on_status_finished(self) -> None:
-        if self.status_worker is not None:
-            self.status_worker.wait()
         self.status_worker = None
         if self.last_message.startswith("Reading the engine"):
             self.last_message = ""
@@ -141,7 +186,7 @@ class Controller(GroupActions, QObject):
 
     def connect_application_closing(self) -> None:
         if not self._closing_connected:
-            krita_api.on_application_closing(self.shutdown)
+            self.documents.on_application_closing(self.shutdown)
             self._closing_connected = True
 
     def shutdown(self) -> None:
@@ -154,37 +199,14 @@ class Controller(GroupActions, QObject):
             if worker is not None:
                 worker.wait(10000)
 
-    def options_from_settings(self) -> EditOptions:
-        s = self.settings
-        removal = s.get("removal")
-        return EditOptions(
-            prompt="" if removal else s.get("prompt"),
-            candidates=s.get("candidates"),
-            strength=s.get("strength"),
-            steps=s.get("steps"),
-            aug_num=s.get("aug_num"),
-            guidance_scale=s.get("guidance_scale"),
-            seed=s.get("seed") if s.get("seed_mode") == "fixed" else None,
-            scribble=s.get("scribble"),
-            background=s.get("background"),
-            baseline=s.get("baseline"),
-            ddim=s.get("ddim"),
-            preview_every=5 if s.get("live_preview") else 0,
-            quality=s.get("quality"),
-            detail=s.get("detail"),
-        )
-
     # ---------------------------------------------------------- messages
-
-    def _docker_shown(self) -> bool:
-        return self.docker is not None and self.docker.isVisible()
 
     def say(self, text: str, error: bool = False) -> None:
         """A message in the docker's status area; in a non-modal window when the docker is not shown."""
         self.last_message, self.message_is_error = text, error
         self.message_log.append(text)
-        if error and not self._docker_shown():
-            notices.message(text)
+        if error and not self.view_shown():
+            self.notices.message(text)
         self.changed.emit()
 
     def show_error(self, error: BaseException) -> None:
@@ -192,17 +214,17 @@ class Controller(GroupActions, QObject):
 
     def ask(self, text: str, on_yes: Callable[[], Any]) -> None:
         """A Yes / No question in the docker (non-modal window when it is not shown); ``on_yes`` on Yes."""
-        self.question = (text, on_yes)
+        self.question = Question(text, on_yes)
         self.message_log.append(text)
-        if not self._docker_shown():
-            notices.question(text, self.answer)
+        if not self.view_shown():
+            self.notices.question(text, self.answer)
         self.changed.emit()
 
     def answer(self, yes: bool) -> None:
         question, self.question = self.question, None
         self.changed.emit()
         if yes and question is not None:
-            question[1]()
+            question.on_yes()
 
     def remember_prompt(self, prompt: str) -> None:
         """The prompt joins the history of the prompt field (saved with the settings)."""
@@ -211,20 +233,19 @@ class Controller(GroupActions, QObject):
             self.settings.save()
         except OSError as exc:
             self.last_message = f"Settings not saved: {exc}"
-        if self.docker is not None:
-            self.docker.load_history()
+        self.history_changed.emit()
 
     def clear_prompt_history(self) -> None:
         self.settings.prompt_history = []
         self.remember_prompt("")
 
-    # ---------------------------------------------------------- edit
+    # ---------------------------------------------------------- edit and extend
 
     def edit_from_action(self) -> None:
         """The "Edit with text" action: run with the docker's settings (asking for a prompt if empty)."""
         options = self.options_from_settings()
         if not options.prompt and not self.settings.get("removal"):
-            notices.ask_text(
+            self.notices.ask_text(
                 "Describe what the selection should show:",
                 lambda text: (
                     bool(text.strip())
@@ -238,20 +259,8 @@ class Controller(GroupActions, QObject):
     def _prompt_given(self, text: str) -> bool:
         self.settings.set("prompt", text.strip())
         self.settings.save()
-        if self.docker is not None:
-            self.docker.load_settings()
+        self.settings_loaded.emit(None)
         return True
-
-    def extend_settings(self) -> "tuple[dict, dict]":
-        """(pixels per side, the sides' own prompts) from the docker's Extend section."""
-        s = self.settings
-        sides = {side: s.get(f"extend_{side}") for side in extending.SIDES}
-        prompts = {
-            side: s.get(f"extend_prompt_{side}").strip()
-            for side in extending.SIDES
-            if sides[side] and s.get(f"extend_prompt_{side}").strip()
-        }
-        return sides, prompts
 
     def extend_from_action(self) -> None:
         """The "Extend Canvas with Text" action: the docker's sides and prompts (asking for a prompt when
@@ -259,7 +268,7 @@ class Controller(GroupActions, QObject):
         sides, prompts = self.extend_settings()
         options = self.options_from_settings()
         if not options.prompt and any(sides[s] and s not in prompts for s in extending.SIDES):
-            notices.ask_text(
+            self.notices.ask_text(
                 "Describe what the new area should show:",
                 lambda text: (
                     self._prompt_given(text)
@@ -275,20 +284,19 @@ class Controller(GroupActions, QObject):
         if self._refuse_when_busy():
             return False
         try:
-            doc = krita_api.active_document()
-            request = api.prepare_extend(doc, options, sides, side_prompts)
+            doc = self.documents.active_document()
+            request = self.documents.prepare_extend(doc, options, sides, side_prompts)
         except (errors.PluginError, ValueError) as exc:
             self.show_error(exc)
             return False
-        self._pending = lambda response: api.apply_extend(doc, request, response, options.prompt)
-        return self._start_worker(EditWorker(request, self.manager, threading.Event(), extending.execute))
+        return self._start_job(PlaceExtension(doc, request, options.prompt), extending.execute)
 
     def start_edit(self, options: EditOptions, whole_layer: bool = False) -> bool:
         if self._refuse_when_busy():
             return False
         try:
-            doc = krita_api.active_document()
-            request, source, above = api.prepare(doc, options, whole_layer=whole_layer)
+            doc = self.documents.active_document()
+            request, source, above = self.documents.prepare_edit(doc, options, whole_layer)
         except errors.NoSelectionError as exc:
             # Asked in the docker, never in a modal dialog: Krita stays usable while the question is open.
             self.ask(f"{exc}\n\nEdit the whole layer instead?", lambda: self.start_edit(options, True))
@@ -298,7 +306,6 @@ class Controller(GroupActions, QObject):
             return False
         self.question = None
         self.remember_prompt(options.prompt)
-        self._pending = (doc, source, above, request, options.prompt)
         mine = set(self.settings.user_changed)
         seed = int(request.params["seed"])
 
@@ -308,21 +315,25 @@ class Controller(GroupActions, QObject):
                 return None
             return recommended.resolve(options, recommended.preset_of(status)[1], mine, seed)
 
-        return self._start_worker(EditWorker(request, self.manager, threading.Event(), resolve=resolve))
+        return self._start_job(PlaceEdit(doc, source, above, request, options.prompt), resolve=resolve)
 
-    def _start_worker(self, worker: EditWorker) -> bool:
-        self.cancel_event = worker.cancel
-        self.worker = worker
+    def _start_job(
+        self, pending: Pending, run_job: Any = execute, resolve: Optional[Resolver] = None
+    ) -> bool:
+        self.states.prune(self.documents.document_open, keep=self.focus)  # closed documents' states go
+        job = self.states.state_for(pending.doc).job = Job(pending)
         self._status_engine = recommended.engine_key(self.settings)
-        self.worker.progressed.connect(self.progressed)
-        self.worker.engine_ready.connect(self._on_engine_ready)
-        self.worker.engine_status.connect(self._on_worker_status)
-        self.worker.succeeded.connect(self._on_succeeded)
-        self.worker.failed.connect(self._on_failed)
-        self.worker.finished.connect(self._on_thread_finished)
+        events = JobEvents(
+            progressed=self.progressed.emit,
+            engine_ready=self._on_engine_ready,
+            engine_status=self._on_worker_status,
+            succeeded=self._on_succeeded,
+            failed=self._on_failed,
+            finished=self._on_job_finished,
+        )
         self.flow.move(workflow.BUSY if self.manager.running else workflow.STARTING)
         self.last_message, self.message_is_error = "", False
-        self.worker.start()
+        job.handle = self.jobs.start_job(self.manager, pending.request, job.cancel, events, run_job, resolve)
         self.changed.emit()
         return True
 
@@ -337,12 +348,13 @@ class Controller(GroupActions, QObject):
 
     def _on_succeeded(self, response: EditResponse) -> None:
         self.estimates.update(getattr(response, "timing", {}) or {})
+        job = self.job
+        if job is None:
+            return  # a reply always comes before its thread's end, which clears the job
         try:
-            if callable(self._pending):  # an extension (grows the canvas first) or a More / Vary round
-                self.outcome = self._pending(response)
-            else:
-                doc, source, above, request, prompt = self._pending
-                self.outcome = api.apply(doc, source, above, request, response, prompt)
+            if isinstance(job.pending, AddRound):
+                job.pending.outcome.busy = False
+            self.outcome = self.documents.place(job.pending, response)
             self.flow.move(workflow.REVIEW)
         except errors.DocumentClosedError as exc:
             # The user closed it on purpose: say so in the docker, no dialog.
@@ -362,24 +374,15 @@ class Controller(GroupActions, QObject):
         self.flow.move(workflow.ERROR, type(error).__name__)
         self.show_error(error)
 
-    def _on_thread_finished(self) -> None:
-        if self.worker is not None:
-            self.worker.wait()  # let the thread end before its QThread object is released
-        self.worker = None
-        self._pending = None
-        self._round_done()
+    def _on_job_finished(self) -> None:
+        state = self.states.running()
+        job = state.job if state is not None else None
+        if state is not None:
+            state.job = None
+        if job is not None and isinstance(job.pending, AddRound):
+            self._round_done(job.pending.outcome)
         self.changed.emit()
 
     def cancel(self) -> None:
         if self.cancel_event is not None:
             self.cancel_event.set()
-
-
-_controller: Optional[Controller] = None
-
-
-def controller() -> Controller:
-    global _controller
-    if _controller is None:
-        _controller = Controller()
-    return _controller

@@ -1,16 +1,15 @@
-"""The controller's worker threads: they reach the engine and run jobs, never touching Krita objects.
+"""The worker threads: they reach the engine and run jobs, never touching Krita objects.
 
-PyQt5 only; their signals are delivered on the GUI thread (the receivers are QObjects living there)."""
+Qt (through ``..qt``) only for QThread and its signals, which threads.py delivers on the GUI thread."""
 
 import threading
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 
 from .. import doctor, errors, extending
 from ..editing import EditRequest, execute
-from ..engine_manager import EngineManager, job_error
+from ..model.jobs import Resolver
 from ..qt import QThread, pyqtSignal
-
-Resolver = Callable[[Dict[str, Any]], Optional[Dict[str, Any]]]
+from .manager import EngineManager, job_error
 
 
 def engine_status(manager: Any) -> Dict[str, Any]:
@@ -21,7 +20,7 @@ def engine_status(manager: Any) -> Dict[str, Any]:
 
 class StatusWorker(QThread):
     """Connects to (or starts) the engine only to read its status: device, preset, recommended settings.
-    The edit worker reports the same reply, so both land in Controller.on_engine_status."""
+    The edit worker reports the same reply, so both land in PluginModel.on_engine_status."""
 
     engine_status = pyqtSignal(object)  # the status dict
     failed = pyqtSignal(object)  # PluginError
