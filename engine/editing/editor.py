@@ -21,7 +21,7 @@ from typing import Any, Callable, List, Optional, Sequence
 from PIL import Image
 
 from engine.editing.paper import detail as detail_stage
-from engine.editing.paper.diffuse import diffuse, guidance_settings, plan_model_pass
+from engine.editing.paper.diffuse import diffuse, plan_model_pass
 from engine.editing.shared import imaging
 from engine.editing.shared.params import PRECISIONS, EditParams, validate_params
 from engine.editing.shared.prepare import diffusion_for, lpips_for, prepare_edit, to_pil
@@ -118,13 +118,15 @@ def edit(
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
     unet = UNetChoice(models, params, notes)
-    model_pass = plan_model_pass(params, prepared.diffusion, bool(prompt), notes)
+    model_pass = plan_model_pass(params, prepared.diffusion)
     store = getattr(timer, "store", None)  # a StepTimer's, for the auto decision
     times = store.get(timer.key) if store is not None else {}
     diffusion_steps = int(getattr(models, "diffusion_flags", {}).get("diffusion_steps", 1000))
     first_seconds, tile_seconds = detail_stage.stage_costs(params, times, bool(prompt), diffusion_steps)
     box, soft_mask = prepared.box, prepared.soft_mask
-    detail_plan = detail_stage.plan_detail(params, prepared, model_pass.kept, first_seconds, tile_seconds)
+    detail_plan = detail_stage.plan_detail(
+        params, prepared, len(model_pass.seeds), first_seconds, tile_seconds
+    )
     detail_plan.progress_base = model_pass.work
     if detail_plan.note:
         notes.append(detail_plan.note)
@@ -172,7 +174,6 @@ __all__ = [
     "UNetChoice",
     "diffusion_for",
     "edit",
-    "guidance_settings",
     "lpips_for",
     "run_splitting_on_oom",
     "validate_params",

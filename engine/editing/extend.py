@@ -31,7 +31,6 @@ from PIL import Image
 
 from bridge.geometry import context_box
 from engine.editing.editor import run_splitting_on_oom
-from engine.editing.paper.diffuse import guidance_settings
 from engine.editing.shared import imaging
 from engine.editing.shared.limits import check_extend
 from engine.editing.shared.params import EditParams, validate_params
@@ -259,8 +258,6 @@ def extend(
         embeds, unet_choice, num_steps = sample.embeds, sample.unet_choice, sample.steps
     else:
         sample, embeds, unet_choice, num_steps = _paper_windows(models, params, prompts, notes, extended)
-    if int(params.prune_factor) > 1:
-        notes.append("candidate pruning is not used when extending: every candidate ran to the end")
     seeds = candidate_seeds(params)
     batch_size = int(params.batch_size)
     windows = len(the_plan.windows)
@@ -359,7 +356,8 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
     the UNet choice, the steps each window runs)."""
     import torch
 
-    from engine.editing.paper.blended import blended_diffusion
+    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.paper.diffuse import clip_guidance
     from engine.editing.shared.augment import ExtendingAugmentations
 
     diffusion = diffusion_for(models, params)
@@ -371,7 +369,11 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
     models.unet.requires_grad_(False)
     embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
-    settings = guidance_settings(params)
+    settings = GuidanceSettings.from_params(params)
+    guidances = {
+        text: clip_guidance(models, params, embed, augment, lpips_model, amp_dtype)
+        for text, embed in embeds.items()
+    }
     unet_choice = UNetChoice(models, params, notes)
 
     def sample(unet, background, model_mask, window_seeds: Sequence[int], text: str, on_step):
@@ -386,16 +388,11 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
             window_seeds,
             int(params.skip_timesteps),
             settings,
+            guidance=guidances.get(text),
             background=background,
-            clip_model=models.clip if text else None,
-            text_embed=embeds.get(text),
-            augment=augment if text else None,
-            lpips_model=lpips_model if text else None,
             class_labels=labels,
             on_step=on_step,
             amp_dtype=amp_dtype,
-            guidance_every=int(params.guidance_every),
-            reuse_guidance=bool(params.reuse_guidance),
         )
 
     return sample, embeds, unet_choice, diffusion.num_timesteps - int(params.skip_timesteps)

@@ -18,10 +18,10 @@ from engine.models.devices import is_out_of_memory
 PREVIEW_MAX_SIDE = 256  # a progress preview's longest side
 
 
-def candidate_seeds(params: EditParams, prune_factor: int = 1) -> List[int]:
-    """Seeds of every candidate started: batch_size x prune_factor per iteration."""
+def candidate_seeds(params: EditParams) -> List[int]:
+    """Seeds of every candidate: batch_size per iteration."""
     base = int(params.seed) if params.seed is not None else secrets.randbelow(2**31)
-    count = int(params.batch_size) * int(params.iterations_num) * prune_factor
+    count = int(params.batch_size) * int(params.iterations_num)
     return [base + index for index in range(count)]
 
 

@@ -41,7 +41,6 @@ CLI_CASES = [
     ("edit", "--batch_size 1000000000", "batch_size 1000000000 is over the limit of 16"),
     ("edit", "--aug_num 1000000", "aug_num 1000000 is over the limit of 128"),
     ("edit", "--iterations_num 1000000", "= 4000000 candidates is over the limit of 64"),
-    ("edit", "--prune_factor 1000000", "prune_factor 1000000 is over the limit of 8"),
     (
         "edit",
         "--timestep_respacing 100000",
@@ -109,7 +108,6 @@ def test_edit_limits_name_the_parameter_and_its_limit():
         ({"batch_size": 17}, "batch_size", 16),
         ({"batch_size": 16, "iterations_num": 5}, "iterations_num", 64),
         ({"aug_num": 129}, "aug_num", 128),
-        ({"prune_factor": 9}, "prune_factor", 8),
         ({"timestep_respacing": "1," * 150}, "timestep_respacing", 200),
         ({"timestep_respacing": "ddim1001"}, "timestep_respacing", 1000),
         ({"prompt": "x" * 1001}, "prompt", 1000),
