@@ -311,7 +311,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 mask,
                 seeds,
                 diffusion.num_timesteps - 1,
-                settings,
+                settings=settings,
                 guidance=ClipGuidance(clip, text, augment, settings, amp_dtype=amp_dtype),
                 amp_dtype=amp_dtype,
             )
@@ -339,7 +339,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                 mask,
                 seeds,
                 skip,
-                settings,
+                settings=settings,
                 guidance=ClipGuidance(clip, text, augment, settings, amp_dtype=amp_dtype),
                 amp_dtype=amp_dtype,
                 on_step=on_step,

@@ -113,7 +113,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             augment = ExtendingAugmentations(clip.image_size, int(params.aug_num))
             guidance = ClipGuidance(clip, text, augment, settings, amp_dtype=DTYPES[precision])
             out = blended_diffusion(
-                model, diffusion, init, mask, seeds, skip, settings, guidance=guidance,
+                model, diffusion, init, mask, seeds, skip, settings=settings, guidance=guidance,
                 amp_dtype=DTYPES[precision],
             )  # fmt: skip
             sync(device)

@@ -112,7 +112,14 @@ def paper_step() -> float:
 
     def step() -> None:
         blended_diffusion(
-            unet, diffusion, init, mask, [0], diffusion.num_timesteps - 1, settings, guidance=guidance
+            unet,
+            diffusion,
+            init,
+            mask,
+            [0],
+            diffusion.num_timesteps - 1,
+            settings=settings,
+            guidance=guidance,
         )
 
     return cpu_seconds(step)

@@ -312,7 +312,9 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
         settings = GuidanceSettings.from_params(EditParams(guidance_grad=grad))
         augment = ExtendingAugmentations(clip.image_size, aug)
         guidance = ClipGuidance(clip, text, augment, settings, amp_dtype=amp) if guided else None
-        blended_diffusion(unet, diffusion, init, mask, [0], skip, settings, guidance=guidance, amp_dtype=amp)
+        blended_diffusion(
+            unet, diffusion, init, mask, [0], skip, settings=settings, guidance=guidance, amp_dtype=amp
+        )
 
     def clip_work(aug: int, amp: Optional[torch.dtype]) -> None:
         images = init.clone().requires_grad_(True)

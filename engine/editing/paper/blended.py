@@ -223,8 +223,8 @@ def blended_diffusion(
     mask: torch.Tensor,
     seeds: Sequence[int],
     skip_timesteps: int,
-    settings: GuidanceSettings,
     *,
+    settings: GuidanceSettings,
     guidance: Optional[ClipGuidance] = None,
     background: Optional[torch.Tensor] = None,
     class_labels: Optional[torch.Tensor] = None,
@@ -282,7 +282,8 @@ def blended_diffusion(
             x_bg = diffusion.q_sample(background.expand(batch, -1, -1, -1), t, noise=_noise(x, generators))
             x = x * mask + x_bg * keep
         if on_step is not None:
-            on_step(StepInfo(step_number, num_steps, index, pred_x0, guidance is not None, batch, x0_space))
+            guided = guidance is not None
+            on_step(StepInfo(step_number, num_steps, index, pred_x0, guided=guided, batch=batch, x0=x0_space))
     if settings.enforce_background:
         return background * keep + pred_x0 * mask
     return pred_x0

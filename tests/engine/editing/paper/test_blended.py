@@ -47,7 +47,15 @@ def _run(models, scene, seeds, settings=None, guided=True, skip=4, lpips_model=N
     augment = ExtendingAugmentations(models.clip.image_size, 4)
     guidance = ClipGuidance(models.clip, text, augment, settings, lpips=lpips_model) if guided else None
     return blended_diffusion(
-        unet, models.diffusion(RESPACING), init, mask, seeds, skip, settings, guidance=guidance, **kwargs
+        unet,
+        models.diffusion(RESPACING),
+        init,
+        mask,
+        seeds,
+        skip,
+        settings=settings,
+        guidance=guidance,
+        **kwargs,
     )
 
 

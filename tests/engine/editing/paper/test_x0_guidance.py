@@ -34,7 +34,15 @@ def _run(models, scene, seeds, settings, skip=6, **kwargs):
     guidance = ClipGuidance(models.clip, text, ExtendingAugmentations(models.clip.image_size, 4), settings)
     unet = kwargs.pop("unet", models.unet)
     return blended_diffusion(
-        unet, models.diffusion(RESPACING), init, mask, seeds, skip, settings, guidance=guidance, **kwargs
+        unet,
+        models.diffusion(RESPACING),
+        init,
+        mask,
+        seeds,
+        skip,
+        settings=settings,
+        guidance=guidance,
+        **kwargs,
     )
 
 
@@ -123,7 +131,7 @@ def test_x0_step_equals_the_formula_on_a_hand_made_case(ddim):
     mask = torch.ones(1, 1, 4, 4)
     settings = _settings(clip_guidance_lambda=0, range_lambda=lam, guidance_grad="x0", ddim=ddim)
     got = blended_diffusion(
-        _LinearEps(), diffusion, init, mask, [seed], skip, settings,
+        _LinearEps(), diffusion, init, mask, [seed], skip, settings=settings,
         guidance=ClipGuidance(object(), torch.zeros(1, 4), object(), settings),
     )  # fmt: skip
 

@@ -18,7 +18,7 @@ from bridge.limits import DEFAULT_LIMITS, JobLimits, LimitError, check_edit_para
 from engine.cli import edit as cli_edit
 from engine.cli import extend as cli_extend
 from engine.editing import admission
-from engine.editing.extend import ExtendSpec, plan
+from engine.editing.extend import ExtendSpec, plan_windows
 from engine.editing.shared.limits import check_extend, check_prompt_tokens, count_windows
 from engine.editing.shared.params import EditParams
 from engine.editing.timing import describe_seconds
@@ -85,7 +85,7 @@ def test_window_count_is_the_plans_without_making_it(width, height, window, side
     if not any(sides.values()):
         sides["left"] = 1
     assert count_windows((width, height), sides, window) == len(
-        plan((width, height), ExtendSpec(**sides), window).windows
+        plan_windows((width, height), ExtendSpec(**sides), window).windows
     )
 
 
