@@ -267,18 +267,20 @@ def blended_diffusion(
     x0_space = guidance is not None and guidance.x0_space
     for step_number, index in enumerate(steps, start=1):
         t = torch.full((batch,), index, device=device, dtype=torch.long)
+        # out = p_mean_variance(UNet(x_t, t)); g = -d loss / d x_t (none without a prompt)
         if guidance is None:
             with torch.no_grad():
                 out, gradient = denoise(x, t), None
         else:
             fac = float(diffusion.sqrt_one_minus_alphas_cumprod[index])
             out, gradient = guidance.predict(denoise, x.detach(), t, fac, **region)
+        # x_fg: the guided DDPM (or DDIM) step from that same out
         noise = _noise(x, generators)
         stepped = _step(
             diffusion, out, x.detach(), t, gradient, x0_space=x0_space, ddim=settings.ddim, noise=noise
         )
         x, pred_x0 = stepped["sample"], stepped["pred_xstart"]
-        if blend:  # outside the mask: the background noised to level t, fresh noise every step
+        if blend:  # x_{t-1} = x_fg * m + x_bg * (1 - m), x_bg the background noised to level t, fresh noise
             x_bg = diffusion.q_sample(background.expand(batch, -1, -1, -1), t, noise=_noise(x, generators))
             x = x * mask + x_bg * keep
         if on_step is not None:

@@ -225,7 +225,13 @@ def test_half_precision_path_is_selectable(tiny_models):
     assert any("ran in bfloat16" in note for note in half.notes)
     a = np.asarray(full.candidates[0].image).astype(int)
     b = np.asarray(half.candidates[0].image).astype(int)
-    assert not np.array_equal(a, b)  # bf16 really ran
+    difference, inside = np.abs(a - b), np.asarray(mask) > 0
+    assert difference.max() > 0  # bf16 really ran
+    # ... and made the same picture: bf16 keeps 8 mantissa bits (about 0.4 % relative, one 8-bit level of
+    # a [-1, 1] image); measured on six scenes and seeds of this setting: at most 1 level, mean 0.03-0.05
+    # inside the mask. Up to 4 levels and a mean below 0.25 allow for other CPUs' kernels.
+    assert difference.max() <= 4 and difference[inside].mean() < 0.25
+    assert not difference[~inside].any()  # outside the mask the source, in either precision
     with pytest.raises(InputError, match="precision"):
         edit(source, mask, tiny_models, _params(precision="fp8"))
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,8 @@ from engine.editing.timing import describe_seconds
 from engine.errors import InputError
 
 SIDES = ("left", "right", "top", "bottom")
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture
@@ -163,9 +167,31 @@ def test_admission_refuses_with_figures_and_splits_a_batch_that_fits_only_smalle
     assert admission.admit(tiny_models, params, 4096, seconds=500.0, max_seconds=600.0).seconds == 500.0
 
 
+# In a child process: an address-space limit, once set, cannot be raised again by the process itself.
+AS_LIMIT_CHILD = """
+import resource
+from engine.editing import admission
+
+unlimited = admission.host_free_bytes()
+with open("/proc/self/status", encoding="ascii") as status:
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+margin = 256 * 2**20
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (used + margin, hard))
+print(unlimited, admission.host_free_bytes(), margin)
+"""
+
+
 def test_free_memory_is_read_within_an_address_space_limit():
-    free = admission.host_free_bytes()
-    assert free is not None and free > 0
+    """Under RLIMIT_AS the free host memory is what the limit still leaves this process (at most the
+    256 MB set above what it already maps), not the machine's available RAM."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", AS_LIMIT_CHILD], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    unlimited, limited, margin = (int(word) for word in done.stdout.split())
+    assert 0 < limited <= margin < unlimited
 
 
 class _Owner:
