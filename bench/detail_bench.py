@@ -52,7 +52,6 @@ def _disc(side: int) -> np.ndarray:
 
 def run_stage(models, side: int, params: EditParams) -> Dict[str, Any]:
     """The stage for one candidate over a side x side selection (a soft disc), timed."""
-    from engine.editing.editor import run_splitting_on_oom
     from engine.editing.shared.prepare import prepare_edit
     from engine.editing.shared.running import JobRun, ProgressCounter, UNetChoice, set_precision
     from engine.models.devices import amp_dtype_for
@@ -66,8 +65,9 @@ def run_stage(models, side: int, params: EditParams) -> Dict[str, Any]:
     notes: List[str] = []
     amp = set_precision(models, amp_dtype_for(params.precision, device), notes)
     plan = detail.plan_detail(params, prepared, 1, None, None)
-    job = JobRun(models, params, notes, UNetChoice(models, params, notes), amp, run_splitting_on_oom,
-                 ProgressCounter(None, plan.work))  # fmt: skip
+    job = JobRun(
+        models, params, notes, UNetChoice(models, params, notes), amp, ProgressCounter(None, plan.work)
+    )
     crop = image.resize((models.image_size,) * 2, Image.Resampling.LANCZOS).resize((side, side))
     if device.type == "cuda":
         torch.cuda.synchronize(device)

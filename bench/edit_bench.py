@@ -38,14 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.editing.paper.blended import (  # noqa: E402
+    ClipGuidance,
     GuidanceSettings,
-    _guidance_loss,
     _noise,
     autocast_context,
     blended_diffusion,
     make_generators,
 )
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances  # noqa: E402
+from engine.editing.shared.params import EditParams  # noqa: E402
 from engine.models.devices import amp_dtype_for  # noqa: E402
 
 # dense peak TFLOP/s by GPU name fragment: (fp32 without TF32, bf16/fp16 tensor cores)
@@ -154,10 +155,7 @@ def reference_style_run(
     mask,
     seeds,
     skip,
-    settings,
-    clip,
-    text,
-    augment,
+    guidance: ClipGuidance,
     amp_dtype,
     step_times: List[float],
 ):
@@ -184,22 +182,9 @@ def reference_style_run(
             with autocast_context(device, amp_dtype):
                 grad_output = unet(x_grad, diffusion.model_timesteps(t))
             out_grad = diffusion.p_mean_variance(None, x_grad, t, model_output=grad_output.float())
-            loss = _guidance_loss(
-                out_grad["pred_xstart"],
-                x_grad,
-                index,
-                diffusion,
-                mask,
-                init,
-                settings,
-                clip,
-                text,
-                augment,
-                generators,
-                None,
-                False,
-                amp_dtype,
-            )
+            fac = float(diffusion.sqrt_one_minus_alphas_cumprod[index])
+            region = dict(mask=mask, background=init, generators=generators)
+            loss = guidance.loss(out_grad["pred_xstart"], x_grad, fac, **region)
             gradient = -torch.autograd.grad(loss, x_grad)[0]
         stepped = diffusion.ddpm_step(out, x, t, gradient=gradient, noise=_noise(x, generators))
         x_bg = diffusion.q_sample(init.expand(batch, -1, -1, -1), t, noise=_noise(x, generators))
@@ -297,7 +282,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     text = clip.encode_text(["a red ball on the grass"])
     augment = ExtendingAugmentations(clip.image_size, args.aug_num)
     seeds = list(range(100, 100 + args.batch))
-    settings = GuidanceSettings()
+    settings = GuidanceSettings.from_params(EditParams())
     flops = count_flops(model_flags, clip_config, size, args.batch, args.aug_num)
     if device.type == "cuda":
         device_name = torch.cuda.get_device_name(device)
@@ -326,10 +311,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 mask,
                 seeds,
                 diffusion.num_timesteps - 1,
-                settings,
-                clip_model=clip,
-                text_embed=text,
-                augment=augment,
+                settings=settings,
+                guidance=ClipGuidance(clip, text, augment, settings, amp_dtype=amp_dtype),
                 amp_dtype=amp_dtype,
             )
         # Rounds alternate our loop and the reference-style loop so that load from other processes on a
@@ -356,10 +339,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 mask,
                 seeds,
                 skip,
-                settings,
-                clip_model=clip,
-                text_embed=text,
-                augment=augment,
+                settings=settings,
+                guidance=ClipGuidance(clip, text, augment, settings, amp_dtype=amp_dtype),
                 amp_dtype=amp_dtype,
                 on_step=on_step,
             )
@@ -375,10 +356,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                     mask,
                     seeds,
                     skip,
-                    settings,
-                    clip,
-                    text,
-                    augment,
+                    ClipGuidance(clip, text, augment, settings, amp_dtype=amp_dtype),
                     amp_dtype,
                     ref_times,
                 )

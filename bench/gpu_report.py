@@ -27,9 +27,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.edit_bench import KNOWN_PEAKS, build_full, build_tiny  # noqa: E402
 from bridge.limits import respaced_steps  # noqa: E402
-from engine.editing.editor import guidance_settings  # noqa: E402
-from engine.editing.paper.blended import blended_diffusion  # noqa: E402
-from engine.editing.paper.modes import MODES, plan, resolve_params, unet_equivalents  # noqa: E402
+from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion  # noqa: E402
+from engine.editing.paper.modes import MODES, resolve_params, step_plan, unet_equivalents  # noqa: E402
 from engine.editing.shared.augment import ExtendingAugmentations  # noqa: E402
 
 UNET_FORWARD_TFLOP = 2.240  # ADM-256 forward, one image (docs/perf-engine-editing.md)
@@ -110,18 +109,19 @@ def main(argv: Optional[List[str]] = None) -> int:
         sync(device)
         began = time.perf_counter()
         try:
+            settings = GuidanceSettings.from_params(params)
+            augment = ExtendingAugmentations(clip.image_size, int(params.aug_num))
+            guidance = ClipGuidance(clip, text, augment, settings, amp_dtype=DTYPES[precision])
             out = blended_diffusion(
-                model, diffusion, init, mask, seeds, skip, guidance_settings(params),
-                clip_model=clip, text_embed=text,
-                augment=ExtendingAugmentations(clip.image_size, int(params.aug_num)),
-                amp_dtype=DTYPES[precision], guidance_every=int(params.guidance_every),
+                model, diffusion, init, mask, seeds, skip, settings=settings, guidance=guidance,
+                amp_dtype=DTYPES[precision],
             )  # fmt: skip
             sync(device)
         except Exception as exc:  # noqa: BLE001 - a failing row (e.g. out of memory) must not end the report
             row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:160]}"
             continue
         seconds = time.perf_counter() - began
-        work = plan(params, diffusion.num_timesteps)
+        work = step_plan(params, diffusion.num_timesteps)
         ran_steps = diffusion.num_timesteps - skip
         equivalents = unet_equivalents(params, diffusion.num_timesteps) * ran_steps / max(1, work.steps)
         tflop = equivalents * UNET_FORWARD_TFLOP * len(seeds)

@@ -93,8 +93,9 @@ def cpu_seconds(work: Callable[[], Any]) -> float:
 
 def paper_step() -> float:
     from bench.edit_bench import build_full
-    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion
     from engine.editing.shared.augment import ExtendingAugmentations
+    from engine.editing.shared.params import EditParams
 
     unet, clip, diffusion_for, size, _flags, clip_config = build_full(torch.device("cpu"))
     generator = torch.Generator().manual_seed(0)
@@ -106,11 +107,20 @@ def paper_step() -> float:
     )
     diffusion = diffusion_for("100")
 
+    settings = GuidanceSettings.from_params(EditParams())
+    guidance = ClipGuidance(clip, text, ExtendingAugmentations(clip.image_size, 8), settings)
+
     def step() -> None:
         blended_diffusion(
-            unet, diffusion, init, mask, [0], diffusion.num_timesteps - 1, GuidanceSettings(),
-            clip_model=clip, text_embed=text, augment=ExtendingAugmentations(clip.image_size, 8),
-        )  # fmt: skip
+            unet,
+            diffusion,
+            init,
+            mask,
+            [0],
+            diffusion.num_timesteps - 1,
+            settings=settings,
+            guidance=guidance,
+        )
 
     return cpu_seconds(step)
 

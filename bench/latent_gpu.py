@@ -107,11 +107,11 @@ def run_row(
             source,
             masks,
             list(range(candidates)),
-            total_steps,
-            total_steps - steps,
-            cond,
-            uncond,
-            7.5,
+            num_steps=total_steps,
+            skip=total_steps - steps,
+            cond=cond,
+            uncond=uncond,
+            guidance_scale=7.5,
         )
         return torch.cat([decode(vae, z[i : i + 1]) for i in range(candidates)])
 

@@ -10,11 +10,11 @@ converted at the full-size FLOP ratio (modes.CLIP_VIEW_*), and this process's CP
 ``full``: the ADM-256 + ViT-B/16 architectures (random weights, as bench/edit_bench.py builds them), batch 1,
 one torch thread, process CPU time: one guided step, one unguided step, the CLIP work per augmentation count
 and the ranking's scoring are measured once each (in fp32 and in bf16 autocast); a mode's seconds per
-candidate are these times multiplied by its step plan (modes.plan): a whole full-size candidate takes hours
-on this CPU, so it is extrapolated, not run.
+candidate are these times multiplied by its step plan (modes.step_plan): a whole full-size candidate takes
+hours on this CPU, so it is extrapolated, not run.
 
     PYTHONPATH=. .venv/bin/python bench/quality_modes.py toy --scenes 30 --json /tmp/levers.json
-    PYTHONPATH=. .venv/bin/python bench/quality_modes.py toy --configs paper,balanced,fast,prune2 --scenes 120
+    PYTHONPATH=. .venv/bin/python bench/quality_modes.py toy --configs paper,balanced,fast --scenes 120
     PYTHONPATH=. .venv/bin/python bench/quality_modes.py full --json /tmp/full.json
     PYTHONPATH=. .venv/bin/python bench/quality_modes.py toy --models tiny --scenes 1 --configs paper,fast
 
@@ -38,9 +38,9 @@ from engine.editing.paper.modes import (  # noqa: E402
     CLIP_VIEW_FORWARD,
     CLIP_VIEW_GUIDED,
     MODES,
-    plan,
     resolve_params,
     scale_schedule,
+    step_plan,
     unet_equivalents,
 )
 from engine.editing.shared.params import EditParams  # noqa: E402
@@ -63,20 +63,12 @@ def lever_configs(base: Dict[str, Any]) -> Dict[str, Tuple[str, Dict[str, Any]]]
     # most telling first: on a shared CPU a sweep may have to stop early
     configs.update(
         {
-            "prune2": ("paper", {"prune_factor": 2, "prune_at": 0.25}),
             "steps/4": ("paper", steps(0.25)),
-            "guide every 2": ("paper", {"guidance_every": 2}),
             f"aug {half_aug}": ("paper", {"aug_num": half_aug}),
             "steps/2": ("paper", steps(0.5)),
             "ddim steps/4": ("paper", steps(0.25, ddim=True)),
             "bf16": ("paper", {"precision": "bf16"}),
-            "steps/6 guide every 2": ("paper", steps(1 / 6, guidance_every=2)),
-            "prune2 fast": ("fast", {"prune_factor": 2, "prune_at": 0.25}),
-            "guide every 3": ("paper", {"guidance_every": 3}),
-            "guide every 2 reuse": ("paper", {"guidance_every": 2, "reuse_guidance": True}),
-            "guide every 3 reuse": ("paper", {"guidance_every": 3, "reuse_guidance": True}),
-            "steps/2 guide every 2 reuse": ("paper", steps(0.5, guidance_every=2, reuse_guidance=True)),
-            "steps/2 guide every 3 reuse": ("paper", steps(0.5, guidance_every=3, reuse_guidance=True)),
+            "steps/6": ("paper", steps(1 / 6)),
             f"aug {max(1, aug // 4)}": ("paper", {"aug_num": max(1, aug // 4)}),
             "ddim steps/2": ("paper", steps(0.5, ddim=True)),
         }
@@ -196,10 +188,6 @@ def run_toy(args: argparse.Namespace) -> Dict[str, Any]:
                     "skip_timesteps",
                     "ddim",
                     "aug_num",
-                    "guidance_every",
-                    "reuse_guidance",
-                    "prune_factor",
-                    "prune_at",
                     "precision",
                     "guidance_grad",
                     "clip_guidance_lambda",
@@ -296,7 +284,7 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
     import torch
 
     from bench.edit_bench import build_full, build_tiny
-    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion
     from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
     from engine.editing.shared.ranking import score_candidates
 
@@ -321,18 +309,11 @@ def run_full(args: argparse.Namespace) -> Dict[str, Any]:
     skip = diffusion.num_timesteps - 1  # one step
 
     def step(guided: bool, amp: Optional[torch.dtype], aug: int = 8, grad: str = "unet") -> None:
+        settings = GuidanceSettings.from_params(EditParams(guidance_grad=grad))
+        augment = ExtendingAugmentations(clip.image_size, aug)
+        guidance = ClipGuidance(clip, text, augment, settings, amp_dtype=amp) if guided else None
         blended_diffusion(
-            unet,
-            diffusion,
-            init,
-            mask,
-            [0],
-            skip,
-            GuidanceSettings(guidance_grad=grad),
-            clip_model=clip if guided else None,
-            text_embed=text if guided else None,
-            augment=ExtendingAugmentations(clip.image_size, aug) if guided else None,
-            amp_dtype=amp,
+            unet, diffusion, init, mask, [0], skip, settings=settings, guidance=guidance, amp_dtype=amp
         )
 
     def clip_work(aug: int, amp: Optional[torch.dtype]) -> None:
@@ -380,7 +361,7 @@ def _full_rows(times: Dict[str, Dict[str, float]], size: str, args: argparse.Nam
     configs["paper, guidance_grad x0"] = resolve_params("paper", {"guidance_grad": "x0"})
     for precision, measured in times.items():
         for name, params in configs.items():
-            work = plan(params, respaced_steps(params.timestep_respacing))
+            work = step_plan(params, respaced_steps(params.timestep_respacing))
             # a step file from before issue 23 has no x0 step: the cost model's share stands in
             kind = "guided_x0_aug8" if params.guidance_grad == "x0" else "guided_aug8"
             guided_step = measured.get(kind, measured["guided_aug8"] * X0_SHARE)
@@ -391,8 +372,6 @@ def _full_rows(times: Dict[str, Dict[str, float]], size: str, args: argparse.Nam
             seconds = (
                 work.candidate_steps(True) * guided_step + work.candidate_steps(False) * measured["unguided"]
             )
-            if work.prune_step:
-                seconds += work.prune_factor * measured["score"]
             rows.append(
                 {
                     "precision": precision,

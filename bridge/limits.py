@@ -40,7 +40,6 @@ class JobLimits:
     max_candidates: int = 64  # batch_size x iterations_num: candidates one job returns
     max_batch_size: int = 16  # candidates run at once (memory grows with it)
     max_aug_num: int = 128  # augmented views CLIP sees per candidate and step
-    max_prune_factor: int = 8  # candidates started per candidate kept
     max_steps: int = 1000  # length of the respaced schedule (the model's own 1000 steps)
     max_respacing_chars: int = 200  # the timestep_respacing string
     max_prompt_chars: int = 1000  # refused before tokenizing; CLIP itself reads CLIP_CONTEXT - 2 tokens
@@ -115,8 +114,6 @@ def check_edit_params(values: Mapping[str, Any], limits: JobLimits = DEFAULT_LIM
         )
     if number("aug_num") > limits.max_aug_num:
         raise _over("aug_num", number("aug_num"), limits.max_aug_num, "augmented views per step")
-    if number("prune_factor") > limits.max_prune_factor:
-        raise _over("prune_factor", number("prune_factor"), limits.max_prune_factor)
     respacing = str(values.get("timestep_respacing", ""))
     if len(respacing) > limits.max_respacing_chars:
         raise LimitError(

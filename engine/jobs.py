@@ -23,6 +23,7 @@ from bridge.png import CHANNELS as PNG_CHANNELS
 from bridge.png import encode_png
 from bridge.protocol import Limits, png_info
 from engine import runner_status
+from engine.editing.shared.params import REMOVED_PARAMS, removed_param_message
 
 log = logging.getLogger("engine.jobs")
 
@@ -145,6 +146,8 @@ class EditRunner(JobRunner):
         checked: Dict[str, Any] = {}
         for name, value in {**self.edit_defaults, **params}.items():
             spec = self._param_fields.get(name)
+            if name in REMOVED_PARAMS:
+                raise errors.JobFailed(errors.INVALID_INPUT, removed_param_message(name))
             if spec is None:
                 raise errors.JobFailed(errors.INVALID_INPUT, f"unknown edit parameter {name!r}")
             kind, optional = _field_kind(spec)

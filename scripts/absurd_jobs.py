@@ -80,7 +80,6 @@ def jobs() -> List[Tuple[str, Callable[[EngineClient, threading.Event], Any]]]:
         ("`batch_size` 1e9", edit(batch_size=10**9)),
         ("`aug_num` 1e6", edit(prompt="a red ball", aug_num=10**6)),
         ("`iterations_num` 1e6", edit(iterations_num=10**6)),
-        ("`prune_factor` 1e6", edit(prompt="a red ball", prune_factor=10**6)),
         ("a 1 MB prompt", edit(prompt="a red ball " * 95000)),
         ("extend a 40 px image by 1,000,000 px on the left", extend(left=1_000_000)),
         ("extend by 60,000 px on every side", extend(left=60000, right=60000, top=60000, bottom=60000)),

@@ -62,11 +62,7 @@ def _edit_params(args: argparse.Namespace):
         iterations_num=args.iterations_num,
         precision=args.precision,
         compile=args.compile,
-        guidance_every=args.guidance_every,
-        reuse_guidance=args.reuse_guidance,
         guidance_grad=args.guidance_grad,
-        prune_factor=args.prune_factor,
-        prune_at=args.prune_at,
         guidance_scale=getattr(args, "guidance_scale", None),
         mask_shrink=getattr(args, "mask_shrink", True),
         background_reconstruction=getattr(args, "background_reconstruction", False),
@@ -313,7 +309,6 @@ def _plan_line(params, estimate: Optional[float], models) -> str:
     mode = (
         f"quality {params.quality}: timestep_respacing={params.timestep_respacing}, "
         f"skip_timesteps={params.skip_timesteps}, aug_num={params.aug_num}, "
-        f"guidance_every={params.guidance_every}, prune_factor={params.prune_factor}, "
         f"guidance_grad={params.guidance_grad}, clip_guidance_lambda={params.clip_guidance_lambda:g}"
     )
     where = "this CPU" if str(models.device) == "cpu" else str(models.device)

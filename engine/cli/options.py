@@ -166,14 +166,7 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         choices=("paper", "balanced", "fast"),
         default="paper",
         help="paper: the paper's settings (or the preset's recommended ones); balanced / fast: fewer steps "
-        "at the same strength, guidance on fewer steps, fewer augmentations (options given explicitly win)",
-    )
-    quality.add_argument(
-        "--guidance_every",
-        type=int,
-        action=_Store,
-        default=1,
-        help="guide every k-th step only (the others: one UNet forward without gradient)",
+        "at the same strength, guidance on the clean estimate at a lower lambda (explicit options win)",
     )
     quality.add_argument(
         "--guidance_grad",
@@ -183,25 +176,6 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         default="unet",
         help="unet: the paper's gradient through the UNet; x0: the gradient w.r.t. the clean estimate only "
         "(no backward through the UNet, about 1.3 instead of 3 UNet forwards a guided step)",
-    )
-    quality.add_argument(
-        "--reuse_guidance",
-        action=_Flag,
-        help="with --guidance_every > 1: the unguided steps reuse the last guided step's gradient",
-    )
-    quality.add_argument(
-        "--prune_factor",
-        type=int,
-        action=_Store,
-        default=1,
-        help="start this many times the candidates and keep the best 1/prune_factor of them",
-    )
-    quality.add_argument(
-        "--prune_at",
-        type=float,
-        action=_Store,
-        default=0.25,
-        help="fraction of the steps after which the started candidates are ranked and pruned",
     )
 
     latent = parser.add_argument_group("Blended Latent Diffusion (presets whose method is latent)")

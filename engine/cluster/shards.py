@@ -1,10 +1,10 @@
 """One job's candidates as shards, and the shards' progress and results merged back into one job's.
 
-An edit starts ``batch_size x prune_factor`` candidates per batch, ``iterations_num`` batches, candidate
+An edit starts ``batch_size`` candidates per batch, ``iterations_num`` batches, candidate
 ``i`` from seed ``seed + i`` (engine/editing). A shard is a run of whole batches: the same edit with
 ``seed`` moved to its first candidate and ``iterations_num`` its number of batches, so each candidate is
-made in the very batch, with the very seed, that one engine would use (and pruning, which chooses within a
-batch, sees the same candidates): the bytes are the same. The server ranks all candidates once.
+made in the very batch, with the very seed, that one engine would use: the bytes are
+the same. The server ranks all candidates once.
 
 Standard library only: the scheduler and the tests use it without Ray or torch.
 """
@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bridge.limits import respaced_steps
-from engine.editing.paper.modes import prune_step
 from engine.editing.shared.params import EditParams
 
 RunnerOutput = Tuple[Dict[str, Any], Sequence[Tuple[str, bytes]]]
@@ -31,22 +30,13 @@ class Shard:
     work: int  # its candidate-steps: what it reports as progress total
 
 
-def effective_prune_factor(params: EditParams, diffusion_steps: int = 1000) -> Tuple[int, int]:
-    """(prune factor the edit really uses, steps it runs), as engine/editing decides them."""
-    steps = respaced_steps(params.timestep_respacing, diffusion_steps) - int(params.skip_timesteps)
-    factor = int(params.prune_factor) if params.prompt.strip() else 1  # no prompt: nothing to rank by
-    if not prune_step(steps, factor, float(params.prune_at)):
-        factor = 1
-    return factor, steps
-
-
 def split_edit(params: Dict[str, Any], workers: int, diffusion_steps: int = 1000) -> List[Shard]:
     """The shards of an edit for ``workers`` workers: at most one per batch, contiguous runs of batches,
     as even as they can be. A random seed (None) is drawn here, once, so every shard shares it."""
     edit = EditParams(**params)
     base = int(edit.seed) if edit.seed is not None else secrets.randbelow(2**31)
-    factor, steps = effective_prune_factor(edit, diffusion_steps)
-    per_batch = int(edit.batch_size) * factor
+    steps = respaced_steps(edit.timestep_respacing, diffusion_steps) - int(edit.skip_timesteps)
+    per_batch = int(edit.batch_size)
     batches = int(edit.iterations_num)
     count = max(1, min(batches, workers))
     shards = []

@@ -235,9 +235,8 @@ def admit(
     assert isinstance(params, EditParams)
     fp = footprint(models)
     guided = bool(str(params.prompt).strip())
-    prune = int(params.prune_factor) if guided else 1
     precision_bytes = 4 if amp_dtype_for(params.precision, models.device) is None else 2
-    per_candidate = candidate_bytes(fp, int(params.aug_num), guided, precision_bytes) * prune
+    per_candidate = candidate_bytes(fp, int(params.aug_num), guided, precision_bytes)
     detail_tiles, box_pixels = detail if detail and detail[0] else (0, 0)
     if detail_tiles:
         # The stage runs after the first pass has freed its batch, in batches of TILES_PER_CANDIDATE tiles

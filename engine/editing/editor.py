@@ -10,21 +10,22 @@
                           mask is 0 the output is the source, byte for byte
 
 The stages share a ``running.JobRun``: the notes, the UNet (compiled or not), the precision, the progress
-counter, the cancel flag, the step timer, and this module's out-of-memory policy (run_splitting_on_oom).
+counter, the cancel flag, the step timer and the out-of-memory batch splitting; the latent loop and
+extend() run on the same JobRun.
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
 from engine.editing.paper import detail as detail_stage
-from engine.editing.paper.diffuse import diffuse, guidance_settings, plan_model_pass
+from engine.editing.paper.diffuse import ModelPass, diffuse, plan_model_pass
 from engine.editing.shared import imaging
 from engine.editing.shared.params import PRECISIONS, EditParams, validate_params
-from engine.editing.shared.prepare import diffusion_for, lpips_for, prepare_edit, to_pil
+from engine.editing.shared.prepare import PreparedEdit, diffusion_for, lpips_for, prepare_edit, to_pil
 from engine.editing.shared.results import Candidate, EditResult, composite
 from engine.editing.shared.running import (
     PREVIEW_MAX_SIDE,
@@ -34,52 +35,10 @@ from engine.editing.shared.running import (
     Progress,
     ProgressCounter,
     UNetChoice,
+    run_splitting_on_oom,
     set_precision,
 )
-from engine.errors import Cancelled, EngineError
-from engine.models.devices import amp_dtype_for, free_memory, is_out_of_memory
-
-
-def run_splitting_on_oom(
-    run: Callable[[Sequence[int], int], Any],
-    seeds: Sequence[int],
-    offset: int,
-    notes: List[str],
-    limit: Optional[BatchLimit] = None,
-):
-    """run(seeds, offset) -> tensor [len(seeds), ...], in batches of at most ``limit.size``; on
-    out-of-memory the limit is halved (for this call and every later one sharing ``limit``) and the
-    failed batch is run again in smaller ones.
-
-    Each candidate's randomness comes from its own seed, so a split batch makes the same candidates.
-    """
-    import torch
-
-    limit = limit if limit is not None else BatchLimit(len(seeds))
-    outputs = []
-    done = 0
-    while done < len(seeds):
-        batch = seeds[done : done + limit.size]
-        try:
-            outputs.append(run(batch, offset + done))
-            done += len(batch)
-            continue
-        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
-            if not is_out_of_memory(exc):
-                raise
-            if len(batch) == 1:
-                raise EngineError(
-                    "out of memory even for a single candidate: use a smaller model preset, another device "
-                    "(--device cpu) or close other programs using the GPU"
-                ) from None
-        # out of the except block: the failed batch's tensors (held by the traceback) are gone now
-        free_memory()
-        limit.size = len(batch) // 2
-        notes.append(
-            f"out of memory with {len(batch)} candidates at once: the rest of the job ran in batches of "
-            f"{limit.size}"
-        )
-    return torch.cat(outputs, dim=0)
+from engine.models.devices import amp_dtype_for, free_memory
 
 
 def edit(
@@ -98,14 +57,14 @@ def edit(
     ``timer``: an engine.editing.timing.StepTimer that records this device's step times and the time around
     them; the caller saves it once the result is out (so its own PNG encoding is counted too).
     """
-    if getattr(models, "method", "paper") == "latent":  # a diffusers preset: Blended Latent Diffusion
+    if models.method == "latent":  # a diffusers preset: Blended Latent Diffusion
         from engine.editing.latent.edit import latent_edit
 
-        return latent_edit(image, mask, models, params, init_image, progress, cancel, timer)
+        job = dict(init_image=init_image, progress=progress, cancel=cancel, timer=timer)
+        return latent_edit(image, mask, models, params, **job)
     if timer is not None:
         timer.begin()
     from engine.editing.shared.augment import ExtendingAugmentations
-    from engine.editing.shared.ranking import rank_order, score_candidates
 
     validate_params(params)
     prepared = prepare_edit(image, mask, models, params, init_image)
@@ -118,46 +77,56 @@ def edit(
     text_embed = models.clip.encode_text([prompt]) if prompt else None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
     unet = UNetChoice(models, params, notes)
-    model_pass = plan_model_pass(params, prepared.diffusion, bool(prompt), notes)
-    store = getattr(timer, "store", None)  # a StepTimer's, for the auto decision
-    times = store.get(timer.key) if store is not None else {}
-    diffusion_steps = int(getattr(models, "diffusion_flags", {}).get("diffusion_steps", 1000))
-    first_seconds, tile_seconds = detail_stage.stage_costs(params, times, bool(prompt), diffusion_steps)
-    box, soft_mask = prepared.box, prepared.soft_mask
-    detail_plan = detail_stage.plan_detail(params, prepared, model_pass.kept, first_seconds, tile_seconds)
-    detail_plan.progress_base = model_pass.work
-    if detail_plan.note:
-        notes.append(detail_plan.note)
+    model_pass = plan_model_pass(params, prepared.diffusion)
+    detail_plan = _plan_detail(models, params, prepared, model_pass, timer)
     counter = ProgressCounter(progress, model_pass.work + detail_plan.work)
-    job = JobRun(models, params, notes, unet, amp_dtype, run_splitting_on_oom, counter, cancel, timer)
+    job = JobRun(models, params, notes, unet, amp_dtype, counter, cancel=cancel, timer=timer)
 
-    cancelled = False
-    try:
+    def stages() -> Tuple[List[Image.Image], List[int], List[dict]]:
         results, seeds = diffuse(job, prepared, model_pass, text_embed, augment)
         if timer is not None:
             timer.end_steps(len(seeds))
-        scores = score_candidates(models.clip if prompt else None, results, prepared.model_mask, text_embed)
-        order = rank_order(scores)
-        w, h = box[2:]
-        crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
+        crops, seeds, scores = _rank(job, prepared, results, seeds, text_embed)
         del results
-        seeds, scores = [seeds[index] for index in order], [scores[index] for index in order]
         if detail_plan.on:
             if timer is not None:
                 timer.begin_detail()
             crops = detail_stage.detail(job, prepared, detail_plan, crops, seeds)
             if timer is not None:
                 timer.end_detail()
-    except Cancelled:
-        cancelled = True
-    if cancelled:
-        # Outside the except block the traceback (and the loop's tensors its frames hold) is gone, so the
-        # memory really returns to the device before the caller hears of the cancel.
-        free_memory()
-        raise Cancelled()
-    candidates = composite(prepared.source, soft_mask, box, crops, seeds, scores)
+        return crops, seeds, scores
+
+    crops, seeds, scores = job.guarded(stages)
+    candidates = composite(prepared.source, prepared.soft_mask, prepared.box, crops, seeds, scores)
     free_memory()
-    return EditResult(candidates=candidates, box=box, notes=notes)
+    return EditResult(candidates=candidates, box=prepared.box, notes=notes)
+
+
+def _plan_detail(models, params: EditParams, prepared: PreparedEdit, model_pass: ModelPass, timer):
+    """The detail stage's plan (its note added), by this device's stored step times for ``auto``."""
+    store = getattr(timer, "store", None)  # a StepTimer's, for the auto decision
+    times = store.get(timer.key) if store is not None else {}
+    guided = bool(params.prompt.strip())
+    diffusion_steps = int(models.diffusion_flags.get("diffusion_steps", 1000))
+    first_seconds, tile_seconds = detail_stage.stage_costs(params, times, guided, diffusion_steps)
+    candidates = len(model_pass.seeds)
+    plan = detail_stage.plan_detail(params, prepared, candidates, first_seconds, tile_seconds)
+    plan.progress_base = model_pass.work
+    if plan.note:
+        prepared.notes.append(plan.note)
+    return plan
+
+
+def _rank(job: JobRun, prepared: PreparedEdit, results, seeds: Sequence[int], text_embed):
+    """(crops resized into the box, seeds, scores), best first by the CLIP ranking."""
+    from engine.editing.shared.ranking import rank_order, score_candidates
+
+    clip = job.models.clip if text_embed is not None else None
+    scores = score_candidates(clip, results, prepared.model_mask, text_embed)
+    order = rank_order(scores)
+    w, h = prepared.box[2:]
+    crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
+    return crops, [seeds[index] for index in order], [scores[index] for index in order]
 
 
 __all__ = [
@@ -172,7 +141,6 @@ __all__ = [
     "UNetChoice",
     "diffusion_for",
     "edit",
-    "guidance_settings",
     "lpips_for",
     "run_splitting_on_oom",
     "validate_params",

@@ -30,15 +30,20 @@ import numpy as np
 from PIL import Image
 
 from bridge.geometry import context_box
-from engine.editing.editor import run_splitting_on_oom
-from engine.editing.paper.diffuse import guidance_settings
 from engine.editing.shared import imaging
 from engine.editing.shared.limits import check_extend
 from engine.editing.shared.params import EditParams, validate_params
 from engine.editing.shared.prepare import diffusion_for, lpips_for, to_model_tensor, to_pil
 from engine.editing.shared.results import Candidate
-from engine.editing.shared.running import BatchLimit, Progress, UNetChoice, candidate_seeds, set_precision
-from engine.errors import Cancelled, InputError
+from engine.editing.shared.running import (
+    JobRun,
+    Progress,
+    ProgressCounter,
+    UNetChoice,
+    candidate_seeds,
+    set_precision,
+)
+from engine.errors import InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
 SIDES = ("left", "right", "top", "bottom")
@@ -101,7 +106,7 @@ class Window:
 
 
 @dataclass
-class Plan:
+class ExtendPlan:
     canvas_size: Tuple[int, int]
     offset: Tuple[int, int]  # where the original's top-left lands on the canvas
     windows: List[Window]
@@ -139,7 +144,7 @@ def _across(lo: int, hi: int, size: int) -> List[Tuple[int, int]]:
         start = min(start + stride, hi - length)
 
 
-def plan(image_size: Tuple[int, int], spec: ExtendSpec, window: int) -> Plan:
+def plan_windows(image_size: Tuple[int, int], spec: ExtendSpec, window: int) -> ExtendPlan:
     """The canvas and the windows, in the order they run."""
     width, height = image_size
     left, right, top, bottom = (spec.amount(side) for side in SIDES)
@@ -179,7 +184,7 @@ def plan(image_size: Tuple[int, int], spec: ExtendSpec, window: int) -> Plan:
                     )
             areas[side] = (x0, y1, x1 - x0, amount) if forward else (x0, y0 - amount, x1 - x0, amount)
             y0, y1 = (y0, y1 + amount) if forward else (y0 - amount, y1)
-    return Plan((canvas_w, canvas_h), (left, top), windows, areas)
+    return ExtendPlan((canvas_w, canvas_h), (left, top), windows, areas)
 
 
 def _dilate(region: np.ndarray) -> np.ndarray:
@@ -243,7 +248,7 @@ def extend(
     # the sides, the canvas and its windows within the limits before anything is planned (limits.py)
     sides = {side: spec.amount(side) for side in SIDES}
     check_extend(source.size, sides, size, None, spec.blend_band, window)
-    the_plan = plan(source.size, spec, window)
+    the_plan = plan_windows(source.size, spec, window)
     canvas_w, canvas_h = the_plan.canvas_size
     prompts = _prompted_sides(spec, params.prompt)
     device = models.device
@@ -251,22 +256,21 @@ def extend(
         f"extended {source.size[0]}x{source.size[1]} to {canvas_w}x{canvas_h} with {len(the_plan.windows)} "
         f"windows of {window} px at the model's {size}x{size}"
     )
-    if getattr(models, "method", "paper") == "latent":
+    if models.method == "latent":
         from engine.editing.latent.extend_window import LatentWindows
 
         notes.append(extended)
         sample = LatentWindows(models, params, prompts.values(), notes)  # the schedule checked here
-        embeds, unet_choice, num_steps = sample.embeds, sample.unet_choice, sample.steps
+        embeds, unet_choice, num_steps, amp_dtype = sample.embeds, sample.unet_choice, sample.steps, None
     else:
-        sample, embeds, unet_choice, num_steps = _paper_windows(models, params, prompts, notes, extended)
-    if int(params.prune_factor) > 1:
-        notes.append("candidate pruning is not used when extending: every candidate ran to the end")
+        sample, embeds, unet_choice, num_steps, amp_dtype = _paper_windows(
+            models, params, prompts, notes, extended
+        )
     seeds = candidate_seeds(params)
-    batch_size = int(params.batch_size)
     windows = len(the_plan.windows)
     # progress counts candidate-steps over all windows, so it only grows however batches are split
-    total = num_steps * windows * len(seeds)
-    reported = [0]
+    counter = ProgressCounter(progress, num_steps * windows * len(seeds))
+    job = JobRun(models, params, notes, unet_choice, amp_dtype, counter, cancel=cancel)
     feather = max(1, window // 8)
 
     left, top = the_plan.offset
@@ -298,13 +302,8 @@ def extend(
             done = offset * windows * num_steps + index * num_steps * len(batch_seeds)
 
             def on_step(info: Any, done: int = done) -> None:  # blended.StepInfo or latent.LatentStep
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled()
-                step = done + info.step * len(batch_seeds)
-                if progress is None or step <= reported[0]:
-                    return  # a rerun after out-of-memory: nothing new until it passes what was shown
-                reported[0] = step
-                progress(Progress(step=step, total=total, candidate_offset=offset))
+                job.check_cancel()
+                job.report(done + info.step * len(batch_seeds), offset)
 
             window_seeds = [(int(s) * SEED_STRIDE + index) % (1 << 62) for s in batch_seeds]
             out = sample(unet, background, model_mask, window_seeds, text, on_step).detach()
@@ -319,20 +318,12 @@ def extend(
             del out, background
         return canvases
 
-    canvases: List[np.ndarray] = []
-    limit = BatchLimit(batch_size)
-    try:
-        for offset in range(0, len(seeds), batch_size):
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            batch = seeds[offset : offset + batch_size]
-            canvases.extend(_run_split(unet_choice, run_chain, batch, offset, notes, limit))
-    except Cancelled:
-        canvases.clear()
-        free_memory()
-        raise Cancelled() from None
+    def as_tensor(unet, batch_seeds: Sequence[int], offset: int):  # the job's batches concatenate tensors
+        return torch.from_numpy(np.stack(run_chain(unet, batch_seeds, offset)))
 
-    scores = _score(canvases, the_plan, prompts, embeds, models, size, original)
+    canvases = job.guarded(lambda: list(job.run_batches(as_tensor, seeds, int(params.batch_size)).numpy()))
+
+    scores = _score(canvases, the_plan, prompts, embeds, models, size=size, original=original)
     from engine.editing.shared.ranking import rank_order
 
     order = rank_order(scores)
@@ -356,10 +347,11 @@ def extend(
 
 def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: List[str], extended: str):
     """The paper method's set-up: (the per-window Algorithm 2 call, the ranking CLIP's prompt embeddings,
-    the UNet choice, the steps each window runs)."""
+    the UNet choice, the steps each window runs, the autocast dtype still needed)."""
     import torch
 
-    from engine.editing.paper.blended import blended_diffusion
+    from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+    from engine.editing.paper.diffuse import clip_guidance
     from engine.editing.shared.augment import ExtendingAugmentations
 
     diffusion = diffusion_for(models, params)
@@ -371,7 +363,11 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
     models.unet.requires_grad_(False)
     embeds = {text: models.clip.encode_text([text]) for text in sorted(set(prompts.values())) if text}
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if embeds else None
-    settings = guidance_settings(params)
+    settings = GuidanceSettings.from_params(params)
+    guidances = {
+        text: clip_guidance(models, params, embed, augment, lpips_model, amp_dtype)
+        for text, embed in embeds.items()
+    }
     unet_choice = UNetChoice(models, params, notes)
 
     def sample(unet, background, model_mask, window_seeds: Sequence[int], text: str, on_step):
@@ -385,38 +381,18 @@ def _paper_windows(models, params: EditParams, prompts: Dict[str, str], notes: L
             model_mask,
             window_seeds,
             int(params.skip_timesteps),
-            settings,
+            settings=settings,
+            guidance=guidances.get(text),
             background=background,
-            clip_model=models.clip if text else None,
-            text_embed=embeds.get(text),
-            augment=augment if text else None,
-            lpips_model=lpips_model if text else None,
             class_labels=labels,
             on_step=on_step,
             amp_dtype=amp_dtype,
-            guidance_every=int(params.guidance_every),
-            reuse_guidance=bool(params.reuse_guidance),
         )
 
-    return sample, embeds, unet_choice, diffusion.num_timesteps - int(params.skip_timesteps)
+    return sample, embeds, unet_choice, diffusion.num_timesteps - int(params.skip_timesteps), amp_dtype
 
 
-def _run_split(
-    unet_choice: UNetChoice, run_chain, seeds: Sequence[int], offset: int, notes: List[str], limit: BatchLimit
-) -> List[np.ndarray]:
-    """run_splitting_on_oom over chains: it concatenates tensors, so each canvas travels as one."""
-    import torch
-
-    def as_tensor(unet, batch_seeds: Sequence[int], batch_offset: int):
-        return torch.from_numpy(np.stack(run_chain(unet, batch_seeds, batch_offset)))
-
-    def run(batch_seeds: Sequence[int], batch_offset: int):
-        return unet_choice.run(as_tensor, batch_seeds, batch_offset)
-
-    return list(run_splitting_on_oom(run, seeds, offset, notes, limit).numpy())
-
-
-def _changed_alpha(the_plan: Plan, original: np.ndarray, blend_band: int, feather: int) -> np.ndarray:
+def _changed_alpha(the_plan: ExtendPlan, original: np.ndarray, blend_band: int, feather: int) -> np.ndarray:
     """Per canvas pixel, how much the result may differ from the source: 255 on new pixels, the band's
     ramp inside the original (0 everywhere there without ``blend_band``)."""
     changed = np.where(original, 0, 255).astype(np.uint8)
@@ -426,7 +402,7 @@ def _changed_alpha(the_plan: Plan, original: np.ndarray, blend_band: int, feathe
     return changed
 
 
-def _full_image(source: imaging.Prepared, canvas: np.ndarray, the_plan: Plan, changed: np.ndarray):
+def _full_image(source: imaging.Prepared, canvas: np.ndarray, the_plan: ExtendPlan, changed: np.ndarray):
     """The result in the source's mode; untouched original pixels are copied from the source."""
     canvas_w, canvas_h = the_plan.canvas_size
     left, top = the_plan.offset
@@ -454,7 +430,7 @@ def _patch(canvas: np.ndarray, changed: np.ndarray) -> Image.Image:
 
 def _score(
     canvases: List[np.ndarray],
-    the_plan: Plan,
+    the_plan: ExtendPlan,
     prompts: Dict[str, str],
     embeds: Dict[str, object],
     models,
@@ -494,4 +470,13 @@ def _score(
     return scores
 
 
-__all__ = ["SIDES", "ExtendResult", "ExtendSpec", "Plan", "Window", "extend", "plan", "validate_spec"]
+__all__ = [
+    "SIDES",
+    "ExtendPlan",
+    "ExtendResult",
+    "ExtendSpec",
+    "Window",
+    "extend",
+    "plan_windows",
+    "validate_spec",
+]

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from bridge.limits import respaced_steps
-from engine.editing.paper.modes import MODES, plan, resolve_params
+from engine.editing.paper.modes import MODES, resolve_params, step_plan
 from engine.editing.shared.params import EditParams
 
 FILE_NAME = "step_times.json"
@@ -263,13 +263,13 @@ def estimate_seconds(
 def candidate_seconds(
     params: EditParams, times: Dict[str, float], diffusion_steps: int = 1000, guided: bool = True
 ) -> Optional[float]:
-    """Seconds per kept candidate: its steps (a pruned mode's dropped candidates' too) and its ``candidate``
+    """Seconds per candidate: its steps and its ``candidate``
     part (ranking, compositing, encoding); None before any step was measured."""
     both = _both_kinds(times)
     if both is None:
         return None
     steps = respaced_steps(params.timestep_respacing, diffusion_steps)
-    work = plan(params, steps, guided)
+    work = step_plan(params, steps, guided)
     guided_kind = "guided_x0" if params.guidance_grad == "x0" else "guided"
     return (
         work.candidate_steps(True) * both[guided_kind]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Literal, Optional, Union
 
 import torch
 
@@ -40,13 +40,17 @@ class LatentModels:
     family: str = "sd"
     files: Dict[str, Path] = field(default_factory=dict)
     weights_dir: Optional[Path] = None
-    method: str = "latent"
     class_cond: bool = False
     model_flags: Dict[str, Any] = field(default_factory=dict)  # none: admission counts no activations
     compiled_unet: Optional[Any] = field(default=None, repr=False, compare=False)
 
     text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
     tokenizer_2: Any = None
+
+    @property
+    def method(self) -> Literal["latent"]:
+        """The editing loop these models run: Blended Latent Diffusion (engine/editing/latent)."""
+        return "latent"
 
     def scheduler(self):
         """DDIM with the model's betas; clip_sample off as the authors' scripts set it for latents."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Literal, Optional, Union
 
 import torch
 
@@ -21,6 +21,8 @@ from engine.models.devices import pick_device
 from engine.models.diffusion import GaussianDiffusion, diffusion_from_flags
 from engine.models.registry import ModelSpec, Preset, get_preset, resolve_weights_dir
 from engine.models.unet import UNetModel, unet_from_flags
+
+RANDOM_LPIPS_PRESETS = ("tiny", "toy")  # test presets: Algorithm 1's LPIPS gets a random backbone
 
 
 @dataclass
@@ -40,6 +42,13 @@ class Models:
     # the torch.compile'd UNet (or why compiling failed), made by the first edit asking for it; kept here
     # so it lives exactly as long as these models
     compiled_unet: Optional[Any] = field(default=None, repr=False, compare=False)
+    # LPIPS on a random backbone: the test presets' (no pretrained VGG16 file for a toy)
+    random_lpips: bool = False
+
+    @property
+    def method(self) -> Literal["paper"]:
+        """The editing loop these models run: the paper's (engine/editing/paper)."""
+        return "paper"
 
     def diffusion(self, timestep_respacing: str = "") -> GaussianDiffusion:
         """The schedule respaced as asked ("100", "ddim50", "10,20,30"; "" keeps every step)."""
@@ -157,4 +166,5 @@ def load_models(
         files={"diffusion": unet_path, "clip": clip_path},
         lpips_spec=spec_preset.lpips,
         weights_dir=folder,
+        random_lpips=spec_preset.name in RANDOM_LPIPS_PRESETS,
     )

@@ -30,7 +30,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 from engine.errors import InputError, UnknownPresetError
 
@@ -205,6 +205,9 @@ class HubSource:
         return cls(repository, revision.lower())
 
 
+Method = Literal["paper", "latent"]  # which editing loop a preset's models run (engine/editing)
+
+
 @dataclass
 class Preset:
     name: str
@@ -216,7 +219,7 @@ class Preset:
     edit_defaults: dict = field(default_factory=dict)
     # LPIPS backbone: an optional extra file, only for Algorithm 1 / the background preservation loss
     lpips: Optional[ModelSpec] = None
-    method: str = "paper"  # "paper" (ADM + CLIP guidance) or "latent" (Blended Latent Diffusion)
+    method: Method = "paper"  # "paper" (ADM + CLIP guidance) or "latent" (Blended Latent Diffusion)
     pipeline: Optional[Pipeline] = None  # the latent method's models
 
     @property

@@ -12,38 +12,36 @@ from engine.cluster.shards import ProgressMerge, merge_results, split_edit
 BASE = {"prompt": "a cat", "timestep_respacing": "20", "skip_timesteps": 4, "seed": 100}
 
 
-def _started_seeds(params: Dict[str, Any], factor: int) -> List[List[int]]:
+def _started_seeds(params: Dict[str, Any]) -> List[List[int]]:
     """The batches (lists of seeds) an edit with these params starts, as engine/editing makes them."""
-    per_batch = params["batch_size"] * factor
+    per_batch = params["batch_size"]
     count = per_batch * params["iterations_num"]
     seeds = [params["seed"] + index for index in range(count)]
     return [seeds[i : i + per_batch] for i in range(0, count, per_batch)]
 
 
 @pytest.mark.parametrize(
-    "params, factor, workers, sizes",
+    "params, workers, sizes",
     [
-        (dict(BASE, batch_size=2, iterations_num=4), 1, 2, [2, 2]),
-        (dict(BASE, batch_size=1, iterations_num=5), 1, 2, [3, 2]),
-        (dict(BASE, batch_size=4, iterations_num=1), 1, 8, [1]),  # one batch is never split
-        (dict(BASE, batch_size=2, iterations_num=3, prune_factor=2, prune_at=0.5), 2, 3, [1, 1, 1]),
-        (dict(BASE, prompt="", batch_size=2, iterations_num=2, prune_factor=2), 1, 2, [1, 1]),  # no prompt
+        (dict(BASE, batch_size=2, iterations_num=4), 2, [2, 2]),
+        (dict(BASE, batch_size=1, iterations_num=5), 2, [3, 2]),
+        (dict(BASE, batch_size=4, iterations_num=1), 8, [1]),  # one batch is never split
+        (dict(BASE, batch_size=2, iterations_num=3), 3, [1, 1, 1]),
+        (dict(BASE, prompt="", batch_size=2, iterations_num=2), 2, [1, 1]),  # no prompt
     ],
 )
 def test_shards_start_the_same_batches_with_the_same_seeds(
-    params: Dict[str, Any], factor: int, workers: int, sizes: List[int]
+    params: Dict[str, Any], workers: int, sizes: List[int]
 ) -> None:
     shards = split_edit(params, workers)
     assert [shard.params["iterations_num"] for shard in shards] == sizes
     batches = []
     for shard in shards:
-        batches += _started_seeds(shard.params, factor)
+        batches += _started_seeds(shard.params)
         assert shard.params["seed"] == params["seed"] + shard.first_candidate
         assert shard.params.get("preview_every", 0) == 0 or shard.index == 0
-    assert batches == _started_seeds(params, factor)
-    assert (
-        sum(shard.work for shard in shards) == 16 * params["batch_size"] * params["iterations_num"] * factor
-    )
+    assert batches == _started_seeds(params)
+    assert sum(shard.work for shard in shards) == 16 * params["batch_size"] * params["iterations_num"]
 
 
 def test_a_random_seed_is_drawn_once_for_all_shards() -> None:
@@ -97,10 +95,10 @@ def test_results_are_ranked_over_all_shards() -> None:
 @pytest.mark.parametrize(
     "params",
     [
-        dict(BASE, batch_size=2, iterations_num=3, prune_factor=2, prune_at=0.5),
-        dict(BASE, batch_size=3, iterations_num=2, prune_factor=3, prune_at=0.99),
-        dict(BASE, prompt="  ", batch_size=2, iterations_num=2, prune_factor=2),
-        dict(BASE, timestep_respacing="5", skip_timesteps=4, batch_size=1, iterations_num=3, prune_factor=2),
+        dict(BASE, batch_size=2, iterations_num=3),
+        dict(BASE, batch_size=3, iterations_num=2),
+        dict(BASE, prompt="  ", batch_size=2, iterations_num=2),
+        dict(BASE, timestep_respacing="5", skip_timesteps=4, batch_size=1, iterations_num=3),
     ],
 )
 def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
@@ -113,12 +111,12 @@ def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
 
     edit = EditParams(**params)
     diffusion = SimpleNamespace(num_timesteps=respaced_steps(edit.timestep_respacing))
-    plan = plan_model_pass(edit, diffusion, bool(edit.prompt.strip()), [])
+    plan = plan_model_pass(edit, diffusion)
     expected = [plan.seeds[i : i + plan.batch_size] for i in range(0, len(plan.seeds), plan.batch_size)]
     started = []
     for shard in split_edit(params, 2):
         shard_edit = EditParams(**shard.params)
-        shard_plan = plan_model_pass(shard_edit, diffusion, bool(shard_edit.prompt.strip()), [])
+        shard_plan = plan_model_pass(shard_edit, diffusion)
         seeds = shard_plan.seeds
         started += [seeds[i : i + shard_plan.batch_size] for i in range(0, len(seeds), shard_plan.batch_size)]
     assert started == expected

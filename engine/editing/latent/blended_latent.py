@@ -114,6 +114,7 @@ def blended_latent_diffusion(
     source: torch.Tensor,
     masks: Sequence[torch.Tensor],
     seeds: Sequence[int],
+    *,
     num_steps: int,
     skip: int,
     cond,

@@ -1,7 +1,8 @@
 """``latent_edit()``: ``edit()`` for a preset whose method is ``latent``, the same stages around another loop:
 
   prepare   (prepare.py)  the context square at the model's size, the binary mask (as the paper's method)
-  diffuse   (latent.py)   every candidate through Blended Latent Diffusion, in batches of batch_size
+  diffuse   (blended_latent.py) every candidate through Blended Latent Diffusion, in batches of
+                          batch_size (split further on out-of-memory by the job's runner, running.JobRun)
   decode                  the VAE's decoder, or a copy fine-tuned per candidate (background reconstruction)
   rank      (ranking.py)  the preset's ranking CLIP on each result composited at the model's size
   composite (results.py)  each result resized into the box and blended with the SOFT mask: where the mask
@@ -12,7 +13,9 @@ Same EditParams, EditResult and Candidate as the paper's method, so the CLI and 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, List, Optional
 
 import torch
@@ -21,11 +24,18 @@ from PIL import Image
 from engine.editing.latent import blended_latent as bld
 from engine.editing.shared import imaging
 from engine.editing.shared.params import EditParams, validate_params
-from engine.editing.shared.prepare import prepare_edit, to_pil
+from engine.editing.shared.prepare import PreparedEdit, prepare_edit, to_pil
 from engine.editing.shared.ranking import rank_order, score_candidates
 from engine.editing.shared.results import EditResult, composite
-from engine.editing.shared.running import PREVIEW_MAX_SIDE, Progress, ProgressCounter, candidate_seeds
-from engine.errors import Cancelled, InputError
+from engine.editing.shared.running import (
+    JobRun,
+    Progress,
+    ProgressCounter,
+    UNetChoice,
+    candidate_seeds,
+    composited,
+)
+from engine.errors import InputError
 from engine.models.devices import free_memory
 
 
@@ -49,41 +59,48 @@ def guidance_scale(models, params: EditParams) -> float:
     return float(models.guidance_scale if params.guidance_scale is None else params.guidance_scale)
 
 
+@dataclass
+class LatentInputs:
+    """What the latent loop edits: one row for every seed, or one row shared by all (an edit's source)."""
+
+    source: torch.Tensor  # the background's scaled latents
+    masks: List[torch.Tensor]  # the phases' masks on the latent grid (bld.shrinking_masks)
+    cond: Any  # the prompt's conditioning, None for the unconditional prediction only
+    uncond: Any
+    background: torch.Tensor  # [-1, 1] at the model's size: what background reconstruction fits to
+    model_mask: torch.Tensor  # the binary mask at the model's size
+    init: Optional[torch.Tensor] = None  # a scribble's latents to start from
+
+
 def sample(
     models,
     params: EditParams,
-    source: torch.Tensor,
-    masks: List[torch.Tensor],
+    inputs: LatentInputs,
     seeds: List[int],
-    cond,
-    uncond,
-    background: torch.Tensor,
-    model_mask: torch.Tensor,
-    init: Optional[torch.Tensor] = None,
     on_step: Optional[Callable[[bld.LatentStep], None]] = None,
     unet=None,
 ) -> torch.Tensor:
     """The candidates of ``seeds`` decoded to [-1, 1] at the model's size: the latent loop, the decoder (or
-    a copy fine-tuned per candidate to ``background`` outside ``model_mask``). ``source``/``background``:
-    one row for every seed, or one row shared by all (an edit's single source); ``unet``: the preset's
-    unless the caller runs another wrapper of it."""
+    a copy fine-tuned per candidate to the background outside the mask). ``unet``: the preset's unless
+    the caller runs another wrapper of it."""
     num_steps, skip = schedule(params)
     latents = bld.blended_latent_diffusion(
         models.unet if unet is None else unet,
         models.scheduler(),
-        source,
-        masks,
+        inputs.source,
+        inputs.masks,
         seeds,
-        num_steps,
-        skip,
-        cond,
-        uncond,
-        guidance_scale(models, params),
-        init=init,
+        num_steps=num_steps,
+        skip=skip,
+        cond=inputs.cond,
+        uncond=inputs.uncond,
+        guidance_scale=guidance_scale(models, params),
+        init=inputs.init,
         on_step=on_step,
     )
     decoded = bld.decode(models.vae, latents)
     if params.background_reconstruction:
+        background = inputs.background
         shared = background.shape[0] == 1
         decoded = torch.cat(
             [
@@ -92,7 +109,7 @@ def sample(
                     latents[i : i + 1],
                     decoded[i : i + 1],
                     background if shared else background[i : i + 1],
-                    model_mask,
+                    inputs.model_mask,
                 )
                 for i in range(len(seeds))
             ]
@@ -129,62 +146,39 @@ def latent_edit(
     _ignored(params, notes)
     prompt = params.prompt.strip()
     scale = guidance_scale(models, params)
-    device, vae = models.device, models.vae
-
-    source = bld.encode(vae, prepared.background)
-    init = bld.encode(vae, prepared.init) if init_image is not None else None
-    grid = bld.latent_mask(prepared.model_mask, source.shape[-1])
-    if not grid.any():
+    inputs = _inputs(models, prepared, prompt if scale != 0 else "", init_image is not None)
+    if not inputs.masks[-1].any():
         notes.append("the selection is thinner than the latent grid: only progressive shrinking edits it")
-    masks = bld.shrinking_masks(grid, bool(params.mask_shrink))
-    uncond = models.encode_prompt("")
-    cond = models.encode_prompt(prompt) if prompt and scale != 0 else None
+    inputs.masks = bld.shrinking_masks(inputs.masks[-1], bool(params.mask_shrink))
     seeds = candidate_seeds(params)
-    counter = ProgressCounter(progress, (num_steps - skip) * len(seeds))
-    batch_size = int(params.batch_size)
-    background, model_mask = prepared.background, prepared.model_mask
     notes.append(
         f"Blended Latent Diffusion: {num_steps - skip} of {num_steps} DDIM steps, guidance {scale:g}"
         + (", progressive mask shrinking" if params.mask_shrink else "")
         + (", background reconstruction" if params.background_reconstruction else "")
     )
+    unet = UNetChoice(models, dataclasses.replace(params, compile=False), notes)  # eager: see LatentWindows
+    counter = ProgressCounter(progress, (num_steps - skip) * len(seeds))
+    job = JobRun(models, params, notes, unet, None, counter, cancel=cancel, timer=timer)
+    background, model_mask = prepared.background, prepared.model_mask
 
-    def run_batch(batch_seeds: List[int], offset: int) -> torch.Tensor:
+    def run(unet, batch_seeds: List[int], offset: int) -> torch.Tensor:
         def on_step(info: bld.LatentStep) -> None:
-            if timer is not None:
-                timer.step(cond is not None, info.batch)
-            if cancel is not None and cancel.is_set():
-                raise Cancelled()
-            preview = None
-            if params.preview_every and (info.step % params.preview_every == 0 or info.step == info.total):
-                decoded = bld.decode(vae, info.latents[:1])[0]
-                preview = to_pil(background[0] * (1 - model_mask[0]) + decoded * model_mask[0])
-                preview.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
-            counter.report(offset * (num_steps - skip) + info.step * info.batch, offset, preview)
+            job.step_done(inputs.cond is not None, info.batch)
+
+            def preview() -> torch.Tensor:  # the first candidate decoded: only when a preview is due
+                return composited(background, model_mask, bld.decode(models.vae, info.latents[:1])[0])
+
+            step = offset * (num_steps - skip) + info.step * info.batch
+            job.report(step, offset, at=(info.step, info.total), preview=preview)
 
         if timer is not None:
             timer.start()
-        return sample(
-            models, params, source, masks, batch_seeds, cond, uncond, background, model_mask, init, on_step
-        )
+        return sample(models, params, inputs, list(batch_seeds), on_step=on_step, unet=unet)
 
-    try:
-        decoded = torch.cat(
-            [
-                run_batch(seeds[offset : offset + batch_size], offset)
-                for offset in range(0, len(seeds), batch_size)
-            ]
-        )
-    except Cancelled:
-        cancelled = True
-    else:
-        cancelled = False
-    if cancelled:
-        free_memory()  # outside the except block: the loop's tensors are gone with its traceback
-        raise Cancelled()
+    decoded = job.guarded(lambda: job.run_batches(run, seeds, int(params.batch_size)))
     if timer is not None:
         timer.end_steps(len(seeds))
-    results = background * (1 - model_mask) + decoded.to(device) * model_mask  # what the ranking sees
+    results = background * (1 - model_mask) + decoded.to(models.device) * model_mask  # what the ranking sees
     ranker = models.clip if prompt else None
     text_embed = ranker.encode_text([prompt]) if ranker is not None else None
     scores = score_candidates(ranker, results, model_mask, text_embed)
@@ -201,3 +195,23 @@ def latent_edit(
     )
     free_memory()
     return EditResult(candidates=candidates, box=prepared.box, notes=notes)
+
+
+def _inputs(models, prepared: PreparedEdit, prompt: str, scribbled: bool) -> LatentInputs:
+    """The edit's latents, its mask on the latent grid (one phase: shrinking comes after) and the prompt's
+    conditioning (none for an empty prompt or a guidance scale of 0)."""
+    vae = models.vae
+    source = bld.encode(vae, prepared.background)
+    init = bld.encode(vae, prepared.init) if scribbled else None
+    grid = bld.latent_mask(prepared.model_mask, source.shape[-1])
+    uncond = models.encode_prompt("")
+    cond = models.encode_prompt(prompt) if prompt else None
+    return LatentInputs(
+        source,
+        [grid],
+        cond,
+        uncond,
+        background=prepared.background,
+        model_mask=prepared.model_mask,
+        init=init,
+    )

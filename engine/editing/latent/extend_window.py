@@ -20,7 +20,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from engine.editing.latent import blended_latent as bld
-from engine.editing.latent.edit import guidance_scale, sample, schedule
+from engine.editing.latent.edit import LatentInputs, guidance_scale, sample, schedule
 from engine.editing.shared.params import EditParams
 from engine.editing.shared.running import UNetChoice
 
@@ -66,19 +66,8 @@ class LatentWindows:
         source = bld.encode(self.models.vae, background)
         grid = bld.latent_mask(model_mask, source.shape[-1])
         masks = bld.shrinking_masks(grid, bool(self.params.mask_shrink))
-        return sample(
-            self.models,
-            self.params,
-            source,
-            masks,
-            list(seeds),
-            self.conds.get(text),
-            self.uncond,
-            background,
-            model_mask,
-            on_step=on_step,
-            unet=unet,
-        )
+        inputs = LatentInputs(source, masks, self.conds.get(text), self.uncond, background, model_mask)
+        return sample(self.models, self.params, inputs, list(seeds), on_step=on_step, unet=unet)
 
 
 __all__ = ["LatentWindows"]

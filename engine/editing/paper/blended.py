@@ -1,6 +1,6 @@
 """Blended Diffusion, the paper's Algorithm 2, and its Algorithm 1 baseline (local CLIP-guided diffusion).
 
-Algorithm 2, as this module runs it (t counts down over the respaced schedule, k = T - skip_timesteps):
+Algorithm 2 as ``blended_diffusion`` runs it (t counts down the respaced schedule, k = T - skip_timesteps):
 
     x_k = q_sample(init, k)                                   # start from the noised input, not pure noise
     for t = k-1 ... 0:
@@ -15,20 +15,16 @@ Algorithm 2, as this module runs it (t counts down over the respaced schedule, k
 
 The authors' code runs the UNet twice per step (once without gradient for the sample, once with gradient
 inside cond_fn); the outputs are the same, so one forward with gradient serves both (bench/edit_bench.py
-checks it and measures the difference).
+checks it and measures the difference). As guided-diffusion keeps ``cond_fn`` apart from the sampler,
+``ClipGuidance`` holds what the loss needs (CLIP, the augmentations, LPIPS, the prompt's embedding, the
+weights) and gives a step's prediction with its gradient; the sampler only steps and blends.
 
 Algorithm 1 (``local=True``) drops the blending and adds the background losses
 lpips_lambda * LPIPS + l2_lambda * MSE between x_in and the source outside the mask; the final
 background enforcement is then optional.
 
-An empty prompt (``text_embed=None``) turns guidance off entirely: no gradient, no CLIP call, i.e. plain
+An empty prompt (``guidance=None``) turns guidance off entirely: no gradient, no CLIP call, i.e. plain
 blended inpainting (object removal).
-
-Two cheaper variants for the quality modes (paper/modes.py), both off by default (the paper's loop):
-``guidance_every=k`` guides only every k-th step (the others run one UNet forward without gradient, and
-step with g = 0, or with ``reuse_guidance`` with the last guided step's g, so the total push towards the
-text stays about the same at no extra cost); ``prune`` ranks the candidates' pred_x0 after one step and
-continues with the best only.
 
 Guidance on the clean estimate (``settings.guidance_grad == "x0"``, issue 23; Manifold Preserving Guided
 Diffusion, He et al. 2024; TFG's mu-term): the guided step runs the UNet WITHOUT gradient, takes the same
@@ -46,31 +42,39 @@ distribution either way.)
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from engine.editing.paper.modes import is_guided_step
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
-from engine.editing.shared.params import GUIDANCE_GRADS
+from engine.editing.shared.params import GUIDANCE_GRADS, EditParams
+
+Prediction = Dict[str, torch.Tensor]  # GaussianDiffusion.p_mean_variance's dict
+Denoise = Callable[[torch.Tensor, torch.Tensor], Prediction]  # (x_t, t) -> the UNet's prediction
+_CASTS = {"float": float, "bool": bool, "str": str}
 
 
-@dataclass
+@dataclass(frozen=True)
 class GuidanceSettings:
-    """The loss weights and switches (names and defaults of the reference CLI)."""
+    """The loss weights and switches of a job: EditParams' fields of the same names (the reference CLI's),
+    so the defaults live there only (``from_params``)."""
 
-    clip_guidance_lambda: float = 1000.0
-    range_lambda: float = 50.0
-    lpips_sim_lambda: float = 1000.0
-    l2_sim_lambda: float = 10000.0
-    background_preservation_loss: bool = False
-    local_clip_guided_diffusion: bool = False  # Algorithm 1: no blending
-    enforce_background: bool = True
-    ddim: bool = False
+    clip_guidance_lambda: float
+    range_lambda: float
+    lpips_sim_lambda: float
+    l2_sim_lambda: float
+    background_preservation_loss: bool
+    local_clip_guided_diffusion: bool  # Algorithm 1: no blending
+    enforce_background: bool
+    ddim: bool
     # "unet": the paper's gradient w.r.t. x_t through the UNet; "x0": w.r.t. the clean estimate only, the
     # UNet run without gradient and the step taken from the corrected estimate (MPGD, issue 23)
-    guidance_grad: str = "unet"
+    guidance_grad: str
+
+    @classmethod
+    def from_params(cls, params: EditParams) -> GuidanceSettings:
+        return cls(**{f.name: _CASTS[str(f.type)](getattr(params, f.name)) for f in fields(cls)})
 
 
 @dataclass
@@ -84,14 +88,6 @@ class StepInfo:
     guided: bool = True  # this step computed the guidance gradient
     batch: int = 1  # candidates this step ran for
     x0: bool = False  # ... w.r.t. the clean estimate only (no backward through the UNet)
-
-
-@dataclass
-class Prune:
-    """After step ``after_step``, continue with the candidates ``choose(pred_x0)`` returns (indices)."""
-
-    after_step: int
-    choose: Callable[[torch.Tensor], Sequence[int]]
 
 
 StepCallback = Callable[[StepInfo], None]
@@ -126,6 +122,100 @@ def autocast_context(device: torch.device, dtype: Optional[torch.dtype]):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class ClipGuidance:
+    """The guidance of one prompt (guided-diffusion's ``cond_fn``): the loss of Algorithm 2 (Algorithm 1's
+    background losses with ``local_clip_guided_diffusion`` or ``background_preservation_loss``) and its
+    gradient at a step. ``lpips`` is needed only for those background losses."""
+
+    clip: Any
+    text_embed: torch.Tensor  # [1, D], L2-normalised
+    augment: ExtendingAugmentations
+    settings: GuidanceSettings
+    lpips: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    amp_dtype: Optional[torch.dtype] = None  # CLIP's autocast (None: none)
+
+    def __post_init__(self) -> None:
+        grad = self.settings.guidance_grad
+        if grad not in GUIDANCE_GRADS:
+            raise ValueError(f"guidance_grad must be one of {', '.join(GUIDANCE_GRADS)}, got {grad!r}")
+        if self.clip is None or self.augment is None:
+            raise ValueError("guidance needs clip_model and augment")
+        if self.background_loss and self.settings.lpips_sim_lambda and self.lpips is None:
+            raise ValueError("the background preservation loss needs an LPIPS model")
+
+    @property
+    def x0_space(self) -> bool:
+        """The gradient is w.r.t. the clean estimate (MPGD), not w.r.t. x_t through the UNet."""
+        return self.settings.guidance_grad == "x0"
+
+    @property
+    def background_loss(self) -> bool:
+        s = self.settings
+        return s.background_preservation_loss or s.local_clip_guided_diffusion
+
+    def predict(
+        self,
+        denoise: Denoise,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        fac: float,
+        *,
+        mask: torch.Tensor,
+        background: torch.Tensor,
+        generators: Sequence[torch.Generator],
+    ) -> tuple:
+        """(the UNet's prediction at x_t, detached; g = -d loss / d x_t, or -d loss / d pred_x0 in x0
+        space). ``fac`` = sqrt(1 - alpha_bar_t) of this step."""
+        if self.x0_space:
+            with torch.no_grad():
+                out = denoise(x, t)
+            x0 = out["pred_xstart"].detach().requires_grad_(True)
+            with torch.enable_grad():
+                loss = self.loss(x0, x, fac, mask=mask, background=background, generators=generators)
+                return out, -torch.autograd.grad(loss, x0)[0]
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = denoise(x, t)
+            loss = self.loss(
+                out["pred_xstart"], x, fac, mask=mask, background=background, generators=generators
+            )
+            gradient = -torch.autograd.grad(loss, x)[0]
+        return {key: value.detach() for key, value in out.items()}, gradient
+
+    def loss(
+        self,
+        pred_x0: torch.Tensor,
+        x: torch.Tensor,
+        fac: float,
+        *,
+        mask: torch.Tensor,
+        background: torch.Tensor,
+        generators: Sequence[torch.Generator],
+    ) -> torch.Tensor:
+        """The guidance loss, summed over candidates so each one's gradient is its own."""
+        s = self.settings
+        # x_in leans on pred_x0 early (noisy x_t) and on x_t late, as the reference's cond_fn.
+        x_in = pred_x0 * fac + x * (1 - fac)
+        loss = x.new_zeros(())
+        if s.clip_guidance_lambda:
+            with autocast_context(x.device, self.amp_dtype):
+                distances = clip_distances(self.clip, x_in * mask, self.text_embed, self.augment, generators)
+            loss = loss + distances.float().sum() * s.clip_guidance_lambda
+        if s.range_lambda:
+            loss = loss + range_loss(pred_x0).sum() * s.range_lambda
+        if self.background_loss:
+            keep = 1 - mask
+            source = (background * keep).expand_as(x_in)
+            if s.lpips_sim_lambda:
+                loss = loss + self.lpips(x_in * keep, source).sum() * s.lpips_sim_lambda
+            if s.l2_sim_lambda:
+                # per-image mean, summed: the reference's batch mean would scale each gradient by 1/batch
+                squared = (x_in * keep - source).pow(2).mean(dim=(1, 2, 3))
+                loss = loss + squared.sum() * s.l2_sim_lambda
+        return loss
+
+
 def blended_diffusion(
     unet: torch.nn.Module,
     diffusion,
@@ -133,161 +223,80 @@ def blended_diffusion(
     mask: torch.Tensor,
     seeds: Sequence[int],
     skip_timesteps: int,
+    *,
     settings: GuidanceSettings,
+    guidance: Optional[ClipGuidance] = None,
     background: Optional[torch.Tensor] = None,
-    clip_model=None,
-    text_embed: Optional[torch.Tensor] = None,
-    augment: Optional[ExtendingAugmentations] = None,
-    lpips_model: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     class_labels: Optional[torch.Tensor] = None,
     on_step: Optional[StepCallback] = None,
     amp_dtype: Optional[torch.dtype] = None,
-    guidance_every: int = 1,
-    prune: Optional[Prune] = None,
-    reuse_guidance: bool = False,
 ) -> torch.Tensor:
     """Edit ``init`` inside ``mask`` for each seed; returns the results [len(seeds), 3, H, W] in [-1, 1].
 
     init: [1, 3, H, W] in [-1, 1], where the diffusion starts (a scribbled image in scribble mode).
-    background: [1, 3, H, W], the image kept outside the mask (default: init).
+    background: [1, 3, H, W] (or one row per seed), the image kept outside the mask (default: init).
     mask: [1, 1, H, W] binary, 1 = edit.
-    text_embed: [1, D] L2-normalised prompt embedding, or None for no guidance (empty prompt).
+    settings: the sampler's switches read here (ddim, local_clip_guided_diffusion, enforce_background).
+    guidance: the prompt's ClipGuidance, or None for no guidance (empty prompt).
     on_step: called after every step; raising from it (e.g. engine.errors.Cancelled) ends the run there.
-    guidance_every: guide step 1 and every guidance_every-th step after it (1: every step, the paper).
-    prune: drop candidates after one step (the result then has fewer rows than ``seeds``).
-    reuse_guidance: an unguided step shifts its mean by the last guided step's gradient instead of none.
+    amp_dtype: the UNet's autocast (None: none).
     """
-    if background is None:
-        background = init
-    device = init.device
-    batch = len(seeds)
+    background = init if background is None else background
+    device, batch = init.device, len(seeds)
     num_steps = diffusion.num_timesteps - skip_timesteps
     if num_steps < 1:
         raise ValueError(
             f"skip_timesteps ({skip_timesteps}) must be smaller than the number of timesteps "
             f"({diffusion.num_timesteps})"
         )
-    guided = text_embed is not None
-    if settings.guidance_grad not in GUIDANCE_GRADS:
-        raise ValueError(
-            f"guidance_grad must be one of {', '.join(GUIDANCE_GRADS)}, got {settings.guidance_grad!r}"
-        )
-    x0_space = settings.guidance_grad == "x0"
-    if guided and (clip_model is None or augment is None):
-        raise ValueError("guidance needs clip_model and augment")
-    local = settings.local_clip_guided_diffusion
-    background_loss = guided and (settings.background_preservation_loss or local)
-    if background_loss and settings.lpips_sim_lambda and lpips_model is None:
-        raise ValueError("the background preservation loss needs an LPIPS model")
     generators = make_generators(seeds, device)
-    steps = list(range(num_steps))[::-1]
+    blend = not settings.local_clip_guided_diffusion
     keep = 1 - mask
 
-    # x_k: the input noised to the first step's level, one noise draw per candidate.
-    init_batch = init.expand(batch, -1, -1, -1)
-    t_first = torch.full((batch,), steps[0], device=device, dtype=torch.long)
-    x = diffusion.q_sample(init_batch, t_first, noise=_noise(init_batch, generators))
-    pred_x0 = init_batch
-    last_gradient: Optional[torch.Tensor] = None
+    def denoise(x_t: torch.Tensor, t: torch.Tensor) -> Prediction:
+        with autocast_context(device, amp_dtype):
+            model_output = unet(x_t, diffusion.model_timesteps(t), class_labels)
+        return diffusion.p_mean_variance(None, x_t, t, model_output=model_output.float())
 
+    steps = list(range(num_steps))[::-1]
+    init_batch = init.expand(batch, -1, -1, -1)
+    t = torch.full((batch,), steps[0], device=device, dtype=torch.long)
+    x = diffusion.q_sample(init_batch, t, noise=_noise(init_batch, generators))  # x_k: the noised input
+    pred_x0 = init_batch
+    region = dict(mask=mask, background=background, generators=generators)  # what the loss compares
+    x0_space = guidance is not None and guidance.x0_space
     for step_number, index in enumerate(steps, start=1):
         t = torch.full((batch,), index, device=device, dtype=torch.long)
-        guide = guided and is_guided_step(step_number, guidance_every)
-        through_unet = guide and not x0_space  # the paper's gradient w.r.t. x_t, through the UNet
-        x = x.detach().requires_grad_(through_unet)
-        with torch.set_grad_enabled(through_unet):
-            with autocast_context(device, amp_dtype):
-                model_output = unet(x, diffusion.model_timesteps(t), class_labels)
-            out = diffusion.p_mean_variance(None, x, t, model_output=model_output.float())
-            gradient = None
-            if guide:
-                # g = -d loss / d x_t, or with x0_space -d loss / d pred_x0 (out is then graph-free)
-                x0 = out["pred_xstart"].detach().requires_grad_(True) if x0_space else out["pred_xstart"]
-                with torch.enable_grad():
-                    loss = _guidance_loss(
-                        x0,
-                        x,
-                        index,
-                        diffusion,
-                        mask,
-                        background,
-                        settings,
-                        clip_model,
-                        text_embed,
-                        augment,
-                        generators,
-                        lpips_model,
-                        background_loss,
-                        amp_dtype,
-                    )
-                    gradient = -torch.autograd.grad(loss, x0 if x0_space else x)[0]
-                last_gradient = gradient
-            elif reuse_guidance:
-                gradient = last_gradient
-        out = {key: value.detach() for key, value in out.items()}
-        x = x.detach()
-        noise = _noise(x, generators)
-        if x0_space and gradient is not None:
-            stepped = diffusion.x0_guided_step(out, x, t, gradient, ddim=settings.ddim, noise=noise)
-        elif settings.ddim:
-            stepped = diffusion.ddim_step(out, x, t, gradient=gradient)
+        # out = p_mean_variance(UNet(x_t, t)); g = -d loss / d x_t (none without a prompt)
+        if guidance is None:
+            with torch.no_grad():
+                out, gradient = denoise(x, t), None
         else:
-            stepped = diffusion.ddpm_step(out, x, t, gradient=gradient, noise=noise)
-        x = stepped["sample"]
-        pred_x0 = stepped["pred_xstart"]
-        if not local:
-            # Blend: outside the mask the sample is the background noised to level t, fresh noise per step.
+            fac = float(diffusion.sqrt_one_minus_alphas_cumprod[index])
+            out, gradient = guidance.predict(denoise, x.detach(), t, fac, **region)
+        # x_fg: the guided DDPM (or DDIM) step from that same out
+        noise = _noise(x, generators)
+        stepped = _step(
+            diffusion, out, x.detach(), t, gradient, x0_space=x0_space, ddim=settings.ddim, noise=noise
+        )
+        x, pred_x0 = stepped["sample"], stepped["pred_xstart"]
+        if blend:  # x_{t-1} = x_fg * m + x_bg * (1 - m), x_bg the background noised to level t, fresh noise
             x_bg = diffusion.q_sample(background.expand(batch, -1, -1, -1), t, noise=_noise(x, generators))
             x = x * mask + x_bg * keep
         if on_step is not None:
-            on_step(StepInfo(step_number, num_steps, index, pred_x0, guide, batch, guide and x0_space))
-        if prune is not None and step_number == prune.after_step:
-            kept = list(prune.choose(pred_x0))
-            x, pred_x0 = x[kept], pred_x0[kept]
-            generators = [generators[i] for i in kept]
-            last_gradient = None if last_gradient is None else last_gradient[kept]
-            class_labels = None if class_labels is None else class_labels[kept]
-            batch = len(kept)
-
+            guided = guidance is not None
+            on_step(StepInfo(step_number, num_steps, index, pred_x0, guided=guided, batch=batch, x0=x0_space))
     if settings.enforce_background:
         return background * keep + pred_x0 * mask
     return pred_x0
 
 
-def _guidance_loss(
-    pred_x0: torch.Tensor,
-    x: torch.Tensor,
-    index: int,
-    diffusion,
-    mask: torch.Tensor,
-    background: torch.Tensor,
-    settings: GuidanceSettings,
-    clip_model,
-    text_embed: torch.Tensor,
-    augment: ExtendingAugmentations,
-    generators: Sequence[torch.Generator],
-    lpips_model,
-    background_loss: bool,
-    amp_dtype: Optional[torch.dtype],
-) -> torch.Tensor:
-    """The guidance loss, summed over candidates so each one's gradient is its own."""
-    fac = float(diffusion.sqrt_one_minus_alphas_cumprod[index])
-    # x_in leans on pred_x0 early (noisy x_t) and on x_t late, as the reference's cond_fn.
-    x_in = pred_x0 * fac + x * (1 - fac)
-    loss = x.new_zeros(())
-    if settings.clip_guidance_lambda:
-        with autocast_context(x.device, amp_dtype):
-            distances = clip_distances(clip_model, x_in * mask, text_embed, augment, generators)
-        loss = loss + distances.float().sum() * settings.clip_guidance_lambda
-    if settings.range_lambda:
-        loss = loss + range_loss(pred_x0).sum() * settings.range_lambda
-    if background_loss:
-        keep = 1 - mask
-        source = (background * keep).expand_as(x_in)
-        if settings.lpips_sim_lambda:
-            loss = loss + lpips_model(x_in * keep, source).sum() * settings.lpips_sim_lambda
-        if settings.l2_sim_lambda:
-            # per-image mean, summed: the reference's batch mean would scale each gradient by 1/batch
-            squared = (x_in * keep - source).pow(2).mean(dim=(1, 2, 3))
-            loss = loss + squared.sum() * settings.l2_sim_lambda
-    return loss
+def _step(diffusion, out: Prediction, x, t, gradient, *, x0_space: bool, ddim: bool, noise) -> Prediction:
+    """x_{t-1} from the prediction shifted by ``gradient`` (None: unguided): DDPM or DDIM, in x_t space
+    (the paper) or from the corrected clean estimate (``x0_space``)."""
+    out = {key: value.detach() for key, value in out.items()}
+    if gradient is not None and x0_space:
+        return diffusion.x0_guided_step(out, x, t, gradient, ddim=ddim, noise=noise)
+    if ddim:
+        return diffusion.ddim_step(out, x, t, gradient=gradient)
+    return diffusion.ddpm_step(out, x, t, gradient=gradient, noise=noise)

@@ -28,7 +28,6 @@ pass's candidate-steps; a cancel is seen between tile batches.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -212,7 +211,7 @@ def detail(
     out: List[Image.Image] = []
     for index, (crop, seed) in enumerate(zip(crops, seeds)):
         maps = (background, mask, weight, coverage)
-        sampled = _detail_one(job, diffusion, plan, maps, crop, seed, index, limit)
+        sampled = _detail_one(job, diffusion, plan, maps, crop, seed=seed, index=index, limit=limit)
         out.append(imaging.from_float_array(sampled[0].permute(1, 2, 0).cpu().numpy()))
     return out
 
@@ -254,7 +253,7 @@ def _detail_one(job: JobRun, diffusion, plan: DetailPlan, maps, crop, seed: int,
             job.progress.report(done + offset + len(batch), index)
             return output
 
-        outputs = job.split(partial(job.unet.run, run), list(range(len(tiles))), 0, job.notes, limit)
+        outputs = job.split(run, list(range(len(tiles))), 0, limit)
         fused = None
         for (x0, y), output in zip(tiles, outputs):
             if fused is None:

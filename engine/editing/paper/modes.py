@@ -2,9 +2,8 @@
 
 A mode scales the *base* settings (the reference defaults, replaced by a preset's ``edit_defaults`` where it
 recommends some, e.g. the toy preset's short schedule): ``paper`` is the base unchanged, the others shorten
-the respaced schedule at the same strength (skip_timesteps scales with it), guide only every k-th step (the
-others run one UNet forward without gradient, a third of a guided step's UNet cost), use fewer augmentations
-and/or start more candidates than asked and keep the best after a fraction of the steps. Every option given
+the respaced schedule at the same strength (skip_timesteps scales with it), take the guidance gradient on the
+clean estimate (no backward through the UNet) and lower the CLIP lambda with it. Every option given
 explicitly (command line, bridge request) wins over what the mode sets.
 
 Why these values: docs/performance.md, "Quality modes", measured by bench/quality_modes.py.
@@ -14,7 +13,6 @@ Standard library only: the CLI, the job runner and the plugin-facing status read
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, fields
 from typing import Any, Collection, Dict, Mapping, Optional
@@ -39,11 +37,7 @@ class Mode:
 
     name: str
     step_fraction: float  # respaced steps relative to the base schedule, same strength
-    guidance_every: int  # guide every k-th step
     aug_fraction: float  # augmentations relative to the base
-    prune_factor: int = 1  # start this many times the candidates, keep the best 1/prune_factor
-    prune_at: float = 0.25  # ... ranked after this fraction of the steps
-    reuse_guidance: bool = False  # unguided steps step with the last guided step's gradient
     guidance_grad: str = "unet"  # "x0": the gradient w.r.t. the clean estimate only (issue 23)
     lambda_factor: float = 1.0  # clip_guidance_lambda relative to the base
     summary: str = ""
@@ -52,11 +46,10 @@ class Mode:
 MODES: Dict[str, Mode] = {
     mode.name: mode
     for mode in (
-        Mode("paper", 1.0, 1, 1.0, summary="the paper's settings (or the preset's recommended ones)"),
+        Mode("paper", 1.0, 1.0, summary="the paper's settings (or the preset's recommended ones)"),
         Mode(
             "balanced",
             0.8,
-            1,
             1.0,
             guidance_grad="x0",
             lambda_factor=0.6,
@@ -66,7 +59,6 @@ MODES: Dict[str, Mode] = {
         Mode(
             "fast",
             0.3,
-            1,
             1.0,
             guidance_grad="x0",
             lambda_factor=0.25,
@@ -128,11 +120,7 @@ def apply_mode(base: EditParams, quality: str, explicit: Collection[str] = ()) -
             if "skip_timesteps" not in explicit:
                 values["skip_timesteps"] = skip
         changes = {
-            "guidance_every": mode.guidance_every,
             "aug_num": max(1, int(round(int(values["aug_num"]) * mode.aug_fraction))),
-            "prune_factor": mode.prune_factor,
-            "prune_at": mode.prune_at,
-            "reuse_guidance": mode.reuse_guidance,
             "guidance_grad": mode.guidance_grad,
             "clip_guidance_lambda": float(values["clip_guidance_lambda"]) * mode.lambda_factor,
         }
@@ -141,54 +129,27 @@ def apply_mode(base: EditParams, quality: str, explicit: Collection[str] = ()) -
 
 
 @dataclass(frozen=True)
-class Plan:
-    """The work of one kept candidate: its steps, and with pruning the share of the discarded ones."""
+class StepPlan:
+    """The steps of one candidate: how many compute the guidance gradient (all, with a prompt)."""
 
     steps: int
     guided_steps: int
     unguided_steps: int
-    prune_factor: int
-    prune_step: int  # pruning happens after this step (0: no pruning)
-    guidance_every: int = 1
 
-    def candidate_steps(self, guided: bool) -> float:
-        """Guided (or unguided) candidate-steps run per kept candidate, the pruned ones' included."""
-        extra = self.prune_factor - 1
-        first = range(1, self.prune_step + 1)
-        early = sum(1 for s in first if is_guided_step(s, self.guidance_every) == guided)
-        total = self.guided_steps if guided else self.unguided_steps
-        return total + extra * early
+    def candidate_steps(self, guided: bool) -> int:
+        """Guided (or unguided) steps one candidate runs."""
+        return self.guided_steps if guided else self.unguided_steps
 
 
-def is_guided_step(step_number: int, guidance_every: int) -> bool:
-    """Step ``step_number`` (1-based) is guided: the first step and every guidance_every-th after it."""
-    return (step_number - 1) % int(guidance_every) == 0
-
-
-def prune_step(steps: int, prune_factor: int, prune_at: float) -> int:
-    """After which step (1-based) the candidates are pruned; 0 means no pruning."""
-    if prune_factor <= 1 or steps < 2:
-        return 0
-    return min(steps - 1, max(1, int(math.ceil(steps * prune_at))))
-
-
-def plan(params: EditParams, num_timesteps: int, guided: bool = True) -> Plan:
+def step_plan(params: EditParams, num_timesteps: int, guided: bool = True) -> StepPlan:
     """The step plan of ``params`` for a schedule of ``num_timesteps`` respaced steps."""
     steps = num_timesteps - int(params.skip_timesteps)
-    every = int(params.guidance_every)
-    guided_steps = sum(1 for s in range(1, steps + 1) if is_guided_step(s, every)) if guided else 0
-    factor = int(params.prune_factor) if guided else 1  # nothing to rank by without a prompt
-    pruned_after = prune_step(steps, factor, float(params.prune_at))
-    return Plan(steps, guided_steps, steps - guided_steps, factor, pruned_after, every)
+    return StepPlan(steps, steps if guided else 0, 0 if guided else steps)
 
 
 def unet_equivalents(params: EditParams, num_timesteps: int, guided: bool = True) -> float:
-    """Cost of one kept candidate in UNet-forward equivalents (pruned candidates' work and the ranking's
-    CLIP passes included)."""
-    p = plan(params, num_timesteps, guided)
+    """Cost of one candidate in UNet-forward equivalents."""
+    p = step_plan(params, num_timesteps, guided)
     unet = UNET_GUIDED_X0 if getattr(params, "guidance_grad", "unet") == "x0" else UNET_GUIDED
     per_guided = unet + CLIP_VIEW_GUIDED * int(params.aug_num)
-    cost = p.candidate_steps(True) * per_guided + p.candidate_steps(False) * 1.0
-    if p.prune_step:
-        cost += p.prune_factor * 2 * CLIP_VIEW_FORWARD  # masked + full view of every started candidate
-    return cost
+    return p.candidate_steps(True) * per_guided + p.candidate_steps(False) * 1.0

@@ -72,7 +72,7 @@ def _across_count(span: int, size: int) -> int:
 
 
 def count_windows(image_size: Tuple[int, int], sides: Mapping[str, int], window: int) -> int:
-    """The number of windows extend.plan would make, without making them (passes in extend's order)."""
+    """The number of windows extend.plan_windows makes, without making them (passes in extend's order)."""
     width, height = (int(v) for v in image_size)
     total = 0
     for side in SIDES:

@@ -17,6 +17,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUALITIES = ("paper", "balanced", "fast")  # defined in engine/editing/paper/modes.py
 DETAIL_MODES = ("auto", "on", "off")  # engine/editing/paper/detail.py
 GUIDANCE_GRADS = ("unet", "x0")  # paper/blended.py: the gradient through the UNet, or on x0 only
+# Options of earlier versions that no quality mode set (issue 36): a request naming one is refused with why.
+REMOVED_PARAMS = {
+    "guidance_every": "guiding only every k-th step",
+    "reuse_guidance": "reusing the last guided step's gradient",
+    "prune_factor": "starting more candidates and pruning them",
+    "prune_at": "starting more candidates and pruning them",
+}
 
 
 @dataclass
@@ -47,10 +54,6 @@ class EditParams:
     # Quality modes (issue 16, engine/editing/paper/modes.py): the mode's name is recorded here; the levers it
     # sets are the fields themselves, resolved before the edit (modes.resolve_params).
     quality: str = "paper"
-    guidance_every: int = 1  # guide every k-th step; the others run one UNet forward without gradient
-    reuse_guidance: bool = False  # ... and step with the last guided step's gradient instead of none
-    prune_factor: int = 1  # start prune_factor x the candidates, keep the best 1/prune_factor of them
-    prune_at: float = 0.25  # ... ranked on their pred_x0 after this fraction of the steps
     # Full-resolution detail (issue 22, engine/editing/paper/detail.py): re-sample each candidate at the
     # document's resolution over fused model-size tiles; "auto" when it costs less than the first pass.
     detail: str = "off"
@@ -69,6 +72,8 @@ class EditParams:
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
         """From a JSON-like dict (the bridge); unknown keys are an InputError, not silently ignored."""
         known = {f.name for f in fields(cls)}
+        for name in sorted(set(values) & set(REMOVED_PARAMS)):
+            raise InputError(removed_param_message(name))
         unknown = sorted(set(values) - known)
         if unknown:
             raise InputError(f"unknown edit parameter(s): {', '.join(unknown)}")
@@ -76,6 +81,11 @@ class EditParams:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
+
+
+def removed_param_message(name: str) -> str:
+    """Why a removed option (REMOVED_PARAMS) is refused: one line naming it."""
+    return f"edit parameter {name!r} was removed ({REMOVED_PARAMS[name]}; no quality mode used it)"
 
 
 def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> None:
@@ -98,9 +108,6 @@ def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> N
         params.guidance_grad in GUIDANCE_GRADS,
         f"guidance_grad must be one of {', '.join(GUIDANCE_GRADS)}, got {params.guidance_grad!r}",
     )
-    need(int(params.guidance_every) >= 1, f"guidance_every must be >= 1, got {params.guidance_every}")
-    need(int(params.prune_factor) >= 1, f"prune_factor must be >= 1, got {params.prune_factor}")
-    need(0.0 < float(params.prune_at) < 1.0, f"prune_at must be between 0 and 1, got {params.prune_at}")
     need(params.detail in DETAIL_MODES, f"detail must be one of {', '.join(DETAIL_MODES)}: {params.detail!r}")
     strength = float(params.detail_strength)
     need(0.0 < strength <= 1.0, f"detail_strength must be above 0 and at most 1, got {strength}")

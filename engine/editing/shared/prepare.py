@@ -68,7 +68,7 @@ def lpips_for(models, params: EditParams, guided: bool, notes: List[str]):
         return None
     from engine.models.clip import get_lpips
 
-    pretrained = str(getattr(models, "preset", "")) not in ("tiny", "toy")
+    pretrained = not models.random_lpips
     lpips_model = get_lpips(
         "vgg",
         models.device,
@@ -112,7 +112,7 @@ def prepare_edit(
         scribble = imaging.crop(scribble_prepared.rgb, box)
 
     diffusion = lpips_model = None
-    if getattr(models, "method", "paper") == "paper":  # the latent loop has its own schedule, no LPIPS
+    if models.method == "paper":  # the latent loop has its own schedule, no LPIPS
         diffusion = diffusion_for(models, params)
         lpips_model = lpips_for(models, params, bool(params.prompt.strip()), notes)
 
@@ -124,5 +124,14 @@ def prepare_edit(
     if scribble is not None:
         init = to_model_tensor(scribble, size, device) * model_mask + background * (1 - model_mask)
     return PreparedEdit(
-        source, soft_mask, box, size, background, model_mask, init, diffusion, lpips_model, notes
+        source=source,
+        soft_mask=soft_mask,
+        box=box,
+        size=size,
+        background=background,
+        model_mask=model_mask,
+        init=init,
+        diffusion=diffusion,
+        lpips_model=lpips_model,
+        notes=notes,
     )

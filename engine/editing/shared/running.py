@@ -1,7 +1,9 @@
-"""How a job runs the UNet: compiled or eager (UNetChoice), in which precision (set_precision), in batches
-of at most how many (BatchLimit), and what its stages share (JobRun: notes, progress, cancel, timer).
+"""How a job runs: the UNet compiled or eager (UNetChoice), in which precision (set_precision), in batches
+of at most how many (BatchLimit, halved on out-of-memory by run_splitting_on_oom), and what its stages
+share (JobRun: notes, progress with its preview, cancel, timer, the batches).
 
-Shared by every stage that calls the UNet (the model-size pass, the detail pass, extend()).
+One skeleton for every job (editor.edit, latent/edit.py's latent_edit, extend.extend) and every stage
+that calls a UNet (the model-size pass, the detail pass, the extension's windows, the latent loop).
 """
 
 from __future__ import annotations
@@ -9,19 +11,22 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional, Sequence
+from functools import partial
+from typing import Any, Callable, List, Optional, Sequence, TypeVar
 
 from engine.editing.shared.params import EditParams
 from engine.errors import Cancelled, EngineError
-from engine.models.devices import is_out_of_memory
+from engine.models.devices import free_memory, is_out_of_memory
+
+T = TypeVar("T")
 
 PREVIEW_MAX_SIDE = 256  # a progress preview's longest side
 
 
-def candidate_seeds(params: EditParams, prune_factor: int = 1) -> List[int]:
-    """Seeds of every candidate started: batch_size x prune_factor per iteration."""
+def candidate_seeds(params: EditParams) -> List[int]:
+    """Seeds of every candidate: batch_size per iteration."""
     base = int(params.seed) if params.seed is not None else secrets.randbelow(2**31)
-    count = int(params.batch_size) * int(params.iterations_num) * prune_factor
+    count = int(params.batch_size) * int(params.iterations_num)
     return [base + index for index in range(count)]
 
 
@@ -99,16 +104,62 @@ class ProgressCounter:
         self.callback(Progress(step, self.total, candidate_offset, preview))
 
 
+def run_splitting_on_oom(
+    run: Callable[[Sequence[int], int], Any],
+    seeds: Sequence[int],
+    offset: int,
+    notes: List[str],
+    limit: Optional[BatchLimit] = None,
+):
+    """run(seeds, offset) -> tensor [len(seeds), ...], in batches of at most ``limit.size``; on
+    out-of-memory the limit is halved (for this call and every later one sharing ``limit``) and the
+    failed batch is run again in smaller ones.
+
+    Each candidate's randomness comes from its own seed, so a split batch makes the same candidates.
+    """
+    import torch
+
+    limit = limit if limit is not None else BatchLimit(len(seeds))
+    outputs = []
+    done = 0
+    while done < len(seeds):
+        batch = seeds[done : done + limit.size]
+        try:
+            outputs.append(run(batch, offset + done))
+            done += len(batch)
+            continue
+        except Exception as exc:  # noqa: BLE001 - only out-of-memory is handled, everything else re-raised
+            if not is_out_of_memory(exc):
+                raise
+            if len(batch) == 1:
+                raise EngineError(
+                    "out of memory even for a single candidate: use a smaller model preset, another device "
+                    "(--device cpu) or close other programs using the GPU"
+                ) from None
+        # out of the except block: the failed batch's tensors (held by the traceback) are gone now
+        free_memory()
+        limit.size = len(batch) // 2
+        notes.append(
+            f"out of memory with {len(batch)} candidates at once: the rest of the job ran in batches of "
+            f"{limit.size}"
+        )
+    return torch.cat(outputs, dim=0)
+
+
+def composited(background, mask, image):
+    """``image`` [3, S, S] inside the model-size ``mask`` over the first ``background`` row: a preview."""
+    return background[0] * (1 - mask[0]) + image * mask[0]
+
+
 @dataclass
 class JobRun:
-    """What the stages of one edit share, made once by editor.edit()."""
+    """What the stages of one job share: made once by editor.edit(), latent_edit() or extend()."""
 
     models: Any
     params: EditParams
     notes: List[str]
     unet: UNetChoice
     amp_dtype: Any  # the autocast dtype still needed (set_precision), None for none
-    split: Callable[..., Any]  # editor.run_splitting_on_oom: the job's out-of-memory policy
     progress: ProgressCounter
     cancel: Optional[threading.Event] = None
     timer: Optional[Any] = None  # engine.editing.timing.StepTimer
@@ -116,6 +167,54 @@ class JobRun:
     def check_cancel(self) -> None:
         if self.cancel is not None and self.cancel.is_set():
             raise Cancelled()
+
+    def step_done(self, guided: bool, batch: int, x0: bool = False) -> None:
+        """After each diffusion step: the timer's record, then a cancel ends the run here."""
+        if self.timer is not None:
+            self.timer.step(guided, batch, x0=x0)
+        self.check_cancel()
+
+    def report(self, step: int, offset: int, at: Optional[tuple] = None, preview=None) -> None:
+        """Progress at ``step`` of the job's work; ``at`` = (step, steps) of the run: every
+        ``preview_every``-th and its last carry ``preview()`` (a [3, S, S] image in [-1, 1]) as a thumbnail,
+        made only then."""
+        if not self.progress.is_news(step):
+            return  # a batch rerun after out-of-memory: nothing new until it passes what was shown
+        image = None
+        every = int(self.params.preview_every)
+        if preview is not None and at is not None and every and (at[0] % every == 0 or at[0] == at[1]):
+            from engine.editing.shared.prepare import to_pil
+
+            image = to_pil(preview())
+            image.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+        self.progress.report(step, offset, image)
+
+    def split(self, run: Callable[[Any, Sequence[int], int], Any], seeds: Sequence[int], offset: int, limit):
+        """run(unet, seeds, offset) through the UNet choice, split on out-of-memory (``limit`` shared)."""
+        return run_splitting_on_oom(partial(self.unet.run, run), seeds, offset, self.notes, limit)
+
+    def run_batches(self, run: Callable[[Any, Sequence[int], int], Any], seeds: Sequence[int], size: int):
+        """run(unet, batch_seeds, offset) -> tensor [len(batch_seeds), ...] over ``seeds`` in batches of
+        ``size``, each split further on out-of-memory (the smaller size kept for the rest of the job);
+        a cancel is seen between batches. The results concatenated in seed order."""
+        import torch
+
+        limit = BatchLimit(size)
+        outputs = []
+        for offset in range(0, len(seeds), size):
+            self.check_cancel()
+            outputs.append(self.split(run, seeds[offset : offset + size], offset, limit))
+        return torch.cat(outputs, dim=0)
+
+    def guarded(self, work: Callable[[], T]) -> T:
+        """``work()``; on a cancel the memory its frames held returns to the device before Cancelled goes
+        on up (outside the except block: the traceback, and the tensors its frames hold, are gone)."""
+        try:
+            return work()
+        except Cancelled:
+            pass  # handled below the except block
+        free_memory()
+        raise Cancelled()
 
 
 class UNetChoice:

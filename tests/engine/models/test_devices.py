@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from engine.editing import editor
 from engine.editing.editor import edit
+from engine.editing.shared import running
 from engine.models import devices
 from engine.models.diffusion import diffusion_from_flags
 from tests.engine.edit_scenes import quick_params as _params
@@ -275,7 +275,7 @@ def test_out_of_memory_mid_run_keeps_the_smaller_batch_and_progress_never_goes_b
 
 def test_run_splitting_on_oom_frees_memory_and_halves_down_to_one(monkeypatch):
     freed = []
-    monkeypatch.setattr(editor, "free_memory", lambda: freed.append(True))
+    monkeypatch.setattr(running, "free_memory", lambda: freed.append(True))
     calls = []
 
     def run(seeds, offset):
@@ -284,10 +284,10 @@ def test_run_splitting_on_oom_frees_memory_and_halves_down_to_one(monkeypatch):
             raise torch.OutOfMemoryError("out of memory")
         return torch.tensor([float(seeds[0])])
 
-    limit = editor.BatchLimit(4)
+    limit = running.BatchLimit(4)
     notes = []
-    first = editor.run_splitting_on_oom(run, [10, 11, 12, 13], 0, notes, limit)
-    second = editor.run_splitting_on_oom(run, [14, 15, 16, 17], 4, notes, limit)
+    first = running.run_splitting_on_oom(run, [10, 11, 12, 13], 0, notes, limit)
+    second = running.run_splitting_on_oom(run, [14, 15, 16, 17], 4, notes, limit)
     assert first.tolist() == [10, 11, 12, 13] and second.tolist() == [14, 15, 16, 17]
     assert [len(seeds) for seeds, _ in calls] == [4, 2, 1, 1, 1, 1, 1, 1, 1, 1]
     assert [offset for _, offset in calls[-4:]] == [4, 5, 6, 7]

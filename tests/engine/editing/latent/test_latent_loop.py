@@ -61,6 +61,11 @@ def _by_hand(source, mask, seeds, steps, skip, scale):
     return torch.stack(out).float()
 
 
+def _run(num_steps, skip, cond, uncond, guidance_scale):
+    """The schedule and conditioning keywords of blended_latent_diffusion."""
+    return dict(num_steps=num_steps, skip=skip, cond=cond, uncond=uncond, guidance_scale=guidance_scale)
+
+
 def _states():
     cond = torch.ones(1, 3, 4)
     return cond, -cond  # the fake UNet tells them apart by the sign
@@ -73,7 +78,9 @@ def test_loop_matches_the_hand_computed_algorithm():
     mask[..., 1:4, 2:5] = 1
     cond, uncond = _states()
     unet = ConstantUNet()
-    got = bld.blended_latent_diffusion(unet, _scheduler(), source, [mask], [3, 9], 10, 2, cond, uncond, 7.5)
+    got = bld.blended_latent_diffusion(
+        unet, _scheduler(), source, [mask], [3, 9], **_run(10, 2, cond, uncond, 7.5)
+    )
     want = _by_hand(source, mask, [3, 9], 10, 2, 7.5)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
     # the last blend is clean: outside the mask the source itself, bit for bit
@@ -88,7 +95,13 @@ def test_background_is_noised_to_the_next_timestep_each_step():
     cond, uncond = _states()
     seen = []
     bld.blended_latent_diffusion(
-        ConstantUNet(), _scheduler(), source, [mask], [7], 5, 1, cond, uncond, 2.0, on_step=seen.append
+        ConstantUNet(),
+        _scheduler(),
+        source,
+        [mask],
+        [7],
+        **_run(5, 1, cond, uncond, 2.0),
+        on_step=seen.append,
     )
     abar = _scheduler().alphas_cumprod
     g = torch.Generator().manual_seed(7)
@@ -123,7 +136,7 @@ def test_each_step_blends_with_its_phase_mask():
     cond, uncond = _states()
     seen = []
     bld.blended_latent_diffusion(
-        ConstantUNet(), _scheduler(), source, masks, [0], 8, 0, cond, uncond, 1.0, on_step=seen.append
+        ConstantUNet(), _scheduler(), source, masks, [0], **_run(8, 0, cond, uncond, 1.0), on_step=seen.append
     )
     abar = _scheduler().alphas_cumprod
     g = torch.Generator().manual_seed(0)
@@ -148,7 +161,7 @@ def test_seeds_make_the_same_candidates_however_batched():
     mask[..., 0, :] = 0
     cond, uncond = _states()
     run = lambda seeds: bld.blended_latent_diffusion(  # noqa: E731
-        ConstantUNet(), _scheduler(), source, [mask], seeds, 6, 2, cond, uncond, 3.0
+        ConstantUNet(), _scheduler(), source, [mask], seeds, **_run(6, 2, cond, uncond, 3.0)
     )
     together = run([11, 12])
     assert torch.equal(together[1:], run([12])) and torch.equal(together[:1], run([11]))
@@ -159,7 +172,12 @@ def test_without_a_prompt_one_unconditional_call_a_step():
     unet = ConstantUNet()
     cond, uncond = _states()
     out = bld.blended_latent_diffusion(
-        unet, _scheduler(), torch.zeros(1, 4, 2, 2), [torch.ones(1, 1, 2, 2)], [1], 4, 0, None, uncond, 7.5
+        unet,
+        _scheduler(),
+        torch.zeros(1, 4, 2, 2),
+        [torch.ones(1, 1, 2, 2)],
+        [1],
+        **_run(4, 0, None, uncond, 7.5),
     )
     assert [batch for batch, _ in unet.calls] == [1, 1, 1, 1]
     assert out.shape == (1, 4, 2, 2)

@@ -4,10 +4,16 @@
 import pytest
 import torch
 
-from engine.editing.paper.blended import GuidanceSettings, blended_diffusion, range_loss
+from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion, range_loss
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
+from engine.editing.shared.params import EditParams
 
 RESPACING = "10"
+
+
+def _settings(**overrides) -> GuidanceSettings:
+    """The job's settings of EditParams with ``overrides`` (the defaults are EditParams')."""
+    return GuidanceSettings.from_params(EditParams(**overrides))
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +40,12 @@ class _CountingUNet(torch.nn.Module):
         return self.unet(x, t, y)
 
 
-def _run(models, scene, seeds, settings=None, guided=True, skip=4, **kwargs):
+def _run(models, scene, seeds, settings=None, guided=True, skip=4, lpips_model=None, **kwargs):
     init, mask, text = scene
     unet = kwargs.pop("unet", models.unet)
+    settings = settings or _settings()
+    augment = ExtendingAugmentations(models.clip.image_size, 4)
+    guidance = ClipGuidance(models.clip, text, augment, settings, lpips=lpips_model) if guided else None
     return blended_diffusion(
         unet,
         models.diffusion(RESPACING),
@@ -44,10 +53,8 @@ def _run(models, scene, seeds, settings=None, guided=True, skip=4, **kwargs):
         mask,
         seeds,
         skip,
-        settings or GuidanceSettings(),
-        clip_model=models.clip if guided else None,
-        text_embed=text if guided else None,
-        augment=ExtendingAugmentations(models.clip.image_size, 4) if guided else None,
+        settings=settings,
+        guidance=guidance,
         **kwargs,
     )
 
@@ -92,8 +99,8 @@ def test_background_is_exact_and_blending_keeps_it_during_the_run(tiny_models, s
 def test_algorithm_1_changes_the_background_unless_enforced(tiny_models, scene):
     init, mask, _ = scene
     keep = 1 - mask
-    loose = GuidanceSettings(local_clip_guided_diffusion=True, enforce_background=False)
-    strict = GuidanceSettings(local_clip_guided_diffusion=True, enforce_background=True)
+    loose = _settings(local_clip_guided_diffusion=True, enforce_background=False)
+    strict = _settings(local_clip_guided_diffusion=True, enforce_background=True)
     from engine.models.clip import get_lpips
 
     lpips = get_lpips("alex", torch.device("cpu"), pretrained_backbone=False)
@@ -102,15 +109,15 @@ def test_algorithm_1_changes_the_background_unless_enforced(tiny_models, scene):
     assert (free * keep - init * keep).abs().max() > 0.05
     assert torch.equal(pinned * keep, (init * keep).expand_as(pinned))
     # Algorithm 2 on the same seed with no final enforcement still keeps the background close: blending
-    blended = _run(tiny_models, scene, [8], GuidanceSettings(enforce_background=False), skip=6)
+    blended = _run(tiny_models, scene, [8], _settings(enforce_background=False), skip=6)
     assert (blended * keep - init * keep).abs().mean() < (free * keep - init * keep).abs().mean()
 
 
 def test_ddim_path_is_deterministic_and_differs_from_ddpm(tiny_models, scene):
-    ddim = GuidanceSettings(ddim=True)
+    ddim = _settings(ddim=True)
     first = _run(tiny_models, scene, [4], ddim, skip=7)
     again = _run(tiny_models, scene, [4], ddim, skip=7)
-    ddpm = _run(tiny_models, scene, [4], GuidanceSettings(), skip=7)
+    ddpm = _run(tiny_models, scene, [4], _settings(), skip=7)
     assert torch.equal(first, again)
     assert not torch.allclose(first, ddpm)
 

@@ -225,7 +225,13 @@ def test_half_precision_path_is_selectable(tiny_models):
     assert any("ran in bfloat16" in note for note in half.notes)
     a = np.asarray(full.candidates[0].image).astype(int)
     b = np.asarray(half.candidates[0].image).astype(int)
-    assert not np.array_equal(a, b)  # bf16 really ran
+    difference, inside = np.abs(a - b), np.asarray(mask) > 0
+    assert difference.max() > 0  # bf16 really ran
+    # ... and made the same picture: bf16 keeps 8 mantissa bits (about 0.4 % relative, one 8-bit level of
+    # a [-1, 1] image); measured on six scenes and seeds of this setting: at most 1 level, mean 0.03-0.05
+    # inside the mask. Up to 4 levels and a mean below 0.25 allow for other CPUs' kernels.
+    assert difference.max() <= 4 and difference[inside].mean() < 0.25
+    assert not difference[~inside].any()  # outside the mask the source, in either precision
     with pytest.raises(InputError, match="precision"):
         edit(source, mask, tiny_models, _params(precision="fp8"))
 
@@ -317,7 +323,11 @@ def test_algorithm1_without_the_vgg16_file_fails_before_any_step(tiny_models, tm
     monkeypatch.setattr(engine.editing.paper.blended, "blended_diffusion", no_diffusion)
     monkeypatch.setattr(tiny_models.clip, "encode_text", no_diffusion)  # not even the text encoder
     real = dataclasses.replace(
-        tiny_models, preset="default", lpips_spec=get_preset("default").lpips, weights_dir=tmp_path
+        tiny_models,
+        preset="default",
+        lpips_spec=get_preset("default").lpips,
+        weights_dir=tmp_path,
+        random_lpips=False,  # as load_models sets it for every preset but the test ones
     )
     steps = []
     for mode in ({"background_preservation_loss": True}, {"local_clip_guided_diffusion": True}):

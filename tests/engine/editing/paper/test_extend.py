@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from engine.cli import extend as cli_extend
-from engine.editing.extend import ExtendSpec, extend, plan, validate_spec, window_mask
+from engine.editing.extend import ExtendSpec, extend, plan_windows, validate_spec, window_mask
 from engine.editing.shared.params import EditParams
 from engine.errors import Cancelled, InputError
 
@@ -23,7 +23,7 @@ QUICK = "--timestep_respacing 4 --skip_timesteps 2 --aug_num 1 --batch_size 2 --
 
 def _covered(image_size, spec, window):
     """Every canvas pixel the plan's windows generate, counted; and the plan."""
-    the_plan = plan(image_size, spec, window)
+    the_plan = plan_windows(image_size, spec, window)
     width, height = the_plan.canvas_size
     count = np.zeros((height, width), np.int32)
     for win in the_plan.windows:
@@ -57,7 +57,7 @@ def test_plan_covers_every_new_pixel_and_never_the_original(size, spec):
 
 
 def test_windows_keep_at_least_half_known_pixels_where_the_image_allows():
-    the_plan = plan((64, 32), ExtendSpec(right=50), 32)
+    the_plan = plan_windows((64, 32), ExtendSpec(right=50), 32)
     for win in the_plan.windows:
         assert win.box[2] == 32 and win.new[2] <= 16
     assert [w.new[0] for w in the_plan.windows] == [64, 80, 96, 112]

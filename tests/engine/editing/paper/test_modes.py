@@ -1,5 +1,5 @@
 """Quality modes (issue 16): resolution against explicit options and a preset, the step plan, the time
-estimate from stored step times, candidate pruning, ``--quality`` on the command line."""
+estimate from stored step times, ``--quality`` on the command line, the removed levers refused."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from bridge.limits import respaced_steps
 from engine.editing import timing
 from engine.editing.paper import modes
-from engine.editing.shared.params import EditParams, validate_params
+from engine.editing.shared.params import REMOVED_PARAMS, EditParams
 from engine.errors import InputError
 
 TOY_DEFAULTS = {"timestep_respacing": "25", "skip_timesteps": 5, "clip_guidance_lambda": 500, "aug_num": 8}
@@ -30,11 +29,11 @@ def test_paper_is_the_base_unchanged():
 def test_modes_scale_the_reference_and_the_preset_settings():
     fast = modes.resolve_params("fast", {})
     assert (fast.timestep_respacing, fast.skip_timesteps) == ("30", 8)  # three tenths, same strength
-    assert (fast.aug_num, fast.guidance_every, fast.quality, fast.guidance_grad) == (8, 1, "fast", "x0")
+    assert (fast.aug_num, fast.quality, fast.guidance_grad) == (8, "fast", "x0")
     assert fast.clip_guidance_lambda == 250  # a quarter of the base's (issue 23: measured on the toy)
     balanced = modes.resolve_params("balanced", {})
     assert (balanced.timestep_respacing, balanced.skip_timesteps, balanced.aug_num) == ("80", 20, 8)
-    assert (balanced.guidance_every, balanced.guidance_grad, balanced.clip_guidance_lambda) == (1, "x0", 600)
+    assert (balanced.guidance_grad, balanced.clip_guidance_lambda) == ("x0", 600)
     toy_fast = modes.resolve_params("fast", {}, TOY_DEFAULTS)
     assert (toy_fast.timestep_respacing, toy_fast.skip_timesteps) == ("8", 2)  # from the preset's 25/5
     assert toy_fast.clip_guidance_lambda == 125  # the preset's lambda, scaled by the mode
@@ -47,8 +46,8 @@ def test_modes_scale_the_reference_and_the_preset_settings():
 
 
 def test_explicit_options_override_the_mode():
-    fast = modes.resolve_params("fast", {"aug_num": 8, "guidance_every": 1}, TOY_DEFAULTS)
-    assert (fast.aug_num, fast.guidance_every, fast.timestep_respacing) == (8, 1, "8")
+    fast = modes.resolve_params("fast", {"aug_num": 8, "guidance_grad": "unet"}, TOY_DEFAULTS)
+    assert (fast.aug_num, fast.guidance_grad, fast.timestep_respacing) == (8, "unet", "8")
     # an explicit schedule stays; the skip still comes from the mode only if given neither
     kept = modes.resolve_params("fast", {"timestep_respacing": "40"}, TOY_DEFAULTS)
     assert (kept.timestep_respacing, kept.skip_timesteps) == ("40", 5)
@@ -56,23 +55,27 @@ def test_explicit_options_override_the_mode():
     assert (skip.timestep_respacing, skip.skip_timesteps) == ("30", 3)
     with pytest.raises(InputError, match="quality must be one of"):
         modes.resolve_params("turbo", {})
-    with pytest.raises(InputError, match="guidance_every"):
-        validate_params(EditParams(guidance_every=0))
+
+
+def test_the_levers_no_mode_used_are_refused_by_name():
+    """guidance_every, reuse_guidance, prune_factor, prune_at (issue 36): a request naming one is an
+    InputError saying it was removed, not an option silently ignored."""
+    assert set(REMOVED_PARAMS) == {"guidance_every", "reuse_guidance", "prune_factor", "prune_at"}
+    for name in REMOVED_PARAMS:
+        with pytest.raises(InputError, match=f"edit parameter '{name}' was removed"):
+            EditParams.from_dict({"prompt": "a cat", name: 2})
+    assert all(not hasattr(EditParams(), name) for name in REMOVED_PARAMS)
 
 
 def test_plan_and_cost_in_unet_forward_equivalents():
     paper = modes.resolve_params("paper", {})
-    plan = modes.plan(paper, 100)
-    assert (plan.steps, plan.guided_steps, plan.unguided_steps, plan.prune_step) == (75, 75, 0, 0)
+    plan = modes.step_plan(paper, 100)
+    assert (plan.steps, plan.guided_steps, plan.unguided_steps) == (75, 75, 0)
     per_guided = 3 + 8 * modes.CLIP_VIEW_GUIDED
     assert modes.unet_equivalents(paper, 100) == pytest.approx(75 * per_guided)
-    every2 = modes.plan(EditParams(guidance_every=2), 100)
-    assert (every2.guided_steps, every2.unguided_steps) == (38, 37)
-    pruned = EditParams(prune_factor=2, prune_at=0.2)
-    plan = modes.plan(pruned, 100)
-    assert plan.prune_step == 15 and plan.candidate_steps(True) == 75 + 15  # the dropped one's 15 steps
-    assert modes.unet_equivalents(pruned, 100) < 2 * modes.unet_equivalents(paper, 100)
-    assert modes.plan(pruned, 100, guided=False).prune_step == 0  # nothing to rank without a prompt
+    unguided = modes.step_plan(paper, 100, guided=False)  # no prompt: every step without gradient
+    assert (unguided.guided_steps, unguided.unguided_steps) == (0, 75)
+    assert modes.unet_equivalents(paper, 100, guided=False) == pytest.approx(75.0)
 
 
 def test_estimate_comes_from_the_stored_step_times(tmp_path):
@@ -98,7 +101,7 @@ def test_estimate_comes_from_the_stored_step_times(tmp_path):
     # 20 guided steps per candidate, 6 candidates
     assert timing.estimate_seconds(params, times) == pytest.approx(20 * 0.25 * 6)
     fast = modes.resolve_params("fast", {"batch_size": 1, "iterations_num": 1}, TOY_DEFAULTS)
-    plan = modes.plan(fast, respaced_steps(fast.timestep_respacing))
+    plan = modes.step_plan(fast, respaced_steps(fast.timestep_respacing))
     # fast guides on x0: before such a step was measured, the cost model's share of a guided one stands in
     expected = plan.guided_steps * 0.25 * timing.X0_SHARE + plan.unguided_steps * 0.5
     assert timing.mode_estimates(times, TOY_DEFAULTS)["fast"] == pytest.approx(expected)
@@ -117,7 +120,7 @@ def test_a_timed_edit_stores_the_time_outside_its_steps_from_a_fake_clock(tmp_pa
     timer.start()  # 15.0: the gap between the runs is the run part's too
     for _ in range(4):  # 16.2 (warm-up), 16.8, 17.3, 17.8
         timer.step(True, 2)
-    timer.end_steps(4)  # 20.0: 4 kept candidates (the second run's last step ran 2.2 s: pruning, say)
+    timer.end_steps(4)  # 20.0: 4 kept candidates (the second run's last step ran 2.2 s: a slow one)
     saved = timer.save()  # 29.0: ranking, compositing and encoding, 9 s for 4 candidates
     # medians of 0.25, 0.25, 0.3, 0.3, 0.25, 0.25 per candidate; 16 candidate-steps counted, first ones too
     assert saved["guided"] == pytest.approx(0.25)
@@ -155,18 +158,18 @@ def test_a_step_times_file_without_the_fixed_parts_still_gives_the_steps_estimat
     )
 
 
-def test_an_edit_marks_its_runs_and_its_kept_candidates_for_the_timer(tiny_models, tmp_path):
+def test_an_edit_marks_its_runs_and_its_candidates_for_the_timer(tiny_models, tmp_path):
     from engine.editing import editor
 
     image, mask = _square_case()
     store = timing.StepTimes(tmp_path / "times.json")
     timer = timing.StepTimer(store, "cpu:test|tiny")
     params = EditParams(prompt="a cat", timestep_respacing="6", skip_timesteps=2, aug_num=2, batch_size=1,
-                        iterations_num=2, prune_factor=2, prune_at=0.5)  # fmt: skip
+                        iterations_num=2)  # fmt: skip
     editor.edit(image, mask, tiny_models, params, timer=timer)
-    assert (timer.runs, timer.candidates) == (2, 2)  # 2 runs of 2 started, 1 kept each
-    # all steps, the first of each run too: the ones the estimate counts (the dropped candidate's included)
-    plan = modes.plan(params, respaced_steps(params.timestep_respacing))
+    assert (timer.runs, timer.candidates) == (2, 2)  # 2 runs of 1 candidate
+    # all steps, the first of each run too: the ones the estimate counts
+    plan = modes.step_plan(params, respaced_steps(params.timestep_respacing))
     assert timer.counted == {"guided": plan.candidate_steps(True) * 2, "unguided": 0, "guided_x0": 0}
     saved = timer.save()
     assert set(saved) == {"guided", "edit", "run", "candidate"} and min(saved.values()) >= 0
@@ -181,85 +184,6 @@ def _square_case(size: int = 32):
     return image, Image.fromarray(mask)
 
 
-def test_pruning_keeps_the_best_by_the_ranking_and_their_results_are_their_seeds(tiny_models):
-    from engine.editing import editor
-    from engine.editing.paper.blended import StepInfo
-    from engine.editing.shared.ranking import rank_order, score_candidates
-
-    image, mask = _square_case()
-    base = dict(
-        prompt="a red square", timestep_respacing="10", skip_timesteps=4, aug_num=2, seed=20, iterations_num=1
-    )
-    pruned = editor.edit(
-        image, mask, tiny_models, EditParams(**base, batch_size=2, prune_factor=2, prune_at=0.5)
-    )
-    kept = sorted(c.seed for c in pruned.candidates)
-    assert len(kept) == 2 and set(kept) <= {20, 21, 22, 23}
-    assert any("kept the best 2" in note for note in pruned.notes)
-
-    # the same four candidates unpruned: pred_x0 after the prune step (3 of 6) decides, by the ranking
-    seen = {}
-    import engine.editing.paper.blended as blended
-
-    original = blended.blended_diffusion
-
-    def spy(*args, on_step=None, **kwargs):
-        def record(info: StepInfo):
-            if info.step == 3:
-                seen["pred_x0"] = info.pred_x0.clone()
-            if on_step is not None:
-                on_step(info)
-
-        return original(*args, on_step=record, **kwargs)
-
-    blended.blended_diffusion = spy
-    try:
-        full = editor.edit(image, mask, tiny_models, EditParams(**base, batch_size=4))
-    finally:
-        blended.blended_diffusion = original
-    background, model_mask = _model_inputs(image, mask, tiny_models)
-    composed = background * (1 - model_mask) + seen["pred_x0"] * model_mask
-    text = tiny_models.clip.encode_text(["a red square"])
-    order = rank_order(score_candidates(tiny_models.clip, composed, model_mask, text))
-    assert kept == sorted(20 + i for i in order[:2])
-    # each kept candidate is exactly what its seed makes without pruning
-    by_seed = {c.seed: np.asarray(c.image) for c in full.candidates}
-    for candidate in pruned.candidates:
-        assert np.array_equal(np.asarray(candidate.image), by_seed[candidate.seed])
-
-
-def _model_inputs(image, mask, models):
-    from engine.editing.shared import imaging
-    from engine.editing.shared.prepare import to_model_tensor
-
-    soft = imaging.mask_array(mask, image.size)
-    box = imaging.choose_box(soft, models.image_size)
-    background = to_model_tensor(imaging.crop(image, box), models.image_size, models.device)
-    binary = imaging.binary_model_mask(imaging.crop_array(soft, box), models.image_size)
-    return background, torch.from_numpy(binary)[None, None]
-
-
-def test_guidance_every_k_runs_unguided_steps_without_gradient(tiny_models):
-    from engine.editing import editor
-
-    image, mask = _square_case()
-    guided_flags = []
-    timer = type(
-        "T",
-        (),
-        {
-            "begin": lambda s: None,
-            "start": lambda s: None,
-            "step": lambda s, g, b, x0=False: guided_flags.append(g),
-            "end_steps": lambda s, n: None,
-        },
-    )()
-    params = EditParams(prompt="a cat", timestep_respacing="10", skip_timesteps=3, aug_num=2, batch_size=1,
-                        iterations_num=1, guidance_every=3)  # fmt: skip
-    editor.edit(image, mask, tiny_models, params, timer=timer)
-    assert guided_flags == [True, False, False, True, False, False, True]
-
-
 def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
     from tests.engine.cli.test_cli_edit import _toy_edit
 
@@ -268,36 +192,3 @@ def test_cli_quality_fast_on_the_toy_preset(tmp_path, capsys):
     assert (params["timestep_respacing"], params["skip_timesteps"]) == ("15", 3)  # preset 50 / 10 scaled
     assert params["guidance_grad"] == "x0" and params["aug_num"] == 3  # the explicit option wins
     assert any(line.startswith("quality fast:") and "measuring its speed" in line for line in err), err
-
-
-def test_reuse_guidance_steps_the_unguided_steps_with_the_last_gradient(tiny_models, monkeypatch):
-    from engine.editing import editor
-    from engine.models.diffusion import GaussianDiffusion
-
-    image, mask = _square_case()
-    passed = []
-    original = GaussianDiffusion.ddpm_step
-
-    def spy(self, out, x, t, gradient=None, noise=None):
-        passed.append(None if gradient is None else gradient.clone())
-        return original(self, out, x, t, gradient=gradient, noise=noise)
-
-    monkeypatch.setattr(GaussianDiffusion, "ddpm_step", spy)
-    base = dict(prompt="a cat", timestep_respacing="10", skip_timesteps=3, aug_num=2, batch_size=1,
-                iterations_num=1, seed=3, guidance_every=3)  # fmt: skip
-    plain = editor.edit(image, mask, tiny_models, EditParams(**base))
-    without, passed[:] = list(passed), []
-    reused = editor.edit(image, mask, tiny_models, EditParams(**base, reuse_guidance=True))
-    assert [g is None for g in without] == [False, True, True, False, True, True, False]
-    assert all(g is not None for g in passed)
-    # steps 2-3 and 5-6 step with the gradient of steps 1 and 4; the guided steps' own gradients agree
-    assert torch.equal(passed[1], passed[0]) and torch.equal(passed[2], passed[0])
-    assert torch.equal(passed[4], passed[3]) and torch.equal(passed[5], passed[3])
-    assert torch.equal(passed[0], without[0])
-    assert not np.array_equal(np.asarray(plain.candidates[0].image), np.asarray(reused.candidates[0].image))
-
-    # guiding every step, there is nothing to reuse: the same bytes
-    every = {**base, "guidance_every": 1}
-    a = editor.edit(image, mask, tiny_models, EditParams(**every))
-    b = editor.edit(image, mask, tiny_models, EditParams(**every, reuse_guidance=True))
-    assert np.array_equal(np.asarray(a.candidates[0].image), np.asarray(b.candidates[0].image))

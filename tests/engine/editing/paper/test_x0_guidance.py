@@ -5,11 +5,17 @@ import math
 import pytest
 import torch
 
-from engine.editing.paper.blended import GuidanceSettings, blended_diffusion
+from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
+from engine.editing.shared.params import EditParams
 from engine.models.diffusion import GaussianDiffusion, get_named_beta_schedule, space_timesteps
 
 RESPACING = "10"
+
+
+def _settings(**overrides) -> GuidanceSettings:
+    """The job's settings of EditParams with ``overrides`` (the defaults are EditParams')."""
+    return GuidanceSettings.from_params(EditParams(**overrides))
 
 
 @pytest.fixture(scope="module")
@@ -25,17 +31,17 @@ def scene(tiny_models):
 
 def _run(models, scene, seeds, settings, skip=6, **kwargs):
     init, mask, text = scene
+    guidance = ClipGuidance(models.clip, text, ExtendingAugmentations(models.clip.image_size, 4), settings)
+    unet = kwargs.pop("unet", models.unet)
     return blended_diffusion(
-        kwargs.pop("unet", models.unet),
+        unet,
         models.diffusion(RESPACING),
         init,
         mask,
         seeds,
         skip,
-        settings,
-        clip_model=models.clip,
-        text_embed=text,
-        augment=ExtendingAugmentations(models.clip.image_size, 4),
+        settings=settings,
+        guidance=guidance,
         **kwargs,
     )
 
@@ -68,25 +74,25 @@ def test_x0_step_never_builds_a_graph_through_the_unet(tiny_models, scene, ddim)
     clip = copy.deepcopy(tiny_models.clip)
     models = SimpleNamespace(unet=unet, clip=clip, diffusion=tiny_models.diffusion)
     unet_seen, clip_seen = _BackwardCounter(unet), _BackwardCounter(clip.model.visual)
-    settings = GuidanceSettings(guidance_grad="x0", ddim=ddim)
+    settings = _settings(guidance_grad="x0", ddim=ddim)
     out = _run(models, scene, [3, 4], settings)
     assert not out.requires_grad
     assert unet_seen.graph_outputs == 0 and unet_seen.backwards == 0
     assert all(p.grad is None for p in unet.parameters())
     assert clip_seen.graph_outputs > 0 and clip_seen.backwards > 0  # the gradient came from CLIP
     # the check can fail: the paper's gradient does run the UNet's backward
-    _run(models, scene, [3], GuidanceSettings(ddim=ddim))
+    _run(models, scene, [3], _settings(ddim=ddim))
     assert unet_seen.graph_outputs > 0 and unet_seen.backwards > 0
 
 
 def test_x0_guidance_is_deterministic_guides_and_differs_from_the_paper(tiny_models, scene):
     _, mask, text = scene
-    x0 = GuidanceSettings(guidance_grad="x0")
+    x0 = _settings(guidance_grad="x0")
     first = _run(tiny_models, scene, [21, 22], x0)
     again = _run(tiny_models, scene, [21, 22], x0)
     assert torch.equal(first, again)
-    assert not torch.allclose(first, _run(tiny_models, scene, [21, 22], GuidanceSettings()))
-    off = _run(tiny_models, scene, [21, 22], GuidanceSettings(guidance_grad="x0", clip_guidance_lambda=0))
+    assert not torch.allclose(first, _run(tiny_models, scene, [21, 22], _settings()))
+    off = _run(tiny_models, scene, [21, 22], _settings(guidance_grad="x0", clip_guidance_lambda=0))
     assert torch.all(
         clip_distances(tiny_models.clip, first * mask, text)
         < clip_distances(tiny_models.clip, off * mask, text)
@@ -95,16 +101,16 @@ def test_x0_guidance_is_deterministic_guides_and_differs_from_the_paper(tiny_mod
 
 def test_x0_steps_are_reported_as_their_own_kind(tiny_models, scene):
     seen = []
-    _run(tiny_models, scene, [1], GuidanceSettings(guidance_grad="x0"), guidance_every=2, on_step=seen.append)
-    assert [(s.guided, s.x0) for s in seen] == [(True, True), (False, False)] * 2
+    _run(tiny_models, scene, [1], _settings(guidance_grad="x0"), on_step=seen.append)
+    assert [(s.guided, s.x0) for s in seen] == [(True, True)] * 4
     seen.clear()
-    _run(tiny_models, scene, [1], GuidanceSettings(), skip=8, on_step=seen.append)
+    _run(tiny_models, scene, [1], _settings(), skip=8, on_step=seen.append)
     assert [(s.guided, s.x0) for s in seen] == [(True, False)] * 2
 
 
 def test_unknown_guidance_grad_is_refused(tiny_models, scene):
     with pytest.raises(ValueError, match="guidance_grad must be one of unet, x0"):
-        _run(tiny_models, scene, [1], GuidanceSettings(guidance_grad="x_t"))
+        _run(tiny_models, scene, [1], _settings(guidance_grad="x_t"))
 
 
 class _LinearEps(torch.nn.Module):
@@ -123,10 +129,10 @@ def test_x0_step_equals_the_formula_on_a_hand_made_case(ddim):
     )
     init = torch.linspace(-1.6, 1.6, 48).reshape(1, 3, 4, 4)  # partly out of range: the range loss pushes
     mask = torch.ones(1, 1, 4, 4)
-    settings = GuidanceSettings(clip_guidance_lambda=0, range_lambda=lam, guidance_grad="x0", ddim=ddim)
+    settings = _settings(clip_guidance_lambda=0, range_lambda=lam, guidance_grad="x0", ddim=ddim)
     got = blended_diffusion(
-        _LinearEps(), diffusion, init, mask, [seed], skip, settings,
-        clip_model=object(), text_embed=torch.zeros(1, 4), augment=object(),
+        _LinearEps(), diffusion, init, mask, [seed], skip, settings=settings,
+        guidance=ClipGuidance(object(), torch.zeros(1, 4), object(), settings),
     )  # fmt: skip
 
     # the reference, in float64 from the schedule's own numbers, drawing noise in the loop's order
@@ -189,14 +195,15 @@ def test_x0_steps_have_their_own_time_and_cost(tmp_path):
         timer.step(guided, 1, x0=x0)
     assert timer.save() == {"guided": 2.0, "guided_x0": 0.5, "unguided": 0.5}
     times = store.get("k")
-    x0 = EditParams(guidance_grad="x0", timestep_respacing="10", skip_timesteps=2, guidance_every=2)
-    assert timing.candidate_seconds(x0, times) == pytest.approx(4 * 0.5 + 4 * 0.5)
+    x0 = EditParams(guidance_grad="x0", timestep_respacing="10", skip_timesteps=2)
+    assert timing.candidate_seconds(x0, times) == pytest.approx(8 * 0.5)
     paper = EditParams(timestep_respacing="10", skip_timesteps=2)
     assert timing.candidate_seconds(paper, times) == pytest.approx(8 * 2.0)
-    # before an x0 step was measured, the cost model's share of a guided step stands in
-    assert timing.candidate_seconds(x0, {"guided": 2.0}) == pytest.approx(
-        4 * 2.0 * timing.X0_SHARE + 4 * 2.0 * timing.UNGUIDED_SHARE
-    )
+    # before an x0 step was measured, the cost model's share of a guided step stands in (and of an
+    # unguided one without a prompt)
+    assert timing.candidate_seconds(x0, {"guided": 2.0}) == pytest.approx(8 * 2.0 * timing.X0_SHARE)
+    unguided = timing.candidate_seconds(x0, {"guided": 2.0}, guided=False)
+    assert unguided == pytest.approx(8 * 2.0 * timing.UNGUIDED_SHARE)
     per_step = modes.unet_equivalents(EditParams(guidance_grad="x0"), 100) / 75
     assert per_step == pytest.approx(1 + 8 * modes.CLIP_VIEW_GUIDED)  # one forward, CLIP's backward only
     assert modes.unet_equivalents(EditParams(), 100) / 75 == pytest.approx(3 + 8 * modes.CLIP_VIEW_GUIDED)

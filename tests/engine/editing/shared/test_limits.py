@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +20,15 @@ from bridge.limits import DEFAULT_LIMITS, JobLimits, LimitError, check_edit_para
 from engine.cli import edit as cli_edit
 from engine.cli import extend as cli_extend
 from engine.editing import admission
-from engine.editing.extend import ExtendSpec, plan
+from engine.editing.extend import ExtendSpec, plan_windows
 from engine.editing.shared.limits import check_extend, check_prompt_tokens, count_windows
 from engine.editing.shared.params import EditParams
 from engine.editing.timing import describe_seconds
 from engine.errors import InputError
 
 SIDES = ("left", "right", "top", "bottom")
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture
@@ -41,7 +45,6 @@ CLI_CASES = [
     ("edit", "--batch_size 1000000000", "batch_size 1000000000 is over the limit of 16"),
     ("edit", "--aug_num 1000000", "aug_num 1000000 is over the limit of 128"),
     ("edit", "--iterations_num 1000000", "= 4000000 candidates is over the limit of 64"),
-    ("edit", "--prune_factor 1000000", "prune_factor 1000000 is over the limit of 8"),
     (
         "edit",
         "--timestep_respacing 100000",
@@ -86,7 +89,7 @@ def test_window_count_is_the_plans_without_making_it(width, height, window, side
     if not any(sides.values()):
         sides["left"] = 1
     assert count_windows((width, height), sides, window) == len(
-        plan((width, height), ExtendSpec(**sides), window).windows
+        plan_windows((width, height), ExtendSpec(**sides), window).windows
     )
 
 
@@ -109,7 +112,6 @@ def test_edit_limits_name_the_parameter_and_its_limit():
         ({"batch_size": 17}, "batch_size", 16),
         ({"batch_size": 16, "iterations_num": 5}, "iterations_num", 64),
         ({"aug_num": 129}, "aug_num", 128),
-        ({"prune_factor": 9}, "prune_factor", 8),
         ({"timestep_respacing": "1," * 150}, "timestep_respacing", 200),
         ({"timestep_respacing": "ddim1001"}, "timestep_respacing", 1000),
         ({"prompt": "x" * 1001}, "prompt", 1000),
@@ -165,9 +167,31 @@ def test_admission_refuses_with_figures_and_splits_a_batch_that_fits_only_smalle
     assert admission.admit(tiny_models, params, 4096, seconds=500.0, max_seconds=600.0).seconds == 500.0
 
 
+# In a child process: an address-space limit, once set, cannot be raised again by the process itself.
+AS_LIMIT_CHILD = """
+import resource
+from engine.editing import admission
+
+unlimited = admission.host_free_bytes()
+with open("/proc/self/status", encoding="ascii") as status:
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+margin = 256 * 2**20
+hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+resource.setrlimit(resource.RLIMIT_AS, (used + margin, hard))
+print(unlimited, admission.host_free_bytes(), margin)
+"""
+
+
 def test_free_memory_is_read_within_an_address_space_limit():
-    free = admission.host_free_bytes()
-    assert free is not None and free > 0
+    """Under RLIMIT_AS the free host memory is what the limit still leaves this process (at most the
+    256 MB set above what it already maps), not the machine's available RAM."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", AS_LIMIT_CHILD], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    unlimited, limited, margin = (int(word) for word in done.stdout.split())
+    assert 0 < limited <= margin < unlimited
 
 
 class _Owner:

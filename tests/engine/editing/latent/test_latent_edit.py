@@ -1,0 +1,75 @@
+"""latent_edit() in process on the shipped ``toy-latent`` models, through the job runner it shares with the
+paper's edit (running.JobRun): out-of-memory splits a batch and makes the same candidates, progress never
+goes back across the rerun, and a single candidate that does not fit is a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import engine.editing.latent.blended_latent as bld
+from engine.editing.editor import edit
+from engine.editing.shared.params import EditParams
+from engine.errors import EngineError
+
+
+@pytest.fixture(scope="module")
+def toy_latent():
+    from engine.models.loading import load_models
+
+    return load_models("toy-latent", None, "cpu")
+
+
+def _scene():
+    image = Image.new("RGB", (40, 40), (200, 200, 200))
+    ImageDraw.Draw(image).rectangle((2, 2, 14, 14), fill=(30, 60, 220))
+    mask = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(mask).rectangle((16, 12, 35, 31), fill=255)
+    return image, mask
+
+
+def _params(**values) -> EditParams:
+    base = dict(prompt="a red circle", timestep_respacing="10", skip_timesteps=6, seed=31, iterations_num=1)
+    return EditParams(**{**base, **values})
+
+
+def test_out_of_memory_splits_the_latent_batch_and_gives_the_same_candidates(toy_latent, monkeypatch):
+    image, mask = _scene()
+    params = _params(batch_size=4, iterations_num=2)  # 4 steps, 8 candidates
+    reference = edit(image, mask, toy_latent, params)
+    real = bld.blended_latent_diffusion
+    sizes = []
+
+    def fake_oom(unet, scheduler, source, masks, seeds, **kwargs):
+        sizes.append(len(seeds))
+        if len(seeds) > 2:
+            report = kwargs["on_step"]
+
+            def on_step(info):
+                report(info)
+                if info.step == 2:  # memory runs out mid-run, after progress was shown
+                    raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+            kwargs = {**kwargs, "on_step": on_step}
+        return real(unet, scheduler, source, masks, seeds, **kwargs)
+
+    monkeypatch.setattr(bld, "blended_latent_diffusion", fake_oom)
+    reports = []
+    split = edit(image, mask, toy_latent, params, progress=reports.append)
+    assert sizes == [4, 2, 2, 2, 2]  # the size that worked is kept for the second batch too
+    assert len([note for note in split.notes if "out of memory with 4 candidates" in note]) == 1
+    steps = [r.step for r in reports]
+    assert steps == sorted(set(steps)) and steps[-1] == reports[-1].total == 4 * 8  # never back
+    by_seed = {c.seed: np.asarray(c.image) for c in reference.candidates}
+    assert sorted(by_seed) == sorted(c.seed for c in split.candidates) == list(range(31, 39))
+    for candidate in split.candidates:  # each candidate is its seed's, however batched
+        assert np.array_equal(np.asarray(candidate.image), by_seed[candidate.seed])
+
+    def always_oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(bld, "blended_latent_diffusion", always_oom)
+    with pytest.raises(EngineError, match="out of memory even for a single candidate"):
+        edit(image, mask, toy_latent, _params(batch_size=2))
