@@ -3,6 +3,7 @@ one engine in the test's own process to compare bytes with."""
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 from typing import Any, Callable, Dict, Tuple
@@ -70,7 +71,15 @@ def one_engine(preset: str, weights: str) -> Callable[[Dict[str, Any]], Candidat
     )
     images = {"image": IMAGE, "mask": MASK}
 
+    done: Dict[str, Candidates] = {}  # by the params' JSON: a job another test compared with runs once
+
     def run(params: Dict[str, Any]) -> Candidates:
+        key = json.dumps(params, sort_keys=True)
+        if key not in done:
+            done[key] = run_once(params)
+        return done[key]
+
+    def run_once(params: Dict[str, Any]) -> Candidates:
         checked = runner.validate(dict(params), images)
         job = ShardJob("ref", "edit", checked, dict(images), None, queue.Queue(), threading.Event())
         fields, attachments = runner.run(job)
