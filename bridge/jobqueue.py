@@ -2,7 +2,8 @@
 
 A job kind (``edit``, ...) is served by a :class:`JobRunner`; the runner is the engine's business (torch,
 the editing loop) and is handed to :class:`bridge.server.BridgeServer`, so this module and the server stay
-standard library only and tests drive them with fake runners.
+standard library only and tests drive them with fake runners. A job's owner is a :class:`JobOwner`
+(the server's connection, as far as a job needs it): the server imports this module, never the other way.
 """
 
 from __future__ import annotations
@@ -12,14 +13,25 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Deque, Dict, Optional, Protocol, Sequence, Tuple
 
 from bridge import errors
 
-if TYPE_CHECKING:  # only for annotations: the connection owns jobs, the queue reports to it
-    from bridge.server import Connection
-
 log = logging.getLogger("bridge.server")
+
+
+class JobOwner(Protocol):
+    """The client a job reports to (bridge.server's Connection, or a test's fake)."""
+
+    id: int
+
+    def send(
+        self,
+        msg_type: str,
+        fields: Optional[Dict[str, Any]] = None,
+        attachments: Sequence[Tuple[str, bytes]] = (),
+        droppable: bool = False,
+    ) -> bool: ...
 
 
 class Job:
@@ -28,7 +40,7 @@ class Job:
     def __init__(
         self,
         job_id: str,
-        owner: Connection,
+        owner: JobOwner,
         params: Dict[str, Any],
         images: Dict[str, bytes],
         kind: str = "edit",
@@ -139,7 +151,7 @@ class JobQueue:
             self._pending.append(job)
             self._lock.notify_all()
 
-    def cancel(self, job_id: str, owner: Connection) -> Optional[str]:
+    def cancel(self, job_id: str, owner: JobOwner) -> Optional[str]:
         """Cancel a job of ``owner``; return its state ("queued" or "running"), None if there is none."""
         with self._lock:
             if self._running is not None and self._running.id == job_id and self._running.owner is owner:
@@ -151,7 +163,7 @@ class JobQueue:
                     return "queued"
         return None
 
-    def cancel_owned_by(self, owner: Connection) -> int:
+    def cancel_owned_by(self, owner: JobOwner) -> int:
         """Cancel every job of a client that went away; return how many."""
         count = 0
         with self._lock:
@@ -236,5 +248,3 @@ def error_fields(
     if request_id is not None:
         fields["re"] = request_id
     return fields
-
-

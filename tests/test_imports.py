@@ -1,8 +1,10 @@
 """The import rules of the layout (docs/design.md): which package may import which, and no import circles.
 
 Every ``import`` in the project's own modules is read with ``ast``, at any depth (a lazy import inside a
-function still ties two modules together); imports under ``if TYPE_CHECKING:`` are only annotations and are
-left out.
+function still ties two modules together). For the layer rules, imports under ``if TYPE_CHECKING:`` are
+only annotations and are left out; for circles they count (a circle hidden from the interpreter is still
+two modules that each need the other), and circles are looked for in the whole tree: tests/, bench/,
+scripts/ and the top-level scripts too.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import ast
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Set, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {  # top-level folder -> the package name its modules are imported as
@@ -19,6 +21,8 @@ PACKAGES = {  # top-level folder -> the package name its modules are imported as
     "toyworld": "toyworld",
     "krita_plugin/blended_diffusion": "blended_diffusion",
 }
+# only in the circle check: (folder, the name its modules are imported as); the top-level scripts by stem
+CIRCLE_ONLY = {"tests": "tests", "bench": "bench", "scripts": "scripts"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 KRITA_SIDE = {"PyQt5", "PyQt6", "krita", "pykrita"}
 
@@ -37,24 +41,25 @@ def _is_type_checking(node: ast.If) -> bool:
     )
 
 
-def _walk(node: ast.AST) -> Iterator[ast.AST]:
-    """ast.walk without the bodies of ``if TYPE_CHECKING:``."""
+def _walk(node: ast.AST, type_checking: bool = False) -> Iterator[ast.AST]:
+    """ast.walk, without the bodies of ``if TYPE_CHECKING:`` unless ``type_checking``."""
     for child in ast.iter_child_nodes(node):
-        if isinstance(child, ast.If) and _is_type_checking(child):
+        if not type_checking and isinstance(child, ast.If) and _is_type_checking(child):
             for orelse in child.orelse:
                 yield orelse
                 yield from _walk(orelse)
             continue
         yield child
-        yield from _walk(child)
+        yield from _walk(child, type_checking)
 
 
-def imports_of(path: Path, module: str) -> List[Tuple[int, str]]:
-    """(line, absolute module name) of every import in a file; relative imports resolved."""
+def imports_of(path: Path, module: str, type_checking: bool = False) -> List[Tuple[int, str]]:
+    """(line, absolute module name) of every import in a file; relative imports resolved; those under
+    ``if TYPE_CHECKING:`` only with ``type_checking``."""
     tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
     is_package = path.name == "__init__.py"
     found: List[Tuple[int, str]] = []
-    for node in _walk(tree):
+    for node in _walk(tree, type_checking):
         if isinstance(node, ast.Import):
             found.extend((node.lineno, alias.name) for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -78,13 +83,36 @@ def project_modules() -> Dict[str, Path]:
     return modules
 
 
-def import_graph() -> Tuple[Dict[str, Path], Dict[str, Dict[str, int]]]:
-    """module -> {imported project module: first line}, only edges to modules that exist."""
+def all_modules() -> Dict[str, Path]:
+    """The project's modules and every other Python file of the tree (tests, benches, scripts)."""
     modules = project_modules()
+    for folder, package in CIRCLE_ONLY.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            modules[module_name(path, folder, package)] = path
+    for path in sorted(ROOT.glob("*.py")):
+        modules[path.stem] = path
+    return modules
+
+
+def _sibling(module: str, target: str, path: Path, modules: Dict[str, Path]) -> str:
+    """A plain folder's scripts run with their folder on sys.path (bench/latent_gpu.py: ``from latent_cost
+    import ...``): a bare name there is the file beside them."""
+    if "." not in module or (path.parent / "__init__.py").exists():
+        return target
+    beside = f"{module.rsplit('.', 1)[0]}.{target}"
+    return beside if beside in modules else target
+
+
+def import_graph(
+    modules: Optional[Dict[str, Path]] = None, type_checking: bool = False
+) -> Tuple[Dict[str, Path], Dict[str, Dict[str, int]]]:
+    """module -> {imported project module: first line}, only edges to modules that exist."""
+    modules = project_modules() if modules is None else modules
     graph: Dict[str, Dict[str, int]] = {}
     for module, path in modules.items():
         edges: Dict[str, int] = {}
-        for line, target in imports_of(path, module):
+        for line, target in imports_of(path, module, type_checking):
+            target = _sibling(module, target, path, modules)
             # a module always runs its own packages' __init__ first: that is no edge between roles
             if target in modules and target != module and not module.startswith(target + "."):
                 edges.setdefault(target, line)
@@ -218,13 +246,15 @@ def test_bridge_and_plugin_import_only_what_krita_has() -> None:
     assert not violations, "\n".join(violations)
 
 
-def test_no_import_circles() -> None:
-    _, graph = import_graph()
+def test_no_import_circles_anywhere_in_the_tree() -> None:
+    modules, graph = import_graph(all_modules(), type_checking=True)
+    assert {"tests.cluster.conftest", "bench.latent_gpu", "scripts.krita_gui", "install"} <= set(modules)
+    assert "bench.latent_cost" in graph["bench.latent_gpu"]  # a script's bare import of the file beside it
     circles = cycles(graph)
     assert not circles, "import circles: " + "; ".join(" <-> ".join(c) for c in circles)
 
 
-def test_the_checks_see_a_forbidden_import_and_a_circle() -> None:
+def test_the_checks_see_a_forbidden_import_and_a_circle(tmp_path: Path) -> None:
     """The checks themselves: a models module importing editing, and a two-module circle, are caught."""
     modules = {"engine.models.registry": ROOT / "engine/models/registry.py"}
     graph = {
@@ -242,6 +272,14 @@ def test_the_checks_see_a_forbidden_import_and_a_circle() -> None:
         "krita_plugin/blended_diffusion/model/plugin.py:3: blended_diffusion.model.plugin imports "
         "blended_diffusion.qt (the plugin's model is plain Python)"
     ]
+    # a circle closed only by an import under TYPE_CHECKING or inside a function is a circle
+    for hidden in ("if TYPE_CHECKING:\n    from pkg import a\n", "def f():\n    from pkg import a\n"):
+        folder = tmp_path / hidden.split()[0].strip(":")
+        (folder / "pkg").mkdir(parents=True)
+        (folder / "pkg" / "a.py").write_text("from pkg import b\n")
+        (folder / "pkg" / "b.py").write_text("from typing import TYPE_CHECKING\n" + hidden)
+        pair = {name: folder / "pkg" / f"{name.split('.')[1]}.py" for name in ("pkg.a", "pkg.b")}
+        assert cycles(import_graph(pair, type_checking=True)[1]) == [["pkg.a", "pkg.b"]], hidden
     sample = ROOT / "bridge" / "protocol.py"
     assert all(
         target.split(".")[0] in STDLIB | {"bridge"} for _, target in imports_of(sample, "bridge.protocol")

@@ -367,6 +367,7 @@ def _start_workers(
         preset=info["preset"],
         image_size=info["image_size"],
         class_cond=info["class_cond"],
+        method=info["method"],  # the status's method: "latent" for a latent preset's workers
         weights_dir=weights_dir,
     )
     runners = {

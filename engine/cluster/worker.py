@@ -91,7 +91,9 @@ class ShardWorker:
             "preset": models.preset,
             "image_size": models.image_size,
             "class_cond": models.class_cond,
-            "diffusion_steps": int(models.diffusion_flags.get("diffusion_steps", 1000)),
+            "method": getattr(models, "method", "paper"),
+            # a latent preset has no diffusion flags: the shards plan with the editor's own default
+            "diffusion_steps": int(getattr(models, "diffusion_flags", {}).get("diffusion_steps", 1000)),
         }
 
     def status(self) -> Dict[str, Any]:

@@ -1,9 +1,9 @@
-"""The cluster tests (tests/cluster/) run here, inside a network namespace with only loopback.
+"""The Ray tests (tests/cluster/ray/) run here, inside a network namespace with only loopback.
 
 Ray 2.60 binds the machine's own network address even when told 127.0.0.1, and no test traffic may leave
 loopback: ``unshare -n`` gives the tests a namespace where loopback is all there is (root is needed; CI and
 this machine have it). Their result is read from a JUnit report: every test must have run and passed (none
-skipped), and no Ray daemon may outlive them.
+skipped), and no Ray daemon may outlive them. (The rest of tests/cluster/ needs no Ray: it runs as is.)
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tests.cluster.processes import ray_daemon_pids
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_TESTS = 14  # tests/cluster/: 10 cases of the server, 4 of the command line
+ROOT = Path(__file__).resolve().parents[2]
+EXPECTED_TESTS = 16  # tests/cluster/ray/: 7 of the shared server, 3 faults, 2 latent, 4 command lines
 
 
 def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> None:
@@ -29,7 +29,7 @@ def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> No
         "ip link set lo up && exec env BD_LOOPBACK_NETNS=1 "
         f"{sys.executable} -m pytest -q -p no:cacheprovider --junitxml={report} "
         # its own temporary folder: pytest's clean-up of old numbered ones (another run's) never takes it
-        f"--basetemp={tmp_path / 'inner'} tests/cluster"
+        f"--basetemp={tmp_path / 'inner'} tests/cluster/ray"
     )
     result = subprocess.run(
         ["unshare", "-n", "sh", "-c", inner],

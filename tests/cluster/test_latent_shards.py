@@ -19,12 +19,15 @@ JOB = {"prompt": "a red circle", "seed": 7, "batch_size": 1, "iterations_num": 3
 
 @pytest.fixture(scope="module")
 def runner():
+    import torch
+
     from bridge.protocol import Limits
     from engine.editing.shared.params import preset_edit_defaults
     from engine.jobs import EditRunner
     from engine.models.loading import load_models
     from engine.models.registry import get_preset
 
+    torch.set_num_threads(1)  # a shared machine's cores spin against other processes otherwise
     return EditRunner(
         load_models("toy-latent", None, "cpu"), Limits(), preset_edit_defaults(get_preset("toy-latent"))
     )

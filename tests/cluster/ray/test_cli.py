@@ -10,8 +10,8 @@ from typing import Dict, List
 
 import pytest
 
-from tests.cluster.conftest import ROOT
 from tests.cluster.processes import ray_daemon_pids
+from tests.cluster.ray.conftest import ROOT
 
 
 def _serve(env: Dict[str, str], *options: str) -> subprocess.CompletedProcess:
