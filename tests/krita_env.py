@@ -8,12 +8,14 @@ Krita's embedded Python takes that prefix, misses Debian's dist-packages and fai
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -40,8 +42,8 @@ def krita_environment(base: Mapping[str, str], executable: str = "krita") -> Dic
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "tests" / "krita"
 KRITARUNNER = shutil.which("kritarunner")
+RUNNER = "tests.krita.scenario_runner"  # the in-Krita module that runs a session's scenarios
 
 
 def write_engine_config(path: Path, models: str) -> None:
@@ -52,7 +54,8 @@ def write_engine_config(path: Path, models: str) -> None:
 
 def scenario_environment(home: Path, models: str, **extra: str) -> Dict[str, str]:
     """kritarunner's environment in a throw-away ``home`` (settings, engine.json, logs all under it), with
-    the scenario scripts, the repository and the plugin package importable; ``extra`` is added last."""
+    the repository (the scenarios: ``tests.krita.*``) and the plugin package importable; ``extra`` is added
+    last."""
     config = home / "engine.json"
     write_engine_config(config, models)
     env = krita_environment(os.environ, "kritarunner")
@@ -61,7 +64,7 @@ def scenario_environment(home: Path, models: str, **extra: str) -> Dict[str, str
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_DATA_HOME=str(home / ".local" / "share"),
         QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(SCENARIOS), str(ROOT), str(ROOT / "krita_plugin")]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "krita_plugin")]),
         BLENDED_DIFFUSION_CONFIG=str(config),
         PYTHONDONTWRITEBYTECODE="1",
     )
@@ -121,31 +124,42 @@ def ensure_krita(label: str) -> KritaInstall:
     return krita
 
 
-def run_scenarios(
-    env: Mapping[str, str],
-    home: Path,
-    script: str,
-    out: Path,
-    *args: str,
-    timeout: int = 400,
-    krita: KritaInstall = HOST_KRITA,
-):
-    """Run tests/krita/<script>.py under ``krita``'s kritarunner (``out`` and ``args`` are its arguments)
-    and return the JSON it wrote; the test fails with Krita's output when it wrote none."""
-    import pytest
+# Krita's first start in a new HOME copies its resource bundles there and builds their database (80-90 MB):
+# 15-50 s on this machine, where every later start in that HOME takes 2-3 s. So each Krita makes that
+# folder once per test session (under /tmp, which a root shares) and every throw-away HOME gets a copy.
+_RESOURCE_TEMPLATES: Dict[str, Optional[Path]] = {}
 
-    cmd, run_env = krita.command(["kritarunner", "-s", script, str(out), *args], env, home)
-    proc = subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, text=True, timeout=timeout)
-    if not out.exists():
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        pytest.fail(f"{krita.label}: kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
-    return json.loads(out.read_text())
+
+def seed_resources(krita: KritaInstall, home: Path, folder: str = "kritarunner") -> None:
+    """Give ``home`` the resource folder ``krita``'s first start makes (``folder``: kritarunner's, or the
+    GUI's ``krita``) unless it has one; where none could be made, Krita makes its own as before."""
+    target = home / ".local" / "share" / folder
+    template = _resource_template(krita)
+    if template is not None and not (target / "resourcecache.sqlite").exists():
+        shutil.copytree(template, target, symlinks=True, dirs_exist_ok=True)
+
+
+def _resource_template(krita: KritaInstall) -> Optional[Path]:
+    if krita.label not in _RESOURCE_TEMPLATES:
+        home = Path(tempfile.mkdtemp(prefix=f"bd-{krita.label}-resources-", dir="/tmp"))
+        atexit.register(shutil.rmtree, home, True)
+        plan = home / "plan.json"  # the scenario runner with nothing to run: Krita starts, makes it, quits
+        plan.write_text(json.dumps({"progress": str(home / "progress.json"), "scenarios": []}))
+        env = scenario_environment(home, "tiny")
+        cmd, run_env = krita.command(["kritarunner", "-s", RUNNER, str(plan)], env, home)
+        subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, timeout=300)
+        made = home / ".local" / "share" / "kritarunner"
+        _RESOURCE_TEMPLATES[krita.label] = made if (made / "resourcecache.sqlite").is_file() else None
+    return _RESOURCE_TEMPLATES[krita.label]
 
 
 def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, timeout: int = 300) -> None:
     """Krita's GUI under ``xvfb-run`` (the X server on this machine, its socket and cookie in /tmp, which a
-    root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb."""
+    root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb. The HOME gets the
+    resources of Krita's first start (seed_resources), which the GUI reads as kritarunner does."""
     env = {k: v for k, v in env.items() if k != "QT_QPA_PLATFORM"}  # the GUI needs X, not offscreen
+    if "HOME" in env:
+        seed_resources(krita, Path(env["HOME"]), "krita")  # the GUI's folder; kritarunner's resources
     cmd, run_env = krita.command(["krita", "--nosplash"], env, cwd, keep=("DISPLAY", "XAUTHORITY"))
     with open(log, "wb") as handle:
         process = subprocess.Popen(
