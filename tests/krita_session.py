@@ -103,8 +103,9 @@ def run_session(
         if rc is None:  # killed at the time limit
             if running:
                 results[running] = failure(f"{label}: timed out after {timeout:.0f} s in this scenario", tail)
+            where = f"in scenario {running!r}" if running else "between scenarios"
             for scenario in rest:
-                results[scenario.name] = failure(f"not run: {label} timed out in scenario {running!r}")
+                results[scenario.name] = failure(f"not run: {label} timed out {where}", tail)
             break
         if running:  # Krita ended inside a scenario: it crashed there; the rest get a new Krita
             why = f"{label} crashed (exit status {rc}) in this scenario or closing its documents"
