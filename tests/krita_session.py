@@ -42,9 +42,10 @@ class Scenario:
 class SessionResults(Mapping):
     """The scenarios' results by name; a failed scenario's result fails the test that reads it."""
 
-    def __init__(self, label: str, results: Mapping[str, dict]) -> None:
+    def __init__(self, label: str, results: Mapping[str, dict], seconds: Mapping[str, float]) -> None:
         self.label = label
         self._results = dict(results)
+        self.seconds = dict(seconds)  # each scenario's time in Krita, for a slow test's report
 
     def __getitem__(self, name: str) -> dict:
         import pytest
@@ -56,7 +57,9 @@ class SessionResults(Mapping):
 
     def merged(self, later: SessionResults) -> SessionResults:
         """These results and a later session's (a Krita restart), each still failing only its readers."""
-        return SessionResults(self.label, {**self._results, **later._results})
+        return SessionResults(
+            self.label, {**self._results, **later._results}, {**self.seconds, **later.seconds}
+        )
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._results)
@@ -80,6 +83,7 @@ def run_session(
     """Run ``scenarios`` in order in one ``krita`` (a new one after a crash) on ``home`` with ``env``."""
     seed_resources(krita, home)
     results: Dict[str, dict] = {}
+    seconds: Dict[str, float] = {}
     pending: List[Scenario] = list(scenarios)
     deadline = time.monotonic() + timeout
     attempt = 0
@@ -96,6 +100,7 @@ def run_session(
         progress = json.loads(progress_path.read_text()) if progress_path.exists() else {}
         done = progress.get("done", {})
         results.update(done)
+        seconds.update(progress.get("seconds", {}))
         running = progress.get("running")
         rest = [s for s in pending if s.name not in done and s.name != running]
         tail = log.read_text(errors="replace")[-3000:]
@@ -115,7 +120,9 @@ def run_session(
                 results[scenario.name] = failure(f"{label} exited (status {rc}) before this scenario", tail)
             break
         pending = rest
-    return SessionResults(krita.label, results)
+    # shown with the test's output (pytest -rA, or when it fails): where a slow session's time went
+    print(f"{krita.label} {tag}:", ", ".join(f"{name} {s:.1f} s" for name, s in seconds.items()))
+    return SessionResults(krita.label, results, seconds)
 
 
 def _run_krita(

@@ -5,7 +5,8 @@ writes the plan and reads the progress)::
 
 The plan: ``{"progress": path, "scenarios": [{"name", "target": "module:function", "engine"}]}``. The
 progress file (replaced whole each time) names the scenario about to run, then holds its result: whatever
-the function returned, or its error and traceback. The engine a scenario gets: ``real``, the plugin's own
+the function returned, or its error and traceback, and the seconds it took. The engine a scenario gets:
+``real``, the plugin's own
 EngineManager, one per session (one engine start for all), stopped at the end; ``fake``, a new FakeManager;
 ``none``, None. Documents a scenario leaves open are closed before the next one starts.
 """
@@ -13,6 +14,7 @@ EngineManager, one per session (one engine start for all), stopped at the end; `
 import importlib
 import json
 import os
+import time
 import traceback
 from typing import Any, Dict, Optional
 
@@ -67,14 +69,16 @@ def __main__(args):
     with open(list(args)[0], encoding="utf-8") as handle:
         plan = json.load(handle)
     path = plan["progress"]
-    progress: Dict[str, Any] = {"done": {}, "running": None}
+    progress: Dict[str, Any] = {"done": {}, "running": None, "seconds": {}}
     write_progress(path, progress)
     engines = Engines()
     try:
         for spec in plan["scenarios"]:
             progress["running"] = spec["name"]
             write_progress(path, progress)
+            started = time.monotonic()
             progress["done"][spec["name"]] = run_one(spec, engines)
+            progress["seconds"][spec["name"]] = round(time.monotonic() - started, 2)
             write_progress(path, progress)
             close_documents()  # a crash here still counts against this scenario
             progress["running"] = None
