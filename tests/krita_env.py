@@ -126,7 +126,10 @@ def ensure_krita(label: str) -> KritaInstall:
 
 # Krita's first start in a new HOME copies its resource bundles there and builds their database (80-90 MB):
 # 15-50 s on this machine, where every later start in that HOME takes 2-3 s. So each Krita makes that
-# folder once per test session (under /tmp, which a root shares) and every throw-away HOME gets a copy.
+# folder once (kept in $BD_KRITA_RESOURCES per Krita binary, else for the test session) and every
+# throw-away HOME gets a copy. A folder from another Krita is never used: the key is its binary's size and
+# time, so an upgrade or a rebuilt root makes its own.
+RESOURCE_CACHE = Path(os.environ.get("BD_KRITA_RESOURCES", "/var/cache/blended-diffusion/krita-resources"))
 _RESOURCE_TEMPLATES: Dict[str, Optional[Path]] = {}
 
 
@@ -134,23 +137,51 @@ def seed_resources(krita: KritaInstall, home: Path, folder: str = "kritarunner")
     """Give ``home`` the resource folder ``krita``'s first start makes (``folder``: kritarunner's, or the
     GUI's ``krita``) unless it has one; where none could be made, Krita makes its own as before."""
     target = home / ".local" / "share" / folder
-    template = _resource_template(krita)
+    if krita.label not in _RESOURCE_TEMPLATES:
+        _RESOURCE_TEMPLATES[krita.label] = _resource_template(krita)
+    template = _RESOURCE_TEMPLATES[krita.label]
     if template is not None and not (target / "resourcecache.sqlite").exists():
         shutil.copytree(template, target, symlinks=True, dirs_exist_ok=True)
 
 
+def _krita_key(krita: KritaInstall) -> Optional[str]:
+    binary = krita.root.path / "usr/bin/kritarunner" if krita.root else Path(KRITARUNNER or "/nonexistent")
+    try:
+        found = binary.resolve().stat()
+    except OSError:
+        return None
+    return f"{krita.label}-{found.st_size}-{found.st_mtime_ns}"
+
+
 def _resource_template(krita: KritaInstall) -> Optional[Path]:
-    if krita.label not in _RESOURCE_TEMPLATES:
-        home = Path(tempfile.mkdtemp(prefix=f"bd-{krita.label}-resources-", dir="/tmp"))
-        atexit.register(shutil.rmtree, home, True)
-        plan = home / "plan.json"  # the scenario runner with nothing to run: Krita starts, makes it, quits
-        plan.write_text(json.dumps({"progress": str(home / "progress.json"), "scenarios": []}))
-        env = scenario_environment(home, "tiny")
-        cmd, run_env = krita.command(["kritarunner", "-s", RUNNER, str(plan)], env, home)
-        subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, timeout=300)
-        made = home / ".local" / "share" / "kritarunner"
-        _RESOURCE_TEMPLATES[krita.label] = made if (made / "resourcecache.sqlite").is_file() else None
-    return _RESOURCE_TEMPLATES[krita.label]
+    key = _krita_key(krita)
+    kept = RESOURCE_CACHE / key if key else None
+    if kept is not None and (kept / "resourcecache.sqlite").is_file():
+        return kept
+    home = Path(tempfile.mkdtemp(prefix=f"bd-{krita.label}-resources-", dir="/tmp"))
+    atexit.register(shutil.rmtree, home, True)
+    plan = home / "plan.json"  # the scenario runner with nothing to run: Krita starts, makes it, quits
+    plan.write_text(json.dumps({"progress": str(home / "progress.json"), "scenarios": []}))
+    env = scenario_environment(home, "tiny")
+    cmd, run_env = krita.command(["kritarunner", "-s", RUNNER, str(plan)], env, home)
+    subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, timeout=300)
+    made = home / ".local" / "share" / "kritarunner"
+    if not (made / "resourcecache.sqlite").is_file():
+        return None
+    if kept is None:
+        return made
+    try:  # copied whole, then renamed: another run never sees half a folder; where it won, its copy stays
+        RESOURCE_CACHE.mkdir(parents=True, exist_ok=True)
+        for old in RESOURCE_CACHE.glob(f"{krita.label}-*"):
+            if old != kept:
+                shutil.rmtree(old, ignore_errors=True)  # an older Krita's
+        staging = Path(tempfile.mkdtemp(dir=RESOURCE_CACHE, prefix=".staging-"))
+        shutil.copytree(made, staging / "resources", symlinks=True)
+        os.rename(staging / "resources", kept)
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        pass  # not writable here, or kept by another run meanwhile
+    return kept if (kept / "resourcecache.sqlite").is_file() else made
 
 
 def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, timeout: int = 300) -> None:
