@@ -8,12 +8,14 @@ Krita's embedded Python takes that prefix, misses Debian's dist-packages and fai
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
@@ -40,8 +42,8 @@ def krita_environment(base: Mapping[str, str], executable: str = "krita") -> Dic
 
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = ROOT / "tests" / "krita"
 KRITARUNNER = shutil.which("kritarunner")
+RUNNER = "tests.krita.scenario_runner"  # the in-Krita module that runs a session's scenarios
 
 
 def write_engine_config(path: Path, models: str) -> None:
@@ -52,7 +54,8 @@ def write_engine_config(path: Path, models: str) -> None:
 
 def scenario_environment(home: Path, models: str, **extra: str) -> Dict[str, str]:
     """kritarunner's environment in a throw-away ``home`` (settings, engine.json, logs all under it), with
-    the scenario scripts, the repository and the plugin package importable; ``extra`` is added last."""
+    the repository (the scenarios: ``tests.krita.*``) and the plugin package importable; ``extra`` is added
+    last."""
     config = home / "engine.json"
     write_engine_config(config, models)
     env = krita_environment(os.environ, "kritarunner")
@@ -61,7 +64,7 @@ def scenario_environment(home: Path, models: str, **extra: str) -> Dict[str, str
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_DATA_HOME=str(home / ".local" / "share"),
         QT_QPA_PLATFORM="offscreen",
-        PYTHONPATH=os.pathsep.join([str(SCENARIOS), str(ROOT), str(ROOT / "krita_plugin")]),
+        PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "krita_plugin")]),
         BLENDED_DIFFUSION_CONFIG=str(config),
         PYTHONDONTWRITEBYTECODE="1",
     )
@@ -121,31 +124,73 @@ def ensure_krita(label: str) -> KritaInstall:
     return krita
 
 
-def run_scenarios(
-    env: Mapping[str, str],
-    home: Path,
-    script: str,
-    out: Path,
-    *args: str,
-    timeout: int = 400,
-    krita: KritaInstall = HOST_KRITA,
-):
-    """Run tests/krita/<script>.py under ``krita``'s kritarunner (``out`` and ``args`` are its arguments)
-    and return the JSON it wrote; the test fails with Krita's output when it wrote none."""
-    import pytest
+# Krita's first start in a new HOME copies its resource bundles there and builds their database (80-90 MB):
+# 15-50 s on this machine, where every later start in that HOME takes 2-3 s. So each Krita makes that
+# folder once (kept in $BD_KRITA_RESOURCES per Krita binary, else for the test session) and every
+# throw-away HOME gets a copy. A folder from another Krita is never used: the key is its binary's size and
+# time, so an upgrade or a rebuilt root makes its own.
+RESOURCE_CACHE = Path(os.environ.get("BD_KRITA_RESOURCES", "/var/cache/blended-diffusion/krita-resources"))
+_RESOURCE_TEMPLATES: Dict[str, Optional[Path]] = {}
 
-    cmd, run_env = krita.command(["kritarunner", "-s", script, str(out), *args], env, home)
-    proc = subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, text=True, timeout=timeout)
-    if not out.exists():
-        tail = f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-        pytest.fail(f"{krita.label}: kritarunner wrote no result (rc {proc.returncode}):\n{tail}")
-    return json.loads(out.read_text())
+
+def seed_resources(krita: KritaInstall, home: Path, folder: str = "kritarunner") -> None:
+    """Give ``home`` the resource folder ``krita``'s first start makes (``folder``: kritarunner's, or the
+    GUI's ``krita``) unless it has one; where none could be made, Krita makes its own as before."""
+    target = home / ".local" / "share" / folder
+    if krita.label not in _RESOURCE_TEMPLATES:
+        _RESOURCE_TEMPLATES[krita.label] = _resource_template(krita)
+    template = _RESOURCE_TEMPLATES[krita.label]
+    if template is not None and not (target / "resourcecache.sqlite").exists():
+        shutil.copytree(template, target, symlinks=True, dirs_exist_ok=True)
+
+
+def _krita_key(krita: KritaInstall) -> Optional[str]:
+    binary = krita.root.path / "usr/bin/kritarunner" if krita.root else Path(KRITARUNNER or "/nonexistent")
+    try:
+        found = binary.resolve().stat()
+    except OSError:
+        return None
+    return f"{krita.label}-{found.st_size}-{found.st_mtime_ns}"
+
+
+def _resource_template(krita: KritaInstall) -> Optional[Path]:
+    key = _krita_key(krita)
+    kept = RESOURCE_CACHE / key if key else None
+    if kept is not None and (kept / "resourcecache.sqlite").is_file():
+        return kept
+    home = Path(tempfile.mkdtemp(prefix=f"bd-{krita.label}-resources-", dir="/tmp"))
+    atexit.register(shutil.rmtree, home, True)
+    plan = home / "plan.json"  # the scenario runner with nothing to run: Krita starts, makes it, quits
+    plan.write_text(json.dumps({"progress": str(home / "progress.json"), "scenarios": []}))
+    env = scenario_environment(home, "tiny")
+    cmd, run_env = krita.command(["kritarunner", "-s", RUNNER, str(plan)], env, home)
+    subprocess.run(cmd, env=run_env, cwd=str(home), capture_output=True, timeout=300)
+    made = home / ".local" / "share" / "kritarunner"
+    if not (made / "resourcecache.sqlite").is_file():
+        return None
+    if kept is None:
+        return made
+    try:  # copied whole, then renamed: another run never sees half a folder; where it won, its copy stays
+        RESOURCE_CACHE.mkdir(parents=True, exist_ok=True)
+        for old in RESOURCE_CACHE.glob(f"{krita.label}-*"):
+            if old != kept:
+                shutil.rmtree(old, ignore_errors=True)  # an older Krita's
+        staging = Path(tempfile.mkdtemp(dir=RESOURCE_CACHE, prefix=".staging-"))
+        shutil.copytree(made, staging / "resources", symlinks=True)
+        os.rename(staging / "resources", kept)
+        shutil.rmtree(staging, ignore_errors=True)
+    except OSError:
+        pass  # not writable here, or kept by another run meanwhile
+    return kept if (kept / "resourcecache.sqlite").is_file() else made
 
 
 def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, timeout: int = 300) -> None:
     """Krita's GUI under ``xvfb-run`` (the X server on this machine, its socket and cookie in /tmp, which a
-    root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb."""
+    root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb. The HOME gets the
+    resources of Krita's first start (seed_resources), which the GUI reads as kritarunner does."""
     env = {k: v for k, v in env.items() if k != "QT_QPA_PLATFORM"}  # the GUI needs X, not offscreen
+    if "HOME" in env:
+        seed_resources(krita, Path(env["HOME"]), "krita")  # the GUI's folder; kritarunner's resources
     cmd, run_env = krita.command(["krita", "--nosplash"], env, cwd, keep=("DISPLAY", "XAUTHORITY"))
     with open(log, "wb") as handle:
         process = subprocess.Popen(

@@ -3,7 +3,8 @@ inside them with this checkout, its test venv and the test's temporary files at 
 
 A root is built once with ``debootstrap --variant=minbase sid`` plus the Krita of one Debian suite (about
 2 minutes and 2.5 GB each) and kept in ``$BD_KRITA_ROOTS`` (default ``/var/cache/blended-diffusion/roots``),
-so later runs start at once. Build by hand with ``python3 tests/krita_roots.py krita6 [krita53]``.
+so later runs start at once. Build by hand with ``python3 tests/krita_roots.py krita6 [krita53]``. The Debian
+mirror is this machine's own (its apt sources: tests/apt_sources.py), or ``$BD_DEBIAN_MIRROR``.
 
 Inside a root, the engine the plugin starts is this checkout's ``.venv`` Python: the checkout, the venv's
 base Python and ``/tmp`` are bind-mounted at their own paths in a private mount namespace (``unshare -m``),
@@ -12,6 +13,7 @@ so nothing leaks to the host's mounts and the tests read the root's results wher
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shlex
 import shutil
@@ -21,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from tests.apt_sources import debian_mirror
+
 ROOT = Path(__file__).resolve().parents[1]
 ROOTS = Path(os.environ.get("BD_KRITA_ROOTS", "/var/cache/blended-diffusion/roots"))
-MIRROR = os.environ.get("BD_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,14 @@ def cannot_build() -> Optional[str]:
     for tool in ("debootstrap", "unshare", "chroot", "mount"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed (apt-get install debootstrap util-linux mount)"
+    if mirror() is None:
+        return "no Debian mirror in this machine's apt sources (/etc/apt): set BD_DEBIAN_MIRROR to one"
     return None
+
+
+def mirror() -> Optional[str]:
+    """The Debian mirror the roots are built from: ``$BD_DEBIAN_MIRROR``, else this machine's own."""
+    return os.environ.get("BD_DEBIAN_MIRROR") or debian_mirror()
 
 
 def _run(cmd: List[str], log) -> None:
@@ -78,12 +88,21 @@ def build(root: KritaRoot, log=None) -> Path:
     if why:
         raise RuntimeError(why)
     log = log or sys.stderr
+    root.path.parent.mkdir(parents=True, exist_ok=True)
+    # Two test runs on one machine would otherwise build the same root at once, each removing the other's.
+    with open(root.path.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not root.ready():  # the run holding the lock before us may have built it
+            _build_locked(root, log, mirror() or "")
+    return root.path
+
+
+def _build_locked(root: KritaRoot, log, mirror_url: str) -> None:
     if root.path.exists():
         shutil.rmtree(root.path)
-    root.path.parent.mkdir(parents=True, exist_ok=True)
-    _run(["debootstrap", "--variant=minbase", "sid", str(root.path), MIRROR], log)
+    _run(["debootstrap", "--variant=minbase", "sid", str(root.path), mirror_url], log)
     (root.path / "etc/apt/sources.list").write_text(
-        f"deb {MIRROR} sid main\ndeb {MIRROR} experimental main\n"
+        f"deb {mirror_url} sid main\ndeb {mirror_url} experimental main\n"
     )
     (root.path / "etc/apt/apt.conf.d/99bd-tests").write_text(APT_CONF)
     env = "DEBIAN_FRONTEND=noninteractive"
@@ -91,7 +110,6 @@ def build(root: KritaRoot, log=None) -> Path:
     script = f"export {env}; apt-get update -q && {install} && apt-get clean"
     _run(["chroot", str(root.path), "/bin/sh", "-c", script], log)
     root.stamp.write_text(f"{root.suite}: {' '.join(root.packages)}\n")
-    return root.path
 
 
 def bind_paths(extra: Sequence[Path] = ()) -> List[Path]:

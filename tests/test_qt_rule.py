@@ -25,9 +25,11 @@ PLUGIN = ROOT / "krita_plugin" / "blended_diffusion"
 QT_MODULE = PLUGIN / "qt.py"
 INSIDE_KRITA = [
     *sorted(PLUGIN.rglob("*.py")),
-    *sorted((ROOT / "tests" / "krita").glob("*scenarios.py")),
+    *sorted((ROOT / "tests" / "krita").glob("scenario_*.py")),
+    *sorted((ROOT / "tests" / "krita").glob("*/scenarios.py")),
     ROOT / "tests" / "krita" / "fake_engine.py",
     *sorted((ROOT / "tests").glob("krita_*/pykrita/*/__init__.py")),
+    *sorted((ROOT / "tests" / "krita").glob("*/pykrita/*/__init__.py")),
     *sorted((ROOT / "scripts").glob("krita_*.py")),
 ]
 OWN_BINDING = {QT_MODULE, ROOT / "tests" / "krita_install" / "pykrita" / "bd_install_probe" / "__init__.py"}
