@@ -1,6 +1,6 @@
 """Krita 5.3 (Qt5, Debian sid, in a root: tests/krita_roots.py): the smoke test of issue 30, an edit through
 the real engine and the docker, the same scenarios test_krita_plugin.py runs on Krita 5.1 and 6 (the
-installed plugin's load is tests/test_install.py::test_krita_5_3_loads_the_installed_plugin)."""
+installed plugin's load is tests/installer/test_krita_loads.py::test_krita_5_3_loads_the_installed_plugin)."""
 
 import pytest
 
