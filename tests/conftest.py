@@ -1,4 +1,4 @@
-"""Fixtures shared by the real-Krita tests in tests/krita/ and tests/test_install.py."""
+"""Fixtures shared by the real-Krita tests in tests/krita/ and tests/installer/."""
 
 import pytest
 

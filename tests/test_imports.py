@@ -20,9 +20,12 @@ PACKAGES = {  # top-level folder -> the package name its modules are imported as
     "engine": "engine",
     "toyworld": "toyworld",
     "krita_plugin/blended_diffusion": "blended_diffusion",
+    "installer": "installer",
 }
 # only in the circle check: (folder, the name its modules are imported as); the top-level scripts by stem
 CIRCLE_ONLY = {"tests": "tests", "bench": "bench", "scripts": "scripts"}
+# install.py, the installer's entry point, is a module of its own at the root.
+ENTRY_POINTS = {"install.py": "install"}
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 KRITA_SIDE = {"PyQt5", "PyQt6", "krita", "pykrita"}
 
@@ -76,7 +79,7 @@ def imports_of(path: Path, module: str, type_checking: bool = False) -> List[Tup
 
 
 def project_modules() -> Dict[str, Path]:
-    modules = {}
+    modules = {name: ROOT / file for file, name in ENTRY_POINTS.items()}
     for folder, package in PACKAGES.items():
         for path in sorted((ROOT / folder).rglob("*.py")):
             modules[module_name(path, folder, package)] = path
@@ -158,6 +161,9 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
         ],
         ("blended_diffusion.ui", "blended_diffusion.backend", "widgets bind to the model, not to threads"),
         ("engine", "toyworld", "the engine does not depend on the toy world's training code"),
+        ("engine", "installer", "the installed engine copy has no installer"),
+        ("bridge", "installer", "bridge/ knows nothing of the installer"),
+        ("blended_diffusion", "installer", "the plugin knows nothing of the installer"),
     ]
 
     def within(name: str, prefix: str) -> bool:
@@ -174,21 +180,30 @@ def rule_violations(modules: Dict[str, Path], graph: Dict[str, Dict[str, int]]) 
     return found
 
 
+def allowed_imports(top: str) -> Optional[Set[str]]:
+    """The top-level modules a module of package ``top`` may import, or None where any may be.
+
+    bridge/: the standard library only; the plugin: that, PyQt, krita and bridge; install.py and installer/:
+    the standard library and the installer only, so ``python3 install.py`` runs on a fresh machine."""
+    if top == "bridge":
+        return STDLIB | {"bridge"}
+    if top == "blended_diffusion":
+        return STDLIB | {"bridge", "blended_diffusion"} | KRITA_SIDE
+    if top in ("install", "installer"):
+        return STDLIB | {"installer"}
+    return None
+
+
 def third_party_violations(modules: Dict[str, Path]) -> List[str]:
-    """bridge/: standard library only; the plugin: standard library, PyQt5, krita and bridge (its model:
-    no PyQt, no krita)."""
+    """Imports outside what :func:`allowed_imports` lets each package import (the plugin's model: no
+    PyQt, no krita either)."""
     found = []
     for module, path in modules.items():
-        top = module.split(".")[0]
-        if top not in ("bridge", "blended_diffusion"):
+        allowed = allowed_imports(module.split(".")[0])
+        if allowed is None:
             continue
-        plain = module == "blended_diffusion.model" or module.startswith("blended_diffusion.model.")
-        allowed = (
-            STDLIB
-            | {"bridge"}
-            | ({"blended_diffusion"} if top == "blended_diffusion" else set())
-            | (KRITA_SIDE if top == "blended_diffusion" and not plain else set())
-        )
+        if module == "blended_diffusion.model" or module.startswith("blended_diffusion.model."):
+            allowed = allowed - KRITA_SIDE
         for line, target in imports_of(path, module):
             if target.split(".")[0] not in allowed:
                 found.append(f"{path.relative_to(ROOT)}:{line}: {module} imports {target}")
@@ -241,8 +256,11 @@ def test_the_layout_rules_hold() -> None:
     assert not rule_violations(modules, graph), "\n".join(rule_violations(modules, graph))
 
 
-def test_bridge_and_plugin_import_only_what_krita_has() -> None:
-    violations = third_party_violations(project_modules())
+def test_bridge_plugin_and_installer_import_only_what_they_may() -> None:
+    """bridge/ and the plugin: what Krita's Python has; install.py and installer/: the standard library."""
+    modules = project_modules()
+    assert {"install", "installer.cli", "installer.layout"} <= set(modules)
+    violations = third_party_violations(modules)
     assert not violations, "\n".join(violations)
 
 
@@ -280,6 +298,15 @@ def test_the_checks_see_a_forbidden_import_and_a_circle(tmp_path: Path) -> None:
         (folder / "pkg" / "b.py").write_text("from typing import TYPE_CHECKING\n" + hidden)
         pair = {name: folder / "pkg" / f"{name.split('.')[1]}.py" for name in ("pkg.a", "pkg.b")}
         assert cycles(import_graph(pair, type_checking=True)[1]) == [["pkg.a", "pkg.b"]], hidden
+    # the engine importing the installer, and an installer module importing anything but the standard
+    # library and the installer (a test module posing as one: it imports pytest and installer.*)
+    assert rule_violations(
+        {"engine.cli": ROOT / "engine/cli.py"}, {"engine.cli": {"installer.layout": 3}}
+    ) == ["engine/cli.py:3: engine.cli imports installer.layout (the installed engine copy has no installer)"]
+    posing = {"installer.posing": ROOT / "tests" / "installer" / "test_manifest.py"}
+    assert [v.split(": ", 1)[1] for v in third_party_violations(posing)] == [
+        "installer.posing imports pytest"
+    ]
     sample = ROOT / "bridge" / "protocol.py"
     assert all(
         target.split(".")[0] in STDLIB | {"bridge"} for _, target in imports_of(sample, "bridge.protocol")

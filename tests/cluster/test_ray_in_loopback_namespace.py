@@ -18,7 +18,7 @@ from pathlib import Path
 from tests.cluster.processes import ray_daemon_pids
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPECTED_TESTS = 16  # tests/cluster/ray/: 7 of the shared server, 3 faults, 2 latent, 4 command lines
+EXPECTED_TESTS = 15  # tests/cluster/ray/: 6 of the shared server, 3 faults, 2 latent, 4 command lines
 
 
 def test_cluster_suite_passes_in_a_loopback_only_namespace(tmp_path: Path) -> None:

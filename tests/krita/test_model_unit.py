@@ -8,7 +8,8 @@ from blended_diffusion import errors, rounds, workflow
 from blended_diffusion.model.document import Documents, EditOutcome
 from blended_diffusion.model.jobs import AddRound, Job, PlaceEdit, PlaceExtension
 from blended_diffusion.model.options import edit_options, extend_sides
-from model_fakes import FakeDoc, finish, make_model, request, response
+
+from tests.krita.model_fakes import FakeDoc, finish, make_model, request, response
 
 
 def test_an_edit_is_a_job_in_flight_for_its_document_until_its_reply_is_placed(tmp_path):

@@ -15,7 +15,8 @@ import pytest
 from blended_diffusion.model.document import DocumentState
 from blended_diffusion.model.jobs import Job
 from blended_diffusion.model.plugin import PluginModel
-from model_fakes import finish, make_model, response
+
+from tests.krita.model_fakes import finish, make_model, response
 
 UI = Path(__file__).resolve().parents[2] / "krita_plugin" / "blended_diffusion" / "ui"
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional, Union
 
 from ..editing import EditRequest
 from ..extending import ExtendRequest
-from .document import EditOutcome
+from .outcome import EditOutcome
 
 
 @dataclass(frozen=True)

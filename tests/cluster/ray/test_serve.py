@@ -21,7 +21,6 @@ from tests.cluster.processes import wait_for
 from tests.cluster.ray.edits import EDIT, IMAGE, LONG, MASK, by_seed, client, cluster_status, wait_idle
 
 # pruning: each batch starts 2 and keeps the best one after half the steps
-PRUNED = dict(EDIT, batch_size=1, prune_factor=2, prune_at=0.5, seed=23)
 # the detail stage (each candidate re-sampled at the 48x40 region's size from its own seed) in each shard
 DETAILED = dict(EDIT, detail="on", seed=31)
 
@@ -37,7 +36,7 @@ def test_every_node_and_worker_is_on_loopback(two_workers: Dict[str, Any]) -> No
     assert addresses and all(ipaddress.ip_address(a).is_loopback for a in addresses), addresses
 
 
-@pytest.mark.parametrize("params", [EDIT, PRUNED, DETAILED], ids=["plain", "pruned", "detail"])
+@pytest.mark.parametrize("params", [EDIT, DETAILED], ids=["plain", "detail"])
 def test_same_bytes_as_one_engine_and_progress_never_goes_back(
     two_workers: Dict[str, Any], reference: Any, params: Dict[str, Any]
 ) -> None:
@@ -57,12 +56,12 @@ def test_same_bytes_as_one_engine_and_progress_never_goes_back(
         assert any(note.startswith("full-resolution detail: on") for note in result["notes"]), result["notes"]
     expected = reference(params)
     assert by_seed(result) == expected  # seeds, ranks over all candidates, and every byte of the patches
-    assert len(expected) == (2 if params is PRUNED else 4)
+    assert len(expected) == 4
     steps = [step for step, total in progress if total]
     totals = {total for _step, total in progress if total}
     assert steps == sorted(steps) and len(set(steps)) == len(steps), steps
     assert steps[-1] == max(totals)  # the detail stage's work joins the total when a shard plans it
-    first_shard = params["batch_size"] * (2 if params is PRUNED else 1)  # candidates the first shard starts
+    first_shard = params["batch_size"]  # candidates the first shard starts
     assert previews and all(offset < first_shard for offset in previews)  # previews from one shard only
 
 

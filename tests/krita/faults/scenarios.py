@@ -92,6 +92,7 @@ def job_then_quit(result_path: str) -> None:
 def doc_closed(result_path: str) -> None:
     from blended_diffusion import krita_api, session
     from blended_diffusion.qt import QMessageBox
+
     from tests.krita.fake_engine import FakeManager
     from tests.krita.scenario_tools import photo_doc
 

@@ -1,6 +1,6 @@
 """Krita 5.3 (Qt5, Debian sid, in a root: tests/krita_roots.py): the smoke test of issue 30, an edit through
-the real engine and the docker, scenarios test_krita_edit.py and test_krita_docker.py run on Krita 5.1 and 6
-(the installed plugin's load is tests/test_install.py::test_krita_5_3_loads_the_installed_plugin)."""
+the real engine and the docker, the scenarios tests/krita/edit/ and docker/ run on Krita 5.1 and 6
+(the installed plugin's load: tests/installer/test_krita_loads.py)."""
 
 import pytest
 

@@ -1,7 +1,8 @@
 """Test-only Krita plugin: when the first window exists, write what Krita loaded to $BD_PROBE_OUT, exit.
 
-tests/test_install.py copies it next to the plugin install.py installed, so the report shows whether real
-Krita found and started ``blended_diffusion`` from the installed pykrita folder (not from the source tree).
+tests/installer/test_krita_loads.py copies it next to the plugin install.py installed, so the report shows
+whether real Krita found and started ``blended_diffusion`` from the installed pykrita folder (not from the
+source tree).
 """
 
 import importlib.util

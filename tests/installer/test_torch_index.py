@@ -1,4 +1,5 @@
-"""install.py on any network: where torch comes from when the dedicated torch index cannot be used.
+"""installer.torch_index, and install.py on any network: where torch comes from when the dedicated torch
+index cannot be used.
 
 install.py runs from a copy of the working tree in a throw-away HOME, with an existing virtual environment
 (``--venv``) whose ``pip`` is a stand-in: it records every call and installs nothing, so the tests see
@@ -17,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import install
+from installer import torch_index
+from installer.layout import venv_python
+from tests.installer.helpers import home_env, make_home, snapshot
 from tests.local_http import serving
-from tests.test_install import copy_working_tree, home_env, make_home, snapshot
 
 REFUSED = "http://127.0.0.1:9/whl/cpu"  # nothing listens on the discard port: refused at once
 
@@ -37,18 +39,13 @@ elif "--index-url" in args and args[args.index("--index-url") + 1] == os.environ
 """
 
 
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory) -> Path:
-    return copy_working_tree(tmp_path_factory.mktemp("clone"))
-
-
 @pytest.fixture()
 def fake_venv(tmp_path) -> Path:
     """A virtual environment without torch and with the stand-in pip; install.py runs under it too, so it
     finds no torch to reuse and has to install one."""
     venv = tmp_path / "engine-venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    python = install.venv_python(venv)
+    python = venv_python(venv)
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
@@ -67,7 +64,7 @@ def run(clone: Path, home: Path, venv: Path, *args: str, env_extra: dict | None 
     for key in [k for k in env if k.upper().startswith("PIP_") or k.lower().endswith("_proxy")]:
         del env[key]  # this machine's own pip settings and proxies are not the test's
     env.update(FAKE_PIP_LOG=str(log), **(env_extra or {}))
-    command = [str(install.venv_python(venv)), str(clone / "install.py"), "--venv", str(venv)]
+    command = [str(venv_python(venv)), str(clone / "install.py"), "--venv", str(venv)]
     command += ["--torch", "cpu", "--no-weights", "--no-first-edit", "--yes", *args]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
@@ -89,7 +86,7 @@ def test_unreachable_torch_index_falls_back_to_pypi(clone, tmp_path, fake_venv):
     if sys.platform.startswith("linux"):
         assert "PyPI's torch is the CUDA build" in result.stdout and "also runs on the CPU" in result.stdout
     record = json.loads((home / ".config" / "blended-diffusion" / "engine.json").read_text())
-    assert record["python"] == str(install.venv_python(fake_venv))
+    assert record["python"] == str(venv_python(fake_venv))
 
 
 class TorchPage(http.server.BaseHTTPRequestHandler):
@@ -170,10 +167,12 @@ def test_pip_configuration_is_respected(clone, tmp_path, fake_venv, torch_page):
 
 
 def test_notes_and_probe_errors_name_the_problem():
-    assert install.pypi_torch_note("win32", {}).startswith("installing torch from PyPI instead. On Windows")
-    assert "CUDA build" in install.pypi_torch_note("linux", {})
-    assert install.index_problem("file:///no/such/index", {}) == "/no/such/index/torch does not exist"
-    assert "not an http(s) or file URL" in install.index_problem("ftp://x/simple", {})
+    assert torch_index.pypi_torch_note("win32", {}).startswith(
+        "installing torch from PyPI instead. On Windows"
+    )
+    assert "CUDA build" in torch_index.pypi_torch_note("linux", {})
+    assert torch_index.index_problem("file:///no/such/index", {}) == "/no/such/index/torch does not exist"
+    assert "not an http(s) or file URL" in torch_index.index_problem("ftp://x/simple", {})
 
 
 def test_fallback_install_uninstalls_cleanly(clone, tmp_path, fake_venv):
@@ -191,3 +190,14 @@ def test_fallback_install_uninstalls_cleanly(clone, tmp_path, fake_venv):
     assert undo.returncode == 0
     assert snapshot(home) == before
     assert fake_venv.is_dir(), "a virtual environment install.py did not make stays"
+
+
+def test_torch_index_per_variant_and_platform():
+    assert torch_index.torch_index("cpu", "linux", None) == torch_index.TORCH_CPU_INDEX
+    assert torch_index.torch_index("cuda", "linux", None) is None  # PyPI's Linux wheels are the CUDA builds
+    assert torch_index.torch_index("default", "darwin", None) is None
+    assert torch_index.torch_index("cpu", "linux", "https://mirror/x") == "https://mirror/x"
+    assert torch_index.torch_index("cuda", "win32", None) == torch_index.TORCH_CUDA_INDEX_WINDOWS
+    assert torch_index.torch_index("cpu", "darwin", None) is None  # macOS wheels on PyPI are CPU/MPS
+    assert torch_index.torch_variant("auto", "darwin") == "default"
+    assert torch_index.torch_variant("cpu", "linux") == "cpu"
