@@ -1,4 +1,5 @@
-"""A quick edit setting and a small random scene, shared by the device and precision tests."""
+"""A quick edit setting and small random scenes, shared by the engine tests (devices, precision, the
+paper loop's two guidance variants)."""
 
 from __future__ import annotations
 
@@ -21,3 +22,23 @@ def random_scene(size: int = 36, seed: int = 5):
     mask = np.zeros((size, size), np.uint8)
     mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
     return image, Image.fromarray(mask)
+
+
+def tensor_scene(models, seed: int, rows: slice, cols: slice, prompt: str):
+    """(init [1, 3, s, s] in [-1, 1], a box mask [1, 1, s, s] over ``rows`` x ``cols``, the prompt's
+    embedding) at the models' size: Algorithm 2's inputs as blended_diffusion takes them."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    size = models.image_size
+    init = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
+    mask = torch.zeros(1, 1, size, size)
+    mask[..., rows, cols] = 1
+    return init, mask, models.clip.encode_text([prompt])
+
+
+def guidance_settings(**overrides):
+    """The job's GuidanceSettings of EditParams with ``overrides`` (the defaults are EditParams')."""
+    from engine.editing.paper.blended import GuidanceSettings
+
+    return GuidanceSettings.from_params(EditParams(**overrides))

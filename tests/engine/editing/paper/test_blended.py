@@ -4,27 +4,19 @@
 import pytest
 import torch
 
-from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion, range_loss
+from engine.editing.paper.blended import ClipGuidance, blended_diffusion, range_loss
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
-from engine.editing.shared.params import EditParams
+from tests.engine.edit_scenes import guidance_settings, tensor_scene
 
 RESPACING = "10"
 
 
-def _settings(**overrides) -> GuidanceSettings:
-    """The job's settings of EditParams with ``overrides`` (the defaults are EditParams')."""
-    return GuidanceSettings.from_params(EditParams(**overrides))
+_settings = guidance_settings
 
 
 @pytest.fixture(scope="module")
 def scene(tiny_models):
-    generator = torch.Generator().manual_seed(3)
-    size = tiny_models.image_size
-    init = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., 8:24, 6:22] = 1
-    text = tiny_models.clip.encode_text(["a red ball"])
-    return init, mask, text
+    return tensor_scene(tiny_models, 3, slice(8, 24), slice(6, 22), "a red ball")
 
 
 class _CountingUNet(torch.nn.Module):

@@ -5,28 +5,21 @@ import math
 import pytest
 import torch
 
-from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion
+from engine.editing.paper.blended import ClipGuidance, blended_diffusion
 from engine.editing.shared.augment import ExtendingAugmentations, clip_distances
 from engine.editing.shared.params import EditParams
 from engine.models.diffusion import GaussianDiffusion, get_named_beta_schedule, space_timesteps
+from tests.engine.edit_scenes import guidance_settings, tensor_scene
 
 RESPACING = "10"
 
 
-def _settings(**overrides) -> GuidanceSettings:
-    """The job's settings of EditParams with ``overrides`` (the defaults are EditParams')."""
-    return GuidanceSettings.from_params(EditParams(**overrides))
+_settings = guidance_settings
 
 
 @pytest.fixture(scope="module")
 def scene(tiny_models):
-    generator = torch.Generator().manual_seed(5)
-    size = tiny_models.image_size
-    init = torch.rand(1, 3, size, size, generator=generator) * 2 - 1
-    mask = torch.zeros(1, 1, size, size)
-    mask[..., 6:26, 8:24] = 1
-    text = tiny_models.clip.encode_text(["a blue square"])
-    return init, mask, text
+    return tensor_scene(tiny_models, 5, slice(6, 26), slice(8, 24), "a blue square")
 
 
 def _run(models, scene, seeds, settings, skip=6, **kwargs):
@@ -185,7 +178,6 @@ def test_cli_and_bridge_take_guidance_grad_and_refuse_a_bad_one(tmp_path, capsys
 def test_x0_steps_have_their_own_time_and_cost(tmp_path):
     from engine.editing import timing
     from engine.editing.paper import modes
-    from engine.editing.shared.params import EditParams
 
     clock = iter([0.0, 1.0, 3.0, 3.5, 4.0]).__next__
     store = timing.StepTimes(tmp_path / "times.json")
