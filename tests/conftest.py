@@ -8,6 +8,19 @@ from tests.krita_env import ensure_krita
 # (tests/krita_roots.py): one plugin source for both.
 BOTH_KRITAS = ["krita5.1", "krita6"]
 
+# What runs for minutes goes first, so that the pytest-xdist workers run_tests.py starts end together rather
+# than one of them running the toy evaluation alone at the end.
+LONG_FIRST = ("tests/toy/test_semantic.py", "tests/cluster/test_ray_in_loopback_namespace.py", "tests/krita/")
+
+
+def long_first_rank(nodeid: str) -> int:
+    ranks = [rank for rank, prefix in enumerate(LONG_FIRST) if nodeid.startswith(prefix)]
+    return ranks[0] if ranks else len(LONG_FIRST)
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    items.sort(key=lambda item: long_first_rank(item.nodeid))  # stable: each file keeps its own order
+
 
 @pytest.fixture(scope="session", params=BOTH_KRITAS)
 def krita(request):

@@ -184,6 +184,13 @@ def _resource_template(krita: KritaInstall) -> Optional[Path]:
     return kept if (kept / "resourcecache.sqlite").is_file() else made
 
 
+def first_display() -> int:
+    """Where ``xvfb-run -a`` starts looking for a free display: apart for each pytest-xdist worker, since two
+    workers searching from the same number can pick the same one at once and one Krita finds no X server."""
+    index = os.environ.get("PYTEST_XDIST_WORKER", "gw0")[2:]
+    return 99 + 20 * (int(index) if index.isdigit() else 0)
+
+
 def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, timeout: int = 300) -> None:
     """Krita's GUI under ``xvfb-run`` (the X server on this machine, its socket and cookie in /tmp, which a
     root shares) until it quits by itself; a Krita that hangs is killed with its Xvfb. The HOME gets the
@@ -194,7 +201,7 @@ def run_gui(krita: KritaInstall, env: Mapping[str, str], cwd: Path, log: Path, t
     cmd, run_env = krita.command(["krita", "--nosplash"], env, cwd, keep=("DISPLAY", "XAUTHORITY"))
     with open(log, "wb") as handle:
         process = subprocess.Popen(
-            ["xvfb-run", "-a", *cmd],
+            ["xvfb-run", "-a", "-n", str(first_display()), *cmd],
             env=run_env,
             cwd=str(cwd),
             stdout=handle,

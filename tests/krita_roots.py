@@ -3,7 +3,7 @@ inside them with this checkout, its test venv and the test's temporary files at 
 
 A root is built once with ``debootstrap --variant=minbase sid`` plus the Krita of one Debian suite (about
 2 minutes and 2.5 GB each) and kept in ``$BD_KRITA_ROOTS`` (default ``/var/cache/blended-diffusion/roots``),
-so later runs start at once. Build by hand with ``python3 tests/krita_roots.py krita6 [krita53]``. The Debian
+so later runs start at once. Build by hand with ``python3 -m tests.krita_roots krita6 [krita53]``. The Debian
 mirror is this machine's own (its apt sources: tests/apt_sources.py), or ``$BD_DEBIAN_MIRROR``.
 
 Inside a root, the engine the plugin starts is this checkout's ``.venv`` Python: the checkout, the venv's
