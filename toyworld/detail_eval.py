@@ -1,5 +1,5 @@
-"""The detail stage (engine/editing/paper/detail.py) measured in the toy world: edges, judges, seams,
-background.
+"""The detail stage (engine/editing/paper/detail.py; engine/editing/latent/detail.py for a latent preset
+such as toy-latent) measured in the toy world: edges, judges, seams, background.
 
 Each held-out scene is drawn at 128 px (``scenes.edit_case(seed, 128)``: drawn at 4x and box-filtered like
 every toy scene), its 64 px hole edited by the toy models at their 32 px, so the context box (about 96 px)
@@ -17,6 +17,8 @@ seeds (the method unchanged), without running the first pass twice. Each candida
 - the background byte for byte.
 
     python -m toyworld.detail_eval --first 30 --scenes 120 --json docs/results/detail/detail-toy-heldout.json
+    python -m toyworld.detail_eval --models toy-latent --strengths 0.15,0.3 \
+        --json docs/results/detail/detail-toy-latent-heldout.json
 """
 
 from __future__ import annotations
@@ -165,23 +167,22 @@ def run(
     import torch
 
     from engine.editing.editor import EditParams, edit
-    from engine.editing.paper import detail as detail_stage
     from engine.editing.shared.results import composite
     from engine.models.loading import load_models
     from toyworld.evaluate import preset_edit_defaults
 
-    real_detail = detail_stage.detail
-    plain: Dict[str, Any] = {}
-
-    def recording(job, prepared, plan, crops, seeds):
-        """The stage's input, kept: composited it is detail=off's result of the same seeds."""
-        plain.update(prepared=prepared, crops=list(crops), seeds=list(seeds))
-        return real_detail(job, prepared, plan, crops, seeds)
-
-    detail_stage.detail = recording
-
     torch.set_num_threads(1)
     models = load_models(models_name, device="cpu")
+    stage_module, stage_name = _stage(models.method)
+    real_detail = getattr(stage_module, stage_name)
+    plain: Dict[str, Any] = {}
+
+    def recording(job, prepared, plan, crops, seeds, **latent):
+        """The stage's input, kept: composited it is detail=off's result of the same seeds."""
+        plain.update(prepared=prepared, crops=list(crops), seeds=list(seeds))
+        return real_detail(job, prepared, plan, crops, seeds, **latent)
+
+    setattr(stage_module, stage_name, recording)
     size = int(models.image_size)
     base = {**preset_edit_defaults(models_name), "batch_size": candidates, "iterations_num": 1}
     trials: Dict[str, List[Dict]] = {"off": [], **{f"on@{s:g}": [] for s in strengths}}
@@ -210,10 +211,21 @@ def run(
         print(f"scene {index}: {case.prompt}", file=sys.stderr, flush=True)
         if save is not None and (count % 10 == 0 or count == scenes):
             save(_report(first, count, candidates, base, cpu, trials))
-    detail_stage.detail = real_detail
+    setattr(stage_module, stage_name, real_detail)
     if picture:
         _picture(shown, picture)
     return _report(first, scenes, candidates, base, cpu, trials)
+
+
+def _stage(method: str):
+    """(module, name) of the detail stage the edit calls: the paper method's, or a latent preset's."""
+    if method == "latent":
+        from engine.editing.latent import edit as latent_edit
+
+        return latent_edit, "latent_detail"
+    from engine.editing.paper import detail as paper_detail
+
+    return paper_detail, "detail"
 
 
 def _report(first, scenes, candidates, base, cpu, trials) -> Dict:

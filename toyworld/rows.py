@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 
 from toyworld.evaluate import evaluate, preset_edit_defaults
 from toyworld.scenes import edit_case
+from toyworld.soft import feathered_case
 from toyworld.thin import CHANGED_LEVELS, thin_case, thin_rates
 
 MACHINE = "2-core Intel Xeon, no GPU"
@@ -40,6 +41,17 @@ ROWS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "toy-balanced": ("toy", "balanced", {}, "main"),
     "toy-paper": ("toy", "paper", {}, "main"),
     "thin-toy-paper": ("toy", "paper", {}, "thin"),
+    # issue 37: the seam levers (latent/seam.py) and soft selections (latent/change_map.py), each alone,
+    # against the latent method before them ("-before") and the default (toy-latent: the band lever, the
+    # only one that acts on a hard selection); the same on feathered selections
+    "toy-latent-before": ("latent", "paper", {"seam_fix": "off", "differential": False}, "main"),
+    "toy-latent-residual": ("latent", "paper", {"seam_fix": "residual"}, "main"),
+    "toy-latent-colour": ("latent", "paper", {"seam_fix": "colour"}, "main"),
+    "toy-latent-poisson": ("latent", "paper", {"seam_fix": "poisson"}, "main"),
+    "feathered-latent-before": ("latent", "paper", {"seam_fix": "off", "differential": False}, "feathered"),
+    "feathered-latent-differential": ("latent", "paper", {"seam_fix": "off"}, "feathered"),
+    "feathered-latent": ("latent", "paper", {}, "feathered"),
+    "feathered-toy-paper": ("toy", "paper", {}, "feathered"),
 }
 # the cheap rows first: on a shared CPU a run may have to stop early (background reconstruction fine-tunes
 # a decoder per candidate, about 5x a plain toy-latent candidate, so it comes last)
@@ -52,7 +64,7 @@ DEFAULT_ORDER = (
     "thin-toy-paper",
     "toy-latent-bgrec",
 )
-CASES: dict[str, Callable] = {"main": edit_case, "thin": thin_case}
+CASES: dict[str, Callable] = {"main": edit_case, "thin": thin_case, "feathered": feathered_case}
 # a row's "candidates": one list per judged candidate, in this order (toyworld.evaluate.Trial's fields)
 TRIAL_FIELDS = (
     "scene",

@@ -66,6 +66,8 @@ def _edit_params(args: argparse.Namespace):
         guidance_scale=getattr(args, "guidance_scale", None),
         mask_shrink=getattr(args, "mask_shrink", True),
         background_reconstruction=getattr(args, "background_reconstruction", False),
+        differential=getattr(args, "differential", True),
+        seam_fix=getattr(args, "seam_fix", "auto"),
         detail=getattr(args, "detail", "off"),
         detail_strength=(
             args.detail_strength

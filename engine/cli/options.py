@@ -64,7 +64,8 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_detail_arguments(parser: argparse.ArgumentParser) -> None:
-    """The full-resolution detail pass (engine/editing/paper/detail.py; docs/detail.md). Checked by
+    """The full-resolution detail pass (engine/editing/paper/detail.py, latent/detail.py for a latent preset;
+    docs/detail.md, docs/latent.md). Checked by
     validate_params, so a bad value is one line and exit status 2."""
     detail = parser.add_argument_group("full-resolution detail (issue 22; docs/detail.md)")
     detail.add_argument(
@@ -73,7 +74,8 @@ def add_detail_arguments(parser: argparse.ArgumentParser) -> None:
         action=_Store,
         default="off",
         help="auto | on | off: re-sample each candidate at the image's resolution over model-size tiles "
-        "fused at every step (auto: only when that costs less than the edit at the model's size)",
+        "fused at every step, in pixels or a latent preset's latents (auto: only when that costs less than "
+        "the edit at the model's size)",
     )
     detail.add_argument(
         "--detail_strength",
@@ -197,6 +199,23 @@ def add_shared_arguments(parser: argparse.ArgumentParser, mask_options: bool = T
         "--background_reconstruction",
         action=_Flag,
         help="decode each candidate with a decoder copy fine-tuned to the source outside the mask (slow)",
+    )
+    latent.add_argument(
+        "--no_differential",
+        dest="differential",
+        action=_Flag,
+        const=False,
+        help="binarise a soft selection for the diffusion instead of using its values as per-pixel strength",
+    )
+    latent.add_argument(
+        "--seam_fix",
+        type=str,
+        metavar="{auto,off,LEVER[+LEVER...]}",
+        action=_Store,
+        default="auto",
+        help="after decoding, levers colour (LAB match to the source at the border), residual (the VAE's own "
+        "error on the source added back where nothing was drawn), band (faded into the source just inside "
+        "the border), joined by '+'; off: none; auto: the latent default",
     )
 
     misc = parser.add_argument_group("candidates and output")

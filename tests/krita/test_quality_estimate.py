@@ -178,3 +178,38 @@ def test_detail_estimate_counts_the_mode_s_own_schedule(quality):
     text = estimates.text(quality, 1, detail="on", selection=(bounds, width, height), steps=60)
     assert text.endswith(f" + {describe_seconds(0.01 * planned)} for full-resolution detail")
     assert planned == tiles * round(0.15 * 60)
+
+
+def test_detail_estimate_for_a_latent_engine_is_the_latent_stage_s_plan():
+    """A latent preset's engine (toy-latent: 32 px, 50 DDIM steps) reports its model size and step times as
+    the paper's does; the docker's added time for the detail stage is the latent stage's planned tile-steps
+    (engine/editing/latent/detail.py plans with shared/detail_plan.py) at the measured rate."""
+    import numpy as np
+
+    from bridge.geometry import context_box
+    from engine.editing.paper import detail
+    from engine.editing.paper.modes import resolve_params
+    from engine.editing.timing import mode_schedules
+
+    defaults = {"timestep_respacing": "50", "skip_timesteps": 0}  # toy-latent's edit_defaults
+    estimates = Estimates()
+    estimates.update(
+        {
+            "estimates": {"paper": 2.0},
+            "step_times": {"guided": 0.02, "unguided": 0.01, "detail": 0.004},
+            "schedules": mode_schedules(defaults),
+            "models": {"image_size": 32, "method": "latent", "edit_defaults": {"detail_strength": 0.15}},
+        },
+        "cpu",
+    )
+    bounds, width, height = (300, 200, 420, 300), 800, 600
+    options = params.EditOptions(prompt="x", quality="paper", detail="on", steps=50)
+    sent = {**params.engine_params(options), "batch_size": 2, "iterations_num": 1}
+    job = resolve_params("paper", sent, defaults)
+    rx, ry, rw, rh = context_box(bounds, width, height)
+    region = np.zeros((rh, rw), np.uint8)
+    region[bounds[1] - ry : bounds[3] - ry, bounds[0] - rx : bounds[2] - rx] = 255
+    planned = detail.planned_work(job, region, 32).tile_steps
+    assert planned > 0
+    text = estimates.text("paper", 2, detail="on", selection=(bounds, width, height), steps=50)
+    assert text.endswith(f" + {describe_seconds(0.004 * planned)} for full-resolution detail")

@@ -112,7 +112,7 @@ def blended_latent_diffusion(
     unet,
     scheduler,
     source: torch.Tensor,
-    masks: Sequence[torch.Tensor],
+    masks,
     seeds: Sequence[int],
     *,
     num_steps: int,
@@ -125,7 +125,8 @@ def blended_latent_diffusion(
 ) -> torch.Tensor:
     """Latents [len(seeds), C, h, w] edited inside the masks; outside the last mask exactly ``source``.
 
-    source: the source's scaled latent [1, C, h, w]; masks: the phases' masks [1, 1, h, w] (shrinking_masks);
+    source: the source's scaled latent [1, C, h, w]; masks: the phases' masks [1, 1, h, w] (shrinking_masks),
+    or an object whose ``at(index, steps)`` gives each step's (latent/change_map.py: Differential Diffusion);
     num_steps DDIM steps of which the first ``skip`` are skipped (strength 1 - skip / num_steps);
     cond / uncond: the conditioning on the prompt (None: no guidance) and on "" (Conditioning, or text
     encoder states [1, T, D]);
@@ -147,7 +148,7 @@ def blended_latent_diffusion(
             background = scheduler.add_noise(source.expand_as(z), fresh, timesteps[index + 1 : index + 2])
         else:
             background = source.expand_as(z)  # the last blend is clean: no noise left outside
-        mask = phase_mask(masks, index, total)
+        mask = masks.at(index, total) if hasattr(masks, "at") else phase_mask(masks, index, total)
         z = z * mask + background * (1 - mask)
         if on_step is not None:
             on_step(LatentStep(index + 1, total, len(seeds), z))

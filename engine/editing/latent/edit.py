@@ -22,8 +22,12 @@ import torch
 from PIL import Image
 
 from engine.editing.latent import blended_latent as bld
+from engine.editing.latent.change_map import StepMasks, change_on_grid, is_binary
+from engine.editing.latent.detail import latent_detail
+from engine.editing.latent.seam import fix_seam, levers
 from engine.editing.shared import imaging
-from engine.editing.shared.params import EditParams, validate_params
+from engine.editing.shared.detail_plan import DetailPlan, plan_detail, stage_costs
+from engine.editing.shared.params import LATENT_SEAM_FIX, EditParams, validate_params
 from engine.editing.shared.prepare import PreparedEdit, prepare_edit, to_pil
 from engine.editing.shared.ranking import rank_order, score_candidates
 from engine.editing.shared.results import EditResult, composite
@@ -35,6 +39,7 @@ from engine.editing.shared.running import (
     candidate_seeds,
     composited,
 )
+from engine.editing.timing import has_step_times
 from engine.errors import InputError
 from engine.models.devices import free_memory
 
@@ -64,7 +69,7 @@ class LatentInputs:
     """What the latent loop edits: one row for every seed, or one row shared by all (an edit's source)."""
 
     source: torch.Tensor  # the background's scaled latents
-    masks: List[torch.Tensor]  # the phases' masks on the latent grid (bld.shrinking_masks)
+    masks: Any  # the phases' masks on the latent grid (bld.shrinking_masks), or a StepMasks
     cond: Any  # the prompt's conditioning, None for the unconditional prediction only
     uncond: Any
     background: torch.Tensor  # [-1, 1] at the model's size: what background reconstruction fits to
@@ -119,8 +124,6 @@ def sample(
 
 def _ignored(params: EditParams, notes: List[str]) -> None:
     """Say which of the paper method's levers this loop has no use for, when they were asked for."""
-    if params.detail == "on":
-        notes.append("the full-resolution detail stage is the paper method's: not run for a latent preset")
     if params.background_preservation_loss or params.local_clip_guided_diffusion:
         notes.append("the Algorithm 1 losses are the paper method's: not used for a latent preset")
 
@@ -147,17 +150,22 @@ def latent_edit(
     prompt = params.prompt.strip()
     scale = guidance_scale(models, params)
     inputs = _inputs(models, prepared, prompt if scale != 0 else "", init_image is not None)
-    if not inputs.masks[-1].any():
+    inputs.masks = step_masks(prepared, params, inputs.masks[-1])
+    if not inputs.masks.final.any():
         notes.append("the selection is thinner than the latent grid: only progressive shrinking edits it")
-    inputs.masks = bld.shrinking_masks(inputs.masks[-1], bool(params.mask_shrink))
+    seam = LATENT_SEAM_FIX if params.seam_fix == "auto" else params.seam_fix
     seeds = candidate_seeds(params)
     notes.append(
         f"Blended Latent Diffusion: {num_steps - skip} of {num_steps} DDIM steps, guidance {scale:g}"
         + (", progressive mask shrinking" if params.mask_shrink else "")
         + (", background reconstruction" if params.background_reconstruction else "")
+        + (", the soft selection as per-pixel strength" if inputs.masks.change is not None else "")
+        + (f", seam fix {seam}" if seam != "off" else "")
     )
     unet = UNetChoice(models, dataclasses.replace(params, compile=False), notes)  # eager: see LatentWindows
-    counter = ProgressCounter(progress, (num_steps - skip) * len(seeds))
+    first_pass = (num_steps - skip) * len(seeds)
+    detail_plan = plan_latent_detail(params, prepared, len(seeds), num_steps, first_pass, timer)
+    counter = ProgressCounter(progress, first_pass + detail_plan.work)
     job = JobRun(models, params, notes, unet, None, counter, cancel=cancel, timer=timer)
     background, model_mask = prepared.background, prepared.model_mask
 
@@ -176,6 +184,10 @@ def latent_edit(
         return sample(models, params, inputs, list(batch_seeds), on_step=on_step, unet=unet)
 
     decoded = job.guarded(lambda: job.run_batches(run, seeds, int(params.batch_size)))
+    if seam != "off":  # latent/seam.py: the VAE's redraw of the kept background, mended inside the selection
+        needs = {"residual", "colour"} & set(levers(seam))  # the others read the source alone
+        reconstruction = bld.decode(models.vae, inputs.source).clamp(-1, 1) if needs else None
+        decoded = fix_seam(seam, decoded.to(models.device), reconstruction, background, model_mask)
     if timer is not None:
         timer.end_steps(len(seeds))
     results = background * (1 - model_mask) + decoded.to(models.device) * model_mask  # what the ranking sees
@@ -185,6 +197,14 @@ def latent_edit(
     order = rank_order(scores)
     w, h = prepared.box[2:]
     crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
+    if detail_plan.on:  # latent/detail.py: the document's resolution over native-size latent tiles
+        if timer is not None:
+            timer.begin_detail()
+        ranked = [seeds[index] for index in order]
+        settings = dict(num_steps=num_steps, uncond=inputs.uncond, seam=seam)
+        crops = job.guarded(lambda: latent_detail(job, prepared, detail_plan, crops, ranked, **settings))
+        if timer is not None:
+            timer.end_detail()
     candidates = composite(
         prepared.source,
         prepared.soft_mask,
@@ -195,6 +215,38 @@ def latent_edit(
     )
     free_memory()
     return EditResult(candidates=candidates, box=prepared.box, notes=notes)
+
+
+def plan_latent_detail(
+    params: EditParams, prepared: PreparedEdit, candidates: int, num_steps: int, first_pass: int, timer
+) -> DetailPlan:
+    """The detail stage's plan (shared/detail_plan.py, its note added): ``auto`` by this device's stored
+    step times, else by UNet forwards (the first pass's ``first_pass`` guided steps, two forwards each)."""
+    store = getattr(timer, "store", None)
+    times = store.get(timer.key) if store is not None else {}
+    guided = bool(params.prompt.strip())
+    first_seconds, tile_seconds = stage_costs(params, times, guided, num_steps)
+    if not has_step_times(times):
+        first_seconds, tile_seconds = first_pass * (2.0 if guided else 1.0), 1.0
+    plan = plan_detail(params, prepared, candidates, first_seconds, tile_seconds, total_steps=num_steps)
+    if plan.on and min(prepared.box[2:]) < prepared.size:  # a stretched region: narrower than one tile
+        plan = DetailPlan(False, note="full-resolution detail: not run, the region is narrower than a tile")
+    plan.progress_base = first_pass
+    if plan.note:
+        prepared.notes.append(plan.note)
+    return plan
+
+
+def step_masks(prepared: PreparedEdit, params: EditParams, grid: torch.Tensor) -> StepMasks:
+    """The loop's masks: a hard selection's phases (progressive shrinking) on ``grid``, the binary mask on
+    the latent grid; a soft one's values as Differential Diffusion's change map unless ``differential`` is
+    off (then binarised, as before issue 37)."""
+    shrink = bool(params.mask_shrink)
+    crop = imaging.crop_array(prepared.soft_mask, prepared.box)
+    if not params.differential or is_binary(crop):
+        return StepMasks(bld.shrinking_masks(grid, shrink))
+    change = change_on_grid(crop, grid.shape[-1], grid.device)
+    return StepMasks([(change > 0).float()], change=change, shrink=shrink)
 
 
 def _inputs(models, prepared: PreparedEdit, prompt: str, scribbled: bool) -> LatentInputs:

@@ -17,6 +17,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUALITIES = ("paper", "balanced", "fast")  # defined in engine/editing/paper/modes.py
 DETAIL_MODES = ("auto", "on", "off")  # engine/editing/paper/detail.py
 GUIDANCE_GRADS = ("unet", "x0")  # paper/blended.py: the gradient through the UNet, or on x0 only
+# latent/seam.py's levers after decoding, one or several joined by "+"; "auto": the latent default
+SEAM_LEVERS = ("colour", "residual", "poisson", "band")
+LATENT_SEAM_FIX = "band"
 # Options of earlier versions that no quality mode set (issue 36): a request naming one is refused with why.
 REMOVED_PARAMS = {
     "guidance_every": "guiding only every k-th step",
@@ -67,6 +70,11 @@ class EditParams:
     guidance_scale: float | None = None  # classifier-free guidance; None: the preset's (7.5 SD, 5 SDXL)
     mask_shrink: bool = True  # progressive mask shrinking: dilated masks (7, 5, 3) first, as the paper
     background_reconstruction: bool = False  # fine-tune a decoder copy per candidate (75 Adam steps)
+    # Issue 37 (latent presets): a soft selection's values as each latent cell's strength (Differential
+    # Diffusion, latent/change_map.py; off: binarised as before; a hard selection is the same either way),
+    # and the seam lever after decoding (latent/seam.py).
+    differential: bool = True
+    seam_fix: str = "auto"
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> EditParams:
@@ -109,6 +117,13 @@ def validate_params(params: EditParams, limits: Optional[JobLimits] = None) -> N
         f"guidance_grad must be one of {', '.join(GUIDANCE_GRADS)}, got {params.guidance_grad!r}",
     )
     need(params.detail in DETAIL_MODES, f"detail must be one of {', '.join(DETAIL_MODES)}: {params.detail!r}")
+    fixes = str(params.seam_fix).split("+")
+    levers_ok = set(fixes) <= set(SEAM_LEVERS) and len(set(fixes)) == len(fixes)
+    need(
+        params.seam_fix in ("auto", "off") or levers_ok,
+        f"seam_fix must be auto, off or one or more of {', '.join(SEAM_LEVERS)} joined by '+', "
+        f"got {params.seam_fix!r}",
+    )
     strength = float(params.detail_strength)
     need(0.0 < strength <= 1.0, f"detail_strength must be above 0 and at most 1, got {strength}")
     if params.guidance_scale is not None:

@@ -80,7 +80,8 @@ def scenario_docker_models(_engine) -> Dict[str, Any]:
 
 
 def scenario_latent_edit(engine) -> Dict[str, Any]:
-    """Photo + soft ellipse + an edit on the toy-latent preset (the engine started with it)."""
+    """Photo + soft ellipse (a feathered selection) + an edit on the toy-latent preset (the engine started
+    with it): the selection's values are the diffusion's per-pixel strength (issue 37)."""
     from blended_diffusion import api
 
     doc = photo_doc()
@@ -95,6 +96,7 @@ def scenario_latent_edit(engine) -> Dict[str, Any]:
     result["preset"] = (engine.status.get("models") or {}).get("preset")
     result["method"] = (engine.status.get("models") or {}).get("method")
     result["names"] = [node.name() for node in outcome.layers]
+    result["notes"] = list(outcome.notes)
     api.discard(outcome)
     return result
 

@@ -43,7 +43,7 @@ def test_choosing_a_model_saves_it_and_configures_the_engine(session):
     assert r["enabled_remote"] is False, "a remote engine runs the preset its host started"
 
 
-def test_a_latent_edit_in_krita_keeps_every_pixel_outside_the_selection(session):
+def test_a_feathered_latent_edit_in_krita_keeps_every_pixel_outside_the_selection(session):
     r = session["latent_edit"]
     assert (r["preset"], r["method"]) == ("toy-latent", "latent")
     assert len(r["candidates"]) == 2 and [n.split(" ")[0] for n in r["names"]] == ["#1", "#2"]
@@ -51,6 +51,9 @@ def test_a_latent_edit_in_krita_keeps_every_pixel_outside_the_selection(session)
         assert cand["outside_bad"] == 0, cand
         assert cand["inside_changed"] > 0, cand
     assert r["projection_outside_bad"] == 0 and r["preexisting_identical"]
+    method = [note for note in r["notes"] if note.startswith("Blended Latent Diffusion:")]
+    assert method and "the soft selection as per-pixel strength" in method[0], r["notes"]
+    assert "seam fix band" in method[0], "the latent default's seam lever (engine/editing/latent/seam.py)"
 
 
 def test_more_vary_and_extend_with_the_latent_preset(session):
