@@ -30,9 +30,9 @@ from PIL import Image
 
 from engine.editing.latent import blended_latent as bld
 from engine.editing.latent.change_map import StepMasks, change_on_grid, is_binary
-from engine.editing.latent.seam import fix_seam, levers
+from engine.editing.latent.seam import fix_seam, reads_reconstruction
 from engine.editing.shared import imaging
-from engine.editing.shared.detail_plan import DetailPlan, tile_weight
+from engine.editing.shared.detail_plan import DetailPlan, box_tensor, tile_weight
 from engine.editing.shared.prepare import PreparedEdit
 from engine.editing.shared.running import BatchLimit, JobRun
 
@@ -50,10 +50,6 @@ def _padded(image: torch.Tensor, factor: int) -> torch.Tensor:
     height, width = image.shape[-2:]
     pad = (0, -width % factor, 0, -height % factor)
     return F.pad(image, pad, mode="replicate") if any(pad) else image
-
-
-def _box_tensor(array: np.ndarray, device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).to(device)
 
 
 def box_masks(crop: np.ndarray, grid: tuple, differential: bool, device) -> StepMasks:
@@ -85,7 +81,7 @@ def latent_detail(
     factor = vae_factor(vae)
     tile = size // factor
     w, h = prepared.box[2:]
-    background = _box_tensor(imaging.to_float_array(imaging.crop(prepared.source.rgb, prepared.box)), device)
+    background = box_tensor(imaging.to_float_array(imaging.crop(prepared.source.rgb, prepared.box)), device)
     crop_mask = imaging.crop_array(prepared.soft_mask, prepared.box)
     pixel_mask = torch.from_numpy((crop_mask > 0).astype(np.float32))[None, None].to(device)
     source = bld.encode(vae, _padded(background, factor))
@@ -99,12 +95,12 @@ def latent_detail(
         coverage[..., y : y + tile, x : x + tile] += weight
     coverage = coverage.clamp_min(1e-8)  # 0 only outside every tile: outside the selection, blended away
     reconstruction = None
-    if {"residual", "colour"} & set(levers(seam)):  # the VAE's redraw of the source box, for those levers
+    if reads_reconstruction(seam):  # the VAE's redraw of the source box
         reconstruction = bld.decode(vae, source)[..., :h, :w].clamp(-1, 1)
     limit = BatchLimit(int(job.params.batch_size) * TILES_PER_CANDIDATE)
     out: List[Image.Image] = []
     for index, (crop, seed) in enumerate(zip(crops, seeds)):
-        start = _box_tensor(imaging.to_float_array(crop), device) * pixel_mask + background * (1 - pixel_mask)
+        start = box_tensor(imaging.to_float_array(crop), device) * pixel_mask + background * (1 - pixel_mask)
         maps = (source, masks, tiles, tile, weight, coverage)
         start_latent = bld.encode(vae, _padded(start, factor))
         z = _detail_one(job, plan, maps, start_latent, seed=seed, index=index, num_steps=num_steps,

@@ -24,7 +24,7 @@ from PIL import Image
 from engine.editing.latent import blended_latent as bld
 from engine.editing.latent.change_map import StepMasks, change_on_grid, is_binary
 from engine.editing.latent.detail import latent_detail
-from engine.editing.latent.seam import fix_seam, levers
+from engine.editing.latent.seam import fix_seam, reads_reconstruction
 from engine.editing.shared import imaging
 from engine.editing.shared.detail_plan import DetailPlan, plan_detail, stage_costs
 from engine.editing.shared.params import LATENT_SEAM_FIX, EditParams, validate_params
@@ -185,8 +185,8 @@ def latent_edit(
 
     decoded = job.guarded(lambda: job.run_batches(run, seeds, int(params.batch_size)))
     if seam != "off":  # latent/seam.py: the VAE's redraw of the kept background, mended inside the selection
-        needs = {"residual", "colour"} & set(levers(seam))  # the others read the source alone
-        reconstruction = bld.decode(models.vae, inputs.source).clamp(-1, 1) if needs else None
+        needed = reads_reconstruction(seam)  # the others read the source alone
+        reconstruction = bld.decode(models.vae, inputs.source).clamp(-1, 1) if needed else None
         decoded = fix_seam(seam, decoded.to(models.device), reconstruction, background, model_mask)
     if timer is not None:
         timer.end_steps(len(seeds))

@@ -53,6 +53,11 @@ def levers(how: str) -> List[str]:
     return [name for name in LEVERS if name in names]
 
 
+def reads_reconstruction(how: str) -> bool:
+    """Whether the levers of ``how`` need D(E(source)) (colour and residual do; poisson and band do not)."""
+    return bool({"colour", "residual"} & set(levers(how)))
+
+
 def band(mask: torch.Tensor) -> torch.Tensor:
     """The composite mask [1, 1, H, W]: 0 on the selection's border rising to 1 a band's width inside."""
     side = float(mask.sum()) ** 0.5

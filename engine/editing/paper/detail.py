@@ -38,6 +38,7 @@ from engine.editing.shared.detail_plan import (  # the plan is shared with the l
     OVERLAP,
     DetailPlan,
     PlannedWork,
+    box_tensor,
     mask_tiles,
     plan_detail,
     planned_seconds,
@@ -57,12 +58,6 @@ TILES_PER_CANDIDATE = 4
 SEED_OFFSET = 0x5DE7A11  # a candidate's detail noise comes from its seed + this
 
 
-def _box_tensor(array: np.ndarray, device):
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).to(device)
-
-
 def detail(
     job: JobRun, prepared: PreparedEdit, plan: DetailPlan, crops: Sequence[Image.Image], seeds: Sequence[int]
 ) -> List[Image.Image]:
@@ -73,7 +68,7 @@ def detail(
     device = job.models.device
     size = int(job.models.image_size)
     box, diffusion = prepared.box, prepared.diffusion
-    background = _box_tensor(imaging.to_float_array(imaging.crop(prepared.source.rgb, box)), device)
+    background = box_tensor(imaging.to_float_array(imaging.crop(prepared.source.rgb, box)), device)
     binary = imaging.crop_array(prepared.soft_mask, box) > 0
     mask = torch.from_numpy(binary.astype(np.float32))[None, None].to(device)
     weight = torch.from_numpy(tile_weight(size))[None, None].to(device)
@@ -104,7 +99,7 @@ def _detail_one(job: JobRun, diffusion, plan: DetailPlan, maps, crop, seed: int,
     def noise():
         return torch.randn(background.shape, generator=generator, device=device, dtype=torch.float32)
 
-    init = _box_tensor(imaging.to_float_array(crop), device) * mask + background * (1 - mask)
+    init = box_tensor(imaging.to_float_array(crop), device) * mask + background * (1 - mask)
     steps = list(range(plan.steps))[::-1]
     t = torch.full((1,), steps[0], device=device, dtype=torch.long)
     x = diffusion.q_sample(init, t, noise=noise())

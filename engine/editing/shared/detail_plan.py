@@ -59,6 +59,13 @@ def tile_weight(tile: int, overlap: float = OVERLAP) -> np.ndarray:
     return np.outer(one, one)
 
 
+def box_tensor(array: np.ndarray, device):
+    """An (H, W, 3) float array as the stages' [1, 3, H, W] tensor on ``device``."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).unsqueeze(0).to(device)
+
+
 def detail_steps(total: int, strength: float) -> int:
     """The stage's steps: ``strength`` of the first pass's schedule of ``total`` steps, at least one."""
     return max(1, min(int(total), round(float(strength) * int(total))))
@@ -176,6 +183,7 @@ def stage_costs(
 
 __all__ = [
     "MIN_SCALE",
+    "box_tensor",
     "OVERLAP",
     "DetailPlan",
     "PlannedWork",
