@@ -9,9 +9,10 @@ and the composite then shows a faint box. Two levers, on the decoded candidates 
   colour     the candidate's LAB mean and standard deviation matched to the source's over the undrawn
              pixels of a ring just inside the selection's border (the leading Krita plugin's colour match,
              there over the whole image), applied to the whole inside.
-  band       the candidate faded into the source over a band just inside the border: the composite mask
-             is the selection eroded and blurred (the leading Krita plugin's composite mask), its width a
-             share of the selection's size, so the border itself is the source's and no step shows there.
+  band       the candidate faded into the source over a band just inside the border (the leading Krita
+             plugin's eroded-and-blurred composite mask, here a smooth ramp of the distance to the border),
+             its width a share of the selection's size, so the border itself is the source's and no step
+             shows there; what the candidate drew (far from the source in RGB or in hue) is spared.
 
   poisson    Poisson cloning (Perez, Gangnet, Blake 2003) of the candidate into the source: the candidate's
              own gradients between inside pixels, the source's values across the border (the candidate's
@@ -32,7 +33,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 from kornia.color import lab_to_rgb, rgb_to_lab
-from kornia.filters import gaussian_blur2d
+from kornia.contrib import distance_transform
 
 from engine.editing.shared.params import SEAM_LEVERS as LEVERS
 
@@ -59,13 +60,20 @@ def reads_reconstruction(how: str) -> bool:
 
 
 def band(mask: torch.Tensor) -> torch.Tensor:
-    """The composite mask [1, 1, H, W]: 0 on the selection's border rising to 1 a band's width inside."""
-    side = float(mask.sum()) ** 0.5
-    width = max(1, round(side * BAND_FRACTION))
-    eroded = -F.max_pool2d(-mask, 2 * (width // 2) + 1, stride=1, padding=width // 2)
-    sigma = max(width / 2, 0.5)
-    blurred = gaussian_blur2d(eroded, (2 * width + 1, 2 * width + 1), (sigma, sigma), border_type="replicate")
-    return (blurred * mask).clamp(0, 1)
+    """The composite mask [1, 1, H, W]: 0 on the selection's border rising smoothly (smoothstep of the
+    distance to the border) to 1 a band's width inside, so the band's inner part keeps the candidate whole.
+    The distance is measured on the mask pooled to at most 64 px (a document-size selection costs
+    milliseconds), then upsampled: the ramp is smooth at that scale anyway."""
+    support = (mask > 0).float()  # a soft selection: the ramp from where it starts, times its values
+    width = max(1.0, float(support.sum()) ** 0.5 * BAND_FRACTION)
+    pool = max(1, -(-max(mask.shape[-2:]) // 64))
+    small = -F.max_pool2d(-support, pool, ceil_mode=True) if pool > 1 else support
+    # padded with unselected pixels, so a selection touching the image's edge ramps from it too
+    distance = distance_transform(1 - F.pad(small, (1, 1, 1, 1)))[..., 1:-1, 1:-1] * pool
+    if pool > 1:
+        distance = F.interpolate(distance, size=mask.shape[-2:], mode="bilinear", align_corners=False)
+    t = (distance / width).clamp(0, 1)
+    return t * t * (3 - 2 * t) * mask
 
 
 def undrawn(decoded: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor:
@@ -75,14 +83,22 @@ def undrawn(decoded: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor
 
 
 DRAWN = (0.35, 0.7)  # |candidate - source| (mean over RGB, [-1, 1] units): from background redraw to object
+DRAWN_CHROMA = (20.0, 40.0)  # the same in LAB chroma (a, b): a new hue is drawn even where RGB is close
 
 
 def drawn(decoded: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
-    """[B, 1, H, W] in 0..1: 1 where a candidate drew something that is not the source's background (far
-    from the source), 0 where it only redrew the background a few levels off; the band spares the former."""
+    """[B, 1, H, W] in 0..1: 1 where a candidate drew something that is not the source's background, 0 where
+    it only redrew the background a few levels off; the band spares the former. The larger of two readings:
+    the mean RGB distance (large lightness changes: a black object on a pale wall) and the LAB chroma
+    distance (a new hue: the RGB mean alone missed saturated objects on dark backgrounds, blue on
+    near-black, whose edges the band then faded away). The VAE's redraw, and the grey halo a small model
+    paints around its object, stay below both and fade."""
     low, high = DRAWN
-    distance = (decoded - source).abs().mean(dim=1, keepdim=True)
-    return ((distance - low) / (high - low)).clamp(0.0, 1.0)
+    rgb = ((decoded - source).abs().mean(dim=1, keepdim=True) - low) / (high - low)
+    low, high = DRAWN_CHROMA
+    ab = (rgb_to_lab((decoded.clamp(-1, 1) + 1) / 2) - rgb_to_lab((source.clamp(-1, 1) + 1) / 2))[:, 1:]
+    chroma = (ab.square().sum(dim=1, keepdim=True).sqrt() - low) / (high - low)
+    return torch.maximum(rgb, chroma).clamp(0.0, 1.0)
 
 
 def border_ring(mask: torch.Tensor) -> torch.Tensor:

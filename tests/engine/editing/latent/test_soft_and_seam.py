@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw, ImageFilter
 import engine.editing.latent.blended_latent as bld
 from engine.editing.editor import edit
 from engine.editing.latent.change_map import StepMasks, change_on_grid, free_cells, free_steps, is_binary
-from engine.editing.latent.seam import band, border_ring, fix_seam, levers
+from engine.editing.latent.seam import band, border_ring, drawn, fix_seam, levers
 from engine.editing.shared.params import EditParams, validate_params
 from engine.errors import InputError
 from toyworld.soft import ramp_row, rank_correlation
@@ -135,6 +135,18 @@ def test_the_band_is_0_on_the_border_and_1_deep_inside_and_levers_keep_their_ord
     assert levers("band+colour") == ["colour", "band"] and levers("off") == []
 
 
+def _rgb(*values: int) -> torch.Tensor:
+    return (torch.tensor(values, dtype=torch.float32) / 127.5 - 1).view(1, 3, 1, 1)
+
+
+def test_drawn_spares_a_new_hue_and_lets_a_lightness_redraw_fade():
+    grey, near_black = _rgb(128, 128, 128), _rgb(30, 30, 30)
+    assert float(drawn(_rgb(96, 96, 96), grey)) == 0.0  # the background redrawn darker: band fades it
+    assert float(drawn(_rgb(0, 0, 200), near_black)) == 1.0  # blue on near-black: an object, spared
+    assert float(drawn(_rgb(255, 0, 255), _rgb(240, 240, 240))) == 1.0  # magenta on white
+    assert 0.0 < float(drawn(_rgb(160, 100, 100), grey)) < 1.0  # a faint red tint: in between
+
+
 def test_poisson_lifts_an_offset_redraw_back_and_keeps_a_drawn_edge():
     source = torch.linspace(-0.5, 0.5, 24).repeat(1, 3, 24, 1)  # a horizontal ramp
     mask = torch.zeros(1, 1, 24, 24)
@@ -159,7 +171,7 @@ def test_bad_seam_fix_is_refused_with_the_choices():
 
 def test_on_a_ramp_selection_the_change_grows_with_the_value_and_is_none_where_it_is_0(toy_latent):
     params = _params(batch_size=2, timestep_respacing="12").to_dict()
-    row = ramp_row(toy_latent, params, scenes=2, first=30)
+    row = ramp_row(toy_latent, params, scenes=4, first=30)  # scenes 30-31 alone: 0.68 even with levers off
     assert row["zero_exact"] and row["change_where_zero"] == 0.0
     rings = {int(k): v for k, v in row["rings"].items() if int(k) > 0}
     expected = rank_correlation(list(rings), list(rings.values()))
