@@ -277,3 +277,11 @@ def test_num_heads_without_head_channels():
         model = unet_from_flags({**ADM256_FLAGS, "image_size": 64, "num_head_channels": -1, "num_heads": 4})
     blocks = [m for m in model.modules() if isinstance(m, AttentionBlock)]
     assert blocks and all(b.num_heads == 4 for b in blocks)
+
+
+def test_a_forward_on_the_meta_device_gives_shapes():
+    # bench/edit_bench.py counts FLOPs this way; autocast has no meta device to ask about
+    with torch.device("meta"):
+        unet = unet_from_flags({**ADM256_FLAGS, "image_size": 64, "num_channels": 64, "use_fp16": False})
+        out = unet(torch.empty(1, 3, 64, 64), torch.zeros(1))
+    assert out.device.type == "meta" and tuple(out.shape) == (1, 6, 64, 64)
