@@ -1,6 +1,6 @@
 """The seam after decoding: the VAE redraws the untouched background inside the selection a few levels off
 (toy-latent: a background seam of 18 levels at the selection's border, the paper's pixel-space method 6),
-and the composite then shows a faint box. Two levers, on the decoded candidates at the model's size:
+and the composite then shows a faint box. Four levers, on the decoded candidates at the model's size:
 
   residual   the VAE's own error on this source, r = x - D(E(x)), added back where nothing was drawn:
                  x' = D(z) + w * r,   w = 1 - |D(z) - D(E(x))| / tolerance, clamped to 0..1 per pixel
@@ -82,6 +82,11 @@ def undrawn(decoded: torch.Tensor, reconstruction: torch.Tensor) -> torch.Tensor
     return (1.0 - distance / RESIDUAL_TOLERANCE).clamp(0.0, 1.0)
 
 
+def lab(image: torch.Tensor) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] as LAB (kornia's ranges: L 0..100, a and b about -128..127)."""
+    return rgb_to_lab((image.clamp(-1, 1) + 1) / 2)
+
+
 DRAWN = (0.35, 0.7)  # |candidate - source| (mean over RGB, [-1, 1] units): from background redraw to object
 DRAWN_CHROMA = (20.0, 40.0)  # the same in LAB chroma (a, b): a new hue is drawn even where RGB is close
 
@@ -96,7 +101,7 @@ def drawn(decoded: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
     low, high = DRAWN
     rgb = ((decoded - source).abs().mean(dim=1, keepdim=True) - low) / (high - low)
     low, high = DRAWN_CHROMA
-    ab = (rgb_to_lab((decoded.clamp(-1, 1) + 1) / 2) - rgb_to_lab((source.clamp(-1, 1) + 1) / 2))[:, 1:]
+    ab = (lab(decoded) - lab(source))[:, 1:]
     chroma = (ab.square().sum(dim=1, keepdim=True).sqrt() - low) / (high - low)
     return torch.maximum(rgb, chroma).clamp(0.0, 1.0)
 
@@ -116,17 +121,16 @@ def match_colour(
     moved to the source's over the same pixels; candidates with fewer than 8 such pixels are left as they
     are."""
     ring = border_ring(mask)
-    lab = rgb_to_lab((decoded.clamp(-1, 1) + 1) / 2)
-    source_lab = rgb_to_lab((source.clamp(-1, 1) + 1) / 2)[0]
+    decoded_lab, source_lab = lab(decoded), lab(source)[0]
     out = []
     for i in range(decoded.shape[0]):
         where = (ring[0, 0] > 0) & (weight[i, 0] > 0.5)
         if int(where.sum()) < 8:
             out.append(decoded[i])
             continue
-        got, want = lab[i][:, where], source_lab[:, where]
+        got, want = decoded_lab[i][:, where], source_lab[:, where]
         scale = (want.std(dim=1) / got.std(dim=1).clamp(min=1e-3)).clamp(*STD_RATIO)
-        centred = lab[i] - got.mean(dim=1)[:, None, None]
+        centred = decoded_lab[i] - got.mean(dim=1)[:, None, None]
         moved = centred * scale[:, None, None] + want.mean(dim=1)[:, None, None]
         out.append(lab_to_rgb(moved[None])[0] * 2 - 1)
     return torch.stack(out)
