@@ -299,6 +299,13 @@ def main(argv: List[str] | None = None) -> int:
         "caption alone) to the UNet's data, as an edit's prompt names one shape",
     )
     parser.add_argument(
+        "--crop-scenes",
+        type=int,
+        default=0,
+        help="add this many 32 px crops of scenes drawn 2-8x larger (data.crop_bank), captioned with the "
+        "empty prompt, to the UNet's data: the detail stage denoises such tiles of an upscaled candidate",
+    )
+    parser.add_argument(
         "--decoder-steps", type=int, default=0, help="then train the VAE's decoder alone (encoder frozen)"
     )
     parser.add_argument("--cosine", action="store_true", help="UNet learning rate: cosine decay to 0")
@@ -316,6 +323,8 @@ def main(argv: List[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if min(args.scenes, args.vae_steps, args.batch, args.vae_batch, args.threads) < 1 or args.unet_steps < 0:
         parser.error("--scenes, the step counts, --batch and --threads must be at least 1 (--unet-steps 0)")
+    if min(args.focus_scenes, args.crop_scenes) < 0:
+        parser.error("--focus-scenes and --crop-scenes must be at least 0")
     out = Path(args.out)
     if args.presets_only:
         previous = json.loads((out / "preset.json").read_text()).get("training", {})
@@ -327,7 +336,7 @@ def main(argv: List[str] | None = None) -> int:
     from diffusers import DDIMScheduler
     from transformers import CLIPTokenizer
 
-    from toyworld.data import focus_scene_bank, scene_bank
+    from toyworld.data import crop_bank, focus_scene_bank, scene_bank
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -346,6 +355,9 @@ def main(argv: List[str] | None = None) -> int:
     tokenizer = CLIPTokenizer(str(vocab_path), str(merges_path), model_max_length=MAX_TOKENS)
     dropped = torch.rand(len(captions), generator=generator) < CAPTION_DROPOUT
     texts = ["" if drop else text for drop, text in zip(dropped.tolist(), captions)]
+    if args.crop_scenes:  # after the captions' dropout: a crop's caption is always the empty prompt
+        images = torch.cat([images, crop_bank(args.crop_scenes, 32, args.seed).float() / 127.5 - 1.0])
+        texts += [""] * args.crop_scenes
     ids = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt")
     bos, eos = tokenizer.convert_tokens_to_ids(list(SPECIALS))
     vae, text_encoder, unet = build_models(len(tokenizer), bos, eos)
@@ -365,9 +377,10 @@ def main(argv: List[str] | None = None) -> int:
         means = torch.cat(
             [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
         )
-    scaling = float(1.0 / means.std())
+    scene_means = means[: len(captions)]  # the scaling factor is the scenes' (crops do not move it)
+    scaling = float(1.0 / scene_means.std())
     vae.register_to_config(scaling_factor=scaling)
-    log(f"latents {tuple(means.shape[1:])}, std {means.std().item():.4f}: scaling_factor {scaling:.5f}")
+    log(f"latents {tuple(means.shape[1:])}, std {scene_means.std().item():.4f}: scaling_factor {scaling:.5f}")
     if args.decoder_steps:  # after the scaling factor: the encoder, and so the latents, do not change
         vae = train_decoder(vae, images, args.decoder_steps, args.vae_batch, generator, log)
     vae_seconds = time.time() - started if not args.resume or args.decoder_steps else 0.0
@@ -396,6 +409,7 @@ def main(argv: List[str] | None = None) -> int:
         "torch": torch.__version__,
         "scenes": args.scenes,
         "focus_scenes": args.focus_scenes,  # this (last) stage's; the command holds every stage's flags
+        "crop_scenes": args.crop_scenes,
         "lr_schedule": "cosine" if args.cosine else "constant",
         "batch": args.batch,
         "vae_steps": previous.get("vae_steps", args.vae_steps),

@@ -40,7 +40,7 @@ from engine.editing.shared.params import SEAM_LEVERS as LEVERS
 RESIDUAL_TOLERANCE = 0.2  # |D(z) - D(E(x))| (mean over RGB, [-1, 1] units) from which a pixel counts as drawn
 RING_FRACTION = 1 / 16  # the colour match's ring: this share of the model's side, at least 2 px
 STD_RATIO = (0.5, 2.0)  # the colour match's std scale is kept in this range (a flat ring has tiny std)
-BAND_FRACTION = 0.3  # the band's width: this share of the selection's side (sqrt of its area), >= 1 px
+BAND_FRACTION = 0.4  # the band's width: this share of the selection's side (sqrt of its area), >= 1 px
 
 
 def levers(how: str) -> List[str]:
@@ -59,20 +59,27 @@ def reads_reconstruction(how: str) -> bool:
     return bool({"colour", "residual"} & set(levers(how)))
 
 
-def band(mask: torch.Tensor) -> torch.Tensor:
-    """The composite mask [1, 1, H, W]: 0 on the selection's border rising smoothly (smoothstep of the
-    distance to the border) to 1 a band's width inside, so the band's inner part keeps the candidate whole.
-    The distance is measured on the mask pooled to at most 64 px (a document-size selection costs
-    milliseconds), then upsampled: the ramp is smooth at that scale anyway."""
-    support = (mask > 0).float()  # a soft selection: the ramp from where it starts, times its values
-    width = max(1.0, float(support.sum()) ** 0.5 * BAND_FRACTION)
+def border_distance(mask: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Each pixel's distance to the selection's border [1, 1, H, W] (0 outside, 1 on the first row inside)
+    and the selection's side (sqrt of its area), both in pixels. Measured on the mask pooled to at most
+    64 px (a document-size selection costs milliseconds), then upsampled: the ramps are smooth at that scale
+    anyway."""
+    support = (mask > 0).float()  # a soft selection: the ramp from where it starts
     pool = max(1, -(-max(mask.shape[-2:]) // 64))
     small = -F.max_pool2d(-support, pool, ceil_mode=True) if pool > 1 else support
     # padded with unselected pixels, so a selection touching the image's edge ramps from it too
     distance = distance_transform(1 - F.pad(small, (1, 1, 1, 1)))[..., 1:-1, 1:-1] * pool
     if pool > 1:
         distance = F.interpolate(distance, size=mask.shape[-2:], mode="bilinear", align_corners=False)
-    t = (distance / width).clamp(0, 1)
+    return distance, float(support.sum()) ** 0.5
+
+
+def band(mask: torch.Tensor) -> torch.Tensor:
+    """The composite mask [1, 1, H, W]: 0 on the selection's border rising smoothly (smoothstep of the
+    distance to the border) to 1 a band's width inside, so the band's inner part keeps the candidate whole;
+    times the selection's values."""
+    distance, side = border_distance(mask)
+    t = (distance / max(1.0, side * BAND_FRACTION)).clamp(0, 1)
     return t * t * (3 - 2 * t) * mask
 
 
@@ -89,17 +96,22 @@ def lab(image: torch.Tensor) -> torch.Tensor:
 
 DRAWN = (0.35, 0.7)  # |candidate - source| (mean over RGB, [-1, 1] units): from background redraw to object
 DRAWN_CHROMA = (20.0, 40.0)  # the same in LAB chroma (a, b): a new hue is drawn even where RGB is close
+EDGE_FRACTION = 0.1  # the RGB reading ramps in over this share of the side inside the border
 
 
-def drawn(decoded: torch.Tensor, source: torch.Tensor) -> torch.Tensor:
+def drawn(decoded: torch.Tensor, source: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """[B, 1, H, W] in 0..1: 1 where a candidate drew something that is not the source's background, 0 where
     it only redrew the background a few levels off; the band spares the former. The larger of two readings:
     the mean RGB distance (large lightness changes: a black object on a pale wall) and the LAB chroma
     distance (a new hue: the RGB mean alone missed saturated objects on dark backgrounds, blue on
-    near-black, whose edges the band then faded away). The VAE's redraw, and the grey halo a small model
-    paints around its object, stay below both and fade."""
+    near-black, whose edges the band then faded away). The VAE's redraw stays below both and fades. The
+    RGB reading ramps in over the first EDGE_FRACTION of the side inside the border: there a lightness-only
+    change is mostly the dark or grey halo a model paints around its object, which would show as a step
+    against the untouched outside; a new hue is spared up to the border."""
     low, high = DRAWN
     rgb = ((decoded - source).abs().mean(dim=1, keepdim=True) - low) / (high - low)
+    distance, side = border_distance(mask)
+    rgb = rgb.clamp(0.0, 1.0) * ((distance - 0.5) / max(0.5, side * EDGE_FRACTION)).clamp(0.0, 1.0)
     low, high = DRAWN_CHROMA
     ab = (lab(decoded) - lab(source))[:, 1:]
     chroma = (ab.square().sum(dim=1, keepdim=True).sqrt() - low) / (high - low)
@@ -185,6 +197,6 @@ def fix_seam(
     if "poisson" in chosen:
         decoded = decoded + membrane(source, decoded, mask)
     if "band" in chosen:
-        fade = torch.maximum(band(mask), drawn(decoded, source))
+        fade = torch.maximum(band(mask), drawn(decoded, source, mask))
         decoded = source + fade * (decoded - source)
     return decoded.clamp(-1, 1)

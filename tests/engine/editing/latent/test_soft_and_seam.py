@@ -141,10 +141,23 @@ def _rgb(*values: int) -> torch.Tensor:
 
 def test_drawn_spares_a_new_hue_and_lets_a_lightness_redraw_fade():
     grey, near_black = _rgb(128, 128, 128), _rgb(30, 30, 30)
-    assert float(drawn(_rgb(96, 96, 96), grey)) == 0.0  # the background redrawn darker: band fades it
-    assert float(drawn(_rgb(0, 0, 200), near_black)) == 1.0  # blue on near-black: an object, spared
-    assert float(drawn(_rgb(255, 0, 255), _rgb(240, 240, 240))) == 1.0  # magenta on white
-    assert 0.0 < float(drawn(_rgb(160, 100, 100), grey)) < 1.0  # a faint red tint: in between
+    big = torch.ones(1, 1, 41, 41)  # read at the centre, far from the border where the RGB reading ramps in
+    at = lambda x: x.expand(1, 3, 41, 41)  # noqa: E731 - a uniform candidate or source over the square
+    centre = lambda d: float(d[0, 0, 20, 20])  # noqa: E731
+    assert centre(drawn(at(_rgb(96, 96, 96)), at(grey), big)) == 0.0  # the background redrawn darker: fades
+    assert centre(drawn(at(_rgb(0, 0, 200)), at(near_black), big)) == 1.0  # blue on near-black: spared
+    assert centre(drawn(at(_rgb(255, 0, 255)), at(_rgb(240, 240, 240)), big)) == 1.0  # magenta on white
+    assert 0.0 < centre(drawn(at(_rgb(160, 100, 100)), at(grey), big)) < 1.0  # a faint red tint: in between
+
+
+def test_a_lightness_change_is_spared_inside_but_fades_at_the_border_where_a_new_hue_is_kept():
+    mask = torch.zeros(1, 1, 40, 40)
+    mask[..., 5:35, 5:35] = 1  # a side of 30 px: the RGB reading ramps in over 3 px
+    dark = drawn(_rgb(20, 20, 20).expand(1, 3, 40, 40), _rgb(200, 200, 200).expand(1, 3, 40, 40), mask)
+    assert float(dark[0, 0, 20, 20]) == 1.0 and float(dark[0, 0, 5, 20]) < 0.25  # a dark halo on the border
+    assert float(dark[0, 0, 5, 20]) < float(dark[0, 0, 6, 20]) < float(dark[0, 0, 8, 20])
+    blue = drawn(_rgb(0, 0, 200).expand(1, 3, 40, 40), _rgb(30, 30, 30).expand(1, 3, 40, 40), mask)
+    assert float(blue[0, 0, 5, 20]) == 1.0  # an object drawn up to the border keeps its edge
 
 
 def test_poisson_lifts_an_offset_redraw_back_and_keeps_a_drawn_edge():
