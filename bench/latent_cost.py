@@ -9,6 +9,16 @@ Random weights in the real architectures, nothing downloaded, one torch thread, 
           default schedule is 38 steps + one decode (+ the job's one encode and prompt, counted whole here)
   sdxl    (--sdxl) one SDXL base UNet step at 1024 px (128x128x4 latents), batch 2, text_time conditioning
 
+--precisions fp32,bf16,bf16-clip (issue 38) times the two steps again in each: bf16 is what the engine's
+auto picks on a CPU with native bf16 (the ADM UNet's inner blocks converted to bf16 with CLIP in fp32; the
+SD 1.5 UNet under bf16 autocast, engine.editing.shared.running.AutocastUNet); bf16-clip puts CLIP's weights
+in bf16 too. Each bf16 figure comes with the relative error of one UNet forward against fp32 (random
+weights, the same input).
+
+--few-step (issue 38) adds a 4-step SD 1.5 candidate as an LCM-LoRA runs it (a fused LoRA leaves the UNet's
+cost as it is; guidance folded in: one UNet pass of batch 1 a step), the VAE and text encoder as above,
+against the paper-mode candidate in the same precision.
+
 A whole full-size candidate takes many minutes on a CPU, so the candidate figures are the step times times
 the step counts. Each figure is a steady-state call: one untimed call first (the first call of a process also
 pays one-off set-up: kernel selection, allocations, which a 38- or 75-step candidate pays once, not per
@@ -16,7 +26,7 @@ step), then the least of ``--repeats`` timed calls. Nothing is asserted; a table
 figures to --json.
 
     PYTHONPATH=. .venv/bin/python bench/latent_cost.py \\
-        --json docs/results/latent/latent-cost-cpu.json [--sdxl]
+        --json docs/results/latent/latent-cost-cpu.json [--sdxl] [--precisions fp32,bf16] [--few-step]
 """
 
 from __future__ import annotations
@@ -24,7 +34,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -35,8 +44,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from engine.diagnostics import cpu_name  # noqa: E402 - after the path
+
 PAPER_STEPS = 75  # respacing 100, skip 25
 LATENT_STEPS = 38  # DDIM 50, blending start 0.25 (strength 0.75)
+FEW_STEPS = 4  # an LCM-LoRA candidate (--few-step): 4 steps at strength 1, no classifier-free guidance
 
 SD15_UNET: Dict[str, Any] = {  # Stable Diffusion 1.5's unet/config.json (the diffusers defaults but these)
     "sample_size": 64,
@@ -66,17 +78,6 @@ SDXL_UNET: Dict[str, Any] = {
 }
 
 
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return f"{platform.machine()} {platform.processor()}".strip()
-
-
 REPEATS = [2]  # timed calls after the untimed one (--repeats)
 
 
@@ -91,7 +92,13 @@ def cpu_seconds(work: Callable[[], Any]) -> float:
     return min(times)
 
 
-def paper_step() -> float:
+def relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """||output - reference|| / ||reference||, in fp32."""
+    return float((output.float() - reference).norm() / reference.norm())
+
+
+def paper_step(precision: str = "fp32") -> Dict[str, float]:
+    """One guided ADM-256 step in ``precision``; off fp32, also one UNet forward's relative error."""
     from bench.edit_bench import build_full
     from engine.editing.paper.blended import ClipGuidance, GuidanceSettings, blended_diffusion
     from engine.editing.shared.augment import ExtendingAugmentations
@@ -106,6 +113,15 @@ def paper_step() -> float:
         torch.randn(1, int(clip_config["embed_dim"]), generator=generator), dim=-1
     )
     diffusion = diffusion_for("100")
+    figures: Dict[str, float] = {}
+    if precision != "fp32":
+        x, t = torch.randn(1, 3, size, size, generator=generator), torch.tensor([500])
+        with torch.no_grad():
+            reference = unet(x, t)
+            unet.set_inner_dtype(torch.bfloat16)  # as engine.editing.shared.running.set_precision does
+            figures["unet_relative_error"] = relative_error(unet(x, t), reference)
+        if precision == "bf16-clip":
+            clip.set_dtype(torch.bfloat16)
 
     settings = GuidanceSettings.from_params(EditParams())
     guidance = ClipGuidance(clip, text, ExtendingAugmentations(clip.image_size, 8), settings)
@@ -122,23 +138,40 @@ def paper_step() -> float:
             guidance=guidance,
         )
 
-    return cpu_seconds(step)
+    figures["step"] = cpu_seconds(step)
+    return figures
 
 
 def unet_step(
-    config: Dict[str, Any], states: int, extra: Optional[Dict[str, Any]] = None
+    config: Dict[str, Any],
+    states: int,
+    extra: Optional[Dict[str, Any]] = None,
+    precision: str = "fp32",
+    batch: int = 2,
 ) -> Dict[str, float]:
+    """One UNet call: batch 2 is a classifier-free-guided step (the unconditional and the prompted half),
+    batch 1 a step of a few-step model with its guidance folded in (LCM-LoRA: one pass)."""
     from diffusers import UNet2DConditionModel
+
+    from engine.editing.shared.running import AutocastUNet
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**config).eval().requires_grad_(False)
     size = int(config["sample_size"])
-    z = torch.randn(2, 4, size, size)  # classifier-free guidance: the unconditional and the prompted half
-    hidden = torch.randn(2, 77, states)
+    z = torch.randn(batch, 4, size, size)
+    hidden = torch.randn(batch, 77, states)
+    if extra is not None:
+        extra = {key: value[:batch] for key, value in extra.items()}
+    figures: Dict[str, float] = {"parameters": sum(p.numel() for p in unet.parameters())}
+    run = unet if precision == "fp32" else AutocastUNet(unet, torch.bfloat16, unet)
     with torch.no_grad():
-        seconds = cpu_seconds(lambda: unet(z, 500, encoder_hidden_states=hidden, added_cond_kwargs=extra))
-    parameters = sum(p.numel() for p in unet.parameters())
-    return {"step": seconds, "parameters": parameters}
+        if precision != "fp32":
+            reference = unet(z, 500, encoder_hidden_states=hidden, added_cond_kwargs=extra).sample
+            output = run(z, 500, encoder_hidden_states=hidden, added_cond_kwargs=extra).sample
+            figures["unet_relative_error"] = relative_error(output, reference)
+        inputs = {"encoder_hidden_states": hidden, "added_cond_kwargs": extra}
+        figures["step"] = cpu_seconds(lambda: run(z, 500, **inputs))
+    return figures
 
 
 def vae_pass() -> Dict[str, float]:
@@ -166,13 +199,55 @@ def text_pass() -> float:
         return cpu_seconds(lambda: model(ids))
 
 
+def precision_rows(precisions: List[str], figures: Dict[str, Any]) -> Dict[str, Any]:
+    """The guided ADM step and the SD 1.5 CFG step in each precision but fp32, with their speed-ups."""
+    rows: Dict[str, Any] = {}
+    print("| precision | ADM-256 guided step CPU s | x fp32 | SD 1.5 CFG step CPU s | x fp32 |")
+    print("|---|---:|---:|---:|---:|")
+    paper, sd15 = figures["paper_guided_step"], figures.get("sd15_unet", {}).get("step")
+    print(f"| fp32 | {paper:.1f} | 1.00 | {f'{sd15:.1f}' if sd15 else '-'} | 1.00 |")
+    for precision in precisions:
+        if precision == "fp32":
+            continue
+        row = {"paper_guided_step": paper_step(precision)}
+        if precision == "bf16" and sd15:  # CLIP is not in the SD 1.5 step: bf16-clip would repeat bf16's
+            row["sd15_unet"] = unet_step(SD15_UNET, 768, precision=precision)
+        row["paper_speedup"] = paper / row["paper_guided_step"]["step"]
+        latent = row.get("sd15_unet", {}).get("step")
+        row["sd15_speedup"] = sd15 / latent if latent and sd15 else None
+        rows[precision] = row
+        latent_cells = f"{latent:.1f} | {sd15 / latent:.2f}" if latent else "- | -"
+        print(
+            f"| {precision} | {row['paper_guided_step']['step']:.1f} | {row['paper_speedup']:.2f} | "
+            f"{latent_cells} |",
+            flush=True,
+        )
+    return rows
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--sdxl", action="store_true", help="also one SDXL step at 1024 px (about 10 GB)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--repeats", type=int, default=2, help="timed calls after the untimed first one")
+    parser.add_argument(
+        "--paper-only", action="store_true", help="only the guided ADM step, in each of --precisions"
+    )
+    parser.add_argument(
+        "--few-step",
+        action="store_true",
+        help=f"also a {FEW_STEPS}-step SD 1.5 candidate (one UNet pass a step: an LCM-LoRA at guidance 1)",
+    )
+    parser.add_argument(
+        "--precisions", default="fp32", help="comma list of fp32, bf16, bf16-clip: the steps again in each"
+    )
     args = parser.parse_args(argv)
+    precisions = [p for p in args.precisions.split(",") if p]
+    unknown = sorted(set(precisions) - {"fp32", "bf16", "bf16-clip"})
+    if unknown or "fp32" not in precisions:
+        bad = ", ".join(unknown) or "none"
+        parser.error(f"--precisions: fp32 is needed as the reference; unknown: {bad}")
     torch.set_num_threads(args.threads)
     REPEATS[0] = max(1, args.repeats)
     figures: Dict[str, Any] = {
@@ -183,10 +258,17 @@ def main(argv: Optional[List[str]] = None) -> int:
         "load_average": os.getloadavg(),
         "repeats": REPEATS[0],
     }
-    figures["paper_guided_step"] = paper_step()
+    figures["paper_guided_step"] = paper_step()["step"]
     print(f"ADM-256 guided step: {figures['paper_guided_step']:.1f} CPU s", flush=True)
+    if args.paper_only:  # the guided ADM step in each precision, nothing else
+        figures["precisions"] = precision_rows(precisions, figures)
+        if args.json:
+            Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+        return 0
     figures["sd15_unet"] = unet_step(SD15_UNET, 768)
     print(f"SD 1.5 CFG step: {figures['sd15_unet']['step']:.1f} CPU s", flush=True)
+    if len(precisions) > 1:
+        figures["precisions"] = precision_rows(precisions, figures)
     figures["sd15_vae"] = vae_pass()
     figures["sd15_text"] = text_pass()
     print(f"SD VAE at 512: {figures['sd15_vae']}, text encoder {figures['sd15_text']:.2f} s", flush=True)
@@ -215,9 +297,38 @@ def main(argv: Optional[List[str]] = None) -> int:
         figures["candidate_seconds"]["latent_sdxl_unet_only"] = sdxl
         row = f"latent, SDXL 1024 px, {LATENT_STEPS} CFG steps (UNet only)"
         print(f"| {row} | {sdxl:.0f} | {sdxl / paper:.3f} |")
+    if args.few_step:
+        figures["few_step"] = few_step_rows([p for p in precisions if p != "bf16-clip"], figures)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+def few_step_rows(precisions: List[str], figures: Dict[str, Any]) -> Dict[str, Any]:
+    """A FEW_STEPS-step SD 1.5 candidate (one UNet pass a step, the VAE in fp32 and the text encoder once)
+    against a paper-mode candidate in the same precision."""
+    vae, text = figures["sd15_vae"], figures["sd15_text"]
+    rows: Dict[str, Any] = {}
+    print(f"| precision | SD 1.5 one-pass step | {FEW_STEPS}-step candidate | paper candidate | ratio |")
+    print("|---|---:|---:|---:|---:|")
+    for precision in precisions:
+        step = unet_step(SD15_UNET, 768, precision=precision, batch=1)
+        candidate = FEW_STEPS * step["step"] + vae["decode"] + vae["encode"] + text
+        paper_step_seconds = (
+            figures["paper_guided_step"]
+            if precision == "fp32"
+            else figures["precisions"][precision]["paper_guided_step"]["step"]
+        )
+        paper = PAPER_STEPS * paper_step_seconds
+        rows[precision] = {
+            "sd15_single_pass_step": step,
+            "candidate": candidate,
+            "paper_candidate": paper,
+            "paper_over_few_step": paper / candidate,
+        }
+        ratio = f"1/{paper / candidate:.0f}"
+        print(f"| {precision} | {step['step']:.1f} s | {candidate:.0f} s | {paper:.0f} s | {ratio} |")
+    return rows
 
 
 if __name__ == "__main__":

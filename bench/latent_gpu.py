@@ -6,6 +6,9 @@ seconds per candidate and peak memory.
          classifier-free guidance (batch 8), VAE encode once and decode per candidate; fp16
   sdxl   1 candidate at 1024 px (128x128x4 latents), the same schedule, SDXL's text_time conditioning;
          bf16 UNet, fp32 VAE (SDXL's VAE overflows in fp16)
+  *-lcm4 (issue 38) the same two at a few-step model's schedule: 4 LCM steps from noise (strength 1), the
+         guidance folded in (one UNet pass a step, batch = candidates), as an LCM-LoRA (fused: the UNet's
+         cost unchanged) or an SDXL few-step model runs
 
     PYTHONPATH=. python bench/latent_gpu.py --json out.json   # on the GPU machine
     PYTHONPATH=. python bench/latent_gpu.py --dry-run         # anywhere: tiny models, checks the script
@@ -79,8 +82,9 @@ def run_row(
     vae_dtype: torch.dtype,
     device: torch.device,
     steps: int,
+    few_step: bool = False,
 ) -> Dict[str, Any]:
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, LCMScheduler, UNet2DConditionModel
 
     torch.manual_seed(0)
     with torch.device(device):
@@ -94,13 +98,15 @@ def run_row(
     mask[..., size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    total_steps = max(2, round(steps / 0.75))  # the default strength 0.75: the first quarter skipped
+    # the default strength 0.75: the first quarter skipped; a few-step model runs all its steps from noise
+    total_steps = steps if few_step else max(2, round(steps / 0.75))
 
     def candidate_batch() -> torch.Tensor:
         source = encode(vae, image).float()
         latent = source.shape[-1]
         masks = shrinking_masks(torch.nn.functional.interpolate(mask, size=(latent, latent)), True)
-        scheduler = DDIMScheduler(num_train_timesteps=1000, **SCHEDULE)
+        kind = LCMScheduler if few_step else DDIMScheduler
+        scheduler = kind(num_train_timesteps=1000, **SCHEDULE)
         z = blended_latent_diffusion(
             unet,
             scheduler,
@@ -111,7 +117,7 @@ def run_row(
             skip=total_steps - steps,
             cond=cond,
             uncond=uncond,
-            guidance_scale=7.5,
+            guidance_scale=1.0 if few_step else 7.5,
         )
         return torch.cat([decode(vae, z[i : i + 1]) for i in range(candidates)])
 
@@ -127,6 +133,7 @@ def run_row(
         "size": size,
         "candidates": candidates,
         "steps": steps,
+        "sampler": "lcm" if few_step else "ddim",
         "unet_dtype": str(unet_dtype).replace("torch.", ""),
         "vae_dtype": str(vae_dtype).replace("torch.", ""),
         "seconds": round(seconds, 3),
@@ -156,6 +163,11 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_row("sd15 (tiny)", TINY_UNET, TINY_VAE, 16, 4, torch.float32, torch.float32, device, 3)
         )
         rows.append(run_row("sdxl (tiny)", tiny_xl, TINY_VAE, 16, 1, torch.float32, torch.float32, device, 3))
+        rows.append(
+            run_row(
+                "sd15-lcm4 (tiny)", TINY_UNET, TINY_VAE, 16, 4, torch.float32, torch.float32, device, 4, True
+            )
+        )
     else:
         device = torch.device(args.device)
         rows.append(
@@ -165,6 +177,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         xl_vae = dict(SD_VAE, sample_size=1024)
         rows.append(
             run_row("sdxl", SDXL_UNET, xl_vae, 1024, 1, torch.bfloat16, torch.float32, device, LATENT_STEPS)
+        )
+        torch.cuda.empty_cache()
+        rows.append(
+            run_row("sd15-lcm4", SD15_UNET, SD_VAE, 512, 4, torch.float16, torch.float16, device, 4, True)
+        )
+        torch.cuda.empty_cache()
+        rows.append(
+            run_row("sdxl-lcm4", SDXL_UNET, xl_vae, 1024, 1, torch.bfloat16, torch.float32, device, 4, True)
         )
     print("| row | px | candidates | steps | UNet / VAE | s | s / candidate | peak GiB | finite |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -38,7 +38,8 @@ def package_versions() -> Dict[str, Optional[str]]:
     return versions
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what platform knows."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as info:
             for line in info:
@@ -64,10 +65,11 @@ def device_info(device: Any = None) -> Dict[str, Any]:
     """The device a job runs on (``None``: the one the engine would pick) and its memory in bytes."""
     import torch
 
-    from engine.models.devices import pick_device
+    from engine.models.devices import pick_device, precision_choice
 
     device = pick_device(str(device) if device is not None else None)
     info: Dict[str, Any] = {"device": str(device), "type": device.type, "torch_build": torch.__version__}
+    info["precision"] = precision_choice("auto", device)
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
@@ -85,7 +87,7 @@ def device_info(device: Any = None) -> Dict[str, Any]:
     else:
         memory = _host_memory()
         info.update(
-            name=_cpu_name(),
+            name=cpu_name(),
             memory_total=memory["total"],
             memory_free=memory["available"],
             threads=torch.get_num_threads(),
@@ -231,6 +233,8 @@ def format_report(data: Dict[str, Any]) -> str:
             f"{_size(device.get('memory_free'))} free of {_size(device.get('memory_total'))}; "
             f"torch build {device.get('torch_build', '?')}"
         )
+        if device.get("precision"):
+            lines.append(f"Precision: {device['precision']}")
     preset = data.get("preset", {})
     state = "ready" if preset.get("ready") else "NOT READY"
     lines.append(

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import shlex
@@ -25,14 +26,13 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from engine.diagnostics import cpu_name
 from toyworld.evaluate import evaluate, preset_edit_defaults
 from toyworld.scenes import edit_case
 from toyworld.soft import feathered_case
 from toyworld.thin import CHANGED_LEVELS, thin_case, thin_rates
 
-MACHINE = "2-core Intel Xeon, no GPU"
-
-# name -> (model: "toy" or "latent", quality mode, explicit options, cases: "main" or "thin")
+# name -> (model: "toy", "latent" or "lcm", quality mode, explicit options, cases: "main" or "thin")
 ROWS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "toy-latent": ("latent", "paper", {}, "main"),
     "toy-latent-bgrec": ("latent", "paper", {"background_reconstruction": True}, "main"),
@@ -52,6 +52,18 @@ ROWS: dict[str, tuple[str, str, dict[str, Any], str]] = {
     "feathered-latent-differential": ("latent", "paper", {"seam_fix": "off"}, "feathered"),
     "feathered-latent": ("latent", "paper", {}, "feathered"),
     "feathered-toy-paper": ("toy", "paper", {}, "feathered"),
+    # issue 38: bf16 on a CPU with native bf16 against fp32, both asked for by name (auto picks one of them)
+    "toy-latent-fp32": ("latent", "paper", {"precision": "fp32"}, "main"),
+    "toy-latent-bf16": ("latent", "paper", {"precision": "bf16"}, "main"),
+    "toy-paper-fp32": ("toy", "paper", {"precision": "fp32"}, "main"),
+    "toy-paper-bf16": ("toy", "paper", {"precision": "bf16"}, "main"),
+    # issue 38: the teacher itself at a few DDIM steps (guided: two UNet passes a step), and the few-step
+    # student (toyworld/distill_latent.py) at 2, 4 (its default) and 8 LCM steps (one pass a step)
+    "toy-latent-ddim4": ("latent", "paper", {"timestep_respacing": "4"}, "main"),
+    "toy-latent-ddim8": ("latent", "paper", {"timestep_respacing": "8"}, "main"),
+    "toy-lcm-2": ("lcm", "paper", {"timestep_respacing": "2"}, "main"),
+    "toy-lcm-4": ("lcm", "paper", {"timestep_respacing": "4"}, "main"),
+    "toy-lcm-8": ("lcm", "paper", {"timestep_respacing": "8"}, "main"),
 }
 # the cheap rows first: on a shared CPU a run may have to stop early (background reconstruction fine-tunes
 # a decoder per candidate, about 5x a plain toy-latent candidate, so it comes last)
@@ -199,6 +211,9 @@ def main(argv: Optional[list] = None) -> int:
     )
     parser.add_argument("--toy-models", default="toy", help="the paper method's preset (name or folder)")
     parser.add_argument("--latent-models", default="toy-latent", help="the latent preset (name or folder)")
+    parser.add_argument(
+        "--lcm-models", default="toy-latent-lcm", help="the few-step latent preset (name or folder)"
+    )
     parser.add_argument("--first-seed", type=int, default=30, help="first held-out scene (main and thin)")
     parser.add_argument("--scenes", type=int, default=120, help="main-case scenes a row")
     parser.add_argument("--thin-scenes", type=int, default=60, help="thin-case scenes a row")
@@ -233,7 +248,7 @@ def main(argv: Optional[list] = None) -> int:
     report.update(
         {
             "what": "issue 31: toy world rows, the paper's method against Blended Latent Diffusion",
-            "machine": MACHINE,
+            "machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU",
             "torch": torch.__version__,
             "python": platform.python_version(),
             "threads": args.threads,
@@ -251,7 +266,7 @@ def main(argv: Optional[list] = None) -> int:
     )
     report.setdefault("commands", []).append(command)
     rows = report.setdefault("rows", {})
-    folders = {"toy": args.toy_models, "latent": args.latent_models}
+    folders = {"toy": args.toy_models, "latent": args.latent_models, "lcm": args.lcm_models}
     loaded: dict[str, Any] = {}
     for name in names:
         kind = ROWS[name][0]

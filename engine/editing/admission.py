@@ -131,12 +131,16 @@ def footprint(models: Any) -> Footprint:
     return known
 
 
-def candidate_bytes(fp: Footprint, aug_num: int, guided: bool, precision_bytes: int = 4) -> float:
-    """Peak device bytes one candidate run at once adds."""
+def candidate_bytes(
+    fp: Footprint, aug_num: int, guided: bool, precision_bytes: int = 4, clip_precision_bytes: int = 0
+) -> float:
+    """Peak device bytes one candidate run at once adds (CLIP's views in ``clip_precision_bytes``, 0: the
+    UNet's)."""
     scale = precision_bytes / 4.0
     if not guided:
         return OVERHEAD * UNGUIDED_SHARE * fp.unet_activations * scale
-    return OVERHEAD * (fp.unet_activations + int(aug_num) * fp.clip_view_activations) * scale
+    clip_scale = (clip_precision_bytes or precision_bytes) / 4.0
+    return OVERHEAD * (fp.unet_activations * scale + int(aug_num) * fp.clip_view_activations * clip_scale)
 
 
 def host_bytes(image_pixels: int, canvas_pixels: int = 0, candidates: int = 0) -> int:
@@ -230,13 +234,15 @@ def admit(
     (detail.planned_work), ``detail_seconds`` its time (detail.work_seconds), added to the first pass's."""
     from engine.editing.paper.detail import TILES_PER_CANDIDATE
     from engine.editing.shared.params import EditParams
-    from engine.models.devices import amp_dtype_for
+    from engine.models.devices import amp_dtype_for, clip_dtype_for
 
     assert isinstance(params, EditParams)
     fp = footprint(models)
     guided = bool(str(params.prompt).strip())
-    precision_bytes = 4 if amp_dtype_for(params.precision, models.device) is None else 2
-    per_candidate = candidate_bytes(fp, int(params.aug_num), guided, precision_bytes)
+    unet_dtype = amp_dtype_for(params.precision, models.device)
+    precision_bytes = 4 if unet_dtype is None else 2
+    clip_bytes = 4 if clip_dtype_for(unet_dtype, models.device) is None else 2  # fp32 on a CPU
+    per_candidate = candidate_bytes(fp, int(params.aug_num), guided, precision_bytes, clip_bytes)
     detail_tiles, box_pixels = detail if detail and detail[0] else (0, 0)
     if detail_tiles:
         # The stage runs after the first pass has freed its batch, in batches of TILES_PER_CANDIDATE tiles

@@ -30,7 +30,7 @@ class LatentModels:
     vae: Any  # diffusers AutoencoderKL
     text_encoder: Any  # transformers CLIPTextModel
     tokenizer: Any  # transformers CLIPTokenizer
-    scheduler_config: Dict[str, Any]  # a fresh DDIMScheduler per job (set_timesteps changes it)
+    scheduler_config: Dict[str, Any]  # a fresh scheduler per job (set_timesteps changes it)
     clip: Any  # engine.models.clip.ClipModel ranking the candidates, or None
     device: torch.device
     preset: str
@@ -46,6 +46,7 @@ class LatentModels:
 
     text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
     tokenizer_2: Any = None
+    sampler: str = "ddim"  # the preset's scheduler (registry.PIPELINE_SCHEDULERS)
 
     @property
     def method(self) -> Literal["latent"]:
@@ -53,9 +54,12 @@ class LatentModels:
         return "latent"
 
     def scheduler(self):
-        """DDIM with the model's betas; clip_sample off as the authors' scripts set it for latents."""
-        from diffusers import DDIMScheduler
+        """The preset's sampler with the model's betas: DDIM, clip_sample off as the authors' scripts set it
+        for latents; or a latent consistency model's LCMScheduler (its own boundary conditions)."""
+        from diffusers import DDIMScheduler, LCMScheduler
 
+        if self.sampler == "lcm":
+            return LCMScheduler.from_config({**self.scheduler_config, "clip_sample": False})
         return DDIMScheduler.from_config({**self.scheduler_config, "clip_sample": False})
 
     def _ids(self, tokenizer, prompt: str) -> torch.Tensor:
@@ -197,4 +201,5 @@ def load_latent_models(
         weights_dir=folder,
         text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2,
+        sampler=pipeline.scheduler,
     )

@@ -46,6 +46,9 @@ ALL_KINDS = (*MODEL_KINDS, *OPTIONAL_KINDS.values(), PIPELINE_FILE)
 METHODS = ("paper", "latent")  # engine/editing/paper/blended.py; engine/editing/latent/blended_latent.py
 PIPELINE_FAMILIES = ("sd", "sdxl")  # one text encoder (SD 1.x/2.x), two (SDXL)
 PIPELINE_DTYPES = ("auto", "fp32", "fp16", "bf16")
+# the sampler a latent preset's loop steps with: DDIM (the authors' own), or the few-step LCM scheduler of a
+# latent consistency model (issue 38); the folder's scheduler_config.json gives its betas either way
+PIPELINE_SCHEDULERS = ("ddim", "lcm")
 
 
 def user_data_dir() -> Path:
@@ -177,6 +180,7 @@ class Pipeline:
     files: list = field(default_factory=list)  # ModelSpec of each file it needs, verified before loading
     licence: str = ""
     source: Optional[HubSource] = None  # where ``python -m engine download`` fetches the files; None: by hand
+    scheduler: str = "ddim"  # PIPELINE_SCHEDULERS
 
 
 @dataclass(frozen=True)
@@ -312,6 +316,11 @@ def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, director
         raise InputError(f"{source}: pipeline 'family' must be one of {PIPELINE_FAMILIES}, got {family!r}")
     if dtype not in PIPELINE_DTYPES:
         raise InputError(f"{source}: pipeline 'dtype' must be one of {PIPELINE_DTYPES}, got {dtype!r}")
+    scheduler = spec.get("scheduler", "ddim")
+    if scheduler not in PIPELINE_SCHEDULERS:
+        raise InputError(
+            f"{source}: pipeline 'scheduler' must be one of {PIPELINE_SCHEDULERS}, got {scheduler!r}"
+        )
     try:
         resolution, guidance = int(spec["resolution"]), float(spec["guidance_scale"])
     except (KeyError, TypeError, ValueError):
@@ -336,7 +345,7 @@ def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, director
         specs.append(file_spec)
     root = directory if directory is not None else Path(folder)  # relative: under the weights folder
     licence = str(spec.get("licence", ""))
-    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, licence, hub)
+    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, licence, hub, scheduler)
     clip = _model_entry(data["clip"], f"{name}-clip", source, base_dir) if data.get("clip") else None
     if clip is not None and clip.kind != "clip":
         raise InputError(f"{source}: 'clip' refers to a {clip.kind} model")

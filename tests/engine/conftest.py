@@ -21,11 +21,23 @@ def tiny_weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tiny_weights_dir: Path):
-    """``load_models("tiny")`` on the CPU: frozen UNet (32 px), diffusion flags, tiny CLIP (32 px)."""
+def loaded_tiny_models(tiny_weights_dir: Path):
+    """``load_models("tiny")`` on the CPU, loaded once a session."""
     from engine.models.loading import load_models
 
     return load_models("tiny", weights_dir=tiny_weights_dir, device="cpu")
+
+
+@pytest.fixture
+def tiny_models(loaded_tiny_models):
+    """The session's tiny models (frozen UNet, 32 px; tiny CLIP, 32 px) handed to each test in fp32: a job
+    leaves its precision's weights converted (auto is bf16 on a CPU with native bf16), and a test of the
+    models themselves must not depend on which job ran before it."""
+    import torch
+
+    loaded_tiny_models.unet.set_inner_dtype(torch.float32)  # restores the fp32 weights exactly
+    loaded_tiny_models.clip.set_dtype(torch.float32)
+    return loaded_tiny_models
 
 
 @pytest.fixture

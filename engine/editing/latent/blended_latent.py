@@ -3,9 +3,9 @@
   z_src   = E(x).mean * scaling_factor                    the source in the VAE's latent space
   m       = the selection on the latent grid (nearest)    with dilated copies for the first phases
   z       = the source (or scribble) latent noised to the first kept timestep
-  for each DDIM timestep t_i (strength 0.75: 38 of 50):
+  for each DDIM timestep t_i (strength 0.75: 38 of 50; or a latent consistency model's few LCM steps):
       eps = eps(z, t_i, "") + w * (eps(z, t_i, prompt) - eps(z, t_i, ""))   classifier-free guidance
-      z   = DDIM step from t_i to t_{i+1}
+      z   = DDIM step from t_i to t_{i+1}  (LCM: its estimate of z_0, noised afresh to t_{i+1})
       z   = z * m_i + bg * (1 - m_i),  bg = z_src noised to t_{i+1} with fresh noise, or z_src itself
             after the last step (no noise left in the background)
   x'      = D(z), optionally with a decoder fine-tuned to the source outside the mask (background
@@ -95,12 +95,13 @@ def _batched(parts: Sequence, batch: int):
 
 
 def guided_eps(unet, z: torch.Tensor, t, cond, uncond, scale: float) -> torch.Tensor:
-    """Classifier-free guidance; one UNet call on the doubled batch (none doubled without a prompt).
+    """Classifier-free guidance; one UNet call on the doubled batch (none doubled without a prompt, or at
+    scale 1, where the guided prediction is the prompted one: a distilled model's guidance is folded in).
 
     cond / uncond: engine.models.latent.Conditioning, or bare encoder states [1, T, D]."""
     batch = z.shape[0]
-    if cond is None:
-        states, extra = _batched([_parts(uncond)], batch)
+    if cond is None or scale == 1.0:
+        states, extra = _batched([_parts(uncond if cond is None else cond)], batch)
         return unet(z, t, encoder_hidden_states=states, **extra).sample
     states, extra = _batched([_parts(uncond), _parts(cond)], batch)
     eps_uncond, eps_cond = unet(torch.cat([z, z]), t, encoder_hidden_states=states, **extra).sample.chunk(2)
@@ -142,7 +143,7 @@ def blended_latent_diffusion(
     total = len(timesteps)
     for index, t in enumerate(timesteps):
         eps = guided_eps(unet, z.to(dtype), t, cond, uncond, guidance_scale).to(z.dtype)
-        z = scheduler.step(eps, t, z).prev_sample
+        z = scheduler.step(eps, t, z, generator=generators).prev_sample  # LCM re-noises: seeded per candidate
         if index + 1 < total:
             fresh, _ = seeded_noise(shape, seeds, source.device, generators)
             background = scheduler.add_noise(source.expand_as(z), fresh, timesteps[index + 1 : index + 2])

@@ -145,7 +145,7 @@ def _detail_one(job: JobRun, plan: DetailPlan, maps, start, *, seed: int, index:
         fused = torch.zeros_like(z)
         for (x, y), eps in zip(tiles, outputs):
             fused[..., y : y + tile, x : x + tile] += eps[None] * weight
-        z = scheduler.step(fused / coverage, t, z).prev_sample
+        z = scheduler.step(fused / coverage, t, z, generator=generator).prev_sample
         if step + 1 < total:
             background = scheduler.add_noise(source, noise(), timesteps[step + 1 : step + 2])
         else:

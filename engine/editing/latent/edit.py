@@ -41,7 +41,7 @@ from engine.editing.shared.running import (
 )
 from engine.editing.timing import has_step_times
 from engine.errors import InputError
-from engine.models.devices import free_memory
+from engine.models.devices import amp_dtype_for, free_memory
 
 
 def schedule(params: EditParams) -> tuple:
@@ -57,6 +57,11 @@ def schedule(params: EditParams) -> tuple:
     if not 0 <= skip < steps:
         raise InputError(f"skip_timesteps must be between 0 and {steps - 1} for {steps} steps, got {skip}")
     return steps, skip
+
+
+def sampler_name(models) -> str:
+    """How a note names the preset's steps: DDIM, or LCM for a latent consistency model."""
+    return str(getattr(models, "sampler", "ddim")).upper()
 
 
 def guidance_scale(models, params: EditParams) -> float:
@@ -122,6 +127,18 @@ def sample(
     return decoded.clamp(-1, 1)
 
 
+def unet_autocast(models, params: EditParams, notes: Optional[List[str]] = None) -> Optional[torch.dtype]:
+    """The latent UNet's autocast: on a CPU, where the weights load in fp32, the job's precision
+    (devices.amp_dtype_for: auto is bf16 where the CPU has it natively); none on a GPU, where the weights
+    are already in the preset's dtype."""
+    if models.device.type != "cpu" or models.dtype != torch.float32:
+        return None
+    dtype = amp_dtype_for(params.precision, models.device)
+    if dtype is not None and notes is not None:
+        notes.append(f"the UNet ran under {str(dtype).replace('torch.', '')} autocast (the VAE in float32)")
+    return dtype
+
+
 def _ignored(params: EditParams, notes: List[str]) -> None:
     """Say which of the paper method's levers this loop has no use for, when they were asked for."""
     if params.background_preservation_loss or params.local_clip_guided_diffusion:
@@ -155,14 +172,18 @@ def latent_edit(
         notes.append("the selection is thinner than the latent grid: only progressive shrinking edits it")
     seam = LATENT_SEAM_FIX if params.seam_fix == "auto" else params.seam_fix
     seeds = candidate_seeds(params)
+    autocast = unet_autocast(models, params)
     notes.append(
-        f"Blended Latent Diffusion: {num_steps - skip} of {num_steps} DDIM steps, guidance {scale:g}"
+        f"Blended Latent Diffusion: {num_steps - skip} of {num_steps} {sampler_name(models)} steps, "
+        f"guidance {scale:g}"
+        + (f", the UNet under {str(autocast).replace('torch.', '')} autocast" if autocast else "")
         + (", progressive mask shrinking" if params.mask_shrink else "")
         + (", background reconstruction" if params.background_reconstruction else "")
         + (", the soft selection as per-pixel strength" if inputs.masks.change is not None else "")
         + (f", seam fix {seam}" if seam != "off" else "")
     )
-    unet = UNetChoice(models, dataclasses.replace(params, compile=False), notes)  # eager: see LatentWindows
+    eager = dataclasses.replace(params, compile=False)  # see LatentWindows
+    unet = UNetChoice(models, eager, notes, autocast=autocast)
     first_pass = (num_steps - skip) * len(seeds)
     detail_plan = plan_latent_detail(params, prepared, len(seeds), num_steps, first_pass, timer)
     counter = ProgressCounter(progress, first_pass + detail_plan.work)

@@ -20,7 +20,14 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence
 import torch
 
 from engine.editing.latent import blended_latent as bld
-from engine.editing.latent.edit import LatentInputs, guidance_scale, sample, schedule
+from engine.editing.latent.edit import (
+    LatentInputs,
+    guidance_scale,
+    sample,
+    sampler_name,
+    schedule,
+    unet_autocast,
+)
 from engine.editing.shared.params import EditParams
 from engine.editing.shared.running import UNetChoice
 
@@ -41,14 +48,15 @@ class LatentWindows:
         clip = models.clip
         self.embeds: Dict[str, torch.Tensor] = {t: clip.encode_text([t]) for t in texts if clip is not None}
         # the paper's UNet wrapper, never compiled here: the compile path calls the ADM UNet's signature
-        self.unet_choice = UNetChoice(models, dataclasses.replace(params, compile=False), notes)
+        eager = dataclasses.replace(params, compile=False)
+        self.unet_choice = UNetChoice(models, eager, notes, autocast=unet_autocast(models, params, notes))
         if params.compile:
             notes.append("torch.compile is used for the paper's UNet only: the latent UNet ran eagerly")
         if params.background_preservation_loss or params.local_clip_guided_diffusion:
             notes.append("the Algorithm 1 losses are the paper method's: not used for a latent preset")
         notes.append(
-            f"Blended Latent Diffusion per window: {self.steps} of {self.num_steps} DDIM steps, guidance "
-            f"{self.scale:g}"
+            f"Blended Latent Diffusion per window: {self.steps} of {self.num_steps} {sampler_name(models)} "
+            f"steps, guidance {self.scale:g}"
             + (", progressive mask shrinking" if params.mask_shrink else "")
             + (", background reconstruction" if params.background_reconstruction else "")
         )

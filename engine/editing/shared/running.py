@@ -217,6 +217,27 @@ class JobRun:
         raise Cancelled()
 
 
+class AutocastUNet:
+    """A diffusers UNet whose weights stay fp32, run under ``dtype`` autocast (matmuls and convolutions in
+    it, norms and softmax in fp32), its prediction handed back in fp32: a latent preset on a CPU with native
+    bf16, where the weights load in fp32 (engine.models.latent.weights_dtype)."""
+
+    def __init__(self, unet, dtype: Any, weights: Any) -> None:
+        self.unet, self.dtype, self.weights = unet, dtype, weights
+
+    def parameters(self):
+        return self.weights.parameters()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        device = next(self.weights.parameters()).device
+        with torch.autocast(device_type=device.type, dtype=self.dtype):
+            output = self.unet(*args, **kwargs)
+        output.sample = output.sample.float()  # the guidance combination and the scheduler step stay fp32
+        return output
+
+
 class UNetChoice:
     """The UNet a job runs: compiled when asked and compiling works, else eager (with a note).
 
@@ -225,12 +246,16 @@ class UNetChoice:
     the compiler's: it is recorded on the models and the job goes on eagerly.
     """
 
-    def __init__(self, models, params: EditParams, notes: List[str]) -> None:
+    def __init__(self, models, params: EditParams, notes: List[str], autocast: Any = None) -> None:
         self.models, self.notes = models, notes
         self.state = _compiled_unet(models) if params.compile else None
         if self.state is not None and self.state.error is not None:
             notes.append(f"torch.compile is unavailable ({self.state.error}): the UNet ran eagerly")
-        self.unet = models.unet if self.compiled is None else _dynamic_batch(self.compiled)
+        self.autocast = autocast  # a dtype: every UNet handed out runs under it (AutocastUNet)
+        self.unet = self._wrapped(models.unet if self.compiled is None else _dynamic_batch(self.compiled))
+
+    def _wrapped(self, unet):
+        return unet if self.autocast is None else AutocastUNet(unet, self.autocast, self.models.unet)
 
     @property
     def compiled(self):
@@ -238,36 +263,42 @@ class UNetChoice:
 
     def run(self, run: Callable[[Any, Sequence[int], int], Any], seeds: Sequence[int], offset: int):
         if self.compiled is None:
-            return run(self.models.unet, seeds, offset)
+            return run(self._wrapped(self.models.unet), seeds, offset)
         try:
             return run(self.unet, seeds, offset)
         except Exception as exc:  # noqa: BLE001 - out-of-memory and cancels go on up; others get an eager try
             if is_out_of_memory(exc) or isinstance(exc, (Cancelled, EngineError)):
                 raise
             error = _describe(exc)
-        result = run(self.models.unet, seeds, offset)  # raises the model's own error if it was not compiling
+        eager = self._wrapped(self.models.unet)
+        result = run(eager, seeds, offset)  # raises the model's own error if it was not compiling
         self.state.error = error
-        self.unet = self.models.unet
+        self.unet = eager
         self.notes.append(f"torch.compile failed ({error}): the UNet ran eagerly")
         return result
 
 
 def set_precision(models, dtype, notes: List[str]):
     """Put the UNet's inner blocks and CLIP in the job's precision (None: fp32), converting their weights
-    once rather than re-casting them in every forward under autocast. Returns the autocast dtype still
-    needed: None, unless the models cannot convert (then autocast as before)."""
+    once rather than re-casting them in every forward under autocast; on a CPU CLIP stays in fp32
+    (devices.clip_dtype_for). Returns the autocast dtype still needed: None, unless the models cannot
+    convert (then autocast as before)."""
     import torch
+
+    from engine.models.devices import clip_dtype_for
 
     unet, clip = models.unet, models.clip
     if not (hasattr(unet, "set_inner_dtype") and hasattr(clip, "set_dtype")):
         if dtype is not None:
             notes.append(f"UNet and CLIP ran under {str(dtype).replace('torch.', '')} autocast")
         return dtype
+    clip_dtype = clip_dtype_for(dtype, models.device)
     unet.set_inner_dtype(dtype or torch.float32)
-    clip.set_dtype(dtype or torch.float32)
+    clip.set_dtype(clip_dtype or torch.float32)
     if dtype is not None:
+        parts = "UNet blocks and CLIP" if clip_dtype == dtype else "UNet blocks"
         notes.append(
-            f"UNet blocks and CLIP ran in {str(dtype).replace('torch.', '')} (timestep embedding, output "
-            "layer and norms in float32)"
+            f"{parts} ran in {str(dtype).replace('torch.', '')} (timestep embedding, output layer and norms "
+            "in float32)"
         )
     return None

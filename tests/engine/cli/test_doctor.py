@@ -32,6 +32,11 @@ def test_doctor_on_the_shipped_toy_models_is_healthy(tmp_path):
     assert "Preset: toy [ready]" in text
     assert text.count("present, SHA-256 verified") == 2  # the UNet and the CLIP file, hashed
     assert "Device: cpu" in text and "GiB free of" in text
+    from engine.models.devices import cpu_has_native_bf16
+
+    native = cpu_has_native_bf16()  # what auto picks here, and why, from the same probe
+    assert ("Precision: bf16 for the UNets, CLIP in fp32 (this CPU has " in text) is native
+    assert ("Precision: fp32 (this CPU has no AVX-512 BF16 or AMX" in text) is not native
     assert f"torch {metadata.version('torch')}" in text
     assert f"torch build {__import__('torch').__version__}" in text
     assert f"Log: {tmp_path / 'e.log'}" in text

@@ -148,7 +148,34 @@ def test_auto_precision_follows_the_compute_capability_of_the_jobs_device(monkey
     assert asked and all(torch.device(d) == job_device for d in asked)
     assert devices.amp_dtype_for("fp32", job_device) is None
     assert devices.amp_dtype_for("bf16", job_device) is torch.bfloat16  # asked for explicitly: as asked
-    assert devices.amp_dtype_for("auto", torch.device("cpu")) is None
+
+
+def test_auto_on_a_cpu_is_bf16_only_where_the_cpu_computes_bf16_natively(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+    assert devices.amp_dtype_for("auto", cpu) is None
+    assert devices.precision_choice("auto", cpu).startswith("fp32 (this CPU has no AVX-512 BF16 or AMX")
+    assert devices.amp_dtype_for("bf16", cpu) is torch.bfloat16  # asked for: as asked, even emulated
+    assert devices.precision_choice("bf16", cpu) == "bf16 (asked for)"
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+    assert devices.amp_dtype_for("auto", cpu) is torch.bfloat16
+    assert devices.amp_dtype_for("fp32", cpu) is None
+    assert "CLIP in fp32" in devices.precision_choice("auto", cpu)
+    # CLIP stays fp32 beside a bf16 UNet on a CPU, follows the UNet on a GPU
+    assert devices.clip_dtype_for(torch.bfloat16, cpu) is None
+    assert devices.clip_dtype_for(torch.float16, torch.device("cuda", 0)) is torch.float16
+
+
+def test_native_bf16_is_what_torch_reports_for_avx512_bf16_or_amx(monkeypatch):
+    for avx512, amx, expected in [(False, False, False), (True, False, True), (False, True, True)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert devices.cpu_has_native_bf16() is expected
+        assert devices.cpu_bf16_units() == ["AVX-512 BF16"] * avx512 + ["AMX"] * amx
+    # a torch without the probes: fp32, not an error
+    monkeypatch.delattr(torch.cpu, "_is_avx512_bf16_supported")
+    monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+    assert devices.cpu_has_native_bf16() is False
 
 
 # --- 5 (part). what counts as out of memory; freeing memory on every backend -----------------------------

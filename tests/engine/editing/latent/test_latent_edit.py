@@ -73,3 +73,57 @@ def test_out_of_memory_splits_the_latent_batch_and_gives_the_same_candidates(toy
     monkeypatch.setattr(bld, "blended_latent_diffusion", always_oom)
     with pytest.raises(EngineError, match="out of memory even for a single candidate"):
         edit(image, mask, toy_latent, _params(batch_size=2))
+
+
+def test_bf16_runs_the_latent_unet_under_autocast_and_auto_follows_the_cpu(toy_latent, monkeypatch):
+    from engine.models import devices
+
+    seen = []
+    hook = toy_latent.unet.register_forward_pre_hook(
+        lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
+    )
+    image, mask = _scene()
+    try:
+        full = edit(image, mask, toy_latent, _params(precision="fp32", batch_size=1))
+        assert seen and not any(seen)
+        seen.clear()
+        half = edit(image, mask, toy_latent, _params(precision="bf16", batch_size=1))
+        assert seen and all(seen)
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
+        auto_plain = edit(image, mask, toy_latent, _params(batch_size=1))
+        monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: True)
+        auto_native = edit(image, mask, toy_latent, _params(batch_size=1))
+    finally:
+        hook.remove()
+    assert "the UNet under bfloat16 autocast" in half.notes[-1]  # the loop's summary says so
+    assert not any("autocast" in note for note in full.notes)
+    assert {p.dtype for p in toy_latent.unet.parameters()} == {torch.float32}  # weights left as they were
+
+    def pixels(result):
+        return np.asarray(result.candidates[0].image).astype(int)
+
+    assert np.array_equal(pixels(auto_plain), pixels(full))  # auto is fp32 where bf16 is emulated
+    assert np.array_equal(pixels(auto_native), pixels(half))  # and bf16 where the CPU has it
+    difference, inside = np.abs(pixels(half) - pixels(full)), np.asarray(mask) > 0
+    assert difference.max() > 0  # bf16 really ran
+    assert difference[inside].mean() < 8  # ... and drew the same picture (a few levels apart)
+    assert not difference[~inside].any()  # outside the selection the source, in either precision
+
+
+def test_autocast_unet_hands_back_an_fp32_prediction():
+    from types import SimpleNamespace
+
+    from engine.editing.shared.running import AutocastUNet
+
+    layer = torch.nn.Linear(4, 4)
+
+    def unet(x):
+        return SimpleNamespace(sample=layer(x))
+
+    wrapped = AutocastUNet(unet, torch.bfloat16, layer)
+    x = torch.randn(2, 4)
+    output = wrapped(x).sample
+    assert output.dtype == torch.float32 and layer.weight.dtype == torch.float32
+    assert not torch.equal(output, layer(x))  # the matmul ran in bf16 ...
+    assert torch.allclose(output, layer(x), rtol=0.05, atol=0.05)  # ... close to fp32
+    assert list(wrapped.parameters()) == list(layer.parameters())

@@ -15,8 +15,9 @@ _settings = guidance_settings
 
 
 @pytest.fixture(scope="module")
-def scene(tiny_models):
-    return tensor_scene(tiny_models, 3, slice(8, 24), slice(6, 22), "a red ball")
+def scene(loaded_tiny_models):
+    loaded_tiny_models.clip.set_dtype(torch.float32)  # whatever precision an earlier job left
+    return tensor_scene(loaded_tiny_models, 3, slice(8, 24), slice(6, 22), "a red ball")
 
 
 class _CountingUNet(torch.nn.Module):

@@ -10,6 +10,7 @@ from PIL import Image
 from engine.editing import editor
 from engine.editing.editor import EditParams, edit
 from engine.errors import Cancelled, EngineError, InputError
+from engine.models import devices
 
 FAST = dict(timestep_respacing="10", skip_timesteps=6, aug_num=2, batch_size=2, iterations_num=1)
 
@@ -213,8 +214,9 @@ def test_out_of_memory_splits_the_batch_and_gives_the_same_candidates(tiny_model
         edit(source, mask, tiny_models, params)
 
 
-def test_half_precision_path_is_selectable(tiny_models):
+def test_half_precision_path_is_selectable(tiny_models, monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: False)
     assert editor.amp_dtype_for("auto", cpu) is None
     assert editor.amp_dtype_for("fp32", cpu) is None
     assert editor.amp_dtype_for("bf16", cpu) is torch.bfloat16

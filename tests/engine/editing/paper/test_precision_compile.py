@@ -71,12 +71,12 @@ def test_half_precision_converts_the_blocks_once_and_keeps_embedding_and_output_
     assert seen == {
         "autocast": False,  # no per-forward re-cast of every weight
         "block_conv": torch.bfloat16,
-        "clip": torch.bfloat16,
+        "clip": torch.float32,  # on a CPU CLIP stays fp32 (bf16 ViT-B/16 ran slower here: issue 38)
         "time_embed": torch.float32,  # as the reference keeps them
         "out_in": torch.float32,
         "out": torch.float32,
     }
-    assert any("ran in bfloat16" in note for note in result.notes)
+    assert any(note.startswith("UNet blocks ran in bfloat16") for note in result.notes)
     after = edit(image, mask, models, _params(precision="fp32", batch_size=1))
     # the same fp32 job as before the bf16 one, down to the prompt's embedding
     assert np.array_equal(np.asarray(after.candidates[0].image), np.asarray(before.candidates[0].image))

@@ -18,8 +18,9 @@ _settings = guidance_settings
 
 
 @pytest.fixture(scope="module")
-def scene(tiny_models):
-    return tensor_scene(tiny_models, 5, slice(6, 26), slice(8, 24), "a blue square")
+def scene(loaded_tiny_models):
+    loaded_tiny_models.clip.set_dtype(torch.float32)  # whatever precision an earlier job left
+    return tensor_scene(loaded_tiny_models, 5, slice(6, 26), slice(8, 24), "a blue square")
 
 
 def _run(models, scene, seeds, settings, skip=6, **kwargs):

@@ -266,7 +266,7 @@ def test_admission_counts_the_detail_stage_time_and_its_tile_batch(tiny_models):
     assert runner.validate({**job, "detail": "auto"}, images)["detail"] == "auto"
 
     # memory: without a prompt the stage's batch of 4 tiles per candidate outweighs an unguided candidate
-    params = EditParams(prompt="", batch_size=1, iterations_num=1, detail="on")
+    params = EditParams(prompt="", batch_size=1, iterations_num=1, detail="on", precision="fp32")
     free = (10**12, "the GPU")
     plain = admission.admit(tiny_models, params, 4096, free=free).need_bytes
     staged = admission.admit(tiny_models, params, 4096, free=free, detail=(work.tile_steps, 0)).need_bytes
