@@ -131,43 +131,23 @@ def distil(teacher, text_encoder, latents, ids, empty_ids, args, generator, log,
 
 
 def preset_data(out: Path, training: dict) -> dict:
-    from toyworld.train_latent import TOY_CLIP_DIR, _toy_clip_entry, folder_files
+    from toyworld.train_latent import latent_preset_data
 
-    return {
-        "name": "toy-latent-lcm",
-        "method": "latent",
-        "description": (
-            "toy-latent distilled to a few-step latent consistency model (LCM scheduler, no guidance): "
-            "a candidate in 4 UNet passes"
-        ),
-        "pipeline": {
-            "family": "sd",
-            "resolution": 32,
-            "dtype": "fp32",
-            "scheduler": "lcm",
-            "guidance_scale": STUDENT_EDIT_DEFAULTS["guidance_scale"],
-            "files": folder_files(out),
-        },
-        "clip": {"name": "toy-clip32", "kind": "clip", "directory": TOY_CLIP_DIR, **_toy_clip_entry()},
-        "edit_defaults": STUDENT_EDIT_DEFAULTS,
-        "training": training,
-    }
+    description = (
+        "toy-latent distilled to a few-step latent consistency model (LCM scheduler, no guidance): "
+        "a candidate in 4 UNet passes"
+    )
+    return latent_preset_data(
+        out, training, name="toy-latent-lcm", description=description, defaults=STUDENT_EDIT_DEFAULTS,
+        scheduler="lcm",
+    )  # fmt: skip
 
 
 def write_presets(out: Path, data: dict) -> List[Path]:
     """``preset.json`` in the folder; plus the built-in preset when the folder is the shipped one."""
-    from toyworld.train_latent import TOY_CLIP_DIR
+    from toyworld.train_latent import write_presets as write
 
-    toy_clip = (REPO_ROOT / TOY_CLIP_DIR).resolve()
-    local = {**data, "clip": {**data["clip"], "directory": os.path.relpath(toy_clip, out.resolve())}}
-    (out / "preset.json").write_text(json.dumps(local, indent=2) + "\n")
-    written = [out / "preset.json"]
-    if out.resolve() == SHIPPED_DIR:
-        builtin = {**data, "directory": SHIPPED_DIR.relative_to(REPO_ROOT).as_posix()}
-        builtin.pop("name", None)
-        BUILTIN_PRESET.write_text(json.dumps(builtin, indent=2) + "\n")
-        written.append(BUILTIN_PRESET)
-    return written
+    return write(out, data, SHIPPED_DIR, BUILTIN_PRESET)
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -233,17 +233,33 @@ def folder_files(out: Path) -> dict:
 
 
 def preset_data(out: Path, training: dict) -> dict:
-    return {
-        "name": "toy-latent",
-        "method": "latent",
-        "description": (
+    return latent_preset_data(
+        out,
+        training,
+        name="toy-latent",
+        description=(
             "tiny latent diffusion (32 px, 16x16x4 latents) trained on synthetic shapes; seconds on a CPU"
         ),
+        defaults=TOY_LATENT_EDIT_DEFAULTS,
+    )
+
+
+def latent_preset_data(
+    out: Path, training: dict, *, name: str, description: str, defaults: dict, scheduler: str = "ddim"
+) -> dict:
+    """A toy latent preset (this module's, or toyworld.distill_latent's student): the folder's files, the
+    toy CLIP ranking, the edit defaults and their guidance; ``scheduler`` named only when it is not DDIM."""
+    sampler = {} if scheduler == "ddim" else {"scheduler": scheduler}
+    return {
+        "name": name,
+        "method": "latent",
+        "description": description,
         "pipeline": {
             "family": "sd",
             "resolution": 32,
             "dtype": "fp32",
-            "guidance_scale": TOY_LATENT_EDIT_DEFAULTS["guidance_scale"],
+            **sampler,
+            "guidance_scale": defaults["guidance_scale"],
             "files": folder_files(out),
         },
         "clip": {
@@ -252,7 +268,7 @@ def preset_data(out: Path, training: dict) -> dict:
             "directory": TOY_CLIP_DIR,
             **_toy_clip_entry(),
         },
-        "edit_defaults": TOY_LATENT_EDIT_DEFAULTS,
+        "edit_defaults": defaults,
         "training": training,
     }
 
@@ -263,7 +279,9 @@ def _toy_clip_entry() -> dict:
     return {k: toy["clip"][k] for k in ("file", "sha256", "size_bytes", "config")}
 
 
-def write_presets(out: Path, data: dict) -> List[Path]:
+def write_presets(
+    out: Path, data: dict, shipped_dir: Path = SHIPPED_DIR, builtin_preset: Path = BUILTIN_PRESET
+) -> List[Path]:
     """``preset.json`` in the folder; plus the built-in preset when the folder is the shipped one.
 
     The ranking CLIP's folder is relative to where each file is read from: the models folder, or the
@@ -272,11 +290,11 @@ def write_presets(out: Path, data: dict) -> List[Path]:
     local = {**data, "clip": {**data["clip"], "directory": os.path.relpath(toy_clip, out.resolve())}}
     (out / "preset.json").write_text(json.dumps(local, indent=2) + "\n")
     written = [out / "preset.json"]
-    if out.resolve() == SHIPPED_DIR:
-        builtin = {**data, "directory": SHIPPED_DIR.relative_to(REPO_ROOT).as_posix()}
+    if out.resolve() == shipped_dir:
+        builtin = {**data, "directory": shipped_dir.relative_to(REPO_ROOT).as_posix()}
         builtin.pop("name", None)
-        BUILTIN_PRESET.write_text(json.dumps(builtin, indent=2) + "\n")
-        written.append(BUILTIN_PRESET)
+        builtin_preset.write_text(json.dumps(builtin, indent=2) + "\n")
+        written.append(builtin_preset)
     return written
 
 

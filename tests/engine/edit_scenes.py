@@ -1,10 +1,10 @@
 """A quick edit setting and small random scenes, shared by the engine tests (devices, precision, the
-paper loop's two guidance variants)."""
+paper loop's two guidance variants, the latent presets)."""
 
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from engine.editing.shared.params import EditParams
 
@@ -22,6 +22,16 @@ def random_scene(size: int = 36, seed: int = 5):
     mask = np.zeros((size, size), np.uint8)
     mask[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 255
     return image, Image.fromarray(mask)
+
+
+def shape_scene():
+    """A grey 40x40 image with a blue square top left and a 20x20 selection beside it (a latent preset's
+    32 px box around it)."""
+    image = Image.new("RGB", (40, 40), (200, 200, 200))
+    ImageDraw.Draw(image).rectangle((2, 2, 14, 14), fill=(30, 60, 220))
+    mask = Image.new("L", (40, 40), 0)
+    ImageDraw.Draw(mask).rectangle((16, 12, 35, 31), fill=255)
+    return image, mask
 
 
 def tensor_scene(models, seed: int, rows: slice, cols: slice, prompt: str):

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from engine.editing.editor import edit
 from engine.editing.latent.blended_latent import guided_eps
 from engine.editing.shared.params import EditParams
 from engine.errors import InputError
 from engine.models import registry
+from tests.engine.edit_scenes import shape_scene
 
 ROOT = Path(__file__).resolve().parents[4]
 
@@ -27,14 +28,6 @@ def lcm():
     from engine.models.loading import load_models
 
     return load_models("toy-latent-lcm", None, "cpu")
-
-
-def _scene():
-    image = Image.new("RGB", (40, 40), (200, 200, 200))
-    ImageDraw.Draw(image).rectangle((2, 2, 14, 14), fill=(30, 60, 220))
-    mask = Image.new("L", (40, 40), 0)
-    ImageDraw.Draw(mask).rectangle((16, 12, 35, 31), fill=255)
-    return image, mask
 
 
 def _params(**values) -> EditParams:
@@ -64,7 +57,7 @@ def test_the_preset_steps_with_lcm_and_no_guidance_of_its_own(lcm):
 def test_a_few_step_edit_is_one_unet_pass_a_step_and_keeps_every_outside_pixel(lcm):
     batches = []
     hook = lcm.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
-    image, mask = _scene()
+    image, mask = shape_scene()
     try:
         result = edit(image, mask, lcm, _params(batch_size=2, iterations_num=1))
     finally:
@@ -79,7 +72,7 @@ def test_a_few_step_edit_is_one_unet_pass_a_step_and_keeps_every_outside_pixel(l
 
 
 def test_lcm_candidates_are_their_seeds_however_batched_and_leave_the_global_generator_alone(lcm):
-    image, mask = _scene()
+    image, mask = shape_scene()
     state = torch.get_rng_state()
     together = _pixels(edit(image, mask, lcm, _params(batch_size=2, iterations_num=1)))
     apart = _pixels(edit(image, mask, lcm, _params(batch_size=1, iterations_num=2)))
@@ -123,7 +116,7 @@ def test_the_cli_edits_with_the_few_step_preset_and_its_defaults(tmp_path):
     import subprocess
     import sys
 
-    image, mask = _scene()
+    image, mask = shape_scene()
     image.save(tmp_path / "image.png")
     mask.save(tmp_path / "mask.png")
     out = tmp_path / "out"

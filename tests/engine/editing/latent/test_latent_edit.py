@@ -7,12 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
 import engine.editing.latent.blended_latent as bld
 from engine.editing.editor import edit
 from engine.editing.shared.params import EditParams
 from engine.errors import EngineError
+from tests.engine.edit_scenes import shape_scene
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +22,13 @@ def toy_latent():
     return load_models("toy-latent", None, "cpu")
 
 
-def _scene():
-    image = Image.new("RGB", (40, 40), (200, 200, 200))
-    ImageDraw.Draw(image).rectangle((2, 2, 14, 14), fill=(30, 60, 220))
-    mask = Image.new("L", (40, 40), 0)
-    ImageDraw.Draw(mask).rectangle((16, 12, 35, 31), fill=255)
-    return image, mask
-
-
 def _params(**values) -> EditParams:
     base = dict(prompt="a red circle", timestep_respacing="10", skip_timesteps=6, seed=31, iterations_num=1)
     return EditParams(**{**base, **values})
 
 
 def test_out_of_memory_splits_the_latent_batch_and_gives_the_same_candidates(toy_latent, monkeypatch):
-    image, mask = _scene()
+    image, mask = shape_scene()
     params = _params(batch_size=4, iterations_num=2)  # 4 steps, 8 candidates
     reference = edit(image, mask, toy_latent, params)
     real = bld.blended_latent_diffusion
@@ -82,7 +74,7 @@ def test_bf16_runs_the_latent_unet_under_autocast_and_auto_follows_the_cpu(toy_l
     hook = toy_latent.unet.register_forward_pre_hook(
         lambda module, args: seen.append(torch.is_autocast_enabled("cpu"))
     )
-    image, mask = _scene()
+    image, mask = shape_scene()
     try:
         full = edit(image, mask, toy_latent, _params(precision="fp32", batch_size=1))
         assert seen and not any(seen)
