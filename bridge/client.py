@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from bridge import errors
 from bridge.protocol import PROTOCOL_VERSION, Limits, Message, MessageReader, encode_message, send_parts
@@ -27,6 +27,33 @@ _POLL_SECONDS = 0.1  # how often a waiting edit() looks at its cancel event
 _SEND_BYTES_PER_SECOND = 1 << 20  # slowest network we allow for when sizing the send timeout
 
 ProgressCallback = Callable[[Dict[str, Any], Optional[bytes]], None]
+
+
+def _edit_request(
+    params: Dict[str, Any],
+    image_png: bytes,
+    mask_png: Optional[bytes],
+    regions: Optional[Sequence[Tuple[bytes, str]]],
+) -> Tuple[Dict[str, Any], List[Tuple[str, bytes]]]:
+    """(params, attachments) of an edit: the image and its mask, or its regions (ValueError for both,
+    neither, or a region that is not a (PNG bytes, prompt) pair)."""
+    if "region_prompts" in params:
+        raise ValueError("pass the regions as edit(regions=...), not as params['region_prompts']")
+    if mask_png is not None and regions:
+        raise ValueError("an edit takes a mask or regions, not both: the regions' union is the mask")
+    if mask_png is None and not regions:
+        raise ValueError("an edit needs a mask or regions")
+    attachments: List[Tuple[str, bytes]] = [("image", image_png)]
+    if mask_png is not None:
+        return params, attachments + [("mask", mask_png)]
+    prompts = []
+    for index, region in enumerate(regions or ()):
+        data, prompt = region if isinstance(region, (tuple, list)) and len(region) == 2 else (None, None)
+        if not isinstance(data, (bytes, bytearray)) or not isinstance(prompt, str):
+            raise ValueError(f"region {index + 1} must be a (mask PNG bytes, prompt) pair")
+        attachments.append((f"region{index}", bytes(data)))
+        prompts.append(prompt)
+    return dict(params, region_prompts=prompts), attachments
 
 
 class EngineClient:
@@ -108,10 +135,11 @@ class EngineClient:
         self,
         params: Dict[str, Any],
         image_png: bytes,
-        mask_png: bytes,
+        mask_png: Optional[bytes],
         init_png: Optional[bytes] = None,
         on_progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
+        regions: Optional[Sequence[Tuple[bytes, str]]] = None,
     ) -> Dict[str, Any]:
         """Run an edit job and wait for it.
 
@@ -120,8 +148,13 @@ class EngineClient:
         ``candidate_offset`` after each diffusion step; ``preview_png`` is an RGB PNG when previews were
         asked for (``preview_every``). Setting ``cancel`` cancels the job (queued or running) and raises
         JobCancelled. Errors raise EngineJobError(code, message).
+
+        ``regions`` (issue 39): (mask PNG, prompt) pairs instead of ``mask_png`` (then None), sent as the
+        attachments ``region0``, ``region1``, ... and the param ``region_prompts`` in the same order;
+        ``params["prompt"]`` is the background prompt. A mask and regions, or neither, is a ValueError
+        before anything is sent.
         """
-        attachments = [("image", image_png), ("mask", mask_png)]
+        params, attachments = _edit_request(params, image_png, mask_png, regions)
         if init_png is not None:
             attachments.append(("init", init_png))
         return self._run_job("edit", params, attachments, on_progress, cancel)

@@ -76,11 +76,22 @@ class JobRunner:
     """What the server needs from a job runner. ``run`` raises JobFailed for errors with a specific code.
 
     ``required_images`` / ``optional_images``: the PNG attachments a request of this kind carries; the
-    server checks them (present, PNG, one size) before ``validate``.
+    server checks them (present, PNG, one size) before ``validate``. ``numbered_images``: prefixes of
+    numbered attachments the runner also accepts (``region`` for region0, region1, ...), any number of
+    them: ``validate`` counts them against its own limit, so that a request over it is told the limit
+    rather than "unexpected attachment" (the protocol's max_attachments bounds them before that).
     """
 
     required_images: Tuple[str, ...] = ("image", "mask")
     optional_images: Tuple[str, ...] = ("init",)
+    numbered_images: Tuple[str, ...] = ()
+
+    def accepts_image(self, name: str) -> bool:
+        """``name`` is one of this kind's attachments: required, optional or numbered (region0, not
+        region01)."""
+        if name in self.required_images or name in self.optional_images:
+            return True
+        return any(_numbered(name, prefix) for prefix in self.numbered_images)
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
         """Check a request before it is queued; return the params to run with."""
@@ -93,6 +104,11 @@ class JobRunner:
     def status(self) -> Dict[str, Any]:
         """device, models and versions for status replies."""
         return {}
+
+
+def _numbered(name: str, prefix: str) -> bool:
+    number = name[len(prefix) :]
+    return name.startswith(prefix) and number.isdigit() and number.isascii() and str(int(number)) == number
 
 
 class JobQueue:

@@ -48,6 +48,7 @@ class JobLimits:
     max_windows: int = 16384  # diffusion windows of one extension (a whole canvas of new pixels at 256 px)
     max_window: int = 4096  # the extension's window side in canvas pixels
     max_blend_band: int = 1024  # pixels of the original an extension's transition may reach into
+    max_regions: int = 8  # selections with their own prompts in one edit (each adds CLIP work per step)
     max_jobs_per_connection: int = 4  # queued and running jobs one client may hold
     max_job_seconds: Optional[float] = None  # refuse jobs estimated to take longer (None: no cap)
 
@@ -142,6 +143,16 @@ def check_prompt(param: str, prompt: Any, limits: JobLimits = DEFAULT_LIMITS) ->
         )
 
 
+def check_region_count(count: int, limits: JobLimits = DEFAULT_LIMITS) -> None:
+    """Refuse an edit of more regions (selections with their own prompts, issue 39) than ``limits`` allow."""
+    if count > limits.max_regions:
+        raise LimitError(
+            "regions",
+            limits.max_regions,
+            f"{count} regions is over the limit of {limits.max_regions} regions per job",
+        )
+
+
 def check_extension(
     sides: Mapping[str, int],
     image_size: Optional[Tuple[int, int]] = None,
@@ -185,5 +196,6 @@ __all__ = [
     "check_extension",
     "check_pixels",
     "check_prompt",
+    "check_region_count",
     "respaced_steps",
 ]

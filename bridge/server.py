@@ -424,8 +424,8 @@ class BridgeServer:
     ) -> Dict[str, bytes]:
         """The images of a request: those the runner requires, any it allows, all PNG of one size."""
         runner = runner or self.runner
-        required, optional = tuple(runner.required_images), tuple(runner.optional_images)
-        unknown = sorted(set(attachments) - set(required) - set(optional))
+        required = tuple(runner.required_images)
+        unknown = sorted(name for name in attachments if not runner.accepts_image(name))
         if unknown:
             raise errors.JobFailed(
                 errors.INVALID_INPUT, "unexpected attachment(s): {}".format(", ".join(unknown))

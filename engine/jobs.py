@@ -22,7 +22,7 @@ from bridge.limits import DEFAULT_LIMITS, SIDES, JobLimits
 from bridge.png import CHANNELS as PNG_CHANNELS
 from bridge.png import encode_png
 from bridge.protocol import Limits, png_info
-from engine import runner_status
+from engine import job_regions, runner_status
 from engine.editing.shared.params import REMOVED_PARAMS, removed_param_message
 
 log = logging.getLogger("engine.jobs")
@@ -94,7 +94,15 @@ def _candidates_out(result_candidates: Any, level: Optional[int] = None) -> Runn
 
 
 class EditRunner(JobRunner):
-    """The ``edit`` job: engine.editing.editor.edit on the models loaded once at start-up."""
+    """The ``edit`` job: engine.editing.editor.edit on the models loaded once at start-up.
+
+    Its attachments: ``image``, then ``mask`` or regions (``region0``... with the ``region_prompts``
+    param, engine/job_regions.py), and optionally ``init``.
+    """
+
+    required_images = ("image",)
+    optional_images = ("mask", "init")
+    numbered_images = (job_regions.PREFIX,)
 
     def __init__(
         self,
@@ -118,22 +126,31 @@ class EditRunner(JobRunner):
         self._param_fields = {f.name: f for f in dataclasses.fields(editor.EditParams)}
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:
-        checked = self._check_params(params)
+        rest, prompts = job_regions.split_request(params, images, self.job_limits)
+        checked = self._check_params(rest)
         width, height = _png_size(images.get("image"))
-        return self._admit(checked, width * height, detail=self._detail_work(checked, images))
+        detail = self._detail_work(checked, images)
+        if prompts is None:
+            return self._admit(checked, width * height, detail=detail)
+        job_regions.check_job(checked, prompts, self._check_prompt)
+        # estimated as guided when a region's prompt is, whatever the background prompt
+        estimate = dict(checked, prompt=job_regions.estimate_prompt(prompts))
+        checked = job_regions.admitted(checked, self._admit(estimate, width * height, detail=detail))
+        return {**checked, job_regions.PROMPTS: prompts}
 
     def _detail_work(self, checked: Dict[str, Any], images: Dict[str, bytes]) -> Tuple[int, int]:
         """(tile-steps, box pixels) of the detail stage on this job's mask (engine/editing/paper/detail.py),
         for admission; (0, 0) when it is off, not needed, or the mask is not readable yet (the job says
-        why)."""
-        if checked.get("detail", "off") == "off" or "mask" not in images:
+        why). A single region is that region's plain edit; several are never detailed."""
+        name = job_regions.detail_mask_name(images)
+        if checked.get("detail", "off") == "off" or name is None:
             return (0, 0)
         from engine.editing.paper import detail
         from engine.editing.shared import imaging
 
         try:
             params = self._editor.EditParams(**checked)
-            mask = self._decode("mask", images["mask"])
+            mask = self._decode(name, images[name])
             soft = imaging.mask_array(mask, mask.size)
             soft = 255 - soft if params.invert_mask else soft
             return tuple(detail.planned_work(params, soft, int(self.models.image_size)))  # type: ignore
@@ -275,9 +292,18 @@ class EditRunner(JobRunner):
         timer = StepTimer(StepTimes(), self._timing_key())
         timer.begin()  # the decoding and the PNG encoding below are part of the time the user waits
         image = self._decode("image", job.images["image"])
-        mask = self._decode("mask", job.images["mask"])
+        mask = self._decode("mask", job.images["mask"]) if "mask" in job.images else None
         init = self._decode("init", job.images["init"]) if "init" in job.images else None
-        params = self._editor.EditParams(**job.params)
+        values = dict(job.params)
+        prompts = values.pop(job_regions.PROMPTS, None)
+        params = self._editor.EditParams(**values)
+        extra: Dict[str, Any] = {}  # a mask edit calls edit() as before regions existed
+        if prompts is not None:
+            from engine.editing.shared.regions import Region
+
+            names = [job_regions.region_name(index) for index in range(len(prompts))]
+            regions = [Region(self._decode(n, job.images[n]), p) for n, p in zip(names, prompts)]
+            extra["regions"] = regions
         result = self._editor.edit(
             image,
             mask,
@@ -287,6 +313,7 @@ class EditRunner(JobRunner):
             progress=_reporter(job),
             cancel=job.cancel,
             timer=timer,
+            **extra,
         )
         candidates, attachments = _candidates_out(result.candidates, job.png_level)
         _save_times(timer)
@@ -385,6 +412,7 @@ class ExtendRunner(EditRunner):
 
     required_images = ("image",)
     optional_images = ()
+    numbered_images = ()
     EXTENSION_KEYS = ("left", "right", "top", "bottom", "side_prompts", "blend_band", "window")
 
     def validate(self, params: Dict[str, Any], images: Dict[str, bytes]) -> Dict[str, Any]:

@@ -5,6 +5,8 @@ Starts Krita under Xvfb (with the openbox window manager unless --no-wm) with a 
 (HOME) where the plugin is installed, opens resources/examples/lakeside.png, selects a soft ellipse,
 presses the docker's "Edit with text" (toy preset from resources/models/toy/, else tiny), picks the
 second candidate, presses "More" and saves the main window with the docker showing the whole group.
+``--regions``: two selection masks on the layer, named by their prompts, instead of the selection (the
+docker lists them; issue 39).
 Krita keeps its status bar and its own zoom; a hang is reported with gdb stacks of all Krita threads.
 Standard library only:
 
@@ -62,8 +64,19 @@ class Driver(Extension):
 
     def select(self):
         doc = self.doc
-        sel = Selection()
         w, h = doc.width(), doc.height()
+        if SHOT["regions"]:  # issue 39: selection masks on the layer, each named by its prompt
+            layer = doc.rootNode().childNodes()[0]
+            for name, *ellipse in SHOT["regions"]:
+                mask = doc.createSelectionMask(name)
+                sel = Selection()
+                sel.setPixelData(soft_ellipse(w, h, *ellipse), 0, 0, w, h)
+                mask.setSelection(sel)
+                layer.addChildNode(mask, None)
+            doc.setActiveNode(layer)
+            QTimer.singleShot(2500, lambda: when_idle(doc, self.edit))  # the docker's poll lists them
+            return
+        sel = Selection()
         sel.setPixelData(soft_ellipse(w, h, *SHOT["ellipse"]), 0, 0, w, h)
         doc.setSelection(sel)
         when_idle(doc, self.edit)
@@ -97,6 +110,9 @@ class Driver(Extension):
             self.timer.stop()
             if self.ctl.flow.state == workflow.REVIEW and not getattr(self, "more", False):
                 QTimer.singleShot(1000, self.press_more)
+            elif SHOT["regions"]:  # the edited layer active again: the docker lists its regions
+                self.doc.setActiveNode(self.doc.rootNode().childNodes()[0])
+                QTimer.singleShot(2500, self.shoot)
             else:
                 QTimer.singleShot(2000, self.shoot)
         elif waited > SHOT["timeout"]:
@@ -151,6 +167,12 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=540.0, help="seconds the edit may take")
     parser.add_argument(
         "--detail", choices=("off", "auto", "on"), default="on", help="the docker's Full-resolution detail"
+    )
+    parser.add_argument(
+        "--regions",
+        action="store_true",
+        help="two selection masks named by their prompts instead of a selection (issue 39; --out "
+        "docs/images/screenshot-regions.png)",
     )
     parser.add_argument("--no-wm", action="store_true", help="run without the openbox window manager")
     parser.add_argument(
@@ -214,6 +236,9 @@ def main() -> int:
                 "image": str(image),
                 "out": str(shot_tmp),
                 "ellipse": [300, 150, 70, 55],
+                "regions": [["a red kite", 190, 120, 60, 45], ["a hot air balloon", 420, 140, 60, 50]]
+                if args.regions
+                else [],
                 "timeout": args.timeout,
             },
         }

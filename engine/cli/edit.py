@@ -3,6 +3,9 @@
 Writes into --output_path exactly the ranked candidate PNGs (``01_seed404.png`` ... : name order is rank
 order) and ``scores.json`` beside them. Bad input is one line on stderr, exit status 2, nothing written.
 
+``--region MASK.png:PROMPT`` (repeatable, issue 39) edits several selections with their own prompts in one
+job instead of ``--mask``; ``--prompt`` is then the background prompt (:func:`parse_region` splits it).
+
 A preset may recommend settings (``edit_defaults`` in its file, e.g. a short schedule for the toy models):
 they replace the reference defaults of the options not given on the command line (one stderr line says
 which), unless ``--no_preset_defaults``. Explicit options are recorded by their argparse actions in
@@ -20,7 +23,7 @@ import os
 import shutil
 import sys
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from engine.cli.options import (
     add_detail_arguments,
@@ -134,8 +137,61 @@ def _check_output_path(path: str) -> None:
         raise InputError(f"the folder containing output_path does not exist: {parent}")
 
 
+def parse_region(text: str) -> Tuple[str, str]:
+    """(mask path, prompt) of ``--region MASK.png:PROMPT``: the path is the text before the first ':'
+    whose left side is an existing file, the prompt all after it. So a Windows drive (``C:\\m.png:a cat``)
+    and a prompt holding ':' both work; InputError when no ':' has an existing file before it."""
+    from engine.errors import InputError
+
+    for index, char in enumerate(text):
+        if char == ":" and os.path.isfile(text[:index]):
+            return text[:index], text[index + 1 :]
+    if ":" not in text:
+        raise InputError(f"--region {text!r} has no ':': give MASK.png:PROMPT")
+    raise InputError(f"--region {text!r}: no existing mask file before a ':' (give MASK.png:PROMPT)")
+
+
+def _region_specs(args: argparse.Namespace, params, context_length: int) -> List[Tuple[str, str]]:
+    """The --region options as (mask path, prompt), checked before any file is opened; [] without."""
+    from bridge.limits import LimitError, check_region_count
+    from engine.editing.shared.limits import check_prompt_tokens
+    from engine.errors import InputError
+
+    texts = getattr(args, "regions", None) or []
+    if not texts:
+        return []
+    if args.mask is not None:
+        raise InputError("give --mask or --region, not both: the regions' union is the edited area")
+    if params.invert_mask:
+        raise InputError("--invert_mask does not apply to --region: each region's mask says what it edits")
+    try:
+        check_region_count(len(texts))
+    except LimitError as exc:
+        raise InputError(f"--region: {exc}") from None
+    specs = [parse_region(text) for text in texts]
+    for number, (_path, prompt) in enumerate(specs, start=1):
+        check_prompt_tokens(prompt, f"prompt of region {number}", context_length)
+    return specs
+
+
+def _open_regions(specs: Sequence[Tuple[str, str]], size: Tuple[int, int]):
+    """The regions' masks opened like --mask and checked (size, not empty) as edit() will; [] without."""
+    if not specs:
+        return []
+    from engine.editing.shared import imaging
+    from engine.editing.shared.regions import Region, check_regions
+
+    regions = [
+        Region(imaging.open_image(path, f"region {number} mask"), prompt)
+        for number, (path, prompt) in enumerate(specs, start=1)
+    ]
+    check_regions(regions, size)
+    return regions
+
+
 def _load_inputs(args: argparse.Namespace, invert_mask: bool):
-    """Open and check every input file before the models load, so bad input fails in a second."""
+    """Open and check every input file before the models load, so bad input fails in a second. With
+    --region the mask is None (the regions are opened by :func:`_open_regions`)."""
     from PIL import Image
 
     from engine.editing.shared import imaging
@@ -143,19 +199,21 @@ def _load_inputs(args: argparse.Namespace, invert_mask: bool):
 
     image = imaging.open_image(args.init_image, "image")
     source = imaging.prepare_source(image, "image")
-    if args.mask is not None:
-        mask = imaging.open_image(args.mask, "mask")
-    else:
-        mask = Image.new("L", source.size, 255)
-    soft = imaging.mask_array(mask, source.size)
-    if invert_mask:
-        soft = 255 - soft
-    if not soft.any():
-        raise InputError(
-            "the mask is empty (all black)"
-            + (" after --invert_mask" if invert_mask else "")
-            + ": white marks the region to edit"
-        )
+    mask = None
+    if not getattr(args, "regions", None):
+        if args.mask is not None:
+            mask = imaging.open_image(args.mask, "mask")
+        else:
+            mask = Image.new("L", source.size, 255)
+        soft = imaging.mask_array(mask, source.size)
+        if invert_mask:
+            soft = 255 - soft
+        if not soft.any():
+            raise InputError(
+                "the mask is empty (all black)"
+                + (" after --invert_mask" if invert_mask else "")
+                + ": white marks the region to edit"
+            )
     scribble = None
     if args.scribble_image is not None:
         scribble = imaging.open_image(args.scribble_image, "scribble image")
@@ -167,8 +225,10 @@ def _load_inputs(args: argparse.Namespace, invert_mask: bool):
     return image, mask, scribble
 
 
-def _write_results(result, params, args: argparse.Namespace) -> List[str]:
-    summary = {
+def _write_results(
+    result, params, args: argparse.Namespace, specs: Sequence[Tuple[str, str]] = ()
+) -> List[str]:
+    summary: Dict[str, Any] = {
         "prompt": params.prompt,
         "image": os.path.abspath(args.init_image),
         "mask": None if args.mask is None else os.path.abspath(args.mask),
@@ -179,6 +239,8 @@ def _write_results(result, params, args: argparse.Namespace) -> List[str]:
         "ranking": "combined = 0.5 * masked_clip + 0.5 * full_clip (spherical CLIP distances, lower is "
         "better)",
     }
+    if specs:  # the prompt above is then the background prompt
+        summary["regions"] = [{"mask": os.path.abspath(path), "prompt": prompt} for path, prompt in specs]
     return write_ranked(result.candidates, summary, args.output_path)
 
 
@@ -229,8 +291,10 @@ def run(args: argparse.Namespace) -> int:
 
         validate_params(params)
         check_prompt_tokens(params.prompt, "prompt", _context_length(preset))
+        specs = _region_specs(args, params, _context_length(preset))
         _check_output_path(args.output_path)
         image, mask, scribble = _load_inputs(args, params.invert_mask)
+        regions = _open_regions(specs, image.size)
         if changed:  # after the input checks, so that bad input stays one line
             print(_preset_line(preset.name, changed), file=sys.stderr)
 
@@ -244,11 +308,12 @@ def run(args: argparse.Namespace) -> int:
         bar = _progress_bar(args)
         try:
             on_progress = bar.update if bar else None
-            result = edit(image, mask, models, params, init_image=scribble, progress=on_progress, timer=timer)
+            job = dict(init_image=scribble, progress=on_progress, timer=timer, regions=regions or None)
+            result = edit(image, mask, models, params, **job)
         finally:
             if bar is not None:
                 bar.close()
-        names = _write_results(result, params, args)
+        names = _write_results(result, params, args, specs)
         _save_times(timer)  # after the writing: the estimate counts it too
     except Cancelled as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -38,14 +38,15 @@ class _Flag(argparse.Action):
 
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """The edit's own inputs: prompt, image, mask, scribble."""
+    """The edit's own inputs: prompt, image, mask or regions, scribble."""
     inputs = parser.add_argument_group("inputs")
     inputs.add_argument(
         "-p",
         "--prompt",
         type=str,
         required=True,
-        help='the prompt for the desired edit; "" removes (plain blended inpainting)',
+        help='the prompt for the desired edit; "" removes (plain blended inpainting); with --region, the '
+        "background prompt",
     )
     inputs.add_argument("-i", "--init_image", type=str, required=True, help="the source image (any size)")
     inputs.add_argument(
@@ -55,12 +56,22 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="mask, same size as the image: white = edit, soft edges allowed (default: the whole image)",
     )
     inputs.add_argument(
+        "--region",
+        dest="regions",
+        action="append",
+        default=None,
+        metavar="MASK.png:PROMPT",
+        help="a region (issue 39), instead of --mask: a mask like --mask's and its own prompt; repeat it "
+        "for several (up to 8), edited in one job within their union, --prompt conditioning the rest. "
+        "The file is the text before the first ':' that names an existing file (C:\\m.png:a cat works), "
+        "the prompt all after it (it may hold ':')",
+    )
+    inputs.add_argument(
         "--scribble_image",
         type=str,
         default=None,
         help="scribble-guided editing: this image (same size) is the start inside the mask",
     )
-
 
 
 def add_detail_arguments(parser: argparse.ArgumentParser) -> None:

@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from bridge.limits import respaced_steps
 from engine.editing.shared.params import EditParams
+from engine.job_regions import PROMPTS
 
 RunnerOutput = Tuple[Dict[str, Any], Sequence[Tuple[str, bytes]]]
 
@@ -33,7 +34,7 @@ class Shard:
 def split_edit(params: Dict[str, Any], workers: int, diffusion_steps: int = 1000) -> List[Shard]:
     """The shards of an edit for ``workers`` workers: at most one per batch, contiguous runs of batches,
     as even as they can be. A random seed (None) is drawn here, once, so every shard shares it."""
-    edit = EditParams(**params)
+    edit = EditParams(**{k: v for k, v in params.items() if k != PROMPTS})  # regions: prompts ride along
     base = int(edit.seed) if edit.seed is not None else secrets.randbelow(2**31)
     steps = respaced_steps(edit.timestep_respacing, diffusion_steps) - int(edit.skip_timesteps)
     per_batch = int(edit.batch_size)

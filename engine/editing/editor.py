@@ -16,6 +16,7 @@ extend() run on the same JobRun.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
@@ -23,9 +24,17 @@ from PIL import Image
 
 from engine.editing.paper import detail as detail_stage
 from engine.editing.paper.diffuse import ModelPass, diffuse, plan_model_pass
+from engine.editing.paper.regional import region_targets
 from engine.editing.shared import imaging
 from engine.editing.shared.params import PRECISIONS, EditParams, validate_params
 from engine.editing.shared.prepare import PreparedEdit, diffusion_for, lpips_for, prepare_edit, to_pil
+from engine.editing.shared.regions import (
+    Region,
+    check_regions,
+    single_selection,
+    union_mask,
+    without_detail,
+)
 from engine.editing.shared.results import Candidate, EditResult, composite
 from engine.editing.shared.running import (
     PREVIEW_MAX_SIDE,
@@ -38,44 +47,56 @@ from engine.editing.shared.running import (
     run_splitting_on_oom,
     set_precision,
 )
+from engine.errors import InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
 
 def edit(
     image: Image.Image,
-    mask: Image.Image,
+    mask: Optional[Image.Image],
     models,
     params: EditParams,
     init_image: Optional[Image.Image] = None,
     progress: Optional[Callable[[Progress], None]] = None,
     cancel: Optional[threading.Event] = None,
     timer: Optional[Any] = None,
+    regions: Optional[Sequence[Region]] = None,
 ) -> EditResult:
     """Run one editing job. Raises InputError for bad input, Cancelled when ``cancel`` is set.
 
     ``params`` are used as they are: a quality mode is resolved into them before (modes.resolve_params).
     ``timer``: an engine.editing.timing.StepTimer that records this device's step times and the time around
     them; the caller saves it once the result is out (so its own PNG encoding is counted too).
+    ``regions`` (issue 39, shared/regions.py): several selections with their own prompts instead of
+    ``mask`` (then None); ``params.prompt`` is the background prompt. One region is a plain edit.
     """
+    mask, params, regions = _selection(image, mask, params, regions)
     if models.method == "latent":  # a diffusers preset: Blended Latent Diffusion
         from engine.editing.latent.edit import latent_edit
 
-        job = dict(init_image=init_image, progress=progress, cancel=cancel, timer=timer)
+        job = dict(init_image=init_image, progress=progress, cancel=cancel, timer=timer, regions=regions)
         return latent_edit(image, mask, models, params, **job)
     if timer is not None:
         timer.begin()
     from engine.editing.shared.augment import ExtendingAugmentations
 
     validate_params(params)
-    prepared = prepare_edit(image, mask, models, params, init_image)
+    prepared = prepare_edit(image, mask, models, params, init_image, guided=_guided(params, regions))
     notes = prepared.notes
     prompt = params.prompt.strip()
+    targets = None
+    if regions:
+        targets = region_targets(prepared, regions, int(models.image_size))
+        params = without_detail(params, notes)
 
     # before any model call: the prompt's embedding too comes from the job's precision
     amp_dtype = set_precision(models, amp_dtype_for(params.precision, models.device), notes)
     models.unet.requires_grad_(False)
     text_embed = models.clip.encode_text([prompt]) if prompt else None
-    augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if prompt else None
+    if targets is not None:
+        text_embed = targets.embed(models.clip, notes)
+    guided = text_embed is not None
+    augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if guided else None
     unet = UNetChoice(models, params, notes)
     model_pass = plan_model_pass(params, prepared.diffusion)
     detail_plan = _plan_detail(models, params, prepared, model_pass, timer)
@@ -83,10 +104,10 @@ def edit(
     job = JobRun(models, params, notes, unet, amp_dtype, counter, cancel=cancel, timer=timer)
 
     def stages() -> Tuple[List[Image.Image], List[int], List[dict]]:
-        results, seeds = diffuse(job, prepared, model_pass, text_embed, augment)
+        results, seeds = diffuse(job, prepared, model_pass, text_embed, augment, targets)
         if timer is not None:
             timer.end_steps(len(seeds))
-        crops, seeds, scores = _rank(job, prepared, results, seeds, text_embed)
+        crops, seeds, scores = _rank(job, prepared, results, seeds, text_embed, targets)
         del results
         if detail_plan.on:
             if timer is not None:
@@ -117,12 +138,38 @@ def _plan_detail(models, params: EditParams, prepared: PreparedEdit, model_pass:
     return plan
 
 
-def _rank(job: JobRun, prepared: PreparedEdit, results, seeds: Sequence[int], text_embed):
-    """(crops resized into the box, seeds, scores), best first by the CLIP ranking."""
+def _guided(params: EditParams, regions: Optional[Sequence[Region]]) -> bool:
+    """The job is guided: its prompt, or one of its regions', is not empty."""
+    return bool(params.prompt.strip()) if not regions else any(r.prompt.strip() for r in regions)
+
+
+def _selection(image: Image.Image, mask, params: EditParams, regions: Optional[Sequence[Region]]):
+    """(mask, params, regions) of the job: one region is a plain edit of its mask and prompt (regions
+    None); several are edited within their union, checked first (InputError)."""
+    if not regions:
+        if mask is None:
+            raise InputError("an edit needs a mask or regions")
+        return mask, params, None
+    if mask is not None:
+        raise InputError("give an edit either a mask or regions, not both: the regions' union is the mask")
+    if params.invert_mask:
+        raise InputError("invert_mask does not apply to regions: each region's mask says what it edits")
+    check_regions(regions, image.size)
+    if single_selection(regions):
+        return regions[0].mask, dataclasses.replace(params, prompt=regions[0].prompt), None
+    return union_mask(regions, image.size), params, list(regions)
+
+
+def _rank(job: JobRun, prepared: PreparedEdit, results, seeds: Sequence[int], text_embed, targets=None):
+    """(crops resized into the box, seeds, scores), best first by the CLIP ranking (with regions: by
+    every region's score, paper/regional.py)."""
     from engine.editing.shared.ranking import rank_order, score_candidates
 
     clip = job.models.clip if text_embed is not None else None
-    scores = score_candidates(clip, results, prepared.model_mask, text_embed)
+    if targets is not None:
+        scores = targets.scores(clip, results)
+    else:
+        scores = score_candidates(clip, results, prepared.model_mask, text_embed)
     order = rank_order(scores)
     w, h = prepared.box[2:]
     crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]

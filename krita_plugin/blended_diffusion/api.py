@@ -13,13 +13,14 @@ when there is no view. Example::
 
 import atexit
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import errors, extending, iterating, krita_api, naming, recommended, rounds, settings
 from .backend.manager import EngineManager, job_error, saved_engine_settings
-from .editing import EditRequest, EditResponse, execute, plan_region
+from .editing import EditRequest, EditResponse, context_box_of, execute, plan_region, request_label
 from .model.document import EditOutcome
 from .params import EditOptions, engine_params
+from .regions import plan_regions, region_prompt
 
 _default_engine: Optional[EngineManager] = None
 _engine_lock = threading.Lock()
@@ -56,15 +57,26 @@ def prepare(
         if above is None or above.type() != "paintlayer":
             raise errors.NoScribbleLayerError(source.name())
     params = engine_params(options)
-    region, mask = plan_region(
-        krita_api.read_selection(doc), doc.width(), doc.height(), options.background, whole_layer
-    )
+    shown = [m for m in krita_api.region_masks(source) if m.visible()]  # regions: hidden masks are skipped
+    parts: List[Tuple[str, bytes]] = []
+    if shown:
+        if options.background:
+            raise errors.RegionsModeError("Editing outside the selection")
+        masks = [
+            (m.name(), region_prompt(m.name(), options.prompt), krita_api.read_region(doc, m)) for m in shown
+        ]
+        region, mask, parts = plan_regions(masks, doc.width(), doc.height(), context_box_of)
+    else:
+        region, mask = plan_region(
+            krita_api.read_selection(doc), doc.width(), doc.height(), options.background, whole_layer
+        )
     request = EditRequest(
         region=region,
         image_rgba=krita_api.read_layer_rgba(source, region),
         mask=mask,
         params=params,
         init_rgba=krita_api.read_visible_rgba(doc, region) if options.scribble else None,
+        regions=parts,
     )
     return request, source, above
 
@@ -80,7 +92,8 @@ def apply(
     layers = [(naming.candidate_name(c.rank, c.scores), c.box, c.rgba) for c in response.candidates]
     group, nodes = krita_api.add_candidate_group(doc, above, naming.group_name(prompt), layers)
     outcome = EditOutcome(doc, source, group, nodes, response, request, prompt, notes=list(response.notes))
-    outcome.rounds.append(rounds.Round.from_params(1, rounds.EDIT, request.params))
+    regions = [prompt for prompt, _mask in request.regions]
+    outcome.rounds.append(rounds.Round.from_params(1, rounds.EDIT, request.params, regions=regions))
     outcome.doc_size = (doc.width(), doc.height())
     return outcome
 
@@ -124,7 +137,9 @@ def run_edit_and_wait(
     ``options`` are :class:`EditOptions` fields: candidates, strength, steps, skip_timesteps, aug_num,
     guidance_scale, seed, scribble, background, baseline, ddim; of candidates, strength, steps,
     guidance_scale and aug_num, those left out take the engine preset's recommended values. An empty
-    prompt removes the selected content. Raises :class:`errors.PluginError` subclasses with a message
+    prompt removes the selected content. When the layer has visible selection masks they are the regions
+    (issue 39): each named by its prompt, all edited in one job, ``prompt`` the background's; the selection
+    is then not used. Raises :class:`errors.PluginError` subclasses with a message
     for the user; the document is only changed when candidates are added (a group layer named after the
     prompt)."""
     unknown = set(options) - set(EditOptions.__dataclass_fields__)
@@ -149,7 +164,7 @@ def run_edit_and_wait(
 
     remember_prompt(prompt)
     response = wait_for(work)
-    return apply(doc, source, above, request, response, prompt)
+    return apply(doc, source, above, request, response, request_label(request, prompt))
 
 
 def _run_round(

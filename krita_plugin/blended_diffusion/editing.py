@@ -10,7 +10,7 @@ from . import errors, pixels
 Box = Tuple[int, int, int, int]  # x, y, width, height
 
 
-def _context_box(bbox: Tuple[int, int, int, int], width: int, height: int) -> Box:
+def context_box_of(bbox: Tuple[int, int, int, int], width: int, height: int) -> Box:
     try:
         from bridge.geometry import context_box
     except ImportError as exc:
@@ -38,7 +38,7 @@ def plan_region(
     bbox = pixels.mask_bbox(full, width, height)
     if bbox is None:
         raise errors.EmptySelectionError()
-    region = _context_box(bbox, width, height)
+    region = context_box_of(bbox, width, height)
     return region, pixels.crop(full, width, height, 1, region)
 
 
@@ -49,13 +49,30 @@ class EditRequest:
     mask: bytes  # edit mask over the region, one byte a pixel (soft values kept)
     params: Dict[str, Any]
     init_rgba: Optional[bytes] = None  # scribble mode: the visible image over the region
+    # issue 39: (prompt, mask over the region) of each region; ``mask`` is then their union
+    regions: List[Tuple[str, bytes]] = field(default_factory=list)
 
-    def pngs(self) -> Tuple[bytes, bytes, Optional[bytes]]:
+    def pngs(self) -> Tuple[bytes, Optional[bytes], Optional[bytes]]:
+        """(image, mask, init) PNGs; no mask PNG for a regions job (the engine takes their union)."""
         _, _, w, h = self.region
         image = pixels.encode_png(w, h, self.image_rgba, 4)
-        mask = pixels.encode_png(w, h, self.mask, 1)
+        mask = None if self.regions else pixels.encode_png(w, h, self.mask, 1)
         init = pixels.encode_png(w, h, self.init_rgba, 4) if self.init_rgba is not None else None
         return image, mask, init
+
+    def region_pngs(self) -> List[Tuple[bytes, str]]:
+        """(mask PNG, prompt) of each region, as the bridge client sends them."""
+        _, _, w, h = self.region
+        return [(pixels.encode_png(w, h, mask, 1), prompt) for prompt, mask in self.regions]
+
+
+def request_label(request: EditRequest, prompt: str) -> str:
+    """What the candidates are named after: the prompt, or the regions' prompts."""
+    if not request.regions:
+        return prompt
+    from .regions import label
+
+    return label([p for p, _mask in request.regions])
 
 
 @dataclass
@@ -119,7 +136,15 @@ def execute(
         if on_progress is not None:
             on_progress(int(info.get("step", 0)), int(info.get("total", 0)), preview)
 
-    reply = client.edit(request.params, image_png, mask_png, init_png, on_progress=progress, cancel=cancel)
+    if request.regions:
+        regions = request.region_pngs()
+        reply = client.edit(
+            request.params, image_png, None, init_png, on_progress=progress, cancel=cancel, regions=regions
+        )
+    else:
+        reply = client.edit(
+            request.params, image_png, mask_png, init_png, on_progress=progress, cancel=cancel
+        )
     if cancel is not None and cancel.is_set():
         raise errors.CancelledError()
     return place_candidates(request, reply)

@@ -27,6 +27,29 @@ class EmptySelectionError(PluginError):
         super().__init__("The selection does not cover any pixel of the image: select the area to edit.")
 
 
+class EmptyRegionError(PluginError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"The selection mask {name!r} does not cover any pixel: paint the area it should edit, "
+            "or hide it to leave it out of the edit."
+        )
+
+
+class TooManyRegionsError(PluginError):
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(
+            f"The layer has {count} visible selection masks: one edit takes at most {limit} regions. "
+            "Hide the ones to leave out."
+        )
+
+
+class RegionsModeError(PluginError):
+    def __init__(self, what: str) -> None:
+        super().__init__(
+            f"{what} does not apply to regions: hide the layer's selection masks to edit the selection."
+        )
+
+
 class UnsupportedColorSpaceError(PluginError):
     def __init__(self, model: str, depth: str) -> None:
         super().__init__(

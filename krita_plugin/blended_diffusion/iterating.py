@@ -67,7 +67,7 @@ def check_group(outcome: Any) -> None:
 
 def _round_request(outcome: Any, params: dict, init_rgba: Optional[bytes]) -> EditRequest:
     base = outcome.request
-    return EditRequest(base.region, base.image_rgba, base.mask, params, init_rgba)
+    return EditRequest(base.region, base.image_rgba, base.mask, params, init_rgba, list(base.regions))
 
 
 def _count(outcome: Any, count: Optional[int]) -> int:
@@ -157,6 +157,7 @@ def add_round(outcome: Any, request: EditRequest, response: EditResponse, kind: 
     outcome.group, outcome.layers = krita_api.replace_group(outcome.doc, outcome.group, layers, chosen)
     outcome.response.candidates = ranked
     outcome.chosen = chosen
-    outcome.rounds.append(rounds.Round.from_params(number, kind, request.params, source))
+    regions = [prompt for prompt, _mask in request.regions]
+    outcome.rounds.append(rounds.Round.from_params(number, kind, request.params, source, regions))
     outcome.notes.extend(response.notes)
     return len(new)

@@ -5,6 +5,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita, Selection
 
 from . import errors, pixels
+from .regions import RegionSpec
 
 Box = Tuple[int, int, int, int]
 EDITABLE_TYPES = ("paintlayer",)
@@ -65,6 +66,8 @@ def find_source_layer(doc: Any, layer: Any = None, layer_name: Optional[str] = N
             raise errors.NoPaintLayerError(f"no layer named '{layer_name}'")
     if layer is None:
         layer = active_node(doc)
+        if layer is not None and layer.type() == "selectionmask":  # painting a region: edit its layer
+            layer = layer.parentNode()
     if layer is None:
         layer = next((n for n in walk(doc.rootNode()) if n.type() == "paintlayer"), None)
         if layer is None:
@@ -99,6 +102,44 @@ def read_selection(doc: Any) -> Optional[bytes]:
     if selection is None:
         return None
     return bytes(selection.pixelData(0, 0, doc.width(), doc.height()))
+
+
+def region_masks(layer: Any) -> List[Any]:
+    """The layer's selection masks (its regions, issue 39), bottom to top as Krita lists them."""
+    return [child for child in layer.childNodes() if child.type() == "selectionmask"]
+
+
+def region_specs(layer: Any) -> List[RegionSpec]:
+    """What the docker lists of the layer's regions: each mask's id, name and visibility."""
+    return [RegionSpec(str(m.uniqueId()), m.name(), bool(m.visible())) for m in region_masks(layer)]
+
+
+def active_regions() -> Tuple[Any, List[RegionSpec]]:
+    """(the layer an edit would take, its regions) for the docker's list; (None, []) without one."""
+    try:
+        doc = Krita.instance().activeDocument()
+        layer = active_node(doc) if doc is not None else None
+    except Exception:  # noqa: BLE001 - a window closing mid-poll: nothing to list
+        return None, []
+    if layer is not None and layer.type() == "selectionmask":
+        layer = layer.parentNode()
+    if layer is None or layer.type() not in EDITABLE_TYPES:
+        return None, []
+    return layer, region_specs(layer)
+
+
+def read_region(doc: Any, mask: Any) -> bytes:
+    """A selection mask's pixels over the whole image, one byte a pixel (soft values kept)."""
+    return bytes(mask.selection().pixelData(0, 0, doc.width(), doc.height()))
+
+
+def rename_region(layer: Any, uid: str, name: str) -> bool:
+    """Rename the layer's selection mask ``uid`` (its prompt); False when it is gone."""
+    for mask in region_masks(layer):
+        if str(mask.uniqueId()) == uid:
+            mask.setName(name)
+            return True
+    return False
 
 
 def selection_extent(doc: Any = None) -> Optional[Tuple[Box, int, int]]:

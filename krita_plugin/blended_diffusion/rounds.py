@@ -5,7 +5,7 @@ No Krita, no Qt: the docker, the controller and the scripting API share it, and 
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from . import naming
 
@@ -26,9 +26,12 @@ class Round:
     steps: Optional[int]
     mode: str  # the quality mode: paper, balanced, fast
     source: str = ""  # Vary: the candidate it started from, as the user saw it
+    regions: Tuple[str, ...] = ()  # issue 39: the regions' prompts; ``prompt`` is then the background's
 
     @classmethod
-    def from_params(cls, number: int, kind: str, params: Mapping[str, Any], source: str = "") -> "Round":
+    def from_params(
+        cls, number: int, kind: str, params: Mapping[str, Any], source: str = "", regions: Sequence[str] = ()
+    ) -> "Round":
         steps = params.get("timestep_respacing")
         skip = params.get("skip_timesteps")
         steps_n = int(str(steps)) if steps is not None and str(steps).isdigit() else None
@@ -42,12 +45,16 @@ class Round:
             steps_n,
             str(params.get("quality", "paper")),
             source,
+            tuple(regions),
         )
 
     def describe(self, seed: Optional[int] = None) -> str:
         """One line for the docker: enough to reproduce the candidate with the scripting API."""
         what = {EDIT: "edit", MORE: "more", VARY: "vary", EXTEND: "extend"}.get(self.kind, self.kind)
         parts = [f"Round {self.number} ({what})", f"prompt '{naming.prompt_label(self.prompt)}'"]
+        if self.regions:
+            named = " | ".join(naming.prompt_label(p) if p else "(background)" for p in self.regions)
+            parts[1] = f"regions '{named}', background prompt '{self.prompt}'"
         parts.append(f"seed {self.seed if seed is None else seed}")
         if self.strength is not None:
             parts.append(f"strength {self.strength:g}")

@@ -120,3 +120,11 @@ def test_the_shards_follow_the_editors_own_plan(params: Dict[str, Any]) -> None:
         seeds = shard_plan.seeds
         started += [seeds[i : i + shard_plan.batch_size] for i in range(0, len(seeds), shard_plan.batch_size)]
     assert started == expected
+
+
+def test_a_regions_job_is_split_with_its_prompts_in_every_shard() -> None:
+    prompts = ["a red kite", "a hot-air balloon"]
+    params = dict(BASE, batch_size=1, iterations_num=2, region_prompts=prompts)
+    shards = split_edit(params, 2)
+    assert [shard.params["region_prompts"] for shard in shards] == [prompts, prompts]
+    assert [shard.params["seed"] for shard in shards] == [100, 101]

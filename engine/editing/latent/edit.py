@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 from PIL import Image
@@ -24,12 +24,14 @@ from PIL import Image
 from engine.editing.latent import blended_latent as bld
 from engine.editing.latent.change_map import StepMasks, change_on_grid, is_binary
 from engine.editing.latent.detail import latent_detail
+from engine.editing.latent.regional import RegionalPrompts, regional_attention, regional_conditionings
 from engine.editing.latent.seam import fix_seam, reads_reconstruction
 from engine.editing.shared import imaging
 from engine.editing.shared.detail_plan import DetailPlan, plan_detail, stage_costs
 from engine.editing.shared.params import LATENT_SEAM_FIX, EditParams, validate_params
 from engine.editing.shared.prepare import PreparedEdit, prepare_edit, to_pil
-from engine.editing.shared.ranking import rank_order, score_candidates
+from engine.editing.shared.ranking import rank_order, score_candidates, score_regions
+from engine.editing.shared.regions import Region, model_crops, prompts_of, region_masks, without_detail
 from engine.editing.shared.results import EditResult, composite
 from engine.editing.shared.running import (
     JobRun,
@@ -154,9 +156,11 @@ def latent_edit(
     progress: Optional[Callable[[Progress], None]] = None,
     cancel: Optional[threading.Event] = None,
     timer: Optional[Any] = None,
+    regions: Optional[Sequence[Region]] = None,
 ) -> EditResult:
     """Run one editing job on latent models (engine.models.latent.LatentModels). Raises InputError for bad
-    input, Cancelled when ``cancel`` is set."""
+    input, Cancelled when ``cancel`` is set. ``regions``: two or more (editor.edit checks them and makes
+    ``mask`` their union), each region's prompt in its own cross-attention area (latent/regional.py)."""
     if timer is not None:
         timer.begin()
     validate_params(params)
@@ -168,6 +172,10 @@ def latent_edit(
     scale = guidance_scale(models, params)
     inputs = _inputs(models, prepared, prompt if scale != 0 else "", init_image is not None)
     inputs.masks = step_masks(prepared, params, inputs.masks[-1])
+    regional = None
+    if regions:
+        params = without_detail(params, notes)
+        regional = _regional(models, prepared, inputs, regions, prompt, scale)
     if not inputs.masks.final.any():
         notes.append("the selection is thinner than the latent grid: only progressive shrinking edits it")
     seam = LATENT_SEAM_FIX if params.seam_fix == "auto" else params.seam_fix
@@ -204,7 +212,8 @@ def latent_edit(
             timer.start()
         return sample(models, params, inputs, list(batch_seeds), on_step=on_step, unet=unet)
 
-    decoded = job.guarded(lambda: job.run_batches(run, seeds, int(params.batch_size)))
+    with regional_attention(models.unet, regional):
+        decoded = job.guarded(lambda: job.run_batches(run, seeds, int(params.batch_size)))
     if seam != "off":  # latent/seam.py: the VAE's redraw of the kept background, mended inside the selection
         needed = reads_reconstruction(seam)  # the others read the source alone
         reconstruction = bld.decode(models.vae, inputs.source).clamp(-1, 1) if needed else None
@@ -212,9 +221,12 @@ def latent_edit(
     if timer is not None:
         timer.end_steps(len(seeds))
     results = background * (1 - model_mask) + decoded.to(models.device) * model_mask  # what the ranking sees
-    ranker = models.clip if prompt else None
-    text_embed = ranker.encode_text([prompt]) if ranker is not None else None
-    scores = score_candidates(ranker, results, model_mask, text_embed)
+    if regions:
+        scores = _region_scores(models, prepared, regions, results)
+    else:
+        ranker = models.clip if prompt else None
+        text_embed = ranker.encode_text([prompt]) if ranker is not None else None
+        scores = score_candidates(ranker, results, model_mask, text_embed)
     order = rank_order(scores)
     w, h = prepared.box[2:]
     crops = [imaging.resize_image(to_pil(results[index]), (w, h)) for index in order]
@@ -256,6 +268,32 @@ def plan_latent_detail(
     if plan.note:
         prepared.notes.append(plan.note)
     return plan
+
+
+def _regional(models, prepared: PreparedEdit, inputs: LatentInputs, regions, background: str, scale: float):
+    """The regions' attention masks (latent/regional.py), with their side-by-side conditionings put into
+    ``inputs``; None (and no guidance) when no prompt guides the job."""
+    prompts = prompts_of(regions)
+    named = ", ".join(repr(p) if p else "(no prompt)" for p in prompts)
+    prepared.notes.append(
+        f"{len(regions)} regions in one UNet pass a step, each prompt in its own area: {named}"
+    )
+    if scale == 0 or not (background or any(prompts)):
+        return None
+    inputs.cond, inputs.uncond = regional_conditionings(models, background, prompts)
+    grid = inputs.source.shape[-1]
+    crops = model_crops(regions, prepared.source.size, prepared.box, grid)
+    tokens = inputs.cond.states.shape[1] // (len(regions) + 1)
+    return RegionalPrompts(crops, grid, tokens, models.device)
+
+
+def _region_scores(models, prepared: PreparedEdit, regions, results: torch.Tensor) -> List[dict]:
+    """Every candidate scored by each region's masked and full distances to its own prompt, averaged."""
+    prompts = prompts_of(regions)
+    crops = model_crops(regions, prepared.source.size, prepared.box, prepared.size)
+    masks = region_masks(crops, models.device)
+    embeds = [models.clip.encode_text([p]) if p else None for p in prompts]
+    return score_regions(models.clip, results, masks, embeds)
 
 
 def step_masks(prepared: PreparedEdit, params: EditParams, grid: torch.Tensor) -> StepMasks:

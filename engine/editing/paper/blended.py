@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -134,6 +134,9 @@ class ClipGuidance:
     settings: GuidanceSettings
     lpips: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
     amp_dtype: Optional[torch.dtype] = None  # CLIP's autocast (None: none)
+    # issue 39 (paper/regional.py): (embedding, mask, (top, left, side)) of each region with a prompt; the
+    # CLIP loss is then summed over them, each on its own masked square, instead of text_embed's
+    regions: Optional[Sequence[Tuple[torch.Tensor, torch.Tensor, Tuple[int, int, int]]]] = None
 
     def __post_init__(self) -> None:
         grad = self.settings.guidance_grad
@@ -174,6 +177,10 @@ class ClipGuidance:
             with torch.enable_grad():
                 loss = self.loss(x0, x, fac, mask=mask, background=background, generators=generators)
                 return out, -torch.autograd.grad(loss, x0)[0]
+        if self.regions:
+            return self._regions_predict(
+                denoise, x, t, fac, mask=mask, background=background, generators=generators
+            )
         x = x.detach().requires_grad_(True)
         with torch.enable_grad():
             out = denoise(x, t)
@@ -181,6 +188,28 @@ class ClipGuidance:
                 out["pred_xstart"], x, fac, mask=mask, background=background, generators=generators
             )
             gradient = -torch.autograd.grad(loss, x)[0]
+        return {key: value.detach() for key, value in out.items()}, gradient
+
+    def _regions_predict(self, denoise: Denoise, x, t, fac: float, *, mask, background, generators) -> tuple:
+        """Regions through the UNet: each region's CLIP loss moves only its own pixels (its gradient
+        masked to the region, one backward pass each), the rest of the loss (range, background) all; without
+        the masks a region's loss would redraw the others through the UNet's receptive field."""
+        x = x.detach().requires_grad_(True)
+        with torch.enable_grad():
+            out = denoise(x, t)
+            pred_x0 = out["pred_xstart"]
+            x_in = pred_x0 * fac + x * (1 - fac)
+            gradient = torch.zeros_like(x)
+            for embed, region_mask, square in self.regions or ():
+                with autocast_context(x.device, self.amp_dtype):
+                    term = self._region_distance(x_in, embed, region_mask, square, generators).sum()
+                term = term * self.settings.clip_guidance_lambda
+                gradient -= region_mask * torch.autograd.grad(term, x, retain_graph=True)[0]
+            rest = self.loss(
+                pred_x0, x, fac, mask=mask, background=background, generators=generators, clip=False
+            )
+            if rest.requires_grad:
+                gradient -= torch.autograd.grad(rest, x)[0]
         return {key: value.detach() for key, value in out.items()}, gradient
 
     def loss(
@@ -192,15 +221,17 @@ class ClipGuidance:
         mask: torch.Tensor,
         background: torch.Tensor,
         generators: Sequence[torch.Generator],
+        clip: bool = True,
     ) -> torch.Tensor:
-        """The guidance loss, summed over candidates so each one's gradient is its own."""
+        """The guidance loss, summed over candidates so each one's gradient is its own (``clip`` False:
+        without its CLIP term)."""
         s = self.settings
         # x_in leans on pred_x0 early (noisy x_t) and on x_t late, as the reference's cond_fn.
         x_in = pred_x0 * fac + x * (1 - fac)
         loss = x.new_zeros(())
-        if s.clip_guidance_lambda:
+        if s.clip_guidance_lambda and clip:
             with autocast_context(x.device, self.amp_dtype):
-                distances = clip_distances(self.clip, x_in * mask, self.text_embed, self.augment, generators)
+                distances = self._clip_distances(x_in, mask, generators)
             loss = loss + distances.float().sum() * s.clip_guidance_lambda
         if s.range_lambda:
             loss = loss + range_loss(pred_x0).sum() * s.range_lambda
@@ -214,6 +245,21 @@ class ClipGuidance:
                 squared = (x_in * keep - source).pow(2).mean(dim=(1, 2, 3))
                 loss = loss + squared.sum() * s.l2_sim_lambda
         return loss
+
+    def _clip_distances(self, x_in: torch.Tensor, mask: torch.Tensor, generators) -> torch.Tensor:
+        """D_CLIP of the masked estimate to the prompt, or summed over the regions' masked squares."""
+        if not self.regions:
+            return clip_distances(self.clip, x_in * mask, self.text_embed, self.augment, generators)
+        total = x_in.new_zeros(x_in.shape[0])
+        for embed, region_mask, square in self.regions:
+            total = total + self._region_distance(x_in, embed, region_mask, square, generators)
+        return total
+
+    def _region_distance(self, x_in, embed, region_mask, square, generators) -> torch.Tensor:
+        """D_CLIP of one region's masked square (paper/regional.py) to its prompt: [B]."""
+        top, left, side = square
+        view = (x_in * region_mask)[..., top : top + side, left : left + side]
+        return clip_distances(self.clip, view, embed, self.augment, generators).float()
 
 
 def blended_diffusion(

@@ -16,14 +16,17 @@ from engine.editing.shared.prepare import PreparedEdit
 from engine.editing.shared.running import JobRun, candidate_seeds, composited
 
 
-def clip_guidance(models, params: EditParams, text_embed, augment, lpips_model, amp_dtype):
-    """The job's blended.ClipGuidance for ``text_embed`` (None without a prompt: no guidance)."""
+def clip_guidance(models, params: EditParams, text_embed, augment, lpips_model, amp_dtype, regions=None):
+    """The job's blended.ClipGuidance for ``text_embed`` (None without a prompt: no guidance), or for the
+    regions' prompts (paper/regional.py's RegionTargets.guided())."""
     from engine.editing.paper.blended import ClipGuidance, GuidanceSettings
 
     if text_embed is None:
         return None
     settings = GuidanceSettings.from_params(params)
-    return ClipGuidance(models.clip, text_embed, augment, settings, lpips=lpips_model, amp_dtype=amp_dtype)
+    return ClipGuidance(
+        models.clip, text_embed, augment, settings, lpips=lpips_model, amp_dtype=amp_dtype, regions=regions
+    )
 
 
 @dataclass
@@ -45,8 +48,9 @@ def plan_model_pass(params: EditParams, diffusion) -> ModelPass:
     return ModelPass(candidate_seeds(params), int(params.batch_size), num_steps)
 
 
-def diffuse(job: JobRun, prepared: PreparedEdit, plan: ModelPass, text_embed, augment):
-    """(results [candidates, 3, size, size] in [-1, 1], their seeds in result order). Raises Cancelled."""
+def diffuse(job: JobRun, prepared: PreparedEdit, plan: ModelPass, text_embed, augment, targets=None):
+    """(results [candidates, 3, size, size] in [-1, 1], their seeds in result order). ``targets``: the
+    regions' (paper/regional.py), guided by their own prompts. Raises Cancelled."""
     import torch
 
     from engine.editing.paper import blended
@@ -55,7 +59,10 @@ def diffuse(job: JobRun, prepared: PreparedEdit, plan: ModelPass, text_embed, au
     models, params = job.models, job.params
     background, model_mask = prepared.background, prepared.model_mask
     settings = GuidanceSettings.from_params(params)
-    guidance = clip_guidance(models, params, text_embed, augment, prepared.lpips_model, job.amp_dtype)
+    regions = targets.guided() if targets is not None else None
+    guidance = clip_guidance(
+        models, params, text_embed, augment, prepared.lpips_model, job.amp_dtype, regions=regions
+    )
 
     def run(unet, batch_seeds: Sequence[int], offset: int):
         labels = None

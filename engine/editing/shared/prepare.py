@@ -82,10 +82,16 @@ def lpips_for(models, params: EditParams, guided: bool, notes: List[str]):
 
 
 def prepare_edit(
-    image: Image.Image, mask: Image.Image, models, params: EditParams, init_image: Optional[Image.Image]
+    image: Image.Image,
+    mask: Image.Image,
+    models,
+    params: EditParams,
+    init_image: Optional[Image.Image],
+    guided: Optional[bool] = None,
 ) -> PreparedEdit:
     """Check and convert the inputs (InputError for bad ones), choose the context box, load LPIPS if the
-    losses need it (before any model work: a missing file fails fast) and make the model-size tensors."""
+    losses need it (before any model work: a missing file fails fast) and make the model-size tensors.
+    ``guided``: some prompt guides the job (default: the job's prompt is not empty; regions have theirs)."""
     import torch
 
     source = imaging.prepare_source(image, "image")
@@ -114,7 +120,8 @@ def prepare_edit(
     diffusion = lpips_model = None
     if models.method == "paper":  # the latent loop has its own schedule, no LPIPS
         diffusion = diffusion_for(models, params)
-        lpips_model = lpips_for(models, params, bool(params.prompt.strip()), notes)
+        guided = bool(params.prompt.strip()) if guided is None else guided
+        lpips_model = lpips_for(models, params, guided, notes)
 
     device = models.device
     background = to_model_tensor(imaging.crop(source.rgb, box), size, device)

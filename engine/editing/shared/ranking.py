@@ -37,6 +37,23 @@ def score_candidates(
     return scores
 
 
+def score_regions(
+    clip_model, results: torch.Tensor, masks: torch.Tensor, text_embeds: Sequence[Optional[torch.Tensor]]
+) -> List[Dict[str, Optional[float]]]:
+    """Scores of each result by every region (issue 39): each region's masked and full distances to its own
+    prompt (``masks`` [K, 1, H, W], one embedding per region, None for an empty prompt), their means over
+    the regions with a prompt; unscored when none has one."""
+    scored = [score_candidates(clip_model, results, masks[k : k + 1], e) for k, e in enumerate(text_embeds)]
+    scored = [s for s, e in zip(scored, text_embeds) if e is not None]
+    if not scored:
+        return score_candidates(None, results, masks[:1], None)
+    keys = ("masked_clip", "full_clip", "combined")
+    return [
+        {key: sum(float(s[i][key]) for s in scored) / len(scored) for key in keys}  # type: ignore[arg-type]
+        for i in range(results.shape[0])
+    ]
+
+
 def rank_order(scores: Sequence[Dict[str, Optional[float]]]) -> List[int]:
     """Indices of the candidates, best first (stable: ties and unscored runs keep generation order)."""
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional
 from bridge.limits import DEFAULT_LIMITS, JobLimits
 
 from .. import errors, extending, recommended, workflow
-from ..editing import EditResponse, execute
+from ..editing import EditResponse, execute, request_label
 from ..estimate import Estimates
 from ..params import EditOptions
 from .document import Documents, DocumentState, EditOutcome
@@ -315,7 +315,8 @@ class PluginModel(GroupActions):
                 return None
             return recommended.resolve(options, recommended.preset_of(status)[1], mine, seed)
 
-        return self._start_job(PlaceEdit(doc, source, above, request, options.prompt), resolve=resolve)
+        label = request_label(request, options.prompt)
+        return self._start_job(PlaceEdit(doc, source, above, request, label), resolve=resolve)
 
     def _start_job(
         self, pending: Pending, run_job: Any = execute, resolve: Optional[Resolver] = None

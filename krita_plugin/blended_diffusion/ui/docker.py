@@ -32,12 +32,13 @@ from ..qt import (
 from ..session import model
 from .binding import signals_of
 from .engine_section import EngineSection, ModelBox
+from .regions_panel import RegionsPanel
 from .review_panel import THUMB, ReviewPanel
 from .steady_area import SteadyArea
 
 DOCKER_ID = "blended_diffusion_docker"
-# Krita sends no signal when the selection changes: its bounds (no pixels) are polled this often while the
-# detail stage's added time is shown, so the figure follows the selection.
+# Krita sends no signal when the selection or the layers change: the layer's regions (names, no pixels)
+# and the selection's bounds (while the detail stage's added time is shown) are polled this often.
 SELECTION_POLL_MS = 1000
 ENGINE_KEYS = (
     "engine_mode",
@@ -206,6 +207,9 @@ class BlendedDiffusionDocker(DockWidget):
         )
         ext.addRow(self.extend_button)
         layout.addWidget(self.extend_box)
+
+        self.regions = RegionsPanel()  # the layer's selection masks as regions, each with its prompt
+        layout.addWidget(self.regions)
 
         buttons = QHBoxLayout()
         self.edit_button = QPushButton("Edit with text")
@@ -397,8 +401,12 @@ class BlendedDiffusionDocker(DockWidget):
     # ---------------------------------------------------------- state -> widgets
 
     def _poll_selection(self) -> None:
-        """Refresh the estimate when the selection's bounds changed (only while the figure depends on it)."""
-        if not self.isVisible() or self.ctl.options_from_settings().detail == "off":
+        """Follow the layer's regions; refresh the estimate when the selection's bounds changed (only while
+        the figure depends on it)."""
+        if not self.isVisible():
+            return
+        self.regions.poll()
+        if self.ctl.options_from_settings().detail == "off":
             return
         if krita_api.selection_extent() != self._selection_seen:
             self._update_estimate()
