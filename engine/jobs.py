@@ -135,7 +135,10 @@ class EditRunner(JobRunner):
         job_regions.check_job(checked, prompts, self._check_prompt)
         # estimated as guided when a region's prompt is, whatever the background prompt
         estimate = dict(checked, prompt=job_regions.estimate_prompt(prompts))
-        checked = job_regions.admitted(checked, self._admit(estimate, width * height, detail=detail))
+        windows = job_regions.time_factor(str(getattr(self.models, "method", "paper")), prompts)
+        checked = job_regions.admitted(
+            checked, self._admit(estimate, width * height, windows=windows, detail=detail)
+        )
         return {**checked, job_regions.PROMPTS: prompts}
 
     def _detail_work(self, checked: Dict[str, Any], images: Dict[str, bytes]) -> Tuple[int, int]:

@@ -23,6 +23,10 @@ class KritaDocuments:
     def prepare_edit(self, doc: Any, options: EditOptions, whole_layer: bool) -> Tuple[EditRequest, Any, Any]:
         return api.prepare(doc, options, whole_layer=whole_layer)
 
+    def has_regions(self, doc: Any) -> bool:
+        layer, specs = krita_api.active_regions()
+        return layer is not None and any(spec.visible for spec in specs)
+
     def prepare_extend(
         self, doc: Any, options: EditOptions, sides: Dict[str, int], side_prompts: Dict[str, str]
     ) -> ExtendRequest:

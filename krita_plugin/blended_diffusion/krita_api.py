@@ -4,7 +4,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 from krita import DockWidget, DockWidgetFactory, DockWidgetFactoryBase, Extension, Krita, Selection
 
-from . import errors, pixels
+from . import errors, naming, pixels
 from .regions import RegionSpec
 
 Box = Tuple[int, int, int, int]
@@ -117,15 +117,39 @@ def region_specs(layer: Any) -> List[RegionSpec]:
 def active_regions() -> Tuple[Any, List[RegionSpec]]:
     """(the layer an edit would take, its regions) for the docker's list; (None, []) without one."""
     try:
-        doc = Krita.instance().activeDocument()
-        layer = active_node(doc) if doc is not None else None
-    except Exception:  # noqa: BLE001 - a window closing mid-poll: nothing to list
+        layer = active_node(active_document())
+    except Exception:  # noqa: BLE001 - no document, or a window closing mid-poll: nothing to list
         return None, []
     if layer is not None and layer.type() == "selectionmask":
         layer = layer.parentNode()
+    group = _candidate_group_of(layer)
+    if group is not None:  # after an edit its group is active: list the regions of the layer it edited
+        layer = node_below(group)
     if layer is None or layer.type() not in EDITABLE_TYPES:
         return None, []
     return layer, region_specs(layer)
+
+
+def _candidate_group_of(node: Any) -> Optional[Any]:
+    """The plugin's candidate group ``node`` is, or is a candidate of; None otherwise."""
+    for candidate in (node, node.parentNode() if node is not None else None):
+        if (
+            candidate is not None
+            and candidate.type() == "grouplayer"
+            and candidate.name().startswith(naming.GROUP_PREFIX)
+        ):
+            return candidate
+    return None
+
+
+def node_below(node: Any) -> Optional[Any]:
+    """The sibling directly below ``node`` in the layer stack, or None."""
+    parent = node.parentNode()
+    if parent is None:
+        return None
+    siblings = parent.childNodes()
+    index = [s.uniqueId() for s in siblings].index(node.uniqueId())
+    return siblings[index - 1] if index > 0 else None
 
 
 def read_region(doc: Any, mask: Any) -> bytes:

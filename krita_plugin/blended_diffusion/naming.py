@@ -24,8 +24,11 @@ def prompt_label(prompt: str) -> str:
     return text
 
 
+GROUP_PREFIX = "BD: "  # the candidate groups' names start so (krita_api finds a group's edited layer by it)
+
+
 def group_name(prompt: str) -> str:
-    return f"BD: {prompt_label(prompt)}"
+    return f"{GROUP_PREFIX}{prompt_label(prompt)}"
 
 
 def match_percent(distance: Optional[float]) -> Optional[int]:

@@ -202,3 +202,21 @@ def test_extend_refuses_region_attachments_and_params(served):
         assert "unknown edit parameter 'region_prompts'" in raw.recv(60).get("message")
     finally:
         raw.close()
+
+
+def test_admission_counts_a_paper_regions_job_as_one_edit_per_guided_region(tiny_models, monkeypatch):
+    from engine import job_regions
+
+    assert job_regions.time_factor("paper", ["a cat", "sky", ""]) == 2
+    assert job_regions.time_factor("paper", ["a cat"]) == 1  # one region: a plain edit
+    assert job_regions.time_factor("latent", ["a cat", "sky"]) == 1  # one UNet pass a step either way
+    runner = EditRunner(tiny_models, Limits())
+    seen = []
+    real = runner._admit
+    monkeypatch.setattr(
+        runner, "_admit", lambda checked, pixels, **kw: seen.append(kw) or real(checked, pixels, **kw)
+    )
+    runner.validate(
+        {"prompt": "", "region_prompts": ["a cat", "sky"]}, {"image": IMAGE_PNG, **dict(regions(2))}
+    )
+    assert seen[-1]["windows"] == 2

@@ -44,6 +44,7 @@ class FakeDocuments:
         self.placed: List[Any] = []
         self.calls: List[Tuple[str, Any]] = []
         self.selection = True
+        self.regions = False  # the active layer has visible selection masks
         self.fail_place: Optional[Exception] = None
 
     def active_document(self) -> Any:
@@ -57,6 +58,9 @@ class FakeDocuments:
         if not self.selection and not whole_layer:
             raise errors.NoSelectionError()
         return request(), f"source of {doc.name}", f"above in {doc.name}"
+
+    def has_regions(self, doc: Any) -> bool:
+        return self.regions
 
     def prepare_extend(self, doc: Any, options: Any, sides: Dict[str, int], side_prompts: Any) -> Any:
         self.calls.append(("prepare_extend", dict(sides)))

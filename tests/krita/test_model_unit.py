@@ -237,3 +237,13 @@ def test_a_round_of_an_outcome_names_its_document():
     assert Job(pending).doc == "doc"
     with pytest.raises(AttributeError):
         pending.kind = rounds.VARY  # a pending action is a value: frozen
+
+
+def test_the_edit_action_asks_for_a_prompt_only_without_regions(tmp_path):
+    model, documents, jobs, notices = make_model(tmp_path)
+    model.settings.set("prompt", "")
+    model.edit_from_action()
+    assert notices.shown == [("ask_text", "Describe what the selection should show:")] and not jobs.started
+    documents.regions = True  # the layer's selection masks carry the prompts: the docker's may be empty
+    model.edit_from_action()
+    assert len(notices.shown) == 1 and len(jobs.started) == 1

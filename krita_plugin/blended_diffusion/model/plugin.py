@@ -244,7 +244,8 @@ class PluginModel(GroupActions):
     def edit_from_action(self) -> None:
         """The "Edit with text" action: run with the docker's settings (asking for a prompt if empty)."""
         options = self.options_from_settings()
-        if not options.prompt and not self.settings.get("removal"):
+        regions = self._has_regions()  # each region has its prompt: the docker's is the background's
+        if not options.prompt and not self.settings.get("removal") and not regions:
             self.notices.ask_text(
                 "Describe what the selection should show:",
                 lambda text: (
@@ -255,6 +256,12 @@ class PluginModel(GroupActions):
             )
             return
         self.start_edit(options)
+
+    def _has_regions(self) -> bool:
+        try:
+            return bool(self.documents.has_regions(self.documents.active_document()))
+        except errors.PluginError:  # no document: the edit itself says so
+            return False
 
     def _prompt_given(self, text: str) -> bool:
         self.settings.set("prompt", text.strip())

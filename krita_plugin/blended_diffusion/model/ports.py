@@ -24,6 +24,9 @@ class DocumentAccess(Protocol):
         self, doc: Any, options: EditOptions, sides: Dict[str, int], side_prompts: Dict[str, str]
     ) -> ExtendRequest: ...
 
+    def has_regions(self, doc: Any) -> bool:
+        """The layer an edit would take has visible selection masks (regions, issue 39)."""
+
     def place(self, pending: Pending, response: EditResponse) -> EditOutcome:
         """The reply into the document as the pending action says; the group it is in."""
 

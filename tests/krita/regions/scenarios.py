@@ -100,3 +100,50 @@ def scenario_regions_all_hidden(engine) -> Dict[str, Any]:
         "group_name": outcome.group.name(),
         "outside_bad": sum(c["outside_bad"] for c in found),
     }
+
+
+def scenario_regions_panel(engine) -> Dict[str, Any]:
+    """The docker's Regions list on a layer with two masks, one hidden: its rows, and a prompt edited there
+    renaming the mask; the active mask's layer is the one listed."""
+    from blended_diffusion import krita_api
+    from blended_diffusion.qt import Qt
+    from blended_diffusion.ui.regions_panel import RegionsPanel
+
+    doc = photo_doc()
+    source = doc.rootNode().childNodes()[0]
+    w, h = doc.width(), doc.height()
+    kite = _add_region(doc, source, "a red kite", soft_ellipse(w, h, 0.3 * w, 0.35 * h, 40, 30))
+    _add_region(doc, source, "a calm sky", soft_ellipse(w, h, 0.5 * w, 0.8 * h, 30, 20), visible=False)
+    saved = krita_api.active_document, krita_api.active_node
+    try:
+        krita_api.active_document = lambda: doc  # no view in kritarunner: no active document or node
+        krita_api.active_node = lambda _doc: kite  # the user is painting the kite's mask
+        panel = RegionsPanel()
+        panel.poll()
+        rows = [panel.list.item(i) for i in range(panel.list.count())]
+        result: Dict[str, Any] = {
+            "rows": [item.text() for item in rows],
+            "hidden_tip": rows[1].toolTip() if len(rows) > 1 else None,
+            "editable": all(bool(item.flags() & Qt.ItemFlag.ItemIsEditable) for item in rows),
+            "summary": panel.summary.text(),
+        }
+        rows[0].setText("a green kite")  # as a double-click and typing would
+        result["mask_names_after_edit"] = [m.name() for m in krita_api.region_masks(source)]
+        panel.poll()
+        result["rows_after_poll"] = [panel.list.item(i).text() for i in range(panel.list.count())]
+        group = doc.createGroupLayer("BD: a green kite")  # as an edit leaves it: its group active
+        doc.rootNode().addChildNode(group, source)
+        candidate = doc.createNode("#1 match 50%", "paintlayer")
+        group.addChildNode(candidate, None)
+        for active in (group, candidate):
+            krita_api.active_node = lambda _doc, node=active: node
+            panel.poll()
+            result.setdefault("rows_from_group", []).append(
+                [panel.list.item(i).text() for i in range(panel.list.count())]
+            )
+        krita_api.active_node = lambda _doc: None
+        panel.poll()
+        result["summary_without_layer"] = panel.summary.text()
+    finally:  # the patches must not outlive this scenario: later ones share the Krita process
+        krita_api.active_document, krita_api.active_node = saved
+    return result

@@ -12,6 +12,7 @@ HERE = "tests.krita.regions.scenarios"
 SCENARIOS = [
     Scenario("regions", f"{HERE}:scenario_regions", "real"),
     Scenario("all_hidden", f"{HERE}:scenario_regions_all_hidden", "real"),
+    Scenario("panel", f"{HERE}:scenario_regions_panel"),
 ]
 
 
@@ -66,3 +67,15 @@ def test_hidden_masks_leave_the_edit_to_the_selection(regions):
     assert r["sent_regions"] == 0
     assert r["group_name"] == "BD: a red hot air balloon"
     assert r["outside_bad"] == 0
+
+
+def test_the_dockers_list_shows_the_masks_and_renames_them(regions):
+    r = regions["panel"]
+    assert r["rows"] == ["a red kite", "a calm sky"]
+    assert r["hidden_tip"] == "hidden: skipped by Edit with text" and r["editable"]
+    assert r["summary"].startswith("Regions: 1 edited in one job, 1 hidden")
+    assert r["mask_names_after_edit"] == ["a green kite", "a calm sky"]
+    assert r["rows_after_poll"] == ["a green kite", "a calm sky"]
+    # the candidate group (or one of its candidates) active: the regions of the layer it edited
+    assert r["rows_from_group"] == [["a green kite", "a calm sky"]] * 2
+    assert r["summary_without_layer"].startswith("Regions: none")
