@@ -108,6 +108,7 @@ def status(
             "method": getattr(models, "method", "paper"),
             "image_size": getattr(models, "image_size", None),
             "class_cond": getattr(models, "class_cond", None),
+            "min_steps": int(getattr(models, "min_steps", 0)),  # a few-step preset's floor (issue 38)
             "edit_defaults": dict(edit_defaults),
         },
         **timing(models, edit_defaults),

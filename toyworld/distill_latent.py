@@ -48,6 +48,8 @@ STUDENT_EDIT_DEFAULTS: dict = {
     "batch_size": 4,
     "iterations_num": 1,
 }
+# the steps an edit runs at any strength (issue 38): 4 chances to blend, so strength 0.5 runs 4 of 8
+STUDENT_MIN_STEPS = 4
 
 
 def boundary(t):
@@ -139,7 +141,7 @@ def preset_data(out: Path, training: dict) -> dict:
     )
     return latent_preset_data(
         out, training, name="toy-latent-lcm", description=description, defaults=STUDENT_EDIT_DEFAULTS,
-        scheduler="lcm",
+        scheduler="lcm", min_steps=STUDENT_MIN_STEPS,
     )  # fmt: skip
 
 

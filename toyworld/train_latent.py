@@ -245,11 +245,21 @@ def preset_data(out: Path, training: dict) -> dict:
 
 
 def latent_preset_data(
-    out: Path, training: dict, *, name: str, description: str, defaults: dict, scheduler: str = "ddim"
+    out: Path,
+    training: dict,
+    *,
+    name: str,
+    description: str,
+    defaults: dict,
+    scheduler: str = "ddim",
+    min_steps: int = 0,
 ) -> dict:
     """A toy latent preset (this module's, or toyworld.distill_latent's student): the folder's files, the
-    toy CLIP ranking, the edit defaults and their guidance; ``scheduler`` named only when it is not DDIM."""
+    toy CLIP ranking, the edit defaults and their guidance; ``scheduler`` named only when it is not DDIM,
+    ``min_steps`` (the floor of steps run at any strength) only when there is one."""
     sampler = {} if scheduler == "ddim" else {"scheduler": scheduler}
+    if min_steps:
+        sampler["min_steps"] = min_steps
     return {
         "name": name,
         "method": "latent",

@@ -47,6 +47,7 @@ class LatentModels:
     text_encoder_2: Any = None  # SDXL: transformers CLIPTextModelWithProjection
     tokenizer_2: Any = None
     sampler: str = "ddim"  # the preset's scheduler (registry.PIPELINE_SCHEDULERS)
+    min_steps: int = 0  # the steps a run keeps at any strength (registry.Pipeline.min_steps)
 
     @property
     def method(self) -> Literal["latent"]:
@@ -202,4 +203,5 @@ def load_latent_models(
         text_encoder_2=text_encoder_2,
         tokenizer_2=tokenizer_2,
         sampler=pipeline.scheduler,
+        min_steps=pipeline.min_steps,
     )

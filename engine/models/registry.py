@@ -181,6 +181,9 @@ class Pipeline:
     licence: str = ""
     source: Optional[HubSource] = None  # where ``python -m engine download`` fetches the files; None: by hand
     scheduler: str = "ddim"  # PIPELINE_SCHEDULERS
+    # issue 38: the steps a run keeps at any strength. A few-step model has only as many chances to blend
+    # as it runs steps, so at low strength the schedule grows (latent/edit.py's schedule); 0: no floor
+    min_steps: int = 0
 
 
 @dataclass(frozen=True)
@@ -321,6 +324,9 @@ def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, director
         raise InputError(
             f"{source}: pipeline 'scheduler' must be one of {PIPELINE_SCHEDULERS}, got {scheduler!r}"
         )
+    min_steps = spec.get("min_steps", 0)
+    if isinstance(min_steps, bool) or not isinstance(min_steps, int) or min_steps < 0:
+        raise InputError(f"{source}: pipeline 'min_steps' must be a whole number >= 0, got {min_steps!r}")
     try:
         resolution, guidance = int(spec["resolution"]), float(spec["guidance_scale"])
     except (KeyError, TypeError, ValueError):
@@ -345,7 +351,7 @@ def _latent_preset(name: str, data: dict, source: Path, base_dir: Path, director
         specs.append(file_spec)
     root = directory if directory is not None else Path(folder)  # relative: under the weights folder
     licence = str(spec.get("licence", ""))
-    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, licence, hub, scheduler)
+    pipeline = Pipeline(family, resolution, dtype, guidance, root, specs, licence, hub, scheduler, min_steps)
     clip = _model_entry(data["clip"], f"{name}-clip", source, base_dir) if data.get("clip") else None
     if clip is not None and clip.kind != "clip":
         raise InputError(f"{source}: 'clip' refers to a {clip.kind} model")

@@ -68,6 +68,7 @@ class Estimates:
         self.model_size: Optional[int] = None  # the model's side in pixels (status: models.image_size)
         self.detail_strength = DETAIL_STRENGTH
         self.schedules: Dict[str, int] = {}  # each mode's respaced steps at the preset's settings
+        self.min_steps = 0  # the preset's floor of steps run at any strength (status: models.min_steps)
 
     def update(self, reply: Dict[str, Any], device: Optional[str] = None) -> None:
         """From a status reply or an edit job's result fields (either may lack the keys: older engine)."""
@@ -88,6 +89,8 @@ class Estimates:
         if isinstance(models, dict):
             size = models.get("image_size")
             self.model_size = int(size) if isinstance(size, int) and size > 0 else self.model_size
+            floor = models.get("min_steps")
+            self.min_steps = floor if isinstance(floor, int) and floor > 0 else 0
             strength = (models.get("edit_defaults") or {}).get("detail_strength")
             if isinstance(strength, (int, float)) and 0 < strength <= 1:
                 self.detail_strength = float(strength)
@@ -96,9 +99,12 @@ class Estimates:
         """Seconds for ``candidates`` in ``quality``; None before the engine measured this device.
 
         ``guided_steps``: in ``paper`` mode the docker sends its own schedule, so the candidates' part is its
-        guided step count times the measured guided step time when the engine reported one.
+        guided step count (at least the preset's floor, ``min_steps``) times the measured guided step time
+        when the engine reported one.
         """
         times = self.step_times
+        if guided_steps is not None:  # a few-step preset runs its floor at any strength (engine: schedule)
+            guided_steps = max(int(guided_steps), self.min_steps)
         if quality == "paper" and guided_steps is not None and "guided" in times:
             per: Optional[float] = times["guided"] * guided_steps + times.get("candidate", 0.0)
         else:

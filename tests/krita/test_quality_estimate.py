@@ -213,3 +213,18 @@ def test_detail_estimate_for_a_latent_engine_is_the_latent_stage_s_plan():
     assert planned > 0
     text = estimates.text("paper", 2, detail="on", selection=(bounds, width, height), steps=50)
     assert text.endswith(f" + {describe_seconds(0.004 * planned)} for full-resolution detail")
+
+
+def test_a_few_step_presets_floor_counts_in_the_estimate():
+    estimates = Estimates()
+    reply = {
+        "step_times": {"guided": 0.5, "edit": 3.0, "run": 1.0, "candidate": 0.5},
+        "models": {"min_steps": 4},
+    }
+    estimates.update(reply, "cpu")
+    assert estimates.min_steps == 4
+    # strength 0.5 of 4 steps asks for 2: the engine runs 4 of 8 (engine/editing/latent/edit.py's schedule)
+    assert estimates.seconds("paper", 1, guided_steps=2) == pytest.approx(0.5 * 4 + 0.5 + 3.0 + 1.0)
+    assert estimates.seconds("paper", 1, guided_steps=6) == pytest.approx(0.5 * 6 + 0.5 + 3.0 + 1.0)
+    estimates.update({"models": {"image_size": 32}}, "cpu")  # a preset without a floor
+    assert estimates.min_steps == 0

@@ -46,8 +46,10 @@ from engine.errors import InputError
 from engine.models.devices import amp_dtype_for, free_memory
 
 
-def schedule(params: EditParams) -> tuple:
-    """(DDIM steps, steps skipped) from timestep_respacing ("50" or "ddim50") and skip_timesteps."""
+def schedule(params: EditParams, min_steps: int = 0) -> tuple:
+    """(DDIM steps, steps skipped) from timestep_respacing ("50" or "ddim50") and skip_timesteps. With a
+    floor of ``min_steps`` (a few-step preset's): where fewer would run, the schedule grows to
+    ceil(min_steps / strength) steps of which min_steps run, so the strength keeps its meaning (issue 38)."""
     text = str(params.timestep_respacing).strip().lower()
     text = text[4:] if text.startswith("ddim") else text
     if not text.isdigit() or int(text) < 1:
@@ -58,7 +60,23 @@ def schedule(params: EditParams) -> tuple:
     steps, skip = int(text), int(params.skip_timesteps)
     if not 0 <= skip < steps:
         raise InputError(f"skip_timesteps must be between 0 and {steps - 1} for {steps} steps, got {skip}")
+    if steps - skip < min_steps:
+        total = -(-min_steps * steps // (steps - skip))  # ceil(min_steps / strength), in whole numbers
+        return total, total - min_steps
     return steps, skip
+
+
+def floor_note(models, params: EditParams) -> Optional[str]:
+    """The note of a schedule the preset's floor of free steps grew, None when it did not."""
+    floor = int(getattr(models, "min_steps", 0))
+    asked, grown = schedule(params), schedule(params, floor)
+    if asked == grown:
+        return None
+    return (
+        f"{asked[0] - asked[1]} of {asked[0]} steps grew to {grown[0] - grown[1]} of {grown[0]}: the preset "
+        f"runs at least {floor} at any strength (strength {1 - grown[1] / grown[0]:.2f} for "
+        f"{1 - asked[1] / asked[0]:.2f})"
+    )
 
 
 def sampler_name(models) -> str:
@@ -95,7 +113,7 @@ def sample(
     """The candidates of ``seeds`` decoded to [-1, 1] at the model's size: the latent loop, the decoder (or
     a copy fine-tuned per candidate to the background outside the mask). ``unet``: the preset's unless
     the caller runs another wrapper of it."""
-    num_steps, skip = schedule(params)
+    num_steps, skip = schedule(params, getattr(models, "min_steps", 0))
     latents = bld.blended_latent_diffusion(
         models.unet if unet is None else unet,
         models.scheduler(),
@@ -164,9 +182,12 @@ def latent_edit(
     if timer is not None:
         timer.begin()
     validate_params(params)
-    num_steps, skip = schedule(params)
+    num_steps, skip = schedule(params, getattr(models, "min_steps", 0))
     prepared = prepare_edit(image, mask, models, params, init_image)
     notes = prepared.notes
+    grown = floor_note(models, params)
+    if grown is not None:
+        notes.append(grown)
     _ignored(params, notes)
     prompt = params.prompt.strip()
     scale = guidance_scale(models, params)

@@ -37,7 +37,9 @@ class LatentWindows:
 
     def __init__(self, models, params: EditParams, prompts: Iterable[str], notes: List[str]) -> None:
         self.models, self.params = models, params
-        self.num_steps, self.skip = schedule(params)  # InputError before any model call
+        self.num_steps, self.skip = schedule(
+            params, getattr(models, "min_steps", 0)
+        )  # InputError before any model call
         self.steps = self.num_steps - self.skip  # steps each window runs: what progress counts
         self.scale = guidance_scale(models, params)
         texts = sorted({text for text in prompts if text})

@@ -7,8 +7,9 @@
                                     (the background's: 1 - the regions')     overlaps by the masks' values
   self-attention, the ResNet blocks and the rest of the UNet are untouched.
 
-The unconditional half of the classifier-free guidance batch carries the empty prompt once per chunk, so
-its output is the unconditional one (every chunk gives the same output, and the weights add up to 1).
+Every prompt's attention runs in one call of the layer's own processor (the rows repeated once a prompt).
+The unconditional half of the classifier-free guidance batch carries the empty prompt once per chunk (so
+it batches with the prompted half); rows whose chunks are all the same run once, with that prompt.
 A cross-attention output is an affine map of its attention's output, so weighting whole processor outputs
 is weighting the attention itself. SDXL's pooled text embedding conditions the whole image: the
 background prompt's, or the regions' mean when the background prompt is empty.
@@ -72,7 +73,7 @@ def layer_side(grid: int, queries: int) -> int:
 
 
 class RegionalCrossAttention:
-    """An attention processor that runs the layer's own processor once per prompt chunk and blends the
+    """An attention processor that runs the layer's own processor for every prompt chunk and blends the
     outputs by the regions' weights; self-attention (no encoder states) passes straight through."""
 
     def __init__(self, inner, prompts: RegionalPrompts) -> None:

@@ -134,3 +134,42 @@ def test_the_cli_edits_with_the_few_step_preset_and_its_defaults(tmp_path):
     outside, source = np.asarray(mask) == 0, np.asarray(image)
     for path in files:
         assert np.array_equal(np.asarray(Image.open(path).convert("RGB"))[outside], source[outside])
+
+
+def test_low_strength_keeps_the_presets_floor_of_free_steps() -> None:
+    from engine.editing.latent.edit import schedule
+
+    def ask(steps: int, skip: int) -> EditParams:
+        return EditParams(timestep_respacing=str(steps), skip_timesteps=skip)
+
+    assert schedule(ask(4, 0), 4) == (4, 0)  # strength 1: the 4 steps themselves
+    assert schedule(ask(4, 2), 4) == (8, 4)  # strength 0.5: 4 of 8, not 2 of 4
+    assert schedule(ask(4, 3), 4) == (16, 12)  # 0.25: 4 of 16
+    assert schedule(ask(10, 7), 4) == (14, 10)  # 0.3: ceil(4 / 0.3) = 14, strength 4/14
+    assert schedule(ask(50, 12), 4) == (50, 12)  # enough steps run: unchanged
+    assert schedule(ask(4, 2)) == (4, 2)  # no floor: as asked
+    assert registry.get_preset("toy-latent-lcm").pipeline.min_steps == 4
+    assert registry.get_preset("toy-latent").pipeline.min_steps == 0
+
+
+def test_a_half_strength_few_step_edit_runs_the_floor_and_says_so(lcm):
+    batches = []
+    hook = lcm.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    image, mask = shape_scene()
+    try:
+        result = edit(image, mask, lcm, _params(skip_timesteps=2, batch_size=2, iterations_num=1))
+    finally:
+        hook.remove()
+    assert batches == [2, 2, 2, 2]  # 4 blends, not 2
+    assert any("2 of 4 steps grew to 4 of 8" in note for note in result.notes), result.notes
+    assert "4 of 8 LCM steps" in result.notes[-1]
+
+
+def test_a_bad_floor_in_a_preset_is_refused_by_name(tmp_path: Path) -> None:
+    folder = tmp_path / "preset"
+    shutil.copytree(ROOT / "resources" / "models" / "toy-latent-lcm", folder)
+    data = json.loads((folder / "preset.json").read_text())
+    data["pipeline"]["min_steps"] = -1
+    (folder / "preset.json").write_text(json.dumps(data))
+    with pytest.raises(InputError, match="'min_steps' must be a whole number >= 0, got -1"):
+        registry.get_preset(str(folder))
