@@ -31,7 +31,6 @@ from engine.editing.shared.prepare import PreparedEdit, diffusion_for, lpips_for
 from engine.editing.shared.regions import (
     Region,
     check_regions,
-    single_selection,
     union_mask,
     without_detail,
 )
@@ -86,15 +85,16 @@ def edit(
     prompt = params.prompt.strip()
     targets = None
     if regions:
-        targets = region_targets(prepared, regions, int(models.image_size))
+        targets = region_targets(prepared, regions)
         params = without_detail(params, notes)
 
     # before any model call: the prompt's embedding too comes from the job's precision
     amp_dtype = set_precision(models, amp_dtype_for(params.precision, models.device), notes)
     models.unet.requires_grad_(False)
-    text_embed = models.clip.encode_text([prompt]) if prompt else None
-    if targets is not None:
+    if targets is not None:  # the regions' prompts guide; the background prompt has no area here
         text_embed = targets.embed(models.clip, notes)
+    else:
+        text_embed = models.clip.encode_text([prompt]) if prompt else None
     guided = text_embed is not None
     augment = ExtendingAugmentations(models.clip.image_size, int(params.aug_num)) if guided else None
     unet = UNetChoice(models, params, notes)
@@ -155,7 +155,7 @@ def _selection(image: Image.Image, mask, params: EditParams, regions: Optional[S
     if params.invert_mask:
         raise InputError("invert_mask does not apply to regions: each region's mask says what it edits")
     check_regions(regions, image.size)
-    if single_selection(regions):
+    if len(regions) == 1:
         return regions[0].mask, dataclasses.replace(params, prompt=regions[0].prompt), None
     return union_mask(regions, image.size), params, list(regions)
 

@@ -142,16 +142,6 @@ def _candidate_group_of(node: Any) -> Optional[Any]:
     return None
 
 
-def node_below(node: Any) -> Optional[Any]:
-    """The sibling directly below ``node`` in the layer stack, or None."""
-    parent = node.parentNode()
-    if parent is None:
-        return None
-    siblings = parent.childNodes()
-    index = [s.uniqueId() for s in siblings].index(node.uniqueId())
-    return siblings[index - 1] if index > 0 else None
-
-
 def read_region(doc: Any, mask: Any) -> bytes:
     """A selection mask's pixels over the whole image, one byte a pixel (soft values kept)."""
     return bytes(mask.selection().pixelData(0, 0, doc.width(), doc.height()))
@@ -182,15 +172,24 @@ def selection_extent(doc: Any = None) -> Optional[Tuple[Box, int, int]]:
     return (x, y, x + selection.width(), y + selection.height()), doc.width(), doc.height()
 
 
-def node_above(node: Any) -> Optional[Any]:
-    """The sibling directly above ``node`` in the layer stack, or None."""
+def _sibling(node: Any, step: int) -> Optional[Any]:
+    """The sibling ``step`` places up the layer stack from ``node`` (childNodes lists bottom to top)."""
     parent = node.parentNode()
     if parent is None:
         return None
     siblings = parent.childNodes()
-    ids = [s.uniqueId() for s in siblings]
-    index = ids.index(node.uniqueId())
-    return siblings[index + 1] if index + 1 < len(siblings) else None
+    index = [s.uniqueId() for s in siblings].index(node.uniqueId()) + step
+    return siblings[index] if 0 <= index < len(siblings) else None
+
+
+def node_above(node: Any) -> Optional[Any]:
+    """The sibling directly above ``node`` in the layer stack, or None."""
+    return _sibling(node, 1)
+
+
+def node_below(node: Any) -> Optional[Any]:
+    """The sibling directly below ``node`` in the layer stack, or None."""
+    return _sibling(node, -1)
 
 
 def document_open(doc: Any) -> bool:

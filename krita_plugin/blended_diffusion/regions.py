@@ -28,9 +28,6 @@ class RegionSpec:
     name: str
     visible: bool
 
-    def prompt(self, fallback: str) -> str:
-        return region_prompt(self.name, fallback)
-
 
 def region_prompt(name: str, fallback: str) -> str:
     """A mask's prompt: its name, or ``fallback`` (the docker's prompt) for a name Krita gave it."""

@@ -24,7 +24,10 @@ def test_a_mask_named_by_krita_takes_the_dockers_prompt():
     for name in ("Selection Mask", "selection mask 3", "Selection Mask2"):
         assert regions.region_prompt(name, " a calm sky ") == "a calm sky", name
     spec = regions.RegionSpec("7", "Selection Mask 2", False)
-    assert spec.prompt("x") == "x" and regions.used([spec, regions.RegionSpec("8", "a", True)])[0].uid == "8"
+    assert (
+        regions.region_prompt(spec.name, "x") == "x"
+        and regions.used([spec, regions.RegionSpec("8", "a", True)])[0].uid == "8"
+    )
     assert regions.label(["a red kite", ""]) == "a red kite | (background)"
 
 

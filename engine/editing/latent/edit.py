@@ -301,7 +301,8 @@ def _regional(models, prepared: PreparedEdit, inputs: LatentInputs, regions, bac
     )
     if scale == 0 or not (background or any(prompts)):
         return None
-    inputs.cond, inputs.uncond = regional_conditionings(models, background, prompts)
+    # _inputs encoded "" and the background prompt (its cond: None when empty) already
+    inputs.cond, inputs.uncond = regional_conditionings(models, prompts, inputs.uncond, inputs.cond)
     grid = inputs.source.shape[-1]
     crops = model_crops(regions, prepared.source.size, prepared.box, grid)
     tokens = inputs.cond.states.shape[1] // (len(regions) + 1)
@@ -311,8 +312,7 @@ def _regional(models, prepared: PreparedEdit, inputs: LatentInputs, regions, bac
 def _region_scores(models, prepared: PreparedEdit, regions, results: torch.Tensor) -> List[dict]:
     """Every candidate scored by each region's masked and full distances to its own prompt, averaged."""
     prompts = prompts_of(regions)
-    crops = model_crops(regions, prepared.source.size, prepared.box, prepared.size)
-    masks = region_masks(crops, models.device)
+    masks = region_masks(regions, prepared)
     embeds = [models.clip.encode_text([p]) if p else None for p in prompts]
     return score_regions(models.clip, results, masks, embeds)
 

@@ -150,13 +150,13 @@ def side_by_side(conditionings: Sequence, pooled_from: Sequence) -> object:
     return Conditioning(states, {**first.added, "text_embeds": pooled})
 
 
-def regional_conditionings(models, background: str, prompts: Sequence[str]) -> tuple:
+def regional_conditionings(models, prompts: Sequence[str], empty, background=None) -> tuple:
     """(cond, uncond) for the regions' prompts: cond the background's and each region's conditioning side
-    by side, uncond the empty prompt's repeated once per chunk."""
-    empty = models.encode_prompt("")
+    by side, uncond the empty prompt's repeated once per chunk. ``empty`` / ``background``: the job's
+    conditionings on "" and on its background prompt (None when that is empty), already encoded."""
     regions = [models.encode_prompt(p) if p else empty for p in prompts]
-    back = models.encode_prompt(background) if background else empty
-    pooled_from = [back] if background else [r for r, p in zip(regions, prompts) if p] or [empty]
+    back = empty if background is None else background
+    pooled_from = [back] if background is not None else [r for r, p in zip(regions, prompts) if p] or [empty]
     cond = side_by_side([back, *regions], pooled_from)
     uncond = side_by_side([empty] * (len(prompts) + 1), [empty])
     return cond, uncond

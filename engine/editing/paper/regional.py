@@ -27,7 +27,7 @@ import torch
 
 from engine.editing.shared import imaging
 from engine.editing.shared.ranking import score_regions
-from engine.editing.shared.regions import Region, model_crops, prompts_of, region_masks
+from engine.editing.shared.regions import Region, prompts_of, region_masks
 
 Square = Tuple[int, int, int]  # top, left, side on the model's square
 
@@ -72,10 +72,9 @@ def single_edit_square(mask: np.ndarray, box: Tuple[int, int, int, int], side: i
     return top, left, extent
 
 
-def region_targets(prepared: Any, regions: Sequence[Region], side: int) -> RegionTargets:
+def region_targets(prepared: Any, regions: Sequence[Region]) -> RegionTargets:
     """The regions on the prepared job's model square."""
-    size = prepared.source.size
-    crops = model_crops(regions, size, prepared.box, side)
-    masks = region_masks(crops, prepared.model_mask.device)
+    size, side = prepared.source.size, prepared.size
+    masks = region_masks(regions, prepared)
     squares = [single_edit_square(imaging.mask_array(r.mask, size), prepared.box, side) for r in regions]
     return RegionTargets(prompts_of(regions), masks, squares)

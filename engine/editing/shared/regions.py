@@ -3,7 +3,7 @@
 A job's regions are (mask, prompt) pairs over the source image. The edited area is their union (each pixel
 the largest of the regions' values), so every pixel outside all of them stays the source's, byte for byte;
 the job's own prompt is the background prompt, the one that conditions the rest. One region is exactly a
-single-selection edit with that region's mask and prompt (``single_selection``).
+single-selection edit with that region's mask and prompt (editor.edit).
 
 Both methods read the regions on the model's square: ``region_weights`` gives each region's share of every
 pixel there (overlaps by the masks' values, normalised; the background's share is what the regions leave),
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -59,11 +59,6 @@ def union_mask(regions: Sequence[Region], size: Tuple[int, int]) -> Image.Image:
     return Image.fromarray(np.maximum.reduce(arrays))
 
 
-def single_selection(regions: Optional[Sequence[Region]]) -> bool:
-    """No regions, or one: the job is today's single-selection edit."""
-    return not regions or len(regions) == 1
-
-
 def model_crops(regions: Sequence[Region], size: Tuple[int, int], box: imaging.Box, side: int) -> np.ndarray:
     """Each region's soft mask over the context box at the model's side: float [K, side, side] in [0, 1]."""
     crops = []
@@ -74,9 +69,11 @@ def model_crops(regions: Sequence[Region], size: Tuple[int, int], box: imaging.B
     return np.stack(crops)
 
 
-def region_masks(crops: np.ndarray, device) -> torch.Tensor:
-    """Each region's binary mask at the model's size [K, 1, side, side]: 1 where it has any value."""
-    return torch.from_numpy((crops > 1e-6).astype(np.float32))[:, None].to(device)
+def region_masks(regions: Sequence[Region], prepared: Any) -> torch.Tensor:
+    """Each region's binary mask on the prepared job's model square [K, 1, S, S]: 1 where it has any value
+    (as imaging.binary_model_mask makes the job's own)."""
+    crops = model_crops(regions, prepared.source.size, prepared.box, prepared.size)
+    return torch.from_numpy((crops > 1e-6).astype(np.float32))[:, None].to(prepared.model_mask.device)
 
 
 def region_weights(crops: np.ndarray, side: int, device) -> torch.Tensor:

@@ -283,11 +283,13 @@ def test_sdxls_pooled_embedding_is_the_background_prompts_or_the_regions_mean() 
             added = {"text_embeds": torch.full((1, 4), value), "time_ids": torch.ones(1, 6)}
             return Conditioning(torch.full((1, 3, 2), value), added)
 
-    cond, uncond = regional_conditionings(Encoder(), "", ["ab", "abcd"])
+    encoder = Encoder()
+    empty = encoder.encode_prompt("")
+    cond, uncond = regional_conditionings(encoder, ["ab", "abcd"], empty)
     assert cond.states[0, :, 0].tolist() == [0.0] * 3 + [2.0] * 3 + [4.0] * 3  # background, then regions
     assert torch.equal(cond.added["text_embeds"], torch.full((1, 4), 3.0))  # the regions' mean
     assert torch.equal(uncond.states, torch.zeros(1, 9, 2))
     assert torch.equal(uncond.added["text_embeds"], torch.zeros(1, 4))
-    cond, _ = regional_conditionings(Encoder(), "a lake", ["ab", ""])
+    cond, _ = regional_conditionings(encoder, ["ab", ""], empty, encoder.encode_prompt("a lake"))
     assert torch.equal(cond.added["text_embeds"], torch.full((1, 4), 6.0))  # the background prompt's
     assert cond.states[0, 6:, 0].tolist() == [0.0] * 3  # a region without a prompt: the empty one's
